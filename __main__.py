@@ -1,0 +1,37 @@
+"""The Pulumi program: wiring only. Config → MailDomain → components → exports."""
+
+import pulumi
+import pulumi_tls as tls
+
+from modules import pulumi_config
+from modules.cloudflare_dns import CloudflareRecords, CloudflareRecordsArgs
+from modules.config import from_config
+from modules.plan import plan
+
+stack = from_config(pulumi_config.read_namespace())
+records = plan(stack)
+
+dkim_key = None
+if any(r.needs_gateway_key for r in records) or stack.gateways:
+    dkim_key = tls.PrivateKey(
+        "dkim",
+        algorithm="RSA",
+        rsa_bits=stack.dkim.bits,
+        opts=pulumi.ResourceOptions(additional_secret_outputs=["private_key_pem", "private_key_openssh", "private_key_pem_pkcs8"]),
+    )
+
+if stack.dns.provider == "cloudflare":
+    dns = CloudflareRecords(
+        "mail",
+        CloudflareRecordsArgs(
+            records=records,
+            zones={r.name: stack.dns.zone_of(r.name) for r in records},
+            gateway_public_key_pem=dkim_key.public_key_pem if dkim_key else None,
+        ),
+    )
+    pulumi.export("zoneIds", dns.zone_ids)
+
+pulumi.export("records", [r.as_json() for r in records])
+if dkim_key is not None:
+    pulumi.export("dkimSelector", stack.dkim.selector)
+    pulumi.export("dkimPublicKeyPem", dkim_key.public_key_pem)

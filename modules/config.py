@@ -1,0 +1,591 @@
+"""Stack configuration → MailDomain: every key validated, coerced, and named on error.
+
+The input is the ``mailstack:`` namespace of a stack as a plain mapping (short keys,
+parsed values), whether it comes from a stack file (``modules.stackfile``) or from the
+Pulumi engine (``modules.pulumi_config``). Errors are collected across the whole
+declaration and raised once as ConfigErrors, each naming its key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from modules import dmarc, mta_sts, names, plan as plan_module, spf
+from modules.errors import ConfigError, ConfigErrors, PlanError
+from modules.model import (
+    Dkim,
+    Dmarc,
+    Dns,
+    Gateway,
+    Hosting,
+    Inbound,
+    InboundMode,
+    MailDomain,
+    MtaSts,
+    MxHost,
+    Odoo,
+    Sender,
+    SenderKind,
+    Spf,
+    SshTarget,
+    TlsRpt,
+)
+from modules.senders import GOOGLE_MX, microsoft_mx
+
+T = TypeVar("T")
+Path = tuple[str | int, ...]
+
+#: Keys that hold secrets: known, so not "unknown", but never part of the model.
+SECRET_KEYS = frozenset({"tsigSecret", "sshPrivateKey", "odooPassword"})
+#: Keys other parts of mailstack read from the same namespace (gateway rendering, lab).
+EXTENSION_KEYS: set[str] = {"gateway", "lab"}
+MODEL_KEYS = (
+    "domain", "aliasDomains", "odoo", "outbound", "inbound", "gateways",
+    "dkim", "spf", "dmarc", "mtaSts", "tlsRpt", "dns",
+)
+
+
+class _Reader:
+    """Collects errors while reading; every accessor returns None after reporting."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def fail(self, path: Path, message: str) -> None:
+        self.errors.append(ConfigError(path, message))
+
+    def mapping(self, value: Any, path: Path, allowed: tuple[str, ...]) -> dict[str, Any] | None:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.fail(path, f"must be a mapping with keys {', '.join(allowed)}")
+            return None
+        for key in value:
+            if key not in allowed:
+                self.fail((*path, str(key)), f"unknown key (expected one of {', '.join(allowed)})")
+        return dict(value)
+
+    def sequence(self, value: Any, path: Path) -> list[Any] | None:
+        if value is None:
+            return []
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            self.fail(path, "must be a list")
+            return None
+        return list(value)
+
+    def convert(self, value: Any, path: Path, convert: Callable[[Any], T]) -> T | None:
+        try:
+            return convert(value)
+        except (ValueError, TypeError) as err:
+            self.fail(path, str(err))
+            return None
+
+    def choice(self, value: Any, path: Path, choices: tuple[str, ...], default: str | None = None) -> str | None:
+        if value is None:
+            return default
+        if value not in choices:
+            self.fail(path, f"{value!r} is not one of {', '.join(choices)}")
+            return None
+        return str(value)
+
+    def integer(self, value: Any, path: Path, low: int, high: int, default: int | None = None) -> int | None:
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            self.fail(path, f"{value!r} is not an integer")
+            return None
+        try:
+            number = int(str(value), 10)
+        except ValueError:
+            self.fail(path, f"{value!r} is not an integer")
+            return None
+        if not low <= number <= high:
+            self.fail(path, f"{number} is not between {low} and {high}")
+            return None
+        return number
+
+    def boolean(self, value: Any, path: Path, default: bool = False) -> bool:
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower() == "true"
+        self.fail(path, f"{value!r} is not true or false")
+        return default
+
+    def string(self, value: Any, path: Path) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(path, "must be a non-empty string")
+            return None
+        return value.strip()
+
+
+def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = None) -> MailDomain:
+    """Validate the ``mailstack:`` config of one stack into a MailDomain.
+
+    Raises ConfigErrors (every problem, each naming its key); nothing is half-built.
+    The record plan is computed once here too, so a declaration whose records break a
+    rule together (SPF over budget, a CNAME beside another record) is refused up front.
+    """
+    reader = _Reader()
+    known = set(MODEL_KEYS) | SECRET_KEYS | EXTENSION_KEYS | (extension_keys or set())
+    for key in raw:
+        if key not in known:
+            reader.fail((key,), f"unknown key (known keys: {', '.join(sorted(known))})")
+
+    domain = _domain(reader, raw.get("domain"))
+    aliases = _alias_domains(reader, raw.get("aliasDomains"), domain)
+    odoo = _odoo(reader, raw.get("odoo"))
+    gateways = _gateways(reader, raw.get("gateways"))
+    outbound = _outbound(reader, raw.get("outbound"), odoo, gateways)
+    inbound = _inbound(reader, raw.get("inbound"), odoo, gateways, domain)
+    dkim = _dkim(reader, raw.get("dkim"))
+    spf_options = _spf(reader, raw.get("spf"))
+    dmarc_options = _dmarc(reader, raw.get("dmarc"))
+    mta = _mta_sts(reader, raw.get("mtaSts"), inbound)
+    tls_rpt = _tls_rpt(reader, raw.get("tlsRpt"))
+    dns = _dns(reader, raw.get("dns"), domain, aliases)
+
+    if reader.errors:
+        raise ConfigErrors(reader.errors)
+    assert domain and odoo and outbound is not None and inbound and dkim and spf_options
+    assert dmarc_options and dns and gateways is not None
+    stack = MailDomain(
+        domain=domain,
+        alias_domains=aliases,
+        odoo=odoo,
+        outbound=outbound,
+        inbound=inbound,
+        gateways=gateways,
+        dkim=dkim,
+        spf=spf_options,
+        dmarc=dmarc_options,
+        mta_sts=mta,
+        tls_rpt=tls_rpt,
+        dns=dns,
+    )
+    try:
+        plan_module.plan(stack)
+    except PlanError as err:
+        raise ConfigErrors([ConfigError(_plan_error_path(str(err)), str(err))]) from err
+    return stack
+
+
+def _plan_error_path(message: str) -> Path:
+    if "SPF" in message:
+        return ("outbound",)
+    if "CNAME" in message:
+        return ("inbound",)
+    return ("domain",)
+
+
+def _domain(reader: _Reader, value: Any) -> str | None:
+    if value is None:
+        reader.fail(("domain",), "is required (the mail domain, e.g. example.com)")
+        return None
+    return reader.convert(value, ("domain",), names.domain)
+
+
+def _alias_domains(reader: _Reader, value: Any, domain: str | None) -> tuple[str, ...]:
+    items = reader.sequence(value, ("aliasDomains",)) or []
+    result: list[str] = []
+    for index, item in enumerate(items):
+        name = reader.convert(item, ("aliasDomains", index), names.domain)
+        if name is None:
+            continue
+        if name == domain or name in result:
+            reader.fail(("aliasDomains", index), f"{name} is declared twice")
+            continue
+        result.append(name)
+    return tuple(result)
+
+
+def _odoo(reader: _Reader, value: Any) -> Odoo | None:
+    path: Path = ("odoo",)
+    fields = ("hosting", "database", "url", "host", "bounce", "catchall", "notifications")
+    data = reader.mapping(value, path, fields)
+    if data is None:
+        return None
+    if value is None:
+        reader.fail(path, "is required: {hosting: online|sh|onpremise, database: ...}")
+        return None
+    hosting = reader.choice(data.get("hosting"), (*path, "hosting"), tuple(h.value for h in Hosting))
+    if data.get("hosting") is None:
+        reader.fail((*path, "hosting"), "is required (online, sh or onpremise)")
+    database = reader.string(data.get("database"), (*path, "database"))
+    if database is not None:
+        database = reader.convert(database, (*path, "database"), lambda v: names.label(v))
+    url = reader.string(data.get("url"), (*path, "url"))
+    if url is not None and not url.startswith(("http://", "https://")):
+        reader.fail((*path, "url"), f"{url!r} is not an http:// or https:// URL")
+    host = None
+    if data.get("host") is not None:
+        host = reader.convert(data["host"], (*path, "host"), names.hostname)
+    local_parts = {}
+    for part in ("bounce", "catchall", "notifications"):
+        if data.get(part) is not None:
+            local_parts[part] = reader.convert(data[part], (*path, part), _local_part)
+    if hosting is None:
+        return None
+    if hosting in ("online", "sh") and database is None and host is None:
+        reader.fail((*path, "database"), f"is required for hosting {hosting} (the <db> of <db>.odoo.com)")
+    if hosting == "onpremise" and url is None:
+        reader.fail((*path, "url"), "is required for hosting onpremise (Odoo's base URL for XML-RPC)")
+    return Odoo(Hosting(hosting), database, url, host, **{k: v for k, v in local_parts.items() if v})
+
+
+def _local_part(value: Any) -> str:
+    if not isinstance(value, str) or not value or not all(c.isalnum() or c in "._+-" for c in value):
+        raise ValueError(f"{value!r} is not an e-mail local part")
+    return value.lower()
+
+
+def _gateways(reader: _Reader, value: Any) -> tuple[Gateway, ...] | None:
+    items = reader.sequence(value, ("gateways",))
+    if items is None:
+        return None
+    gateways: list[Gateway] = []
+    for index, item in enumerate(items):
+        path: Path = ("gateways", index)
+        data = reader.mapping(item, path, ("hostname", "ipv4", "ipv6", "priority", "ssh"))
+        if data is None:
+            continue
+        if data.get("hostname") is None:
+            reader.fail((*path, "hostname"), "is required")
+        if data.get("ipv4") is None:
+            reader.fail((*path, "ipv4"), "is required: a gateway needs an address for SPF and its MX")
+        hostname = reader.convert(data.get("hostname"), (*path, "hostname"), names.hostname) if data.get("hostname") is not None else None
+        ipv4 = reader.convert(data.get("ipv4"), (*path, "ipv4"), names.ipv4) if data.get("ipv4") is not None else None
+        ipv6 = reader.convert(data["ipv6"], (*path, "ipv6"), names.ipv6) if data.get("ipv6") is not None else None
+        priority = reader.integer(data.get("priority"), (*path, "priority"), 0, 65535, default=10 * (index + 1))
+        ssh = _ssh(reader, data.get("ssh"), (*path, "ssh"))
+        if hostname in {g.hostname for g in gateways}:
+            reader.fail((*path, "hostname"), f"{hostname} is declared twice")
+        if hostname and ipv4 and priority is not None and ssh is not None:
+            gateways.append(Gateway(hostname, ipv4, ipv6, priority, ssh))
+    return tuple(gateways)
+
+
+def _ssh(reader: _Reader, value: Any, path: Path) -> SshTarget | None:
+    data = reader.mapping(value, path, ("user", "port", "host"))
+    if data is None:
+        return None
+    user = reader.string(data.get("user"), (*path, "user")) or "root"
+    port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=22)
+    host = reader.string(data.get("host"), (*path, "host"))
+    return SshTarget(user, port or 22, host)
+
+
+_SENDER_FIELDS: dict[str, tuple[str, ...]] = {
+    "odoo": ("type",),
+    "gateway": ("type",),
+    "mailjet": ("type", "dkimKey", "dkimSelector"),
+    "google": ("type", "dkimKey", "dkimSelector"),
+    "microsoft": ("type", "tenant"),
+}
+
+
+def _outbound(reader: _Reader, value: Any, odoo: Odoo | None, gateways: tuple[Gateway, ...] | None) -> tuple[Sender, ...] | None:
+    items = reader.sequence(value, ("outbound",))
+    if items is None:
+        return None
+    result: list[Sender] = []
+    for index, item in enumerate(items):
+        path: Path = ("outbound", index)
+        sender = _sender(reader, item, path)
+        if sender is None:
+            continue
+        if sender.kind is not SenderKind.SPF and any(s.kind is sender.kind for s in result):
+            reader.fail(path, f"sender {sender.kind.value} is declared twice")
+            continue
+        if sender.kind is SenderKind.ODOO and odoo and not odoo.saas:
+            reader.fail(path, "sender odoo (Odoo's mail servers) needs odoo.hosting online or sh; on premise send through a gateway or a provider")
+        if sender.kind is SenderKind.GATEWAY and not gateways:
+            reader.fail(path, "sender gateway needs at least one entry in mailstack:gateways")
+        result.append(sender)
+    return tuple(result)
+
+
+def _sender(reader: _Reader, item: Any, path: Path) -> Sender | None:
+    if isinstance(item, str):
+        item = {"type": item}
+    if not isinstance(item, Mapping):
+        reader.fail(path, "must be a sender name (odoo, gateway, mailjet, google, microsoft) or a mapping")
+        return None
+    if "spf" in item and "type" not in item:
+        data = reader.mapping(item, path, ("spf",))
+        if data is None:
+            return None
+        terms_text = reader.string(data.get("spf"), (*path, "spf"))
+        if terms_text is None:
+            return None
+        terms = tuple(terms_text.split())
+        for term in terms:
+            try:
+                parsed = spf.parse_term(term)
+            except spf.SpfSyntaxError as err:
+                reader.fail((*path, "spf"), str(err))
+                return None
+            if parsed.name == "all" or parsed.name == "redirect":
+                reader.fail((*path, "spf"), f"{term!r}: set the all term with mailstack:spf.all; redirect cannot be merged")
+                return None
+        return Sender(SenderKind.SPF, spf_terms=terms)
+    kind = reader.choice(item.get("type"), (*path, "type"), tuple(_SENDER_FIELDS))
+    if kind is None:
+        if item.get("type") is None:
+            reader.fail((*path, "type"), "is required")
+        return None
+    data = reader.mapping(item, path, _SENDER_FIELDS[kind])
+    if data is None:
+        return None
+    sender_kind = SenderKind(kind)
+    if sender_kind is SenderKind.MICROSOFT:
+        tenant = reader.string(data.get("tenant"), (*path, "tenant"))
+        if tenant is None:
+            reader.fail((*path, "tenant"), "is required for microsoft (the <tenant>.onmicrosoft.com prefix)")
+            return None
+        tenant = reader.convert(tenant, (*path, "tenant"), names.label)
+        return Sender(sender_kind, tenant=tenant) if tenant else None
+    if sender_kind in (SenderKind.GOOGLE, SenderKind.MAILJET):
+        key = None
+        if data.get("dkimKey") is not None:
+            key = reader.convert(data["dkimKey"], (*path, "dkimKey"), _third_party_key)
+        selector = None
+        if data.get("dkimSelector") is not None:
+            selector = reader.convert(data["dkimSelector"], (*path, "dkimSelector"), names.label)
+        return Sender(sender_kind, dkim_key=key, dkim_selector=selector)
+    return Sender(sender_kind)
+
+
+def _third_party_key(value: Any) -> str:
+    from modules import dkim as dkim_rules
+
+    if not isinstance(value, str):
+        raise ValueError("must be the DKIM public key (base64) shown by the provider")
+    text = value.strip()
+    if text.startswith("v=DKIM1") or "p=" in text:
+        record = dkim_rules.parse(text)
+        text = record.public_key
+    b64 = dkim_rules.public_key_base64(text)
+    algorithm, bits = dkim_rules.key_bits(b64)
+    if algorithm == "rsa" and bits < dkim_rules.MIN_RSA_BITS:
+        raise ValueError(f"RSA key of {bits} bits is under the minimum of {dkim_rules.MIN_RSA_BITS} (RFC 8301)")
+    return b64
+
+
+def _mx_list(reader: _Reader, value: Any, path: Path, domain: str | None) -> tuple[MxHost, ...]:
+    if value == "google":
+        return GOOGLE_MX
+    if value == "microsoft":
+        return microsoft_mx(domain or "invalid")
+    items = reader.sequence(value, path) or []
+    result: list[MxHost] = []
+    for index, item in enumerate(items):
+        data = reader.mapping(item, (*path, index), ("host", "priority"))
+        if data is None:
+            continue
+        if data.get("host") is None:
+            reader.fail((*path, index, "host"), "is required")
+            continue
+        host = reader.convert(data["host"], (*path, index, "host"), names.hostname)
+        priority = reader.integer(data.get("priority"), (*path, index, "priority"), 0, 65535, default=10)
+        if host and priority is not None:
+            result.append(MxHost(host, priority))
+    return tuple(result)
+
+
+def _inbound(reader: _Reader, value: Any, odoo: Odoo | None, gateways: tuple[Gateway, ...] | None, domain: str | None) -> Inbound | None:
+    path: Path = ("inbound",)
+    data = reader.mapping(value, path, ("mode", "subdomain", "record", "mx", "aliases", "acceptAll"))
+    if data is None:
+        return None
+    mode_text = reader.choice(data.get("mode"), (*path, "mode"), tuple(m.value for m in InboundMode), default="none")
+    if mode_text is None:
+        return None
+    mode = InboundMode(mode_text)
+    subdomain = None
+    if data.get("subdomain") is not None:
+        subdomain = reader.convert(data["subdomain"], (*path, "subdomain"), names.label)
+    record = reader.choice(data.get("record"), (*path, "record"), ("mx", "cname"), default="mx") or "mx"
+    mx: tuple[MxHost, ...] = ()
+    if data.get("mx") is not None:
+        if mode not in (InboundMode.FORWARD, InboundMode.IMAP):
+            reader.fail((*path, "mx"), f"only applies to modes forward and imap, not {mode.value}")
+        else:
+            mx = _mx_list(reader, data["mx"], (*path, "mx"), domain)
+    aliases: list[str] = []
+    for index, alias in enumerate(reader.sequence(data.get("aliases"), (*path, "aliases")) or []):
+        local = reader.convert(alias, (*path, "aliases", index), _local_part)
+        if local and local not in aliases:
+            aliases.append(local)
+    accept_all = reader.boolean(data.get("acceptAll"), (*path, "acceptAll"))
+    if mode is InboundMode.ODOO_MX:
+        if odoo and not odoo.saas:
+            reader.fail((*path, "mode"), "odoo-mx needs odoo.hosting online or sh (inbound on <db>.odoo.com)")
+        if subdomain is None:
+            reader.fail((*path, "subdomain"), "is required for odoo-mx: Odoo's inbound mail must use a dedicated subdomain, never the root")
+    elif data.get("record") is not None:
+        reader.fail((*path, "record"), "only applies to mode odoo-mx")
+    if mode is InboundMode.GATEWAY and not gateways:
+        reader.fail((*path, "mode"), "gateway needs at least one entry in mailstack:gateways")
+    if mode is InboundMode.NONE and subdomain:
+        reader.fail((*path, "subdomain"), "does not apply to mode none")
+    return Inbound(mode, subdomain, record, mx, tuple(aliases), accept_all)
+
+
+def _dkim(reader: _Reader, value: Any) -> Dkim | None:
+    path: Path = ("dkim",)
+    data = reader.mapping(value, path, ("selector", "bits"))
+    if data is None:
+        return None
+    selector = "mailstack"
+    if data.get("selector") is not None:
+        selector = reader.convert(data["selector"], (*path, "selector"), names.label) or selector
+    bits = reader.integer(data.get("bits"), (*path, "bits"), 1024, 4096, default=2048)
+    if bits is not None and bits not in (1024, 2048, 3072, 4096):
+        reader.fail((*path, "bits"), f"{bits} is not one of 1024, 2048, 3072, 4096 (RFC 8301: at least 1024)")
+    return Dkim(selector, bits or 2048)
+
+
+def _spf(reader: _Reader, value: Any) -> Spf | None:
+    data = reader.mapping(value, ("spf",), ("all",))
+    if data is None:
+        return None
+    all_term = reader.choice(data.get("all"), ("spf", "all"), spf.ALL_QUALIFIERS, default="~all")
+    return Spf(all_term or "~all")
+
+
+def _uris(reader: _Reader, value: Any, path: Path) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    uris: list[str] = []
+    for index, item in enumerate(reader.sequence(value, path) or []):
+        uri = reader.convert(item, (*path, index), dmarc.check_uri)
+        if uri:
+            uris.append(uri)
+    return tuple(uris)
+
+
+def _dmarc(reader: _Reader, value: Any) -> Dmarc | None:
+    path: Path = ("dmarc",)
+    data = reader.mapping(value, path, ("policy", "subdomainPolicy", "rua", "ruf", "adkim", "aspf", "pct", "fo"))
+    if data is None:
+        return None
+    policy = reader.choice(data.get("policy"), (*path, "policy"), dmarc.POLICIES, default="none")
+    sp = reader.choice(data.get("subdomainPolicy"), (*path, "subdomainPolicy"), dmarc.POLICIES)
+    adkim = reader.choice(data.get("adkim"), (*path, "adkim"), dmarc.ALIGNMENTS, default="r")
+    aspf = reader.choice(data.get("aspf"), (*path, "aspf"), dmarc.ALIGNMENTS, default="r")
+    pct = reader.integer(data.get("pct"), (*path, "pct"), 0, 100)
+    fo = None
+    if data.get("fo") is not None:
+        fo = str(data["fo"])
+        if not set(fo.split(":")) <= dmarc.FO_VALUES:
+            reader.fail((*path, "fo"), f"{fo!r} is not a ':'-list of 0, 1, d, s")
+    rua = _uris(reader, data.get("rua"), (*path, "rua"))
+    ruf = _uris(reader, data.get("ruf"), (*path, "ruf"))
+    if policy is None or adkim is None or aspf is None:
+        return None
+    return Dmarc(policy, sp, rua, ruf, adkim, aspf, pct, fo)
+
+
+def _mta_sts(reader: _Reader, value: Any, inbound: Inbound | None) -> MtaSts | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    path: Path = ("mtaSts",)
+    data = reader.mapping(value, path, ("mode", "maxAge"))
+    if data is None:
+        return None
+    mode = reader.choice(data.get("mode"), (*path, "mode"), mta_sts.MODES, default="testing")
+    max_age = reader.integer(data.get("maxAge"), (*path, "maxAge"), 86400, mta_sts.MAX_AGE_LIMIT, default=604800)
+    if inbound and inbound.mode in (InboundMode.NONE,) :
+        reader.fail(path, "MTA-STS needs an MX: inbound.mode is none")
+    if mode is None or max_age is None:
+        return None
+    return MtaSts(mode, max_age)
+
+
+def _tls_rpt(reader: _Reader, value: Any) -> TlsRpt | None:
+    if value is None:
+        return None
+    path: Path = ("tlsRpt",)
+    data = reader.mapping(value, path, ("rua",))
+    if data is None:
+        return None
+    rua = _uris(reader, data.get("rua"), (*path, "rua"))
+    if not rua:
+        reader.fail((*path, "rua"), "needs at least one mailto: or https: URI")
+        return None
+    return TlsRpt(rua)
+
+
+def _dns(reader: _Reader, value: Any, domain: str | None, aliases: tuple[str, ...]) -> Dns | None:
+    path: Path = ("dns",)
+    fields = ("provider", "zone", "ttl", "aliasZones", "server", "port", "tsigKeyName", "tsigAlgorithm", "allowDelete")
+    data = reader.mapping(value, path, fields)
+    if data is None:
+        return None
+    provider = reader.choice(data.get("provider"), (*path, "provider"), ("cloudflare", "rfc2136"), default="cloudflare")
+    zone = domain or ""
+    if data.get("zone") is not None:
+        zone = reader.convert(data["zone"], (*path, "zone"), names.domain) or zone
+        if domain and zone and not names.within(domain, zone):
+            reader.fail((*path, "zone"), f"{domain} is not inside zone {zone}")
+    ttl = reader.integer(data.get("ttl"), (*path, "ttl"), 1, 86400, default=3600)
+    if ttl is not None and ttl != 1 and ttl < 30:
+        reader.fail((*path, "ttl"), f"{ttl} is too short: use 1 (Cloudflare automatic) or 30 to 86400")
+    if ttl == 1 and provider == "rfc2136":
+        reader.fail((*path, "ttl"), "1 means 'automatic' on Cloudflare only; give seconds for rfc2136")
+    alias_zones: list[tuple[str, str]] = []
+    zone_map = reader.mapping(data.get("aliasZones"), (*path, "aliasZones"), aliases) or {}
+    for alias, alias_zone in zone_map.items():
+        checked = reader.convert(alias_zone, (*path, "aliasZones", alias), names.domain)
+        if checked and not names.within(alias, checked):
+            reader.fail((*path, "aliasZones", alias), f"{alias} is not inside zone {checked}")
+        elif checked:
+            alias_zones.append((alias, checked))
+    server = port = key_name = None
+    algorithm = "hmac-sha256"
+    if provider == "rfc2136":
+        if data.get("server") is None:
+            reader.fail((*path, "server"), "is required for provider rfc2136 (the primary's address)")
+        else:
+            server = reader.convert(data["server"], (*path, "server"), _server_address)
+        port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=53)
+        if data.get("tsigKeyName") is None:
+            reader.fail((*path, "tsigKeyName"), "is required for provider rfc2136")
+        else:
+            key_name = reader.convert(data["tsigKeyName"], (*path, "tsigKeyName"), _key_name)
+        algorithm = reader.choice(
+            data.get("tsigAlgorithm"), (*path, "tsigAlgorithm"), TSIG_ALGORITHMS, default="hmac-sha256"
+        ) or algorithm
+    else:
+        for key in ("server", "port", "tsigKeyName", "tsigAlgorithm"):
+            if data.get(key) is not None:
+                reader.fail((*path, key), "only applies to provider rfc2136")
+    allow_delete = reader.boolean(data.get("allowDelete"), (*path, "allowDelete"))
+    if provider is None or ttl is None:
+        return None
+    return Dns(provider, zone, ttl, tuple(alias_zones), server, port or 53, key_name, algorithm, allow_delete)
+
+
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
+
+
+def _server_address(value: Any) -> str:
+    text = str(value).strip()
+    if names.is_ip(text):
+        return text
+    return names.hostname(text)
+
+
+def _key_name(value: Any) -> str:
+    text = names.normalize(str(value))
+    if not text or any(not names.label(part, allow_underscore=True) for part in text.split(".")):
+        raise ValueError(f"{value!r} is not a TSIG key name")
+    return text

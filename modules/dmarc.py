@@ -1,0 +1,117 @@
+"""DMARC (RFC 7489, RFC 9989 for report authorisation), written once: build the record
+from the stack's tags, parse and validate a published one."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+POLICIES = ("none", "quarantine", "reject")
+ALIGNMENTS = ("r", "s")
+FO_VALUES = frozenset({"0", "1", "d", "s"})
+KNOWN_TAGS = ("v", "p", "sp", "np", "pct", "rua", "ruf", "adkim", "aspf", "fo", "rf", "ri", "psd", "t")
+_URI = re.compile(r"^(mailto:[^\s,;!@]+@[a-z0-9.-]+\.[a-z0-9-]+|https://[^\s,;!]+)(![0-9]+[kmgt]?)?$", re.I)
+
+
+class DmarcError(ValueError):
+    """A DMARC record or tag value that is not valid."""
+
+
+def check_uri(uri: str) -> str:
+    """Validate one report URI (``mailto:`` or ``https:``); return it unchanged."""
+    if not _URI.match(uri):
+        raise DmarcError(f"{uri!r} is not a mailto: or https: report URI")
+    return uri
+
+
+def uri_domain(uri: str) -> str | None:
+    """The domain a mailto: report URI delivers to (None for https:)."""
+    if not uri.lower().startswith("mailto:"):
+        return None
+    address = uri[len("mailto:"):].split("!")[0]
+    return address.rsplit("@", 1)[1].lower()
+
+
+def build(
+    policy: str,
+    *,
+    subdomain_policy: str | None = None,
+    rua: Iterable[str] = (),
+    ruf: Iterable[str] = (),
+    adkim: str = "r",
+    aspf: str = "r",
+    pct: int | None = None,
+    fo: str | None = None,
+) -> str:
+    """The DMARC TXT value; tags in a fixed order so the same stack gives the same bytes.
+
+    Defaults (adkim=r, aspf=r, pct=100) are left out: shorter, and what receivers assume.
+    """
+    tags = {"v": "DMARC1", "p": policy}
+    if subdomain_policy:
+        tags["sp"] = subdomain_policy
+    if pct is not None and pct != 100:
+        tags["pct"] = str(pct)
+    if rua := list(rua):
+        tags["rua"] = ",".join(rua)
+    if ruf := list(ruf):
+        tags["ruf"] = ",".join(ruf)
+    if adkim != "r":
+        tags["adkim"] = adkim
+    if aspf != "r":
+        tags["aspf"] = aspf
+    if fo:
+        tags["fo"] = fo
+    text = "; ".join(f"{k}={v}" for k, v in tags.items())
+    validate(parse(text))
+    return text
+
+
+def parse(text: str) -> dict[str, str]:
+    """Parse a DMARC record into its tags; v=DMARC1 must come first (RFC 7489 §6.3)."""
+    tags: dict[str, str] = {}
+    parts = [p.strip() for p in text.strip().split(";")]
+    for index, part in enumerate(p for p in parts if p):
+        if "=" not in part:
+            raise DmarcError(f"{part!r} is not a tag=value pair")
+        name, value = (s.strip() for s in part.split("=", 1))
+        if index == 0 and (name != "v" or value != "DMARC1"):
+            raise DmarcError("a DMARC record starts with 'v=DMARC1'")
+        if name in tags:
+            raise DmarcError(f"tag {name} appears twice")
+        tags[name] = value
+    if not tags:
+        raise DmarcError("empty DMARC record")
+    return tags
+
+
+def validate(tags: dict[str, str]) -> list[str]:
+    """Check tag values; raise DmarcError on the first invalid one, return warnings."""
+    warnings: list[str] = []
+    if "p" not in tags:
+        raise DmarcError("the p= tag is required (RFC 7489 §6.3)")
+    for name in ("p", "sp", "np"):
+        if name in tags and tags[name] not in POLICIES:
+            raise DmarcError(f"{name}={tags[name]!r} is not one of {', '.join(POLICIES)}")
+    for name in ("adkim", "aspf"):
+        if name in tags and tags[name] not in ALIGNMENTS:
+            raise DmarcError(f"{name}={tags[name]!r} is not r or s")
+    if "pct" in tags:
+        if not tags["pct"].isdigit() or not 0 <= int(tags["pct"]) <= 100:
+            raise DmarcError(f"pct={tags['pct']!r} is not an integer from 0 to 100")
+    for name in ("rua", "ruf"):
+        for uri in filter(None, (u.strip() for u in tags.get(name, "").split(","))):
+            check_uri(uri)
+    if "fo" in tags and not set(tags["fo"].split(":")) <= FO_VALUES:
+        raise DmarcError(f"fo={tags['fo']!r} is not a ':'-list of 0, 1, d, s")
+    for name in tags:
+        if name not in KNOWN_TAGS:
+            warnings.append(f"unknown tag {name}")
+    if tags["p"] == "none" and not tags.get("rua"):
+        warnings.append("p=none without rua: nobody sees the reports, the policy does nothing")
+    return warnings
+
+
+def report_authorization_name(domain: str, report_domain: str) -> str:
+    """Where report_domain authorises reports about domain (RFC 7489 §7.1)."""
+    return f"{domain}._report._dmarc.{report_domain}"
