@@ -1,0 +1,223 @@
+"""Run a private, authoritative BIND (named) on a loopback address.
+
+Zones are written from ``Record`` values through ``modules.zonefile`` (plus raw lines
+for deliberately broken fixtures), so a zone served here is byte for byte what the plan
+says. Dynamic zones accept RFC 2136 updates signed with a TSIG key. The server runs in
+the foreground as a child process (optionally inside a network namespace) and is
+stopped by PID; nothing survives ``stop()``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from modules import zonefile
+from modules.lab import netns as netns_tools
+from modules.errors import MailstackError
+from modules.model import Record
+
+NAMED = "/usr/sbin/named"
+
+
+@dataclass
+class _Zone:
+    origin: str
+    lines: list[str]
+    dynamic: bool
+    update_key: str | None
+
+
+@dataclass
+class _Key:
+    name: str
+    algorithm: str
+    secret: str
+
+
+@dataclass
+class BindServer:
+    """One authoritative named on ``address:port``; configure, then ``start()``."""
+
+    workdir: Path
+    address: str = "127.0.0.1"
+    port: int = 53
+    netns: str | None = None
+    zones: dict[str, _Zone] = field(default_factory=dict)
+    keys: dict[str, _Key] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    soa_serial: int = 1
+    added_address: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "named.log"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / "named.conf"
+
+    def add_tsig_key(self, name: str, algorithm: str, secret_b64: str) -> None:
+        """Declare a TSIG key (RFC 8945) that may update dynamic zones."""
+        self.keys[name] = _Key(name, algorithm, secret_b64)
+
+    def add_zone(
+        self,
+        origin: str,
+        records: Iterable[Record] | None = None,
+        extra_lines: Iterable[str] = (),
+        dynamic: bool = False,
+        update_key: str | None = None,
+    ) -> None:
+        """Serve ``origin`` with the given records and raw zone-file lines.
+
+        ``extra_lines`` are relative to the origin (``$ORIGIN`` is set), for fixtures
+        the plan would refuse to produce. A dynamic zone accepts updates signed with
+        ``update_key`` (default: every declared key).
+        """
+        origin = origin.rstrip(".").lower()
+        lines = [
+            f"$ORIGIN {origin}.",
+            "$TTL 300",
+            f"@ 300 IN SOA ns1.{origin}. hostmaster.{origin}. {self.soa_serial} 3600 600 86400 60",
+            f"@ 300 IN NS ns1.{origin}.",
+            f"ns1.{origin}. 300 IN A {self.address}",
+        ]
+        lines += zonefile.lines(records or ())
+        lines += list(extra_lines)
+        self.zones[origin] = _Zone(origin, lines, dynamic, update_key)
+
+    def replace_zone(self, origin: str, records: Iterable[Record] | None = None, extra_lines: Iterable[str] = ()) -> None:
+        """Rewrite a static zone with new content and reload (a bumped SOA serial)."""
+        zone = self.zones[origin.rstrip(".").lower()]
+        self.soa_serial += 1
+        self.add_zone(zone.origin, records, extra_lines, zone.dynamic, zone.update_key)
+        if self.process:
+            self.reload()
+
+    def _config(self) -> str:
+        work = self.workdir
+        parts = [
+            "options {",
+            f'  directory "{work}";',
+            f'  pid-file "{work}/named.pid";',
+            f'  session-keyfile "{work}/session.key";',
+            f'  managed-keys-directory "{work}";',
+            f"  listen-on port {self.port} {{ {self.address}; }};",
+            "  listen-on-v6 { none; };",
+            "  recursion no;",
+            "  dnssec-validation no;",
+            "  notify no;",
+            "  allow-transfer { none; };",
+            "};",
+            "controls { };",
+            "logging {",
+            f'  channel main {{ file "{work}/named.log"; severity info; print-time yes; print-category yes; }};',
+            "  category default { main; };",
+            "  category update { main; };",
+            "  category update-security { main; };",
+            "  category security { main; };",
+            "};",
+        ]
+        for key in self.keys.values():
+            parts += [f'key "{key.name}" {{', f"  algorithm {key.algorithm};", f'  secret "{key.secret}";', "};"]
+        for zone in self.zones.values():
+            parts += [f'zone "{zone.origin}" {{', "  type primary;", f'  file "{work}/{zone.origin}.zone";']
+            if zone.dynamic:
+                allowed = [zone.update_key] if zone.update_key else list(self.keys)
+                grants = " ".join(f'key "{k}";' for k in allowed) or "none;"
+                parts.append(f"  allow-update {{ {grants} }};")
+            parts.append("};")
+        return "\n".join(parts) + "\n"
+
+    def write(self) -> None:
+        """Write named.conf and the zone files (the key secrets readable by root only)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o700)
+        for zone in self.zones.values():
+            path = self.workdir / f"{zone.origin}.zone"
+            if zone.dynamic and path.exists() and self.process:
+                continue  # a running dynamic zone owns its file (and journal)
+            for stale in (path.with_name(path.name + ".jnl"),):
+                stale.unlink(missing_ok=True)
+            path.write_text("\n".join(zone.lines) + "\n", encoding="ascii")
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as conf:
+            conf.write(self._config())
+
+    def check(self) -> None:
+        """Run named-checkconf and named-checkzone; raise with their output on error."""
+        result = subprocess.run(["named-checkconf", str(self.conf_path)], capture_output=True, text=True)
+        if result.returncode:
+            raise MailstackError(f"named-checkconf: {result.stdout}{result.stderr}".strip())
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start named in the foreground and wait until it reports it is running."""
+        if self.process and self.process.poll() is None:
+            return
+        self.write()
+        self.check()
+        self.log_path.unlink(missing_ok=True)
+        self.added_address = netns_tools.add_address(self.address, self.netns) or self.added_address
+        command = [NAMED, "-f", "-c", str(self.conf_path)]
+        if self.netns:
+            command = ["ip", "netns", "exec", self.netns, *command]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                error = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+                self.process = None
+                self._release_address()
+                raise MailstackError(f"named exited at start: {error}{log[-2000:]}")
+            if self.log_path.exists() and "running" in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise MailstackError(f"named did not start within {timeout:.0f}s on {self.address}:{self.port}")
+
+    def reload(self) -> None:
+        """Re-read configuration and zones (SIGHUP), as ``rndc reload`` would."""
+        self.write()
+        if self.process:
+            self.process.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop named by PID and wait for it to exit."""
+        if not self.process:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+        self._release_address()
+
+    def _release_address(self) -> None:
+        if self.added_address:
+            netns_tools.remove_address(self.address, self.netns)
+            self.added_address = False
+
+    def __enter__(self) -> BindServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
