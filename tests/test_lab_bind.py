@@ -91,7 +91,7 @@ def test_zone_that_fails_to_load_answers_servfail(tmp_path: Path) -> None:
     require_binary("named")
     bind = BindServer(tmp_path / "bind", ADDRESS, PORT)
     bind.add_zone("good.example", extra_lines=["@ 300 IN TXT \"ok\""])
-    bind.add_zone("broken.example", extra_lines=["@ 300 IN MX 10 192.0.2.1"])
+    bind.add_zone("broken.example", extra_lines=["@ 300 IN A not-an-address"])
     with bind:
         assert _resolver().resolve("good.example", "TXT")[0].to_text() == '"ok"'
         with pytest.raises(dns.resolver.NoNameservers, match="SERVFAIL"):
