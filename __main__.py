@@ -6,9 +6,15 @@ import pulumi_tls as tls
 from modules import pulumi_config
 from modules.cloudflare_dns import CloudflareRecords, CloudflareRecordsArgs
 from modules.config import from_config
+from modules.errors import MailstackError
 from modules.plan import plan
 
-stack = from_config(pulumi_config.read_namespace())
+try:
+    stack = from_config(pulumi_config.read_namespace())
+except MailstackError as err:
+    # A clean message naming the key, no traceback (pulumi.RunError), before any
+    # resource is registered.
+    raise pulumi.RunError(str(err)) from err
 records = plan(stack)
 
 dkim_key = None

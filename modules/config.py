@@ -330,8 +330,14 @@ def _sender(reader: _Reader, item: Any, path: Path) -> Sender | None:
             except spf.SpfSyntaxError as err:
                 reader.fail((*path, "spf"), str(err))
                 return None
-            if parsed.name == "all" or parsed.name == "redirect":
-                reader.fail((*path, "spf"), f"{term!r}: set the all term with mailstack:spf.all; redirect cannot be merged")
+            if parsed.name == "all":
+                reader.fail((*path, "spf"), f"{term!r}: the all term is set once, by mailstack:spf.all")
+                return None
+            if parsed.name == "redirect":
+                reader.fail((*path, "spf"), f"{term!r}: redirect cannot be merged with other senders")
+                return None
+            if parsed.modifier and parsed.name == "v":
+                reader.fail((*path, "spf"), f"{term!r}: give the terms only; mailstack writes v=spf1")
                 return None
         return Sender(SenderKind.SPF, spf_terms=terms)
     kind = reader.choice(item.get("type"), (*path, "type"), tuple(_SENDER_FIELDS))
@@ -408,7 +414,8 @@ def _inbound(reader: _Reader, value: Any, odoo: Odoo | None, gateways: tuple[Gat
         return None
     mode = InboundMode(mode_text)
     subdomain = None
-    if data.get("subdomain") is not None:
+    has_subdomain = data.get("subdomain") is not None
+    if has_subdomain:
         subdomain = reader.convert(data["subdomain"], (*path, "subdomain"), names.label)
     record = reader.choice(data.get("record"), (*path, "record"), ("mx", "cname"), default="mx") or "mx"
     mx: tuple[MxHost, ...] = ()
@@ -426,7 +433,7 @@ def _inbound(reader: _Reader, value: Any, odoo: Odoo | None, gateways: tuple[Gat
     if mode is InboundMode.ODOO_MX:
         if odoo and not odoo.saas:
             reader.fail((*path, "mode"), "odoo-mx needs odoo.hosting online or sh (inbound on <db>.odoo.com)")
-        if subdomain is None:
+        if not has_subdomain:
             reader.fail((*path, "subdomain"), "is required for odoo-mx: Odoo's inbound mail must use a dedicated subdomain, never the root")
     elif data.get("record") is not None:
         reader.fail((*path, "record"), "only applies to mode odoo-mx")
@@ -549,6 +556,10 @@ def _dns(reader: _Reader, value: Any, domain: str | None, aliases: tuple[str, ..
             reader.fail((*path, "aliasZones", alias), f"{alias} is not inside zone {checked}")
         elif checked:
             alias_zones.append((alias, checked))
+    for alias in aliases:
+        if alias not in zone_map:
+            # An alias domain below the main zone lives in it; any other is its own zone.
+            alias_zones.append((alias, zone if zone and names.within(alias, zone) else alias))
     server = port = key_name = None
     algorithm = "hmac-sha256"
     if provider == "rfc2136":

@@ -65,8 +65,15 @@ class Record:
 
     @property
     def key(self) -> str:
-        """A stable, unique identifier used for Pulumi resource names and diffs."""
+        """A stable, unique identifier used for Pulumi resource names and diffs.
+
+        Unique within a plan: a name holds at most one record of each type, except MX,
+        where several hosts may share a priority (RFC 5321 §5.1 load sharing), so the
+        MX key carries the target too.
+        """
         suffix = f"-{self.priority}" if self.priority is not None else ""
+        if self.type == "MX":
+            suffix += f"-{self.content}"
         return f"{self.type.lower()}-{self.name}{suffix}"
 
     def as_json(self) -> dict[str, object]:

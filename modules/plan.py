@@ -172,7 +172,7 @@ def _report_authorizations(stack: MailDomain) -> list[Record]:
 def conflicts(records: Iterable[Record]) -> list[str]:
     """Rules a record set breaks as a whole; the policy pack uses the same function."""
     by_name: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
+    for record in sorted(set(records)):  # the same record planned twice is one record
         by_name[record.name].append(record)
     problems: list[str] = []
     for name, at_name in sorted(by_name.items()):
@@ -180,12 +180,19 @@ def conflicts(records: Iterable[Record]) -> list[str]:
         if spf_count > 1:
             problems.append(f"{name} would have {spf_count} SPF records; RFC 7208 §3.2 allows one")
         cnames = [r for r in at_name if r.type == "CNAME"]
-        if cnames and len(set(at_name)) > 1:
+        if cnames and len(at_name) > 1:
             others = sorted({r.type for r in at_name})
             problems.append(f"{name} has a CNAME beside other records ({', '.join(others)}); RFC 1034 §3.6.2 forbids it")
         for record in at_name:
             if record.type == "TXT" and spf.is_spf(record.content):
                 problems += [f"{name}: {p}" for p in spf.budget_problems(record.content)]
+    by_key: dict[str, list[Record]] = defaultdict(list)
+    for record in (r for rs in by_name.values() for r in rs):
+        by_key[record.key].append(record)
+    for key, same in sorted(by_key.items()):
+        if len(same) > 1:
+            values = ", ".join(repr(r.content) for r in same)
+            problems.append(f"{same[0].name} would have {len(same)} different {same[0].type} records ({values})")
     cname_names = {name for name, at_name in by_name.items() if any(r.type == "CNAME" for r in at_name)}
     for record in (r for rs in by_name.values() for r in rs):
         if record.type == "MX" and record.content != NULL_MX:

@@ -127,6 +127,8 @@ def build(terms: Iterable[str], all_term: str = "~all") -> str:
         term = parse_term(text)
         if term.name == "all":
             raise SpfSyntaxError(f"{text!r}: the 'all' term is set by mailstack:spf.all")
+        if term.modifier and term.name == "v":
+            raise SpfSyntaxError(f"{text!r}: give the terms only; 'v=spf1' is written once, first")
         if term.modifier and term.name == "redirect":
             raise SpfSyntaxError(f"{text!r}: redirect cannot be merged with other senders")
         rendered = str(term)
