@@ -1,0 +1,16 @@
+"""The check suite: verify a live mail domain against its declaration.
+
+Layers, each its own module so other commands (``mailstack diff``, the lab's ``e2e``
+group) reuse them without the rest:
+
+- ``finding``: the result value (``Finding``, ``Status``).
+- ``registry``: ``@check("spf.lookups", group="spf")`` and selection by id or group.
+- ``resolver``: dnspython queries to injectable servers, typed answers and ``DnsError``.
+- ``published``: declared records (``modules.plan``) against what DNS serves.
+- ``context``: what a check gets (domain, declaration, resolver, options, memo).
+- ``runner``: bounded concurrency, per-check isolation, an overall deadline.
+- ``report_*``: text, JSON, JUnit XML and SARIF renderings of findings.
+- ``*_checks``: the checks themselves, grouped by mail mechanism.
+
+Nothing here does I/O at import time.
+"""
