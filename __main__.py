@@ -36,6 +36,26 @@ if stack.dns.provider == "cloudflare":
         ),
     )
     pulumi.export("zoneIds", dns.zone_ids)
+elif stack.dns.provider == "rfc2136":
+    from modules.rfc2136_dns import Rfc2136Records, Rfc2136RecordsArgs
+
+    tsig_secret = pulumi_config.secret("tsigSecret")
+    if tsig_secret is None:
+        raise pulumi.RunError("mailstack:tsigSecret: is required for provider rfc2136 (pulumi config set --secret mailstack:tsigSecret <base64>)")
+    Rfc2136Records(
+        "mail",
+        Rfc2136RecordsArgs(
+            records=records,
+            zones={r.name: stack.dns.zone_of(r.name) for r in records},
+            server=stack.dns.server or "",
+            port=stack.dns.port,
+            tsig_key_name=stack.dns.tsig_key_name or "",
+            tsig_algorithm=stack.dns.tsig_algorithm,
+            tsig_secret=tsig_secret,
+            gateway_public_key_pem=dkim_key.public_key_pem if dkim_key else None,
+            allow_delete=stack.dns.allow_delete,
+        ),
+    )
 
 pulumi.export("records", [r.as_json() for r in records])
 if dkim_key is not None:

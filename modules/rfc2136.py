@@ -16,7 +16,7 @@ canonicalised by ``check`` so diffs compare values, not spellings.
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pulumi
@@ -24,8 +24,9 @@ import pulumi.dynamic as dynamic
 from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
-from modules import names
+from modules import names, zonefile
 from modules.errors import ProviderError
+from modules.model import Record
 from modules.rfc2136_wire import (
     TYPES,
     RecordSet,
@@ -271,3 +272,26 @@ class Rfc2136Record(dynamic.Resource, module="mailstack", name="Rfc2136Record"):
         }
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=SECRET_OUTPUTS)
         super().__init__(Rfc2136Provider(), resource_name, props, pulumi.ResourceOptions.merge(opts, secret_opts))
+
+
+def record_sets(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
+    """The plan's records grouped into record sets (name, type), in plan order.
+
+    RFC 2136 and DNS itself deal in record sets: two gateways' MX records are one set,
+    so they are one resource and one update.
+    """
+    sets: dict[tuple[str, str], list[Record]] = {}
+    for record in records:
+        sets.setdefault((record.name, record.type), []).append(record)
+    return sets
+
+
+def rdata_values(records: Iterable[Record]) -> list[str]:
+    """Presentation-form values of one record set (TXT split at 255 bytes)."""
+    return [zonefile.rdata(record).to_text() for record in records]
+
+
+def address_first(key: tuple[str, str]) -> int:
+    """Order of creation: addresses before the MX that points at them, because BIND
+    refuses an MX whose in-zone target has no address (update integrity check)."""
+    return 0 if key[1] in ("A", "AAAA") else 1
