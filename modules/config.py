@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from modules import dmarc, mta_sts, names, plan as plan_module, spf
+from modules import dmarc, gateway_settings, mta_sts, names, plan as plan_module, spf
 from modules.errors import ConfigError, ConfigErrors, PlanError
 from modules.model import (
     Dkim,
@@ -149,6 +149,13 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
     mta = _mta_sts(reader, raw.get("mtaSts"), inbound)
     tls_rpt = _tls_rpt(reader, raw.get("tlsRpt"))
     dns = _dns(reader, raw.get("dns"), domain, aliases)
+    gateway = gateway_settings.read(
+        reader,
+        raw.get("gateway"),
+        odoo_url=odoo.url if odoo else None,
+        odoo_database=odoo.database if odoo else None,
+        has_gateways=bool(gateways) or bool(raw.get("gateways")),
+    )
 
     if reader.errors:
         raise ConfigErrors(reader.errors)
@@ -167,6 +174,7 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
         mta_sts=mta,
         tls_rpt=tls_rpt,
         dns=dns,
+        gateway=gateway,
     )
     try:
         plan_module.plan(stack)

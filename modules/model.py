@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from modules.gateway_settings import GatewaySettings
 from modules.names import within
 
 
@@ -254,6 +255,8 @@ class MailDomain:
     dmarc: Dmarc = field(default_factory=Dmarc)
     mta_sts: MtaSts | None = None
     tls_rpt: TlsRpt | None = None
+    #: How the own gateways are run (``mailstack:gateway``); set whenever gateways exist.
+    gateway: GatewaySettings | None = None
 
     @property
     def domains(self) -> tuple[str, ...]:

@@ -1,0 +1,296 @@
+"""mailstack-mailgate: hand one inbound message from Postfix to Odoo, never losing it.
+
+Postfix's pipe runs this once per recipient (see ``templates/postfix/master.cf.j2``)
+with the raw message on stdin. It calls Odoo's XML-RPC
+``execute_kw(db, uid, password, 'mail.thread', 'message_process', [False, Binary(raw)], {})``
+like Odoo's own ``odoo-mailgate.py``, but:
+
+* the password comes from a file that is not world-accessible, never from argv
+  (argv shows in ``ps`` and in Postfix's logs and bounces);
+* the message bytes go to Odoo unchanged (``xmlrpc.client.Binary``);
+* the exit status tells Postfix whether to retry (sysexits.h), so an Odoo outage
+  queues mail instead of bouncing it:
+
+  ====  ===============  =====================================================  =======
+  code  name             when                                                   Postfix
+  ====  ===============  =====================================================  =======
+  0     EX_OK            Odoo stored the message                                done
+  67    EX_NOUSER        Odoo has no route ("No possible route found ...")      bounce
+  70    EX_SOFTWARE      any other Odoo fault, unexpected HTTP 4xx              bounce
+  75    EX_TEMPFAIL      connection refused/reset, DNS, TLS, timeout, HTTP 5xx
+                         or 429, a non-XML-RPC answer, transient Odoo faults
+                         (database serialization, connection pool, lock)         retry
+  77    EX_NOPERM        Odoo refused the credentials or the uid's rights       bounce
+  78    EX_CONFIG        our configuration: missing/unsafe password file, bad   retry
+                         config file or arguments, unknown database, HTTP 404
+  75    EX_TEMPFAIL      an unexpected error inside the mailgate itself         retry
+  ====  ===============  =====================================================  =======
+
+* stderr, which Postfix copies into bounces, carries one line with an enhanced
+  status code and never a secret (the password is also scrubbed defensively).
+
+This file uses the standard library only, so it can be copied to a gateway host and
+run by its system Python (``/usr/bin/python3 mailgate.py``) without installing
+mailstack there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import socket
+import ssl
+import stat
+import sys
+import xmlrpc.client
+from dataclasses import dataclass
+from http.client import HTTPConnection, HTTPException
+from typing import NoReturn, Sequence
+from xml.parsers.expat import ExpatError
+
+EX_OK = 0
+EX_NOUSER = 67
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+#: Odoo's ValueError when no alias, reply or catchall matches (mail_thread.message_route).
+NO_ROUTE = "No possible route found for incoming message"
+#: Fault text of Odoo-side conditions that pass by themselves: retry later.
+TRANSIENT_FAULTS = (
+    "OperationalError",  # psycopg2: server restarting, connection lost
+    "SerializationFailure",
+    "could not serialize access",
+    "TransactionRollbackError",
+    "deadlock detected",
+    "PoolError",
+    "connection pool is full",
+    "too many connections",
+    "LockNotAvailable",
+    "could not obtain lock",
+    "MemoryError",
+)
+#: Fault text meaning the configured database does not exist (checked before transient).
+MISSING_DATABASE = ("does not exist", "KeyError: '")
+RPC_FAULT_CODE_ACCESS_DENIED = 3
+RPC_FAULT_CODE_ACCESS_ERROR = 4
+
+
+class MailgateExit(Exception):
+    """A delivery outcome other than success: exit code plus a one-line reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where Odoo is and who we are there; ``password`` was read from a file."""
+
+    url: str
+    database: str
+    password: str
+    uid: int | None = 2
+    login: str | None = None
+    timeout: float = 60.0
+
+
+class _TimeoutTransport(xmlrpc.client.Transport):
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self._timeout
+        return connection
+
+
+class _TimeoutSafeTransport(xmlrpc.client.SafeTransport):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(context=ssl.create_default_context())
+        self._timeout = timeout
+
+    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self._timeout
+        return connection
+
+
+def _proxy(config: Config, service: str) -> xmlrpc.client.ServerProxy:
+    url = f"{config.url.rstrip('/')}/xmlrpc/2/{service}"
+    transport: xmlrpc.client.Transport
+    if url.startswith("https://"):
+        transport = _TimeoutSafeTransport(config.timeout)
+    else:
+        transport = _TimeoutTransport(config.timeout)
+    return xmlrpc.client.ServerProxy(url, transport=transport, allow_none=True)
+
+
+def deliver(raw: bytes, config: Config) -> int:
+    """Post ``raw`` to Odoo's ``mail.thread.message_process``; return Odoo's record id.
+
+    Raises MailgateExit with the exit code for every failure class."""
+    try:
+        uid = config.uid
+        if config.login:
+            uid = _proxy(config, "common").authenticate(config.database, config.login, config.password, {})
+            if not uid:
+                raise MailgateExit(EX_NOPERM, f"Odoo refused the login {config.login!r} on database {config.database!r}")
+        result = _proxy(config, "object").execute_kw(
+            config.database, uid, config.password,
+            "mail.thread", "message_process", [False, xmlrpc.client.Binary(raw)], {},
+        )
+    except xmlrpc.client.Fault as fault:
+        raise classify_fault(fault) from None
+    except xmlrpc.client.ProtocolError as err:
+        raise classify_http(err.errcode, err.errmsg) from None
+    except (TimeoutError, socket.timeout):
+        raise MailgateExit(EX_TEMPFAIL, f"Odoo did not answer within {config.timeout:g}s") from None
+    except ssl.SSLError as err:
+        raise MailgateExit(EX_TEMPFAIL, f"TLS with Odoo failed: {err.reason or type(err).__name__}") from None
+    except OSError as err:  # refused, reset, unreachable, DNS (socket.gaierror)
+        raise MailgateExit(EX_TEMPFAIL, f"cannot reach Odoo: {err.strerror or type(err).__name__}") from None
+    except (HTTPException, xmlrpc.client.ResponseError, ExpatError, ValueError) as err:
+        # Truncated answers, an HTML maintenance page from a proxy: not Odoo speaking.
+        raise MailgateExit(EX_TEMPFAIL, f"Odoo's answer is not XML-RPC ({type(err).__name__})") from None
+    return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def classify_fault(fault: xmlrpc.client.Fault) -> MailgateExit:
+    """The exit code for an Odoo fault (Odoo 17 fault codes: 3 AccessDenied, 4
+    AccessError, 1 anything else with the traceback as faultString)."""
+    text = str(fault.faultString)
+    last = _last_line(text)
+    if NO_ROUTE in text:
+        return MailgateExit(EX_NOUSER, "Odoo has no alias or route for this recipient")
+    if fault.faultCode in (RPC_FAULT_CODE_ACCESS_DENIED, RPC_FAULT_CODE_ACCESS_ERROR) or "AccessDenied" in text or text.strip() == "Access Denied":
+        return MailgateExit(EX_NOPERM, f"Odoo denied access: {last}")
+    if "database" in text.lower() and any(marker in text for marker in MISSING_DATABASE):
+        return MailgateExit(EX_CONFIG, f"Odoo's database is missing: {last}")
+    if any(marker.lower() in text.lower() for marker in TRANSIENT_FAULTS):
+        return MailgateExit(EX_TEMPFAIL, f"Odoo is temporarily unable to process mail: {last}")
+    return MailgateExit(EX_SOFTWARE, f"Odoo failed to process the message: {last}")
+
+
+def classify_http(status: int, message: str) -> MailgateExit:
+    """The exit code for an HTTP error status of the XML-RPC endpoint."""
+    if status >= 500 or status in (408, 429):
+        return MailgateExit(EX_TEMPFAIL, f"Odoo answered HTTP {status} {message}")
+    if status == 404:
+        return MailgateExit(EX_CONFIG, "Odoo answered HTTP 404: check the mailgate url (no /xmlrpc/2 there)")
+    if status in (401, 403):
+        return MailgateExit(EX_NOPERM, f"Odoo answered HTTP {status} {message}")
+    return MailgateExit(EX_SOFTWARE, f"Odoo answered HTTP {status} {message}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:300]
+
+
+def read_password(path: str) -> str:
+    """The Odoo password from a file nobody but its owner (and group) can read."""
+    try:
+        info = os.stat(path)
+        if info.st_mode & (stat.S_IRWXO | stat.S_IWGRP):
+            raise MailgateExit(EX_CONFIG, f"password file {path} is accessible to others (chmod 0600 or 0640)")
+        with open(path, encoding="utf-8") as handle:
+            password = handle.read().strip("\r\n")
+    except MailgateExit:
+        raise
+    except OSError as err:
+        raise MailgateExit(EX_CONFIG, f"cannot read password file {path}: {err.strerror}") from None
+    if not password:
+        raise MailgateExit(EX_CONFIG, f"password file {path} is empty")
+    return password
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Merge the config file (``[mailgate]``) with command-line overrides."""
+    values: dict[str, str] = {}
+    if args.config:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(args.config, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except (OSError, configparser.Error) as err:
+            raise MailgateExit(EX_CONFIG, f"cannot read config {args.config}: {getattr(err, 'strerror', None) or type(err).__name__}") from None
+        if parser.has_section("mailgate"):
+            values.update(parser["mailgate"])
+    for key in ("url", "database", "uid", "login", "password_file", "timeout"):
+        if getattr(args, key, None) is not None:
+            values[key] = str(getattr(args, key))
+    missing = [key for key in ("url", "database", "password_file") if not values.get(key)]
+    if missing:
+        raise MailgateExit(EX_CONFIG, f"mailgate configuration lacks {', '.join(missing)}")
+    if not values["url"].startswith(("http://", "https://")):
+        raise MailgateExit(EX_CONFIG, "mailgate url must start with http:// or https://")
+    try:
+        uid = int(values["uid"]) if values.get("uid") else None
+        timeout = float(values.get("timeout") or 60)
+    except ValueError:
+        raise MailgateExit(EX_CONFIG, "mailgate uid and timeout must be numbers") from None
+    login = values.get("login") or None
+    if uid is None and login is None:
+        raise MailgateExit(EX_CONFIG, "mailgate configuration needs uid or login")
+    password = read_password(values["password_file"])
+    return Config(values["url"], values["database"], password, uid, login, timeout)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise MailgateExit(EX_CONFIG, f"usage: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="mailstack-mailgate", description="Deliver one message from stdin to Odoo.")
+    parser.add_argument("--config", help="INI file with a [mailgate] section (url, database, uid|login, password_file, timeout)")
+    parser.add_argument("--url", help="Odoo's base URL, e.g. https://odoo.example.com")
+    parser.add_argument("--database")
+    parser.add_argument("--uid", type=int)
+    parser.add_argument("--login")
+    parser.add_argument("--password-file", dest="password_file")
+    parser.add_argument("--timeout", type=float)
+    parser.add_argument("--recipient", help="the original envelope recipient (for messages only)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run as Postfix's pipe command; returns the sysexits code."""
+    password = None
+    recipient = ""
+    try:
+        args = _parser().parse_args(argv)
+        recipient = f" for <{args.recipient}>" if args.recipient else ""
+        config = load_config(args)
+        password = config.password
+        raw = sys.stdin.buffer.read()
+        deliver(raw, config)
+        return EX_OK
+    except MailgateExit as outcome:
+        _report(outcome, recipient, password)
+        return outcome.code
+    except Exception as err:  # never a traceback (it could show values) into a bounce
+        _report(MailgateExit(EX_TEMPFAIL, f"mailgate internal error {type(err).__name__}"), recipient, password)
+        return EX_TEMPFAIL
+
+
+_STATUS = {
+    EX_NOUSER: "5.1.1", EX_SOFTWARE: "5.3.0", EX_TEMPFAIL: "4.3.0", EX_NOPERM: "5.7.0", EX_CONFIG: "4.3.5",
+}
+
+
+def _report(outcome: MailgateExit, recipient: str, password: str | None) -> None:
+    text = f"{_STATUS.get(outcome.code, '4.3.0')} mailstack-mailgate{recipient}: {outcome.reason}"
+    if password:
+        text = text.replace(password, "********")
+    sys.stderr.write(text.replace("\n", " ")[:500] + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Render a gateway host's configuration from the stack: Postfix, OpenDKIM, odoo.conf.
+
+``render(stack, settings, dkim_private_key_pem)`` returns every file as text plus its
+mode, keyed by a path relative to the rendered tree (``postfix/main.cf``,
+``opendkim/KeyTable``, ...). The templates in ``templates/`` hold the configuration;
+this module only computes the values they show (relay domains, accepted recipients,
+signing domains) from the model, with the mail rules imported from their modules
+(``plan.sending_names``, ``plan.mx_hosts``, ``mta_sts.policy_text``). Same stack, same
+bytes: no clock, no host name, no dict order leaks into the output.
+
+Where the files go on a host is a ``Layout``: Debian's paths by default; the lab and
+the tests render with a layout rooted in their work directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from cryptography.hazmat.primitives import serialization
+
+from modules import mta_sts, plan as plan_module
+from modules.errors import ConfigError, ConfigErrors, MailstackError
+from modules.gateway_settings import GatewaySettings
+from modules.model import Gateway, MailDomain
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+#: The pipe transport in master.cf that runs the mailgate.
+MAILGATE_TRANSPORT = "odoo"
+#: Odoo's local parts every gateway accepts, whatever the stack declares on top.
+REQUIRED_LOCAL_PARTS = ("postmaster",)
+#: Rendered maps that need ``postmap`` before Postfix can read them.
+POSTMAP_FILES = ("postfix/transport", "postfix/relay_recipients")
+SECRET_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the rendered files live on a gateway host and how its services meet.
+
+    The defaults are Debian's. ``postfix_dir`` is not named in main.cf (its maps are
+    ``${config_directory}/...``), so the same main.cf runs from any directory."""
+
+    postfix_dir: str = "/etc/postfix"
+    opendkim_dir: str = "/etc/opendkim"
+    mailstack_dir: str = "/etc/mailstack"
+    mta_sts_dir: str = "/var/www/mta-sts/.well-known"
+    maillog_file: str = "/var/log/postfix.log"
+    opendkim_pidfile: str = "/run/opendkim/opendkim.pid"
+    opendkim_user: str = "opendkim"
+    milter_host: str = "127.0.0.1"
+    milter_port: int = 8891
+    #: master.cf service names of the SMTP listeners: ``smtp`` is port 25 on every
+    #: interface; the lab uses ``127.0.20.10:25``-style endpoints.
+    smtp_service: str = "smtp"
+    submission_service: str = "submission"
+    inet_protocols: str = "all"
+    #: The unprivileged user Postfix's pipe runs the mailgate as (never root).
+    mailgate_user: str = "mailgate"
+    #: argv prefix of the mailgate: the stdlib-only script, copied to the host.
+    mailgate_command: tuple[str, ...] = ("/usr/bin/python3", "/usr/local/lib/mailstack/mailgate.py")
+    mailgate_concurrency: int = 4
+
+    def host_path(self, relative: str) -> str:
+        """The absolute path on the host of a rendered file (``postfix/main.cf`` →
+        ``/etc/postfix/main.cf``)."""
+        top, _, rest = relative.partition("/")
+        roots = {
+            "postfix": self.postfix_dir,
+            "opendkim": self.opendkim_dir,
+            "mailstack": self.mailstack_dir,
+            "odoo": f"{self.mailstack_dir}/odoo",
+            "mta-sts": self.mta_sts_dir,
+        }
+        return f"{roots[top]}/{rest}"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFile:
+    """One rendered file: its text and the mode it must have (0600 when secret)."""
+
+    text: str
+    mode: int = PUBLIC_MODE
+
+    @property
+    def secret(self) -> bool:
+        return self.mode == SECRET_MODE
+
+
+def render(
+    stack: MailDomain,
+    settings: GatewaySettings | None = None,
+    dkim_private_key_pem: str | None = None,
+    *,
+    gateway: Gateway | None = None,
+    layout: Layout | None = None,
+) -> dict[str, RenderedFile]:
+    """Every configuration file of one gateway host, by relative path, sorted.
+
+    ``settings`` defaults to the stack's own (``mailstack:gateway``); ``gateway`` to
+    the first declared gateway (it only sets the host's own name). Without
+    ``dkim_private_key_pem`` the key file is left out (Pulumi pushes it separately, as
+    a secret). Raises ConfigErrors for a stack without gateways, MailstackError for a
+    key that is not a PEM private key; nothing is returned half-way.
+    """
+    settings = settings or stack.gateway
+    if not stack.gateways or settings is None:
+        raise ConfigErrors([ConfigError(("gateways",), "the stack declares no gateway: there is no gateway configuration to render")])
+    gateway = gateway or stack.gateways[0]
+    if gateway not in stack.gateways:
+        raise MailstackError(f"{gateway.hostname} is not a gateway of this stack")
+    layout = layout or Layout()
+    context = _values(stack, settings, gateway, layout)
+    env = _environment()
+    files: dict[str, RenderedFile] = {}
+    templates = {
+        "postfix/main.cf": "postfix/main.cf.j2",
+        "postfix/master.cf": "postfix/master.cf.j2",
+        "postfix/transport": "postfix/transport.j2",
+        "opendkim/opendkim.conf": "opendkim/opendkim.conf.j2",
+        "opendkim/KeyTable": "opendkim/KeyTable.j2",
+        "opendkim/SigningTable": "opendkim/SigningTable.j2",
+        "opendkim/TrustedHosts": "opendkim/TrustedHosts.j2",
+        "mailstack/mailgate.conf": "mailstack/mailgate.conf.j2",
+        "odoo/odoo.conf": "odoo/odoo.conf.j2",
+    }
+    if not stack.inbound.accept_all:
+        templates["postfix/relay_recipients"] = "postfix/relay_recipients.j2"
+    if settings.smtp_auth:
+        templates["postfix/sasl/smtpd.conf"] = "postfix/sasl_smtpd.conf.j2"
+    for relative, template in templates.items():
+        files[relative] = RenderedFile(env.get_template(template).render(context))
+    if stack.mta_sts:
+        hosts = [mx.host for mx in plan_module.mx_hosts(stack, stack.domain)]
+        text = mta_sts.policy_text(stack.mta_sts.mode, hosts, stack.mta_sts.max_age)
+        files["mta-sts/mta-sts.txt"] = RenderedFile(text)
+    if dkim_private_key_pem is not None:
+        files[f"opendkim/keys/{stack.dkim.selector}.private"] = RenderedFile(
+            _checked_private_key(dkim_private_key_pem), SECRET_MODE
+        )
+    return dict(sorted(files.items()))
+
+
+def relay_domains(stack: MailDomain) -> list[str]:
+    """The domains the gateway receives for: each domain's inbound name."""
+    return sorted({stack.inbound_domain(domain) for domain in stack.domains})
+
+
+def signing_domains(stack: MailDomain) -> list[str]:
+    """The domains OpenDKIM signs for: every name the stack sends from."""
+    return sorted({name for domain in stack.domains for name in plan_module.sending_names(stack, domain)})
+
+
+def accepted_recipients(stack: MailDomain) -> list[str]:
+    """Addresses accepted at RCPT time (without ``+extension``): Odoo's bounce,
+    catchall and notifications, postmaster (RFC 5321 §4.5.1) and the declared aliases,
+    on every relay domain."""
+    odoo = stack.odoo
+    local_parts = {odoo.bounce, odoo.catchall, odoo.notifications, *REQUIRED_LOCAL_PARTS, *stack.inbound.aliases}
+    return sorted(f"{local}@{domain}" for domain in relay_domains(stack) for local in local_parts)
+
+
+def _values(stack: MailDomain, settings: GatewaySettings, gateway: Gateway, layout: Layout) -> dict[str, Any]:
+    submission_encrypt = settings.tls.required or settings.smtp_auth is not None
+    return {
+        "stack": stack,
+        "settings": settings,
+        "gateway": gateway,
+        "layout": layout,
+        "inet_protocols": layout.inet_protocols,
+        "mailgate_transport": MAILGATE_TRANSPORT,
+        "relay_domains": relay_domains(stack),
+        "recipients": accepted_recipients(stack),
+        "accept_all": stack.inbound.accept_all,
+        "signing_domains": signing_domains(stack),
+        "submission_encrypt": submission_encrypt,
+        # Odoo submits on 587 when TLS or AUTH is required there, else on 25 as a
+        # trusted address; smtp_ssl is Odoo's STARTTLS switch.
+        "odoo_smtp_port": 587 if submission_encrypt else 25,
+        "odoo_smtp_ssl": submission_encrypt,
+    }
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["postfix_network"] = postfix_network
+    return env
+
+
+def postfix_network(network: str) -> str:
+    """A network as ``mynetworks`` writes it: IPv6 in brackets (``[::1]/128``)."""
+    parsed = ipaddress.ip_network(network)
+    if parsed.version == 6:
+        return f"[{parsed.network_address}]/{parsed.prefixlen}"
+    return str(parsed)
+
+
+def _checked_private_key(pem: str) -> str:
+    try:
+        serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as err:
+        raise MailstackError("the DKIM private key is not an unencrypted PEM private key") from err
+    return pem if pem.endswith("\n") else pem + "\n"
+
+
+def write(files: Mapping[str, RenderedFile], out: Path) -> list[Path]:
+    """Write rendered files below ``out`` with their modes; returns the paths written.
+
+    Secret files are created with their final mode (never briefly world-readable)."""
+    written: list[Path] = []
+    for relative, rendered in files.items():
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.unlink()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, rendered.mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(rendered.text)
+        os.chmod(target, rendered.mode)
+        written.append(target)
+    return written
