@@ -191,13 +191,15 @@ def run_program(
     secret_keys: list[str] | None = None,
     preview: bool = False,
     before_run: Callable[[], None] | None = None,
+    mocks: Mocks | None = None,
 ) -> ProgramRun:
     """Run ``__main__.py`` under fresh mocks with a stack file's config (or ``config``).
 
     Pulumi runtime state is reset first (root stack, settings, config), so runs for
     different stacks never share resources; modules imported by the program stay cached
     in ``sys.modules``, which is harmless because they do no work at import.
-    Exceptions raised by the program propagate (e.g. ConfigErrors for a bad stack).
+    Exceptions raised by the program propagate (``pulumi.RunError`` for a bad stack);
+    pass your own ``mocks`` to see what was registered before one.
     """
     if stack_file is not None:
         file_config, file_secrets = stack_config(stack_file)
@@ -207,7 +209,7 @@ def run_program(
     all_config = {**file_config, **(config or {})}
     secrets = [*file_secrets, *(secret_keys or [])]
 
-    mocks = Mocks()
+    mocks = mocks if mocks is not None else Mocks()
     pulumi.runtime.reset_options(project=PROJECT, stack=name, preview=preview)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=name, preview=preview, monitor=_Monitor(mocks))
     pulumi.runtime.set_all_config(all_config, secret_keys=secrets)
