@@ -34,7 +34,7 @@ def plan(stack: MailDomain, gateway_key: str | None = None) -> list[Record]:
     records += _report_authorizations(stack)
     problems = conflicts(records)
     if problems:
-        raise PlanError("; ".join(problems))
+        raise PlanError("; ".join(problems), problems)
     return sorted(set(records))
 
 
@@ -169,37 +169,53 @@ def _report_authorizations(stack: MailDomain) -> list[Record]:
     return records
 
 
-def conflicts(records: Iterable[Record]) -> list[str]:
-    """Rules a record set breaks as a whole; the policy pack uses the same function."""
+#: The kinds of problem ``conflicts`` reports; the policy pack selects some of them.
+CONFLICT_KINDS = ("spf-count", "cname-exclusive", "spf-syntax", "spf-budget", "duplicate", "mx-target", "cname-target")
+
+
+def conflicts(records: Iterable[Record], kinds: Iterable[str] | None = None) -> list[str]:
+    """Rules a record set breaks as a whole; the policy pack uses the same function.
+
+    ``kinds`` (see CONFLICT_KINDS) limits the answer to those rules, so a policy can
+    report each rule under its own name and enforcement level.
+    """
+    wanted = set(CONFLICT_KINDS if kinds is None else kinds)
+    return [message for kind, message in _conflicts(records) if kind in wanted]
+
+
+def _conflicts(records: Iterable[Record]) -> list[tuple[str, str]]:
     by_name: dict[str, list[Record]] = defaultdict(list)
     for record in sorted(set(records)):  # the same record planned twice is one record
         by_name[record.name].append(record)
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     for name, at_name in sorted(by_name.items()):
         spf_count = sum(1 for r in at_name if r.type == "TXT" and spf.is_spf(r.content))
         if spf_count > 1:
-            problems.append(f"{name} would have {spf_count} SPF records; RFC 7208 §3.2 allows one")
+            problems.append(("spf-count", f"{name} would have {spf_count} SPF records; RFC 7208 §3.2 allows one"))
         cnames = [r for r in at_name if r.type == "CNAME"]
         if cnames and len(at_name) > 1:
             others = sorted({r.type for r in at_name})
-            problems.append(f"{name} has a CNAME beside other records ({', '.join(others)}); RFC 1034 §3.6.2 forbids it")
+            problems.append(("cname-exclusive", f"{name} has a CNAME beside other records ({', '.join(others)}); RFC 1034 §3.6.2 forbids it"))
         for record in at_name:
             if record.type == "TXT" and spf.is_spf(record.content):
-                problems += [f"{name}: {p}" for p in spf.budget_problems(record.content)]
+                try:
+                    problems += [("spf-budget", f"{name}: {p}") for p in spf.budget_problems(record.content)]
+                except spf.SpfSyntaxError as err:  # only records not built by plan() (policy pack)
+                    problems.append(("spf-syntax", f"{name}: SPF record does not parse: {err}"))
     by_key: dict[str, list[Record]] = defaultdict(list)
     for record in (r for rs in by_name.values() for r in rs):
         by_key[record.key].append(record)
     for key, same in sorted(by_key.items()):
         if len(same) > 1:
             values = ", ".join(repr(r.content) for r in same)
-            problems.append(f"{same[0].name} would have {len(same)} different {same[0].type} records ({values})")
+            problems.append(("duplicate", f"{same[0].name} would have {len(same)} different {same[0].type} records ({values})"))
     cname_names = {name for name, at_name in by_name.items() if any(r.type == "CNAME" for r in at_name)}
     for record in (r for rs in by_name.values() for r in rs):
         if record.type == "MX" and record.content != NULL_MX:
             if names.is_ip(record.content):
-                problems.append(f"{record.name}: MX target {record.content} is an IP address (RFC 7505, RFC 2181 §10.3)")
+                problems.append(("mx-target", f"{record.name}: MX target {record.content} is an IP address (RFC 7505, RFC 2181 §10.3)"))
             elif record.content in cname_names:
-                problems.append(f"{record.name}: MX target {record.content} is a CNAME (RFC 2181 §10.3)")
+                problems.append(("mx-target", f"{record.name}: MX target {record.content} is a CNAME (RFC 2181 §10.3)"))
         if record.type == "CNAME" and names.is_ip(record.content):
-            problems.append(f"{record.name}: CNAME target {record.content} is an IP address")
+            problems.append(("cname-target", f"{record.name}: CNAME target {record.content} is an IP address"))
     return problems

@@ -41,3 +41,28 @@ def line(record: Record) -> str:
 def lines(records: Iterable[Record]) -> list[str]:
     """Zone-file lines for many records, in plan order."""
     return [line(record) for record in records]
+
+
+def from_rdata(name: str, ttl: int, rdata: dns.rdata.Rdata) -> Record:
+    """The Record a DNS answer's rdata publishes: the inverse of ``rdata``.
+
+    TXT character-strings are joined the way mail consumers join them, MX keeps its
+    preference in ``priority``, targets lose the trailing dot. ``mailstack diff`` reads
+    live answers and the policy pack reads RFC 2136 record values through here.
+    """
+    rdtype = dns.rdatatype.to_text(rdata.rdtype)
+    if rdtype in ("TXT", "SPF"):
+        content = txt.join([s.decode("ascii", "backslashreplace") for s in rdata.strings])  # type: ignore[attr-defined]
+        return Record(name, rdtype, content, ttl)
+    if rdtype == "MX":
+        exchange = rdata.exchange.to_text(omit_final_dot=True) or "."  # type: ignore[attr-defined]
+        return Record(name, rdtype, exchange.lower(), ttl, int(rdata.preference))  # type: ignore[attr-defined]
+    if rdtype in ("CNAME", "NS", "PTR"):
+        return Record(name, rdtype, rdata.target.to_text(omit_final_dot=True).lower(), ttl)  # type: ignore[attr-defined]
+    return Record(name, rdtype, rdata.to_text(), ttl)
+
+
+def from_text(name: str, rdtype: str, ttl: int, value: str) -> Record:
+    """The Record of one rdata in presentation form (``10 mx1.example.net.``)."""
+    parsed = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), value)
+    return from_rdata(name, ttl, parsed)
