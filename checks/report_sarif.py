@@ -1,0 +1,54 @@
+"""SARIF 2.1.0 report: each check id is a rule, each non-passing finding a result.
+
+The location is the DNS name checked, expressed as a logical location (there is no
+source file); code-scanning UIs group results by rule id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from checks.finding import Finding, Status
+from checks.registry import all_checks
+
+SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_LEVELS = {Status.FAIL: "error", Status.ERROR: "error", Status.WARN: "warning", Status.PASS: "none", Status.SKIP: "none"}
+_KINDS = {Status.FAIL: "fail", Status.ERROR: "fail", Status.WARN: "review", Status.PASS: "pass", Status.SKIP: "notApplicable"}
+
+
+def document(target: str, findings: Sequence[Finding]) -> dict[str, object]:
+    registered = {c.id: c for c in all_checks()}
+    rule_ids = list(dict.fromkeys(f.id for f in findings))
+    rules = []
+    for rule_id in rule_ids:
+        check = registered.get(rule_id)
+        rule: dict[str, object] = {"id": rule_id, "shortDescription": {"text": check.title if check else rule_id}}
+        if check and check.ref:
+            rule["help"] = {"text": check.ref}
+        rules.append(rule)
+    results = []
+    for finding in findings:
+        message = finding.summary
+        if finding.fix:
+            message += f" Fix: {finding.fix}"
+        results.append(
+            {
+                "ruleId": finding.id,
+                "ruleIndex": rule_ids.index(finding.id),
+                "kind": _KINDS[finding.status],
+                "level": _LEVELS[finding.status],
+                "message": {"text": message},
+                "locations": [{"logicalLocations": [{"name": target, "kind": "domain"}]}],
+                "properties": {k: v for k, v in finding.as_json().items() if k not in ("id", "summary")},
+            }
+        )
+    return {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [{"tool": {"driver": {"name": "mailstack check", "rules": rules}}, "results": results}],
+    }
+
+
+def render(target: str, findings: Sequence[Finding]) -> str:
+    return json.dumps(document(target, findings), indent=2) + "\n"
