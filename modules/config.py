@@ -8,6 +8,7 @@ declaration and raised once as ConfigErrors, each naming its key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -179,14 +180,38 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
     try:
         plan_module.plan(stack)
     except PlanError as err:
-        raise ConfigErrors([ConfigError(_plan_error_path(str(err)), str(err))]) from err
+        raise ConfigErrors(_plan_errors(stack, err.problems)) from err
     return stack
 
 
-def _plan_error_path(message: str) -> Path:
-    if "SPF" in message:
+_SPF_AT_NAME = re.compile(r"^(?P<name>[^\s:]+): (?P<body>SPF .*)$")
+
+
+def _plan_errors(stack: MailDomain, problems: tuple[str, ...]) -> list[ConfigError]:
+    """One ConfigError per broken rule, at the key a user changes to fix it. The same
+    SPF problem at several names (the record is shared) is reported once."""
+    errors: list[ConfigError] = []
+    spf_names: dict[str, list[str]] = {}
+    for problem in problems:
+        match = _SPF_AT_NAME.match(problem)
+        if match:
+            spf_names.setdefault(match["body"], []).append(match["name"])
+            continue
+        errors.append(ConfigError(_plan_error_path(stack, problem), problem))
+    for body, at in spf_names.items():
+        errors.append(ConfigError(("outbound",), f"{', '.join(at)}: {body}"))
+    return errors
+
+
+def _plan_error_path(stack: MailDomain, message: str) -> Path:
+    gateway_selector = f"{stack.dkim.selector}._domainkey."
+    if gateway_selector in message and stack.sends_via(SenderKind.GATEWAY):
+        return ("dkim", "selector")
+    if "._domainkey." in message or "SPF" in message:
         return ("outbound",)
-    if "CNAME" in message:
+    if "_dmarc." in message:
+        return ("dmarc",)
+    if "CNAME" in message or "MX" in message:
         return ("inbound",)
     return ("domain",)
 

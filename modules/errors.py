@@ -48,6 +48,11 @@ class PlanError(MailstackError):
     """The declaration is valid key by key but its records break a mail rule together
     (two SPF records at one name, a CNAME beside another record, SPF over budget)."""
 
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        #: Each broken rule on its own, so config errors can name a key per problem.
+        self.problems = tuple(problems) or (message,)
+        super().__init__(message)
+
 
 class ProviderError(MailstackError):
     """A DNS provider refused or failed a change (REFUSED, NOTAUTH, BADSIG, timeout)."""

@@ -62,8 +62,16 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("spf-redirect", {"outbound": [{"spf": "redirect=_spf.example.net"}]}, ["mailstack:outbound[0].spf: 'redirect=_spf.example.net': redirect cannot be merged with other senders"]),
     ("spf-version", {"outbound": [{"spf": "v=spf1 mx"}]}, ["mailstack:outbound[0].spf: 'v=spf1': give the terms only; mailstack writes v=spf1"]),
     ("spf-budget", {"outbound": ["odoo", {"spf": ELEVEN}]}, [
-        "mailstack:outbound: example.com: SPF needs 11 DNS lookups at its top level, over the limit of 10 (RFC 7208 §4.6.4); "
-        "mail.example.com: SPF needs 11 DNS lookups at its top level, over the limit of 10 (RFC 7208 §4.6.4)"
+        "mailstack:outbound: example.com, mail.example.com: SPF needs 11 DNS lookups at its top level, "
+        "over the limit of 10 (RFC 7208 §4.6.4)"
+    ]),
+    ("gateway-selector-odoo", {"outbound": ["odoo", "gateway"], "gateways": [{"hostname": "mx1.example.com", "ipv4": "192.0.2.1"}],
+                               "gateway": {"mailgate": {"url": "https://db.odoo.com", "database": "db"}}, "dkim": {"selector": "odoo"}}, [
+        "mailstack:dkim.selector: odoo._domainkey.example.com has a CNAME beside other records (CNAME, TXT); RFC 1034 §3.6.2 forbids it",
+        "mailstack:dkim.selector: odoo._domainkey.mail.example.com has a CNAME beside other records (CNAME, TXT); RFC 1034 §3.6.2 forbids it",
+    ]),
+    ("alias-at-cname", {"aliasDomains": ["mail.example.com"], "inbound": {"mode": "odoo-mx", "subdomain": "mail", "record": "cname"}}, [
+        "mailstack:inbound: mail.example.com has a CNAME beside other records (CNAME, TXT); RFC 1034 §3.6.2 forbids it"
     ]),
     ("spf-all-option", {"spf": {"all": "?all"}}, ["mailstack:spf.all: '?all' is not one of ~all, -all"]),
     ("domain-space", {"domain": "exa mple.com"}, ["mailstack:domain: 'exa mple.com': label 'exa mple' is not a valid host-name label"]),

@@ -70,9 +70,10 @@ SPF_TERMS = ["ip4:192.0.2.1", "ip6:2001:db8::1", "include:spf.vendor.example", "
 @st.composite
 def declarations(draw: st.DrawFn) -> dict[str, Any]:
     hosting = draw(st.sampled_from(["online", "sh", "onpremise"]))
-    odoo: dict[str, Any] = {"hosting": hosting, "database": "db"}
-    if hosting == "onpremise":
-        odoo["url"] = "https://odoo.example.com"
+    odoo: dict[str, Any] = {"hosting": hosting, "database": "db", "url": "https://odoo.example.com"}
+    # Mostly consistent declarations (so the plan is reached), sometimes not (so the
+    # error branch is exercised too).
+    consistent = draw(st.integers(0, 9)) > 0
     gateways = [
         {"hostname": host, "ipv4": f"192.0.2.{i + 10}", "priority": draw(st.sampled_from([10, 10, 20, 30]))}
         for i, host in enumerate(draw(st.lists(st.sampled_from(HOSTS), max_size=3, unique=True)))
@@ -93,6 +94,12 @@ def declarations(draw: st.DrawFn) -> dict[str, Any]:
         else:
             outbound.append(kind)
     mode = draw(st.sampled_from(["odoo-mx", "gateway", "forward", "imap", "none"]))
+    if consistent:
+        if hosting == "onpremise":
+            outbound = [s for s in outbound if s != "odoo"]
+            mode = "gateway" if mode == "odoo-mx" else mode
+        if ("gateway" in outbound or mode == "gateway") and not gateways:
+            gateways = [{"hostname": "mx1.example.com", "ipv4": "192.0.2.9"}]
     inbound: dict[str, Any] = {"mode": mode}
     if mode == "odoo-mx":
         inbound["subdomain"] = draw(st.sampled_from(LABELS))
