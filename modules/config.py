@@ -251,7 +251,10 @@ def _odoo(reader: _Reader, value: Any) -> Odoo | None:
         reader.fail((*path, "hosting"), "is required (online, sh or onpremise)")
     database = reader.string(data.get("database"), (*path, "database"))
     if database is not None:
-        database = reader.convert(database, (*path, "database"), lambda v: names.label(v))
+        # On Odoo's servers the database is the label of <db>.odoo.com; on premise it
+        # is a PostgreSQL name Odoo accepts (case kept: the mailgate logs into it).
+        check = names.label if hosting in ("online", "sh") else _database_name
+        database = reader.convert(database, (*path, "database"), check)
     url = reader.string(data.get("url"), (*path, "url"))
     if url is not None and not url.startswith(("http://", "https://")):
         reader.fail((*path, "url"), f"{url!r} is not an http:// or https:// URL")
@@ -264,11 +267,21 @@ def _odoo(reader: _Reader, value: Any) -> Odoo | None:
             local_parts[part] = reader.convert(data[part], (*path, part), _local_part)
     if hosting is None:
         return None
-    if hosting in ("online", "sh") and database is None and host is None:
+    if hosting in ("online", "sh") and data.get("database") is None and data.get("host") is None:
         reader.fail((*path, "database"), f"is required for hosting {hosting} (the <db> of <db>.odoo.com)")
     if hosting == "onpremise" and url is None:
         reader.fail((*path, "url"), "is required for hosting onpremise (Odoo's base URL for XML-RPC)")
     return Odoo(Hosting(hosting), database, url, host, **{k: v for k, v in local_parts.items() if v})
+
+
+#: Odoo's own rule for database names (odoo.service.db.DBNAME_PATTERN).
+_DBNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+def _database_name(value: Any) -> str:
+    if not isinstance(value, str) or not _DBNAME.match(value):
+        raise ValueError(f"{value!r} is not an Odoo database name (letters, digits, '_', '.', '-')")
+    return value
 
 
 def _local_part(value: Any) -> str:

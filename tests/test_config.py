@@ -83,6 +83,10 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("odoo-hosting", {"odoo": {"hosting": "cloud"}}, ["mailstack:odoo.hosting: 'cloud' is not one of online, sh, onpremise"]),
     ("odoo-missing", {"odoo": None}, ["mailstack:odoo: is required: {hosting: online|sh|onpremise, database: ...}"]),
     ("odoo-db", {"odoo": {"hosting": "online"}}, ["mailstack:odoo.database: is required for hosting online (the <db> of <db>.odoo.com)"]),
+    ("odoo-db-saas", {"odoo": {"hosting": "online", "database": "my_db"}}, ["mailstack:odoo.database: 'my_db' is not a single DNS label (letters, digits, hyphens)"]),
+    ("odoo-db-onprem", {"odoo": {"hosting": "onpremise", "url": "https://o.example.com", "database": "prod db"}, "outbound": [], "inbound": {"mode": "none"}}, [
+        "mailstack:odoo.database: 'prod db' is not an Odoo database name (letters, digits, '_', '.', '-')"
+    ]),
     ("odoo-url", {"odoo": {"hosting": "online", "database": "db", "url": "odoo.example.com"}}, ["mailstack:odoo.url: 'odoo.example.com' is not an http:// or https:// URL"]),
     ("odoo-sender-onprem", {"odoo": {"hosting": "onpremise", "url": "https://o.example.com"}, "inbound": {"mode": "none"}}, [
         "mailstack:outbound[0]: sender odoo (Odoo's mail servers) needs odoo.hosting online or sh; on premise send through a gateway or a provider"
@@ -197,6 +201,11 @@ def test_defaults() -> None:
     assert (stack.dmarc.policy, stack.dmarc.adkim, stack.dmarc.aspf, stack.dmarc.pct) == ("none", "r", "r", None)
     assert (stack.dns.provider, stack.dns.zone, stack.dns.ttl) == ("cloudflare", "example.com", 3600)
     assert stack.mta_sts is None and stack.tls_rpt is None
+
+
+def test_onpremise_database_keeps_odoo_names() -> None:
+    stack = from_config({**ONPREM, "odoo": {"hosting": "onpremise", "url": "https://o.example.net", "database": "Odoo_Prod.17"}})
+    assert stack.odoo.database == "Odoo_Prod.17"
 
 
 def test_engine_strings_are_coerced() -> None:
