@@ -291,10 +291,12 @@ def _extract(
         if rrset is not None:
             return list(rrset), links, rrset.ttl
         cname = next((r for r in response.answer if r.name == current and r.rdtype == dns.rdatatype.CNAME), None)
-        if cname is None or not follow:
+        if cname is None:
             return [], links, 0
         target = next(iter(cname)).target  # type: ignore[attr-defined]
         links.append(_host(target))
+        if not follow:  # the name is an alias: say so (Answer.cnames), without following
+            return [], links, 0
         current = target
     return [], links, 0
 

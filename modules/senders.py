@@ -27,6 +27,9 @@ DEFAULT_SELECTORS: dict[SenderKind, str] = {
     SenderKind.MAILJET: "mailjet",
 }
 
+#: Microsoft 365 publishes two DKIM selectors per domain, rotated by Microsoft.
+MICROSOFT_SELECTORS = ("selector1", "selector2")
+
 #: Inbound MX hosts of the hosted mailbox providers, for ``inbound.mx: google|microsoft``.
 GOOGLE_MX = (MxHost("smtp.google.com", 1),)
 
@@ -71,7 +74,7 @@ def dkim_entries(stack: MailDomain, sender: Sender, domain: str, gateway_key: st
         dashed = domain.replace(".", "-")
         return [
             DkimEntry(sel, "CNAME", f"{sel}-{dashed}._domainkey.{sender.tenant}.onmicrosoft.com")
-            for sel in ("selector1", "selector2")
+            for sel in MICROSOFT_SELECTORS
         ]
     if sender.kind in (SenderKind.GOOGLE, SenderKind.MAILJET) and sender.dkim_key:
         selector = sender.dkim_selector or DEFAULT_SELECTORS[sender.kind]

@@ -1,0 +1,215 @@
+"""``mailstack diff`` against real BIND servers on loopback: a zone that serves the
+plan, zones that drifted in every way the diff reports, servers that cannot answer,
+and ``--wait`` polling two authoritative servers until both serve the plan."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modules import cli, dkim, stackfile, txt
+from modules.lab.bind import BindServer
+from modules.model import Record
+from modules.plan import plan
+
+from checks.diff import authoritative_servers, diff_servers, selector_names, wait_until_agreed
+from checks.published import Change
+from checks.resolver import Resolver, Server
+from tests.pulumi_harness import public_pem, rsa_key
+from tests.servers import require_binary, require_root
+
+PRIMARY = ("127.0.30.1", 5340)
+SECONDARY = ("127.0.30.2", 5341)
+ONLINE = stackfile.load(stackfile.stack_path("online"))
+ONPREMISE = stackfile.load(stackfile.stack_path("onpremise"))
+ONLINE_RECORDS = plan(ONLINE)
+
+
+def _server(tmp_path: Path, name: str, address: tuple[str, int]) -> BindServer:
+    require_root()
+    require_binary("named")
+    return BindServer(tmp_path / name, *address)
+
+
+@pytest.fixture
+def primary(tmp_path: Path) -> Iterator[BindServer]:
+    bind = _server(tmp_path, "primary", PRIMARY)
+    bind.add_zone("example.com", ONLINE_RECORDS)
+    with bind:
+        yield bind
+
+
+@pytest.fixture
+def secondary(tmp_path: Path) -> Iterator[BindServer]:
+    bind = _server(tmp_path, "secondary", SECONDARY)
+    bind.add_zone("example.com", ONLINE_RECORDS)
+    with bind:
+        yield bind
+
+
+def ns(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def run_diff(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = cli.main(["diff", *args])
+    return code, capsys.readouterr().out
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    code, out = run_diff(capsys, *args, "--format", "json")
+    return code, json.loads(out)
+
+
+def changes(document: dict) -> set[tuple[str, str, str]]:  # type: ignore[type-arg]
+    return {(r["change"], r["name"], r["type"]) for s in document["servers"] for r in s["records"] if r["change"] != "same"}
+
+
+def test_zone_serving_the_plan_is_equal(primary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, document = run_json(capsys, "--stack", "online", "--nameserver", ns(PRIMARY))
+    assert code == 0
+    assert document["equal"] is True
+    (server,) = document["servers"]
+    assert server["server"] == ns(PRIMARY)
+    same = {(r["name"], r["type"]) for r in server["records"] if r["change"] == "same"}
+    assert same == {(r.name, r.type) for r in ONLINE_RECORDS}
+    code, text = run_diff(capsys, "--stack", "online", "--nameserver", ns(PRIMARY))
+    assert code == 0 and f"{len(ONLINE_RECORDS)} as declared, 0 missing, 0 different, 0 extra, 0 errors" in text
+
+
+def test_drifted_zone_shows_missing_different_and_extra(primary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
+    kept = [r for r in ONLINE_RECORDS if r.name != "_dmarc.example.com" and not (r.name == "example.com" and r.type == "TXT")]
+    mailjet_key = dkim.txt_value(public_pem(rsa_key(2048)))
+    primary.replace_zone(
+        "example.com",
+        kept,
+        extra_lines=[
+            '@ 300 IN TXT "v=spf1 include:_spf.google.com ~all"',  # edited by hand
+            'mail 300 IN TXT "v=spf1 include:spf.mailjet.com ~all"',  # a second SPF
+            "mail 300 IN MX 20 backup.example.net.",  # an MX nobody declared
+            f"mailjet._domainkey 300 IN TXT {txt.quoted(mailjet_key)}",  # a sender removed from the stack
+            "selector1._domainkey 300 IN CNAME selector1-example-com._domainkey.old.onmicrosoft.com.",
+            'unrelated 300 IN TXT "not looked at"',
+        ],
+    )
+    code, document = run_json(capsys, "--stack", "online", "--nameserver", ns(PRIMARY))
+    assert code == 1 and document["equal"] is False
+    assert changes(document) == {
+        ("missing", "_dmarc.example.com", "TXT"),
+        ("different", "example.com", "TXT"),
+        ("extra", "mail.example.com", "TXT"),
+        ("extra", "mail.example.com", "MX"),
+        ("extra", "mailjet._domainkey.example.com", "TXT"),
+        ("extra", "selector1._domainkey.example.com", "CNAME"),
+    }
+    records = {(r["change"], r["name"], r["type"]): r for r in document["servers"][0]["records"]}
+    different = records[("different", "example.com", "TXT")]
+    assert different["declared"]["content"] == "v=spf1 include:_spf.odoo.com ~all"
+    assert [r["content"] for r in different["live"]] == ["v=spf1 include:_spf.google.com ~all"]
+    assert records[("extra", "mail.example.com", "TXT")]["note"] == "a second SPF record"
+    assert records[("extra", "mail.example.com", "MX")]["live"][0] == {
+        "name": "mail.example.com", "type": "MX", "content": "backup.example.net", "ttl": 300, "priority": 20
+    }
+    assert records[("extra", "mailjet._domainkey.example.com", "TXT")]["live"][0]["content"] == mailjet_key
+    assert "stale DKIM selector selector1" in records[("extra", "selector1._domainkey.example.com", "CNAME")]["note"]
+
+    code, text = run_diff(capsys, "--stack", "online", "--nameserver", ns(PRIMARY))
+    assert code == 1
+    assert "  different example.com TXT\n            declared: v=spf1 include:_spf.odoo.com ~all\n            live:     v=spf1 include:_spf.google.com ~all" in text
+    assert "  missing   _dmarc.example.com TXT" in text
+    assert "1 missing, 1 different, 4 extra, 0 errors" in text
+
+
+def test_gateway_key_compared_by_presence_or_by_content(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pem = public_pem(rsa_key(2048))
+    (tmp_path / "key.pem").write_text(pem, encoding="utf-8")
+    other = tmp_path / "other.pem"
+    other.write_text(public_pem(rsa_key(3072)), encoding="utf-8")
+    bind = _server(tmp_path, "onprem", PRIMARY)
+    bind.add_zone("example.net", plan(ONPREMISE, pem))
+    with bind:
+        base = ["--stack", "onpremise", "--nameserver", ns(PRIMARY)]
+        code, document = run_json(capsys, *base)
+        assert code == 0
+        key_rows = [r for r in document["servers"][0]["records"] if r["name"] == "odoo2026._domainkey.example.net"]
+        assert [r["change"] for r in key_rows] == ["present"]
+        assert run_json(capsys, *base, "--dkim-public-key", str(tmp_path / "key.pem"))[0] == 0
+        code, document = run_json(capsys, *base, "--dkim-public-key", str(other))
+        assert code == 1
+        assert changes(document) == {("different", "odoo2026._domainkey.example.net", "TXT")}
+
+
+def test_server_that_refuses_is_an_error_not_drift(primary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """The primary serves example.com only; asking it about contoso.example is REFUSED."""
+    code, document = run_json(capsys, "--stack", "onpremise-m365", "--nameserver", ns(PRIMARY))
+    assert code == 2
+    rows = document["servers"][0]["records"]
+    assert rows and {r["change"] for r in rows} == {"error"}
+    assert all("REFUSED" in r["note"] for r in rows)
+
+
+def test_bad_nameserver_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["diff", "--stack", "online", "--nameserver", "mx.example.com:53"]) == 2
+    assert "is not an IP address" in capsys.readouterr().err
+
+
+def test_selector_names_cover_known_senders_not_declared() -> None:
+    found = selector_names(ONLINE, ONLINE_RECORDS)
+    assert "odoo._domainkey.example.com" not in found  # declared
+    for selector in ("google", "mailjet", "selector1", "selector2", "mailstack"):
+        assert f"{selector}._domainkey.example.com" in found
+        assert f"{selector}._domainkey.mail.example.com" in found  # Odoo's alias domain sends too
+
+
+def test_authoritative_servers_come_from_the_zone_ns(primary: BindServer) -> None:
+    resolver = Resolver((Server(*PRIMARY),), timeout=3)
+    assert authoritative_servers(["example.com"], resolver, port=PRIMARY[1]) == [Server(*PRIMARY)]
+
+
+def test_wait_polls_until_every_server_serves_the_plan(primary: BindServer, secondary: BindServer) -> None:
+    stale = [r for r in ONLINE_RECORDS if r.name != "_dmarc.example.com"]
+    secondary.replace_zone("example.com", stale)
+    servers = [Server(*PRIMARY), Server(*SECONDARY)]
+    fixes: list[str] = []
+
+    def apply_change_then_sleep(_seconds: float) -> None:
+        if not fixes:  # the zone transfer arrives while we wait
+            secondary.replace_zone("example.com", ONLINE_RECORDS)
+            fixes.append("done")
+
+    result = wait_until_agreed(
+        lambda: diff_servers(ONLINE, ONLINE_RECORDS, servers, timeout=3),
+        3600,
+        interval=0.2,
+        sleep=apply_change_then_sleep,
+    )
+    assert result.agreed and fixes
+    assert result.polls >= 2
+    assert all(d.change is Change.SAME for r in result.results for d in r.diffs if d.declared)
+
+
+def test_wait_reports_the_server_still_behind(primary: BindServer, secondary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--stack", "online", "--nameserver", ns(PRIMARY), "--nameserver", ns(SECONDARY), "--interval", "0.1"]
+    code, text = run_diff(capsys, *args, "--wait", "5")
+    assert code == 0 and "all servers serve the plan (1 polls)" in text
+
+    secondary.replace_zone("example.com", [r for r in ONLINE_RECORDS if r.type != "MX"])
+    code, document = run_json(capsys, *args, "--wait", "0.3")
+    assert code == 1
+    by_server = {s["server"]: s for s in document["servers"]}
+    assert by_server[ns(PRIMARY)]["equal"] is True
+    assert by_server[ns(SECONDARY)]["equal"] is False
+    assert changes({"servers": [by_server[ns(SECONDARY)]]}) == {("missing", "mail.example.com", "MX")}
+    assert document["polls"] >= 1 and document["wait"] == 0.3
+
+
+def test_records_planned_equal_records_served(primary: BindServer) -> None:
+    """The diff's notion of equality is the plan's Record equality, via zone files."""
+    (result,) = diff_servers(ONLINE, ONLINE_RECORDS, [Server(*PRIMARY)], timeout=3)
+    live = {r for d in result.diffs for r in d.live}
+    assert {Record(r.name, r.type, r.content, 300, r.priority) for r in ONLINE_RECORDS} <= {
+        Record(r.name, r.type, r.content, 300, r.priority) for r in live
+    }
