@@ -101,7 +101,9 @@ class GatewaySettings:
     """Everything the gateway servers need besides the MailDomain."""
 
     mailgate: Mailgate
-    #: Addresses/networks allowed to submit without AUTH (Postfix ``mynetworks``).
+    #: Addresses/networks allowed to submit without AUTH (Postfix ``mynetworks``) and
+    #: whose mail OpenDKIM signs. Default: loopback (Odoo on the gateway host itself);
+    #: when given, exactly these (add 127.0.0.1 yourself if Odoo also runs locally).
     odoo_addresses: tuple[str, ...] = LOOPBACK
     smtp_auth: SmtpAuth | None = None
     relay_host: RelayHost | None = None
@@ -174,7 +176,7 @@ def _addresses(reader: _Reader, value: Any, path: Path) -> tuple[str, ...]:
     items = reader.sequence(value, path)
     if not items:
         return LOOPBACK
-    result: list[str] = list(LOOPBACK)
+    result: list[str] = []
     for index, item in enumerate(items):
         try:
             network = ipaddress.ip_network(str(item).strip(), strict=True)
@@ -186,6 +188,8 @@ def _addresses(reader: _Reader, value: Any, path: Path) -> tuple[str, ...]:
             continue
         if str(network) not in result:
             result.append(str(network))
+    if not result:
+        reader.fail(path, "needs at least one address Odoo submits from")
     return tuple(result)
 
 
