@@ -558,6 +558,11 @@ def _mta_sts(reader: _Reader, value: Any, inbound: Inbound | None) -> MtaSts | N
     max_age = reader.integer(data.get("maxAge"), (*path, "maxAge"), 86400, mta_sts.MAX_AGE_LIMIT, default=604800)
     if inbound and inbound.mode in (InboundMode.NONE,) :
         reader.fail(path, "MTA-STS needs an MX: inbound.mode is none")
+    elif inbound and inbound.subdomain:
+        # The _mta-sts record and the policy host belong to the domain whose MX the
+        # policy lists; with a subdomain that is <subdomain>.<domain>, which mailstack
+        # does not publish a policy for (and Odoo's host cannot serve one).
+        reader.fail(path, f"MTA-STS is published for the domain itself, but inbound mail uses the subdomain {inbound.subdomain}; remove mtaSts or inbound.subdomain")
     if mode is None or max_age is None:
         return None
     return MtaSts(mode, max_age)

@@ -116,9 +116,12 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         "mailstack:dns.ttl: 1 means 'automatic' on Cloudflare only; give seconds for rfc2136"
     ]),
     ("dns-cloudflare-server", {"dns": {"server": "127.0.0.1"}}, ["mailstack:dns.server: only applies to provider rfc2136"]),
-    ("mta-sts-mode", {"mtaSts": {"mode": "on"}}, ["mailstack:mtaSts.mode: 'on' is not one of enforce, testing, none"]),
-    ("mta-sts-age", {"mtaSts": {"maxAge": 31557601}}, ["mailstack:mtaSts.maxAge: 31557601 is not between 86400 and 31557600"]),
+    ("mta-sts-mode", {"mtaSts": {"mode": "on"}, "inbound": {"mode": "forward", "mx": "google"}}, ["mailstack:mtaSts.mode: 'on' is not one of enforce, testing, none"]),
+    ("mta-sts-age", {"mtaSts": {"maxAge": 31557601}, "inbound": {"mode": "forward", "mx": "google"}}, ["mailstack:mtaSts.maxAge: 31557601 is not between 86400 and 31557600"]),
     ("mta-sts-no-mx", {"mtaSts": True, "inbound": {"mode": "none"}}, ["mailstack:mtaSts: MTA-STS needs an MX: inbound.mode is none"]),
+    ("mta-sts-subdomain", {"mtaSts": {"mode": "enforce"}}, [
+        "mailstack:mtaSts: MTA-STS is published for the domain itself, but inbound mail uses the subdomain mail; remove mtaSts or inbound.subdomain"
+    ]),
     ("tls-rpt-empty", {"tlsRpt": {"rua": []}}, ["mailstack:tlsRpt.rua: needs at least one mailto: or https: URI"]),
 ]
 

@@ -191,10 +191,14 @@ def test_inbound_forward_mx_hosts() -> None:
 
 def test_mta_sts_and_tls_rpt() -> None:
     records = records_of(
-        {"mtaSts": {"mode": "enforce", "maxAge": 86400}, "tlsRpt": {"rua": ["mailto:tls@example.com"]}}
+        {
+            "inbound": {"mode": "forward", "mx": "google"},
+            "mtaSts": {"mode": "enforce", "maxAge": 86400},
+            "tlsRpt": {"rua": ["mailto:tls@example.com"]},
+        }
     )
-    text = mta_sts.policy_text("enforce", ["examplecorp.odoo.com"], 86400)
-    assert text == "version: STSv1\r\nmode: enforce\r\nmx: examplecorp.odoo.com\r\nmax_age: 86400\r\n"
+    text = mta_sts.policy_text("enforce", ["smtp.google.com"], 86400)
+    assert text == "version: STSv1\r\nmode: enforce\r\nmx: smtp.google.com\r\nmax_age: 86400\r\n"
     found = triples(records)
     assert ("_mta-sts.example.com", "TXT", f"v=STSv1; id={mta_sts.policy_id(text)}", None) in found
     assert ("_smtp._tls.example.com", "TXT", "v=TLSRPTv1; rua=mailto:tls@example.com", None) in found
