@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import dkim as dkimpy
 
 from modules import dkim, zonefile
-from modules.model import Record
+from modules.model import Record, SenderKind
 
 from checks.context import CheckContext
 from checks.finding import Finding, errored, failed, passed, skipped, warned
@@ -237,6 +237,8 @@ def probe(ctx: CheckContext) -> list[Finding]:
     """A probe message signed with the gateway's private key verifies against DNS (dkimpy)."""
     if ctx.stack is None or ctx.dkim_private_key is None:
         return [skipped("dkim.probe", "needs a declaration and the gateway's private key (--dkim-private-key)")]
+    if not ctx.stack.sends_via(SenderKind.GATEWAY):
+        return [skipped("dkim.probe", "no gateway sends for this domain")]
     findings: list[Finding] = []
     for domain in ctx.stack.domains:
         try:
