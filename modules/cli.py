@@ -25,6 +25,7 @@ EXIT_USAGE = 2
 #: Modules that each define ``register(subparsers)``; their order is the --help order.
 COMMAND_MODULES = (
     "modules.cli_records",
+    "modules.cli_render",
     "modules.cli_diff",
     "checks.cli",
 )
