@@ -253,3 +253,53 @@ def test_stackfile_reading(tmp_path: Path) -> None:
     path.write_text("- a\n")
     with pytest.raises(MailstackError, match="is a mapping"):
         stackfile.read_namespace(path)
+
+
+# --- docs/configuration.md stays true to the code ------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+
+def _allowed_keys(declaration: dict[str, Any], path: str) -> list[str]:
+    """The keys the validator accepts at a path, read from its unknown-key message."""
+    messages = [m for m in errors_of(declaration) if m.startswith(f"{path}.zzz: unknown key")]
+    assert len(messages) == 1, messages
+    listed = messages[0].split("(expected one of ", 1)[1].rstrip(")")
+    return [k.strip() for k in listed.split(",")]
+
+
+def test_documentation_names_every_key() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    [top] = errors_of({**BASE, "zzz": 1})
+    top_keys = top.split("(known keys: ", 1)[1].rstrip(")").split(", ")
+    keys = {f"`{k}`" for k in top_keys}
+    probes: list[tuple[dict[str, Any], str]] = [
+        ({**BASE, "odoo": {"hosting": "online", "database": "db", "zzz": 1}}, "mailstack:odoo"),
+        ({**BASE, "inbound": {"mode": "odoo-mx", "subdomain": "mail", "zzz": 1}}, "mailstack:inbound"),
+        ({**BASE, "dkim": {"zzz": 1}}, "mailstack:dkim"),
+        ({**BASE, "spf": {"zzz": 1}}, "mailstack:spf"),
+        ({**BASE, "dmarc": {"zzz": 1}}, "mailstack:dmarc"),
+        ({**BASE, "mtaSts": {"zzz": 1}}, "mailstack:mtaSts"),
+        ({**BASE, "tlsRpt": {"rua": ["mailto:t@example.com"], "zzz": 1}}, "mailstack:tlsRpt"),
+        ({**BASE, "dns": {"zzz": 1}}, "mailstack:dns"),
+        ({**ONPREM, "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.1", "zzz": 1}]}, "mailstack:gateways[0]"),
+        ({**ONPREM, "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.1", "ssh": {"zzz": 1}}]}, "mailstack:gateways[0].ssh"),
+        ({**BASE, "inbound": {"mode": "forward", "mx": [{"host": "mx.example.org", "zzz": 1}]}}, "mailstack:inbound.mx[0]"),
+        ({**BASE, "outbound": [{"type": "google", "zzz": 1}]}, "mailstack:outbound[0]"),
+        ({**BASE, "outbound": [{"type": "microsoft", "tenant": "t", "zzz": 1}]}, "mailstack:outbound[0]"),
+    ]
+    for declaration, path in probes:
+        keys |= {f"`{k}`" for k in _allowed_keys(declaration, path)}
+    missing = sorted(k for k in keys if k not in doc)
+    assert not missing, f"docs/configuration.md does not document {missing}"
+
+
+def test_documented_error_examples_are_real() -> None:
+    """A sample of the documented messages, produced by the validator word for word."""
+    doc = DOC.read_text(encoding="utf-8")
+    for case_id, overrides, expected in CASES:
+        if expected is None:
+            continue
+        for message in expected:
+            if case_id in {"dmarc-policy", "dkim-bits-small", "spf-budget", "inbound-subdomain-missing", "dns-ttl", "alias-at-cname"}:
+                assert message.replace("\n", " ") in " ".join(doc.split()), message
