@@ -227,8 +227,8 @@ def write(files: Mapping[str, RenderedFile], out: Path) -> list[Path]:
         if target.exists():
             target.unlink()
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, rendered.mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(rendered.text)
+        with os.fdopen(fd, "wb") as handle:  # bytes: CRLF (MTA-STS) stays CRLF
+            handle.write(rendered.text.encode("utf-8"))
         os.chmod(target, rendered.mode)
         written.append(target)
     return written

@@ -96,8 +96,8 @@ def write_files(files: Mapping[str, RenderedFile], workdir: Path, prefix: str) -
         target.parent.chmod(0o755)
         target.unlink(missing_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, rendered.mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(rendered.text)
+        with os.fdopen(fd, "wb") as handle:  # bytes: CRLF (MTA-STS) stays CRLF
+            handle.write(rendered.text.encode("utf-8"))
         written.append(target)
     return written
 

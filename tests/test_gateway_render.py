@@ -1,0 +1,288 @@
+"""Rendered gateway configuration: real Postfix and OpenDKIM accept it, it says what the
+stack says, it is deterministic, and bad input is refused naming its key."""
+
+from __future__ import annotations
+
+import copy
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from modules import cli, mta_sts, render, stackfile
+from modules.config import from_config
+from modules.errors import ConfigErrors
+from modules.plan import plan
+from tests.servers import require_binary
+
+GATEWAY_STACKS = [p for p in stackfile.all_stacks() if stackfile.load(p).gateways]
+NO_GATEWAY_STACKS = [p for p in stackfile.all_stacks() if not stackfile.load(p).gateways]
+
+
+@pytest.fixture(scope="module")
+def private_key_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+
+def base_config() -> dict[str, Any]:
+    return {
+        "domain": "example.org",
+        "aliasDomains": ["brand.example"],
+        "odoo": {"hosting": "onpremise", "url": "https://odoo.example.org", "database": "prod"},
+        "outbound": ["gateway"],
+        "inbound": {"mode": "gateway", "aliases": ["sales", "jobs"]},
+        "gateways": [{"hostname": "mx1.example.org", "ipv4": "192.0.2.10"}],
+        "dkim": {"selector": "gw2026"},
+        "mtaSts": {"mode": "enforce"},
+        "gateway": {"odooAddresses": ["10.0.0.5"], "relayHost": "[smtp.relay.example]:587"},
+    }
+
+
+def written(tmp_path: Path, files: dict[str, render.RenderedFile]) -> Path:
+    out = tmp_path / "rendered"
+    render.write(files, out)
+    for relative in render.POSTMAP_FILES:
+        if relative in files:
+            subprocess.run(["postmap", "-c", str(out / "postfix"), str(out / relative)], check=True)
+    return out
+
+
+@pytest.mark.parametrize("path", GATEWAY_STACKS, ids=lambda p: p.stem)
+def test_example_stacks_render_and_postfix_accepts_them(path: Path, tmp_path: Path, private_key_pem: str) -> None:
+    require_binary("postconf")
+    require_binary("opendkim")
+    stack = stackfile.load(path)
+    for gateway in stack.gateways:
+        out = tmp_path / gateway.hostname
+        layout = render.Layout(opendkim_dir=str(out / "opendkim"), mailstack_dir=str(out / "mailstack"))
+        files = render.render(stack, dkim_private_key_pem=private_key_pem, gateway=gateway, layout=layout)
+        render.write(files, out)
+        for relative in render.POSTMAP_FILES:
+            if relative in files:
+                subprocess.run(["postmap", "-c", str(out / "postfix"), str(out / relative)], check=True)
+        postconf = subprocess.run(["postconf", "-c", str(out / "postfix"), "-n"], capture_output=True, text=True)
+        assert postconf.returncode == 0 and postconf.stderr == "", postconf.stderr
+        assert f"myhostname = {gateway.hostname}" in postconf.stdout
+        master = subprocess.run(["postconf", "-c", str(out / "postfix"), "-M"], capture_output=True, text=True)
+        assert master.returncode == 0 and master.stderr == "", master.stderr
+        check = subprocess.run(["postfix", "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
+        assert check.returncode == 0 and check.stderr == "", check.stderr
+        dkim = subprocess.run(["opendkim", "-n", "-x", str(out / "opendkim" / "opendkim.conf")], capture_output=True, text=True)
+        assert dkim.returncode == 0, dkim.stderr + dkim.stdout
+
+
+def test_generated_config_is_accepted_with_every_option(tmp_path: Path, private_key_pem: str) -> None:
+    require_binary("postconf")
+    raw = base_config()
+    raw["gateway"].update(smtpAuth={"user": "odoo"}, tls={"cert": "/etc/ssl/gw.pem", "key": "/etc/ssl/gw.key", "required": True},
+                          rateLimits={"connections": 10}, messageSizeLimit=10485760)
+    raw["inbound"]["acceptAll"] = True
+    files = render.render(from_config(raw), dkim_private_key_pem=private_key_pem)
+    out = written(tmp_path, files)
+    postconf = subprocess.run(["postconf", "-c", str(out / "postfix"), "-n"], capture_output=True, text=True)
+    assert postconf.returncode == 0 and postconf.stderr == ""
+    check = subprocess.run(["postfix", "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
+    assert check.returncode == 0 and check.stderr == "", check.stderr
+    assert "postfix/sasl/smtpd.conf" in files and "postfix/relay_recipients" not in files
+    assert "relay_recipient_maps = \n" in files["postfix/main.cf"].text
+    assert "smtpd_tls_security_level=encrypt" in files["postfix/master.cf"].text
+    assert "smtpd_client_connection_rate_limit = 10\n" in files["postfix/main.cf"].text
+    assert "message_size_limit = 10485760\n" in files["postfix/main.cf"].text
+    odoo_conf = files["odoo/odoo.conf"].text
+    assert "smtp_port = 587\n" in odoo_conf and "smtp_ssl = True\n" in odoo_conf and "smtp_user = odoo\n" in odoo_conf
+
+
+def main_cf(files: dict[str, render.RenderedFile]) -> dict[str, str]:
+    values = {}
+    for line in files["postfix/main.cf"].text.splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None:
+    files = render.render(from_config(base_config()))
+    conf = main_cf(files)
+    assert conf["relay_domains"] == "brand.example, example.org"
+    assert conf["transport_maps"] == "hash:${config_directory}/transport"
+    assert "virtual_alias_maps" not in conf and "virtual_alias_domains" not in conf
+    assert conf["odoo_destination_recipient_limit"] == "1"  # one Delivered-To per copy
+    assert files["postfix/transport"].text.splitlines()[1:] == ["brand.example\todoo:", "example.org\todoo:"]
+    master = files["postfix/master.cf"].text
+    assert "flags=DRq user=mailgate argv=" in master and "--recipient ${original_recipient}" in master
+    recipients = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines()[1:]}
+    for domain in ("example.org", "brand.example"):
+        for local in ("catchall", "bounce", "notifications", "postmaster", "sales", "jobs"):
+            assert f"{local}@{domain}" in recipients
+    assert len(recipients) == 12
+
+
+def test_never_an_open_relay_and_smuggling_and_limits() -> None:
+    conf = main_cf(render.render(from_config(base_config())))
+    assert conf["mynetworks"] == "10.0.0.5/32"
+    assert conf["smtpd_relay_restrictions"] == "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
+    assert conf["relayhost"] == "[smtp.relay.example]:587"
+    assert conf["smtpd_forbid_bare_newline"] == "yes"
+    assert conf["smtpd_tls_security_level"] == "may"  # STARTTLS offered on port 25
+    assert conf["mydestination"] == "" and conf["local_recipient_maps"] == ""
+    assert conf["maillog_file"] == "/var/log/postfix.log"
+    assert int(conf["message_size_limit"]) > 0
+    assert conf["milter_default_action"] == "tempfail"  # never send unsigned
+
+
+def test_opendkim_signs_every_domain_with_the_selector() -> None:
+    stack = from_config(base_config())
+    files = render.render(stack)
+    assert files["opendkim/KeyTable"].text.splitlines() == [
+        "gw2026._domainkey.brand.example\tbrand.example:gw2026:/etc/opendkim/keys/gw2026.private",
+        "gw2026._domainkey.example.org\texample.org:gw2026:/etc/opendkim/keys/gw2026.private",
+    ]
+    assert files["opendkim/SigningTable"].text.splitlines() == [
+        "*@brand.example\tgw2026._domainkey.brand.example",
+        "*@example.org\tgw2026._domainkey.example.org",
+    ]
+    assert files["opendkim/TrustedHosts"].text.splitlines() == ["10.0.0.5/32"]
+    dkim_names = {r.name for r in plan(stack) if r.purpose == "dkim"}
+    assert dkim_names == {"gw2026._domainkey.example.org", "gw2026._domainkey.brand.example"}
+
+
+def test_odoo_conf_mail_section_uses_odoo_17_keys() -> None:
+    text = render.render(from_config(base_config()))["odoo/odoo.conf"].text
+    options = dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line and not line.startswith(";"))
+    assert options == {
+        "smtp_server": "mx1.example.org",
+        "smtp_port": "25",
+        "smtp_ssl": "False",
+        "smtp_user": "False",
+        "email_from": "notifications@example.org",
+        "from_filter": "brand.example,example.org",
+    }
+
+
+def test_mta_sts_policy_matches_the_record_id() -> None:
+    stack = from_config(base_config())
+    policy = render.render(stack)["mta-sts/mta-sts.txt"].text
+    assert "mx: mx1.example.org\r\n" in policy and "mode: enforce\r\n" in policy
+    txt = next(r for r in plan(stack) if r.name == "_mta-sts.example.org")
+    assert txt.content == mta_sts.txt_value(policy)
+    raw = base_config()
+    del raw["mtaSts"]
+    assert "mta-sts/mta-sts.txt" not in render.render(from_config(raw))
+
+
+def test_rendering_is_deterministic_and_secrets_are_0600(private_key_pem: str) -> None:
+    stack = from_config(base_config())
+    first = render.render(stack, dkim_private_key_pem=private_key_pem)
+    second = render.render(from_config(copy.deepcopy(base_config())), dkim_private_key_pem=private_key_pem)
+    assert first == second
+    assert list(first) == sorted(first)
+    key_file = first["opendkim/keys/gw2026.private"]
+    assert key_file.mode == 0o600 and key_file.text.strip() == private_key_pem.strip()
+    assert all(f.mode == 0o644 for name, f in first.items() if name != "opendkim/keys/gw2026.private")
+    assert "opendkim/keys/gw2026.private" not in render.render(stack)
+
+
+def test_a_key_that_is_not_a_private_key_is_refused() -> None:
+    with pytest.raises(Exception, match="not an unencrypted PEM private key"):
+        render.render(from_config(base_config()), dkim_private_key_pem="-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+
+
+@pytest.mark.parametrize("path", NO_GATEWAY_STACKS, ids=lambda p: p.stem)
+def test_a_gateway_less_stack_is_a_clear_error(path: Path) -> None:
+    with pytest.raises(ConfigErrors, match=r"mailstack:gateways: the stack declares no gateway"):
+        render.render(stackfile.load(path))
+
+
+def _mutate(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    target: Any = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        target = target[int(part)] if part.isdigit() else target.setdefault(part, {})
+    if value is _DELETE:
+        del target[parts[-1]]
+    else:
+        target[parts[-1]] = value
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        ("gateways.0.ipv4", _DELETE, "mailstack:gateways[0].ipv4: is required"),
+        ("gateway.relayHost", "not a host!", "mailstack:gateway.relayHost: 'not a host!' is not a host"),
+        ("gateway.relayHost", "smtp.relay.example:99999", "mailstack:gateway.relayHost: 'smtp.relay.example:99999': port"),
+        ("dkim.selector", "two.labels", "mailstack:dkim.selector: 'two.labels' is not a single DNS label"),
+        ("gateway.tls", {"required": True}, "mailstack:gateway.tls.cert: is required when tls.required is true"),
+        ("gateway.odooAddresses", ["0.0.0.0/0"], "mailstack:gateway.odooAddresses[0]: 0.0.0.0/0 is too wide"),
+        ("gateway.odooAddresses", ["odoo.example.org"], "mailstack:gateway.odooAddresses[0]: 'odoo.example.org' is not an IP"),
+        ("gateway.mailgate", {"url": "ftp://odoo"}, "mailstack:gateway.mailgate.url: 'ftp://odoo' is not an http"),
+        ("gateway.mailgate", {"uid": 2, "login": "x"}, "mailstack:gateway.mailgate.uid: give uid or login, not both"),
+        ("gateway.smtpAuth", {}, "mailstack:gateway.smtpAuth.user: is required"),
+        ("gateway.colour", "blue", "mailstack:gateway.colour: unknown key"),
+    ],
+)
+def test_bad_input_names_the_key(dotted: str, value: Any, message: str) -> None:
+    raw = base_config()
+    _mutate(raw, dotted, value)
+    with pytest.raises(ConfigErrors) as caught:
+        from_config(raw)
+    assert any(str(error).startswith(message) for error in caught.value.errors), str(caught.value)
+
+
+def test_gateway_settings_without_gateways_are_refused() -> None:
+    raw = base_config()
+    raw.update(outbound=["mailjet"], inbound={"mode": "none"}, gateways=[])
+    del raw["mtaSts"]
+    with pytest.raises(ConfigErrors, match=r"mailstack:gateway: configures the own gateways, but mailstack:gateways is empty"):
+        from_config(raw)
+
+
+def test_errors_are_collected_with_the_others() -> None:
+    raw = base_config()
+    raw["dmarc"] = {"policy": "sometimes"}
+    raw["gateway"]["relayHost"] = "-bad-"
+    with pytest.raises(ConfigErrors) as caught:
+        from_config(raw)
+    paths = {error.path for error in caught.value.errors}
+    assert ("dmarc", "policy") in paths and ("gateway", "relayHost") in paths
+
+
+def test_cli_render_writes_modes_and_prints_paths(tmp_path: Path, private_key_pem: str, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "dkim.pem"
+    key.write_text(private_key_pem)
+    out = tmp_path / "out"
+    assert cli.main(["render", "--stack", "onpremise", "--out", str(out), "--dkim-private-key", str(key)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    stack = stackfile.load(stackfile.stack_path("onpremise"))
+    expected = render.render(stack, dkim_private_key_pem=private_key_pem, gateway=stack.gateways[1])
+    assert len(printed) == 2 * len(expected)
+    host = out / "mx2.example.net"
+    for relative, rendered in expected.items():
+        path = host / relative
+        assert path.read_bytes() == rendered.text.encode()
+        assert stat.S_IMODE(path.stat().st_mode) == rendered.mode
+        assert f"{rendered.mode:04o} {path}" in printed
+    assert stat.S_IMODE((host / "opendkim/keys/odoo2026.private").stat().st_mode) == 0o600
+
+
+def test_cli_render_of_a_gateway_less_stack_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["render", "--stack", "online", "--out", str(out)]) == 2
+    assert "mailstack:gateways: the stack declares no gateway" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_render_with_a_bad_key_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "dkim.pem"
+    key.write_text("not a key")
+    out = tmp_path / "out"
+    assert cli.main(["render", "--stack", "onpremise", "--out", str(out), "--dkim-private-key", str(key)]) == 2
+    assert not out.exists()
