@@ -153,6 +153,10 @@ def broken(keys: Keys) -> list[str]:
         'n3.ten 300 IN TXT "v=spf1 a -all"',
         # three void lookups (names that do not exist)
         'void 300 IN TXT "v=spf1 a:nx1.void.broken.test a:nx2.void.broken.test a:nx3.void.broken.test ~all"',
+        # redirect counts too: 1 + the 10 of ten.broken.test
+        'redirect 300 IN TXT "v=spf1 redirect=ten.broken.test"',
+        # an include of a domain without SPF (permerror), one void lookup
+        'include-nx 300 IN TXT "v=spf1 include:nx.broken.test -all"',
         # an include loop
         'loop 300 IN TXT "v=spf1 include:loop2.broken.test -all"',
         'loop2 300 IN TXT "v=spf1 include:loop.broken.test -all"',
