@@ -198,3 +198,26 @@ def test_dkim_public_key_file_errors(tmp_path: Path) -> None:
     assert result.returncode == 2 and f"--dkim-public-key {bad}:" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("records", "--stack", "onpremise", "--dkim-public-key", str(tmp_path / "missing.pem"))
     assert result.returncode == 2 and "missing.pem" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_records_doc_listings_match_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/records.md shows `--format zone` output per example stack; keep it true."""
+    import re
+
+    doc = (ROOT / "docs" / "records.md").read_text(encoding="utf-8")
+    sections = re.findall(r"\(`stacks/Pulumi\.([\w-]+)\.yaml`\)\n(.*?)(?=\n### |\n## |\Z)", doc, re.S)
+    assert len(sections) >= 5
+    checked = 0
+    for stack, body in sections:
+        blocks = re.findall(r"```\n(.*?)```", body, re.S)
+        if not blocks:
+            continue
+        assert cli.main(["records", "--stack", stack, "--format", "zone"]) == 0
+        actual = capsys.readouterr().out.splitlines()
+        shown = blocks[0].strip().splitlines()
+        assert len(shown) == len(actual), stack
+        for doc_line, line in zip(shown, actual):
+            prefix = doc_line.split("…", 1)[0]
+            assert line.startswith(prefix) if "…" in doc_line else line == doc_line, (stack, doc_line, line)
+        checked += 1
+    assert checked >= 4
