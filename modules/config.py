@@ -546,6 +546,8 @@ def _dmarc(reader: _Reader, value: Any) -> Dmarc | None:
 
 
 def _mta_sts(reader: _Reader, value: Any, inbound: Inbound | None) -> MtaSts | None:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"  # the Pulumi engine passes booleans as strings
     if value is None or value is False:
         return None
     if value is True:

@@ -380,3 +380,22 @@ def test_secret_config_keys_are_not_unknown() -> None:
         config={**config, "mailstack:tsigSecret": "c2VjcmV0"}, secret_keys=[*secrets, "mailstack:tsigSecret"]
     )
     assert cf_records(run)
+
+
+def test_engine_boolean_strings() -> None:
+    """The engine hands a top-level YAML boolean over as the string "true"."""
+    run = run_program(
+        config={
+            **config_of(
+                {
+                    "domain": "example.net",
+                    "odoo": {"hosting": "onpremise", "url": "https://odoo.example.net", "database": "prod"},
+                    "outbound": ["gateway"],
+                    "inbound": {"mode": "gateway"},
+                    "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.1"}],
+                }
+            ),
+            "mailstack:mtaSts": "true",
+        }
+    )
+    assert "_mta-sts.example.net" in {r.inputs["name"] for r in cf_records(run)}
