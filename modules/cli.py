@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "modules.cli_render",
     "modules.cli_diff",
     "checks.cli",
+    "modules.cli_lab",
 )
 
 

@@ -3,8 +3,11 @@ from the stack's tags, parse and validate a published one."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 POLICIES = ("none", "quarantine", "reject")
 ALIGNMENTS = ("r", "s")
@@ -115,3 +118,63 @@ def validate(tags: dict[str, str]) -> list[str]:
 def report_authorization_name(domain: str, report_domain: str) -> str:
     """Where report_domain authorises reports about domain (RFC 7489 §7.1)."""
     return f"{domain}._report._dmarc.{report_domain}"
+
+
+@functools.lru_cache(maxsize=1)
+def _public_suffixes() -> Any:
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()
+
+
+def organizational_domain(domain: str) -> str:
+    """The Organizational Domain of a name (RFC 7489 §3.2): the public suffix plus one
+    label, from the Public Suffix List (publicsuffixlist, loaded on first use)."""
+    name = domain.strip().rstrip(".").lower()
+    return str(_public_suffixes().privatesuffix(name) or name)
+
+
+def aligned(identifier_domain: str, from_domain: str, mode: str) -> bool:
+    """Identifier alignment (RFC 7489 §3.1): strict needs the same name, relaxed the
+    same Organizational Domain."""
+    a, b = identifier_domain.rstrip(".").lower(), from_domain.rstrip(".").lower()
+    if mode == "s":
+        return a == b
+    return organizational_domain(a) == organizational_domain(b)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The DMARC result of one message (RFC 7489 §6.6.2): pass when an authenticated
+    identifier (SPF's MAIL FROM domain, a DKIM d=) passes *and* aligns with From."""
+
+    result: str  # pass | fail | none (no policy record)
+    policy: str | None
+    spf_aligned: bool
+    dkim_aligned: bool
+    reason: str
+
+
+def evaluate(
+    from_domain: str,
+    record: str | None,
+    *,
+    spf_result: str,
+    spf_domain: str,
+    dkim_domains: Iterable[str],
+) -> Verdict:
+    """Evaluate DMARC for one message from its authentication results.
+
+    ``record`` is the policy record found for ``from_domain`` (or its Organizational
+    Domain, RFC 7489 §6.6.3); ``dkim_domains`` the d= of every *passing* signature.
+    """
+    if record is None:
+        return Verdict("none", None, False, False, f"no DMARC record for {from_domain}")
+    tags = parse(record)
+    spf_ok = spf_result == "pass" and aligned(spf_domain, from_domain, tags.get("aspf", "r"))
+    dkim_ok = any(aligned(d, from_domain, tags.get("adkim", "r")) for d in dkim_domains)
+    reasons = [
+        f"SPF {spf_result} for {spf_domain or '(empty MAIL FROM)'}, {'aligned' if spf_ok else 'not aligned'} (aspf={tags.get('aspf', 'r')})",
+        f"DKIM d={','.join(dkim_domains) or '(no passing signature)'}, {'aligned' if dkim_ok else 'not aligned'} (adkim={tags.get('adkim', 'r')})",
+    ]
+    return Verdict("pass" if spf_ok or dkim_ok else "fail", tags.get("p"), spf_ok, dkim_ok, "; ".join(reasons))

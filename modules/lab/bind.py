@@ -54,6 +54,9 @@ class BindServer:
     process: subprocess.Popen[bytes] | None = None
     soa_serial: int = 1
     added_address: bool = False
+    #: Send named's stderr to this file and start it in its own session, so it keeps
+    #: running after the starting process exits (``mailstack lab up``).
+    stderr_path: Path | None = None
 
     @property
     def pid(self) -> int | None:
@@ -172,7 +175,11 @@ class BindServer:
         command = [NAMED, "-f", "-c", str(self.conf_path)]
         if self.netns:
             command = ["ip", "netns", "exec", self.netns, *command]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if self.stderr_path is None:
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        else:
+            with open(self.stderr_path, "ab") as stderr:
+                self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,0 +1,185 @@
+"""``mailstack lab`` operations: preflight, up, down, status — outside and inside the namespace.
+
+The host side (``prepare``/``down``/``processes``) checks root and packages, creates the
+namespace with its resolver, and stops processes by PID; the inside side
+(``start``/``provision_records``/``live_records``) runs in the namespace (the CLI
+re-executes itself there with ``ip netns exec``), so every server it starts, and every
+DNS, SMTP and XML-RPC call it makes, stays on the lab's loopback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from modules.errors import MailstackError
+from modules.lab import netns, provision, roles
+from modules.lab.state import LabState, Process
+from modules.lab.topology import TSIG_KEY_NAME, Topology
+from modules.model import MailDomain
+
+#: Binaries the lab runs, and the Debian package providing each.
+BINARIES = {
+    "ip": "iproute2",
+    "named": "bind9",
+    "named-checkconf": "bind9-utils",
+    "postfix": "postfix",
+    "postconf": "postfix",
+    "postmap": "postfix",
+    "opendkim": "opendkim",
+    "opendkim-testmsg": "opendkim-tools",
+}
+#: Python modules the lab imports, and the PyPI distribution providing each.
+PYTHON_MODULES = {"aiosmtpd": "aiosmtpd", "spf": "pyspf", "dkim": "dkimpy", "publicsuffixlist": "publicsuffixlist"}
+#: Order of shutdown: senders first, DNS last.
+STOP_ORDER = ("postfix", "opendkim", "recipient", "odoo", "bind")
+INSIDE_ENV = "MAILSTACK_LAB_INSIDE"
+
+
+class LabUnavailable(MailstackError):
+    """The lab cannot run on this machine (not root, a package missing)."""
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}") if os.path.exists(p)), None
+    )
+
+
+def preflight() -> None:
+    """Refuse early, saying exactly what to do: be root, install these packages."""
+    if os.geteuid() != 0:
+        raise LabUnavailable(
+            "the lab needs root: it creates a network namespace and runs BIND, Postfix and OpenDKIM "
+            "(run it with sudo, as root)"
+        )
+    missing = sorted({package for binary, package in BINARIES.items() if _which(binary) is None})
+    if missing:
+        raise LabUnavailable(
+            f"missing Debian package(s): {', '.join(missing)}; install with: "
+            f"apt-get install -y --no-install-recommends {' '.join(missing)}"
+        )
+    absent = sorted({dist for module, dist in PYTHON_MODULES.items() if importlib.util.find_spec(module) is None})
+    if absent:
+        raise LabUnavailable(f"missing Python package(s): {', '.join(absent)}; install with: pip install -e . (or pip install {' '.join(absent)})")
+
+
+def inside(namespace: str) -> bool:
+    """True when this process runs in the lab's namespace (re-executed by the CLI)."""
+    if os.environ.get(INSIDE_ENV) != namespace:
+        return False
+    result = subprocess.run(["ip", "netns", "identify", str(os.getpid())], capture_output=True, text=True)
+    return result.stdout.strip() == namespace
+
+
+# -- host side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What ``prepare`` found: a lab already running, or a namespace ready to start in."""
+
+    state: LabState
+    running: bool
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """Refuse a state directory below a directory others may write to (like /tmp):
+    OpenDKIM will not use a key there (RequireSafeKeys), and nor should we."""
+    for directory in [state_dir.resolve(), *state_dir.resolve().parents]:
+        if directory.exists() and directory.stat().st_mode & 0o022:
+            raise MailstackError(
+                f"--state-dir {state_dir}: {directory} is writable by others, so the lab's keys would not be "
+                "safe there (OpenDKIM refuses them); use a directory such as /var/lib/mailstack-lab"
+            )
+
+
+def prepare(state_dir: Path, topology: Topology, stack_file: Path) -> Prepared:
+    """Host side of ``lab up``: a running lab is kept (idempotent), a broken or absent
+    one is cleaned up and its namespace (re)created with the lab's resolver."""
+    preflight()
+    check_state_dir(state_dir)
+    state = LabState.load(state_dir)
+    state.prepare()
+    os.chmod(state.root, 0o711)  # service users traverse to their role directories
+    expected = {"bind", "odoo", "recipient", "opendkim", "postfix"}
+    alive = {p.role for p in state.processes if p.alive()}
+    if state.namespace == topology.namespace and alive == expected and netns.exists(topology.namespace):
+        return Prepared(state, True)
+    if state.processes or netns.exists(topology.namespace):
+        down(state_dir, topology.namespace)
+        state = LabState.load(state_dir)
+    state.namespace, state.stack_file = topology.namespace, str(stack_file.resolve())
+    state.processes = []
+    state.save()
+    netns.create(topology.namespace, nameserver=topology.bind_address)
+    return Prepared(state, False)
+
+
+def down(state_dir: Path, namespace: str, *, purge: bool = False) -> list[str]:
+    """Stop every recorded process by PID, then any process left in the namespace,
+    delete the namespace; ``purge`` also removes the state directory (keys included)."""
+    state = LabState.load(state_dir)
+    stopped: list[str] = []
+    order = {role: index for index, role in enumerate(STOP_ORDER)}
+    for process in sorted(state.processes, key=lambda p: order.get(p.role, -1)):
+        if process.stop():
+            stopped.append(f"{process.role} (pid {process.pid})")
+    if netns.exists(namespace):
+        for pid in _namespace_pids(namespace):
+            # Only descendants of what we started can live in the lab's private
+            # namespace (e.g. a mailgate Postfix had piped to): stop them by PID.
+            if Process("leftover", pid, "").stop():
+                stopped.append(f"leftover (pid {pid})")
+        netns.delete(namespace)
+    state.forget()
+    if purge and state.root.exists():
+        shutil.rmtree(state.root)
+    return stopped
+
+
+def _namespace_pids(namespace: str) -> list[int]:
+    result = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+    return [int(p) for p in result.stdout.split() if p.isdigit()]
+
+
+def processes(state_dir: Path) -> list[tuple[Process, bool]]:
+    """Each recorded process and whether it still runs."""
+    return [(p, p.alive()) for p in LabState.load(state_dir).processes]
+
+
+# -- inside the namespace ----------------------------------------------------------------
+
+
+def start(state_dir: Path, stack: MailDomain, topology: Topology) -> list[provision.Change]:
+    """Start every role (DNS first, then publish the records, then the mail path)."""
+    state = LabState.load(state_dir)
+    (state.root / "records.json").unlink(missing_ok=True)  # a fresh BIND has empty zones
+    for address in topology.addresses.values():
+        netns.add_address(address)  # on lo of the lab's namespace (we run inside it)
+    roles.start_bind(state, stack, topology)
+    changes = provision_records(state_dir, stack, topology)
+    roles.start_odoo(state, stack, topology)
+    roles.start_recipient(state, topology)
+    roles.start_gateway(state, stack, topology)
+    return changes
+
+
+def provision_records(state_dir: Path, stack: MailDomain, topology: Topology) -> list[provision.Change]:
+    """Publish the stack's records through the RFC 2136 provider (idempotent)."""
+    state = LabState.load(state_dir)
+    secret = state.tsig_secret()
+    public = LabState.public_key_pem(state.dkim_private_key(stack.dkim.selector, stack.dkim.bits))
+    key_name = stack.dns.tsig_key_name or TSIG_KEY_NAME
+    wanted = provision.desired(stack, public, topology.bind_address, topology.bind_port, key_name, secret)
+    return provision.apply(wanted, state.root / "records.json", secret)
+
+
+def live_records(state_dir: Path) -> dict[str, list[str] | None]:
+    """What BIND serves for each record set the lab published (``provider.read``)."""
+    state = LabState.load(state_dir)
+    return provision.refresh(state.root / "records.json", state.tsig_secret())

@@ -1,0 +1,186 @@
+"""Start each role of the lab inside its network namespace, detached and recorded.
+
+Called from inside the namespace (``modules.lab.control`` re-executes itself there),
+so every child inherits the namespace and its resolver (``/etc/netns/<ns>/resolv.conf``
+bind-mounted over ``/etc/resolv.conf`` by ``ip netns exec``). Each start records the
+PID in the state directory at once, so ``lab down`` finds it even after a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from modules import render
+from modules.lab.bind import BindServer
+from modules.lab.odoo_standin import OdooStandIn
+from modules.lab.postfix import OpenDkim, PostfixInstance, install_mailgate, lab_layout, wait_for
+from modules.lab.state import LabState
+from modules.lab.topology import TSIG_KEY_NAME, Topology
+from modules.model import MailDomain, Record
+from modules.plan import managed_zones
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+MAILGATE_USER = "nobody"
+ODOO_LOGIN = "admin"
+
+
+def start_bind(state: LabState, stack: MailDomain, topology: Topology) -> BindServer:
+    """The lab's DNS: the stack's zones empty and dynamic (the provider fills them),
+    the recipient's zone and the reverse zones static."""
+    bind = BindServer(state.role_dir("bind"), topology.bind_address, topology.bind_port, stderr_path=state.root / "bind" / "named.stderr")
+    key_name = stack.dns.tsig_key_name or TSIG_KEY_NAME
+    bind.add_tsig_key(key_name, stack.dns.tsig_algorithm, state.tsig_secret())
+    for zone in managed_zones(stack):
+        bind.add_zone(zone, dynamic=True, update_key=key_name)
+    ttl = 300
+    recipient = topology.recipient_domain
+    bind.add_zone(
+        recipient,
+        [
+            Record(recipient, "MX", topology.recipient_host, ttl, 10),
+            Record(topology.recipient_host, "A", topology.recipient_address, ttl),
+            Record(recipient, "TXT", f"v=spf1 ip4:{topology.recipient_address} -all", ttl),
+            Record(f"_dmarc.{recipient}", "TXT", "v=DMARC1; p=none", ttl),
+        ],
+    )
+    pointers = {
+        topology.gateway_address: topology.gateway_hostname,
+        topology.recipient_address: topology.recipient_host,
+        topology.bind_address: f"ns1.{stack.dns.zone}",
+        topology.odoo_address: f"odoo.{stack.domain}",
+    }
+    for zone in topology.reverse_zones:
+        records = [
+            Record(f"{address.split('.')[3]}.{zone}", "PTR", host, ttl)
+            for address, host in sorted(pointers.items())
+            if reverse_zone(address) == zone
+        ]
+        bind.add_zone(zone, records)
+    bind.start()
+    assert bind.pid is not None
+    state.record("bind", bind.pid, str(bind.conf_path))
+    return bind
+
+
+def reverse_zone(address: str) -> str:
+    """The /24 reverse zone of an IPv4 address (``c.b.a.in-addr.arpa`` for a.b.c.d)."""
+    a, b, c, _ = address.split(".")
+    return f"{c}.{b}.{a}.in-addr.arpa"
+
+
+def start_odoo(state: LabState, stack: MailDomain, topology: Topology) -> OdooStandIn:
+    """The Odoo stand-in with the stack's aliases (and Odoo's catchall and bounce)."""
+    domains = render.relay_domains(stack)
+    local_parts = (*stack.inbound.aliases, stack.odoo.catchall, stack.odoo.bounce)
+    odoo = OdooStandIn(
+        state.role_dir("odoo"),
+        topology.odoo_address,
+        topology.odoo_port,
+        database=stack.odoo.database or "odoo",
+        password=state.odoo_password(),
+        aliases=[f"{local}@{domain}" for domain in domains for local in local_parts],
+        login_name=ODOO_LOGIN,
+    )
+    odoo.start()
+    assert odoo.pid is not None
+    state.record("odoo", odoo.pid, str(odoo.db_path))
+    return odoo
+
+
+def start_recipient(state: LabState, topology: Topology) -> int:
+    """The recipient MTA (``modules.lab.recipient``) on port 25 of its address."""
+    workdir = state.role_dir("recipient")
+    ready = workdir / "ready"
+    ready.unlink(missing_ok=True)
+    spool = workdir / "spool"
+    command = [
+        sys.executable, "-m", "modules.lab.recipient", "--address", topology.recipient_address, "--port", "25",
+        "--spool", str(spool), "--domain", topology.recipient_domain, "--ready-file", str(ready),
+    ]
+    with open(workdir / "recipient.log", "ab") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=log, start_new_session=True)
+    state.record("recipient", process.pid, str(spool))
+
+    def started() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"the recipient MTA exited with {process.returncode}: see {workdir / 'recipient.log'}")
+        return ready.exists()
+
+    wait_for(started, 30, what="the recipient MTA")
+    return process.pid
+
+
+def lab_certificate(workdir: Path, hostname: str) -> tuple[Path, Path]:
+    """A self-signed certificate for the gateway's STARTTLS (made once)."""
+    cert_path, key_path = workdir / "tls" / "gateway.pem", workdir / "tls" / "gateway.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    from modules.lab.state import write_secret
+
+    write_secret(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()).decode())
+    return cert_path, key_path
+
+
+def render_gateway(state: LabState, stack: MailDomain, topology: Topology) -> tuple[Path, dict[str, render.RenderedFile]]:
+    """The gateway's files, rendered by ``modules.render`` with a layout in the state dir."""
+    workdir = state.role_dir("gateway")
+    workdir.chmod(0o755)
+    cert, key = lab_certificate(workdir, topology.gateway_hostname)
+    assert stack.gateway is not None
+    settings = dataclasses.replace(
+        stack.gateway,
+        tls=dataclasses.replace(stack.gateway.tls, cert=str(cert), key=str(key)),
+        mailgate=dataclasses.replace(
+            stack.gateway.mailgate, password_file=str(workdir / "mailstack" / "odoo-password")
+        ),
+    )
+    layout = lab_layout(workdir, topology.gateway_address, mailgate_user=MAILGATE_USER)
+    pem = state.dkim_private_key(stack.dkim.selector, stack.dkim.bits)
+    files = render.render(stack, settings, pem, layout=layout)
+    return workdir, files
+
+
+def start_gateway(state: LabState, stack: MailDomain, topology: Topology) -> None:
+    """OpenDKIM, the mailgate and a private Postfix, all from the rendered files."""
+    workdir, files = render_gateway(state, stack, topology)
+    install_mailgate(files, workdir, state.odoo_password(), user=MAILGATE_USER)
+    opendkim = OpenDkim(workdir, files)
+    opendkim.start()
+    assert opendkim.pid is not None
+    state.record("opendkim", opendkim.pid, str(opendkim.conf_path))
+    postfix = PostfixInstance(
+        workdir,
+        files,
+        overrides={
+            # Only the gateway's address is "this host": the recipient's MX, also on
+            # lo in the namespace, must not look like a mail loop.
+            "inet_interfaces": topology.gateway_address,
+            # Send from the gateway's address, the one SPF authorises (Postfix does
+            # not pick it by itself for a loopback inet_interfaces).
+            "smtp_bind_address": topology.gateway_address,
+        },
+    )
+    postfix.start()
+    assert postfix.master_pid is not None
+    state.record("postfix", postfix.master_pid, "master")
