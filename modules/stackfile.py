@@ -41,6 +41,10 @@ def read_namespace(path: Path) -> dict[str, Any]:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as err:
         raise MailstackError(f"{path}: no such stack file") from err
+    except OSError as err:
+        raise MailstackError(f"{path}: cannot read the stack file: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise MailstackError(f"{path}: not a UTF-8 text file") from err
     except yaml.YAMLError as err:
         raise MailstackError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(document, dict):

@@ -221,3 +221,12 @@ def test_records_doc_listings_match_the_plan(capsys: pytest.CaptureFixture[str])
             assert line.startswith(prefix) if "…" in doc_line else line == doc_line, (stack, doc_line, line)
         checked += 1
     assert checked >= 4
+
+
+def test_unreadable_stack_file_exit_2(tmp_path: Path) -> None:
+    result = run_cli("records", "--stack-file", str(tmp_path))  # a directory
+    assert result.returncode == 2 and "cannot read the stack file" in result.stderr and "Traceback" not in result.stderr
+    binary = tmp_path / "Pulumi.bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00config")
+    result = run_cli("records", "--stack-file", str(binary))
+    assert result.returncode == 2 and "not a UTF-8 text file" in result.stderr and "Traceback" not in result.stderr
