@@ -21,6 +21,7 @@ from modules.plan import plan
 
 from checks import registry, report_json, report_junit, report_sarif, report_text, runner
 from checks.context import CheckContext, SmtpOptions
+from checks.diff import wait_for_stack
 from checks.finding import Finding, exit_code
 from checks.resolver import DEFAULT_TIMEOUT, Resolver
 
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--smtp-port", type=int, default=25, help="port of the MX hosts (default: 25)")
     parser.add_argument("--smtp-timeout", type=float, default=10.0, help="seconds per SMTP session step (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="text: show details of passing checks too")
+    parser.add_argument("--wait", metavar="SECONDS", type=float, help="first poll the zones' authoritative servers (or --nameserver) until they serve the plan, at most this long (see mailstack diff)")
     parser.set_defaults(handler=run)
 
 
@@ -130,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
         selected = registry.select(args.only, [*disabled, *args.disable])
     except ValueError as err:
         raise MailstackError(str(err)) from err
+    if args.wait is not None:
+        if ctx.stack is None:
+            raise MailstackError("--wait needs a declaration (--stack or --stack-file)")
+        waited = wait_for_stack(ctx.stack, ctx.planned, args.nameserver, args.wait, timeout=args.timeout, gateway_key_known=ctx.gateway_key is not None)
+        print(f"--wait: {'the servers serve the plan' if waited.agreed else 'servers still differ'} after {waited.polls} polls", file=sys.stderr)
     findings = runner.run(ctx, selected, workers=args.workers, deadline=args.deadline)
     target = ctx.domain
     if args.output:

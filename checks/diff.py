@@ -23,11 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from modules import dkim, names, plan, senders
+from modules.errors import MailstackError
 from modules.model import Dkim, MailDomain, Record
 
 from checks import published
 from checks.published import Change, RecordDiff
-from checks.resolver import DnsError, Reason, Resolver, Server
+from checks.resolver import DnsError, Reason, Resolver, Server, parse_server
 
 #: Selectors of the sender profiles mailstack knows (see modules/senders.py).
 KNOWN_SELECTORS: tuple[str, ...] = (
@@ -169,3 +170,28 @@ def wait_until_agreed(
         if remaining <= 0:
             return WaitResult(results, polls, False)
         sleep(min(interval, remaining))
+
+
+def wait_for_stack(
+    stack: MailDomain,
+    planned: Sequence[Record],
+    nameservers: Sequence[str],
+    seconds: float,
+    *,
+    timeout: float,
+    interval: float = 2.0,
+    gateway_key_known: bool = False,
+) -> WaitResult:
+    """``--wait`` of ``diff`` and ``check``: poll the servers that must serve the plan
+    (``nameservers``, else the NS hosts of the stack's zones) until all of them do."""
+    try:
+        servers = [parse_server(text) for text in nameservers]
+    except ValueError as err:
+        raise MailstackError(f"--nameserver: {err}") from err
+    if not servers:
+        servers = authoritative_servers(list(plan.managed_zones(stack)), Resolver((), timeout))
+    return wait_until_agreed(
+        lambda: diff_servers(stack, planned, servers, timeout=timeout, gateway_key_known=gateway_key_known),
+        seconds,
+        interval=interval,
+    )

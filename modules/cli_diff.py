@@ -17,11 +17,11 @@ from typing import Any
 
 from modules import cli, dkim
 from modules.errors import MailstackError
-from modules.plan import managed_zones, plan
+from modules.plan import plan
 
-from checks.diff import ServerDiff, WaitResult, authoritative_servers, diff, diff_servers, wait_until_agreed
+from checks.diff import ServerDiff, WaitResult, diff, wait_for_stack
 from checks.published import Change, RecordDiff
-from checks.resolver import DEFAULT_TIMEOUT, Resolver, parse_server
+from checks.resolver import DEFAULT_TIMEOUT, Resolver
 
 FORMATS = ("text", "json")
 
@@ -73,15 +73,6 @@ def _gateway_key(path: Path | None) -> str | None:
     return key
 
 
-def polled_servers(args: argparse.Namespace, zones: list[str]) -> list[Any]:
-    """The servers ``--wait`` polls: the --nameserver ones, else the zones' NS hosts."""
-    try:
-        servers = [parse_server(text) for text in args.nameserver]
-    except ValueError as err:
-        raise MailstackError(f"--nameserver: {err}") from err
-    return servers or authoritative_servers(zones, Resolver((), args.timeout))
-
-
 def run(args: argparse.Namespace) -> int:
     stack = cli.load_stack(args)
     key = _gateway_key(args.dkim_public_key)
@@ -96,11 +87,8 @@ def run(args: argparse.Namespace) -> int:
         results = [ServerDiff(label, tuple(diff(stack, planned, resolver, gateway_key_known=known)))]
         outcome = WaitResult(results, 1, all(r.agrees for r in results))
     else:
-        servers = polled_servers(args, list(managed_zones(stack)))
-        outcome = wait_until_agreed(
-            lambda: diff_servers(stack, planned, servers, timeout=args.timeout, gateway_key_known=known),
-            args.wait,
-            interval=args.interval,
+        outcome = wait_for_stack(
+            stack, planned, args.nameserver, args.wait, timeout=args.timeout, interval=args.interval, gateway_key_known=known
         )
     name = args.stack or str(args.stack_file)
     print(render_json(name, outcome, args.wait) if args.format == "json" else render_text(name, outcome, args.wait))

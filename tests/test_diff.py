@@ -5,9 +5,15 @@ and ``--wait`` polling two authoritative servers until both serve the plan."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.exception
+import dns.message
+import dns.query
 import pytest
 
 from modules import cli, dkim, stackfile, txt
@@ -39,7 +45,7 @@ def primary(tmp_path: Path) -> Iterator[BindServer]:
     bind = _server(tmp_path, "primary", PRIMARY)
     bind.add_zone("example.com", ONLINE_RECORDS)
     with bind:
-        yield bind
+        yield serving(bind)
 
 
 @pytest.fixture
@@ -47,7 +53,35 @@ def secondary(tmp_path: Path) -> Iterator[BindServer]:
     bind = _server(tmp_path, "secondary", SECONDARY)
     bind.add_zone("example.com", ONLINE_RECORDS)
     with bind:
-        yield bind
+        yield serving(bind)
+
+
+def serving(bind: BindServer, zone: str = "example.com") -> BindServer:
+    """Block until the server answers for the zone with its current SOA serial: named
+    reloads after SIGHUP in the background, and a query before that sees the old zone."""
+    query = dns.message.make_query(zone, "SOA")
+    for _ in range(200):
+        try:
+            response = dns.query.udp(query, bind.address, port=bind.port, timeout=0.5)
+            if response.answer and next(iter(response.answer[0])).serial == bind.soa_serial:  # type: ignore[attr-defined]
+                return bind
+        except dns.exception.Timeout:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{bind.address}:{bind.port} never served {zone} serial {bind.soa_serial}")
+
+
+def replace(bind: BindServer, records: list[Record], extra_lines: list[str] | None = None) -> None:
+    """Rewrite the zone and make named load it. named skips a zone file whose mtime
+    (whole seconds) has not changed since it loaded it, so the rewritten file gets a
+    later mtime before the reload signal."""
+    bind.replace_zone("example.com", records, extra_lines or [])
+    zone_file = bind.workdir / "example.com.zone"
+    later = time.time() + 10 * bind.soa_serial
+    os.utime(zone_file, (later, later))
+    assert bind.process is not None
+    bind.process.send_signal(signal.SIGHUP)
+    serving(bind)
 
 
 def ns(address: tuple[str, int]) -> str:
@@ -83,10 +117,10 @@ def test_zone_serving_the_plan_is_equal(primary: BindServer, capsys: pytest.Capt
 def test_drifted_zone_shows_missing_different_and_extra(primary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
     kept = [r for r in ONLINE_RECORDS if r.name != "_dmarc.example.com" and not (r.name == "example.com" and r.type == "TXT")]
     mailjet_key = dkim.txt_value(public_pem(rsa_key(2048)))
-    primary.replace_zone(
-        "example.com",
+    replace(
+        primary,
         kept,
-        extra_lines=[
+        [
             '@ 300 IN TXT "v=spf1 include:_spf.google.com ~all"',  # edited by hand
             'mail 300 IN TXT "v=spf1 include:spf.mailjet.com ~all"',  # a second SPF
             "mail 300 IN MX 20 backup.example.net.",  # an MX nobody declared
@@ -131,6 +165,7 @@ def test_gateway_key_compared_by_presence_or_by_content(tmp_path: Path, capsys: 
     bind = _server(tmp_path, "onprem", PRIMARY)
     bind.add_zone("example.net", plan(ONPREMISE, pem))
     with bind:
+        serving(bind, "example.net")
         base = ["--stack", "onpremise", "--nameserver", ns(PRIMARY)]
         code, document = run_json(capsys, *base)
         assert code == 0
@@ -171,14 +206,16 @@ def test_authoritative_servers_come_from_the_zone_ns(primary: BindServer) -> Non
 
 def test_wait_polls_until_every_server_serves_the_plan(primary: BindServer, secondary: BindServer) -> None:
     stale = [r for r in ONLINE_RECORDS if r.name != "_dmarc.example.com"]
-    secondary.replace_zone("example.com", stale)
+    replace(secondary, stale)
     servers = [Server(*PRIMARY), Server(*SECONDARY)]
     fixes: list[str] = []
 
-    def apply_change_then_sleep(_seconds: float) -> None:
+    def apply_change_then_sleep(seconds: float) -> None:
         if not fixes:  # the zone transfer arrives while we wait
-            secondary.replace_zone("example.com", ONLINE_RECORDS)
+            replace(secondary, ONLINE_RECORDS)
             fixes.append("done")
+        else:
+            time.sleep(seconds)
 
     result = wait_until_agreed(
         lambda: diff_servers(ONLINE, ONLINE_RECORDS, servers, timeout=3),
@@ -196,7 +233,7 @@ def test_wait_reports_the_server_still_behind(primary: BindServer, secondary: Bi
     code, text = run_diff(capsys, *args, "--wait", "5")
     assert code == 0 and "all servers serve the plan (1 polls)" in text
 
-    secondary.replace_zone("example.com", [r for r in ONLINE_RECORDS if r.type != "MX"])
+    replace(secondary, [r for r in ONLINE_RECORDS if r.type != "MX"])
     code, document = run_json(capsys, *args, "--wait", "0.3")
     assert code == 1
     by_server = {s["server"]: s for s in document["servers"]}
@@ -213,3 +250,23 @@ def test_records_planned_equal_records_served(primary: BindServer) -> None:
     assert {Record(r.name, r.type, r.content, 300, r.priority) for r in ONLINE_RECORDS} <= {
         Record(r.name, r.type, r.content, 300, r.priority) for r in live
     }
+
+
+def test_check_waits_for_the_plan_then_reports_junit(
+    primary: BindServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CI step after ``pulumi up``: wait for the authoritative server, then check."""
+    report = tmp_path / "report.xml"
+    code = cli.main(
+        ["check", "--stack", "online", "--nameserver", ns(PRIMARY), "--wait", "5", "--only", "published",
+         "--format", "junit", "--output", str(report)]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "--wait: the servers serve the plan after 1 polls" in err
+    assert "<testsuite" in report.read_text(encoding="utf-8")
+
+
+def test_check_wait_needs_a_declaration(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", "--domain", "example.com", "--wait", "1"]) == 2
+    assert "--wait needs a declaration" in capsys.readouterr().err
