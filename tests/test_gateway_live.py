@@ -1,0 +1,198 @@
+"""A rendered gateway, run for real: private Postfix + OpenDKIM + mailgate + Odoo stand-in
+inside a network namespace of our own (msgw-*), every address on loopback.
+
+Roles: the gateway listens on 127.0.20.10 (25, 587), Odoo submits from 127.0.20.20,
+an outside sender uses 127.0.20.30, the Odoo stand-in listens on 127.0.20.40:8069,
+and the relay host (a sink standing in for the Internet) on 127.0.20.50:25.
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dkim as dkimpy
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from modules import render
+from modules.config import from_config
+from modules.lab import netns, smtp_tools
+from modules.lab.odoo_standin import OdooStandIn
+from modules.lab.postfix import OpenDkim, PostfixInstance, install_mailgate, lab_layout, make_workdir, wait_for
+from modules.model import MailDomain
+from modules.plan import plan
+from tests.servers import require_binary, require_root
+
+pytestmark = pytest.mark.servers
+
+GATEWAY, ODOO, OUTSIDE, STANDIN, RELAY = "127.0.20.10", "127.0.20.20", "127.0.20.30", "127.0.20.40", "127.0.20.50"
+PASSWORD = "s3cret-odoo-password"
+
+
+@dataclass
+class Lab:
+    stack: MailDomain
+    netns: str
+    workdir: Path
+    public_key_pem: str
+    standin: OdooStandIn
+    sink: smtp_tools.SmtpSink
+    postfix: PostfixInstance
+
+    def send(self, source: str, mail_from: str, recipients: list[str], data: bytes) -> dict:
+        return smtp_tools.send(GATEWAY, 25, mail_from, recipients, data, netns=self.netns, source=source)
+
+    def stored(self, message_id: str) -> list[dict]:
+        return [m for m in self.standin.messages() if m["message_id"] == message_id]
+
+    def relayed(self, message_id: str) -> list[tuple[dict, bytes]]:
+        return [(env, raw) for env, raw in self.sink.messages() if f"Message-Id: {message_id}".encode() in raw]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    require_root()
+    for binary in ("postfix", "postconf", "postmap", "postqueue", "opendkim", "ip"):
+        require_binary(binary)
+    name = f"msgw-live-{os.getpid()}"
+    workdir = make_workdir("msgw-live-")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    stack = from_config({
+        "domain": "example.net",
+        "odoo": {"hosting": "onpremise", "url": f"http://{STANDIN}:8069", "database": "odoo"},
+        "outbound": ["gateway"],
+        "inbound": {"mode": "gateway", "aliases": ["sales", "support"]},
+        "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.10"}],
+        "dkim": {"selector": "lab2026"},
+        "gateway": {
+            "odooAddresses": [ODOO],
+            "relayHost": f"[{RELAY}]:25",
+            "mailgate": {"passwordFile": str(workdir / "secret" / "odoo-password"), "timeout": 20},
+        },
+    })
+    files = render.render(stack, dkim_private_key_pem=private_pem, layout=lab_layout(workdir, GATEWAY))
+    netns.create(name, nameserver="127.0.20.53")  # nothing answers there: no lookups leave
+    standin = OdooStandIn(workdir / "odoo", STANDIN, 8069, password=PASSWORD, netns=name,
+                          aliases=["sales@example.net", "support@example.net"])
+    sink = smtp_tools.SmtpSink(workdir, RELAY, 25, netns=name)
+    opendkim = OpenDkim(workdir, files, netns=name)
+    postfix = PostfixInstance(workdir, files, netns=name)
+    started: list = []
+    try:
+        install_mailgate(files, workdir, PASSWORD)
+        (workdir / "secret").chmod(0o755)
+        for server in (standin, sink, opendkim, postfix):
+            server.start()
+            started.append(server)
+        yield Lab(stack, name, workdir, public_pem, standin, sink, postfix)
+    finally:
+        for server in reversed(started):
+            server.stop()
+        standin.stop()
+        netns.delete(name)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def message(message_id: str, to: str, sender: str = "customer@outside.test", body: str = "Hello") -> bytes:
+    text = (
+        f"From: Customer <{sender}>\r\nTo: {to}\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+        f"Message-Id: {message_id}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n\r\n{body}\r\nGrüße aus dem Lab, a long line {'x' * 900}\r\n"
+    )
+    return text.encode("utf-8")
+
+
+def added_headers(raw: bytes, original: bytes) -> email.message.Message:
+    """The headers Postfix put in front of the original message, parsed."""
+    lf_original = original.replace(b"\r\n", b"\n")
+    assert raw.endswith(lf_original), "the message did not reach Odoo byte for byte"
+    return email.message_from_bytes(raw[: -len(lf_original)] + b"\n")
+
+
+def test_inbound_alias_reaches_odoo_byte_exact_with_the_original_recipient(lab: Lab) -> None:
+    original = message("<inbound-1@outside.test>", "Sales <sales@example.net>")
+    result = lab.send(OUTSIDE, "customer@outside.test", ["sales+quote@example.net"], original)
+    assert result["rcpt"]["sales+quote@example.net"][0] == 250 and result["data"][0] == 250
+    stored = wait_for(lambda: lab.stored("<inbound-1@outside.test>"), 60, what="delivery to Odoo")
+    assert len(stored) == 1
+    added = added_headers(stored[0]["raw"], original)
+    assert sorted(set(added.keys())) == ["Delivered-To", "Received", "Return-Path"]
+    assert added["Delivered-To"] == "sales+quote@example.net"  # the envelope recipient, not rewritten
+    assert added["Return-Path"] == "<customer@outside.test>"
+    assert stored[0]["routes"] == "sales+quote@example.net,sales@example.net"  # Delivered-To and To
+
+
+def test_bcc_alias_arrives_through_delivered_to(lab: Lab) -> None:
+    # support@ is only in the envelope (Bcc): Odoo can route it on Delivered-To alone.
+    original = message("<bcc-1@outside.test>", "someone@elsewhere.test")
+    result = lab.send(OUTSIDE, "customer@outside.test", ["support@example.net"], original)
+    assert result["data"][0] == 250
+    stored = wait_for(lambda: lab.stored("<bcc-1@outside.test>"), 60, what="delivery to Odoo")
+    assert stored[0]["routes"] == "support@example.net"
+    assert added_headers(stored[0]["raw"], original)["Delivered-To"] == "support@example.net"
+
+
+def test_unknown_recipient_is_rejected_at_rcpt(lab: Lab) -> None:
+    result = lab.send(OUTSIDE, "customer@outside.test", ["nobody@example.net"], message("<unknown-1@outside.test>", "nobody@example.net"))
+    code, text = result["rcpt"]["nobody@example.net"]
+    assert code == 550 and "5.1.1" in text
+    assert result["data"] is None  # never accepted, so never bounced later
+    assert not [m for m in lab.postfix.queue() if "nobody@example.net" in str(m)]
+
+
+def test_relaying_to_a_foreign_domain_from_outside_is_refused(lab: Lab) -> None:
+    result = lab.send(OUTSIDE, "notifications@example.net", ["victim@foreign.test"], message("<relay-1@outside.test>", "victim@foreign.test"))
+    code, text = result["rcpt"]["victim@foreign.test"]
+    assert code == 554 and "Relay access denied" in text
+    assert result["data"] is None
+
+
+def test_outbound_from_odoo_is_dkim_signed_and_verifies_against_the_planned_record(lab: Lab) -> None:
+    records = plan(lab.stack, gateway_key=lab.public_key_pem)
+    txt = next(r for r in records if r.name == "lab2026._domainkey.example.net" and r.type == "TXT")
+    original = message("<outbound-1@example.net>", "Customer <customer@foreign.test>", sender="notifications@example.net")
+    result = lab.send(ODOO, "bounce@example.net", ["customer@foreign.test"], original)
+    assert result["rcpt"]["customer@foreign.test"][0] == 250 and result["data"][0] == 250
+    relayed = wait_for(lambda: lab.relayed("<outbound-1@example.net>"), 60, what="relay to the relay host")
+    envelope, raw = relayed[0]
+    assert envelope == {"from": "bounce@example.net", "to": ["customer@foreign.test"]}
+    signature = email.message_from_bytes(raw)["DKIM-Signature"]
+    assert signature and "d=example.net" in signature and "s=lab2026" in signature
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return txt.content.encode() if name.decode().rstrip(".") == txt.name else None
+
+    assert dkimpy.verify(raw, dnsfunc=dns)
+    tampered = raw.replace(b"Hello", b"Hallo")
+    assert not dkimpy.verify(tampered, dnsfunc=dns)
+
+
+def test_odoo_down_defers_and_delivers_once_back_nothing_bounced(lab: Lab) -> None:
+    lab.standin.stop()
+    try:
+        original = message("<outage-1@outside.test>", "sales@example.net", sender="outage@outside.test")
+        result = lab.send(OUTSIDE, "outage@outside.test", ["sales@example.net"], original)
+        assert result["data"][0] == 250
+
+        def deferred() -> list[dict]:
+            return [m for m in lab.postfix.queue() if m["queue_name"] == "deferred" and m["recipients"][0].get("delay_reason")]
+
+        queued = wait_for(deferred, 60, what="the message to be deferred")
+        assert "cannot reach Odoo" in queued[0]["recipients"][0]["delay_reason"]
+        assert PASSWORD not in lab.postfix.log()
+    finally:
+        lab.standin.start()
+    lab.postfix.flush()
+    stored = wait_for(lambda: lab.stored("<outage-1@outside.test>"), 120, what="delivery after Odoo came back")
+    added_headers(stored[0]["raw"], original)
+    wait_for(lambda: not lab.postfix.queue(), 60, what="an empty queue")
+    assert "status=bounced" not in lab.postfix.log()
+    assert not [env for env, _ in lab.sink.messages() if "outage@outside.test" in env["to"]]  # no bounce sent
