@@ -47,9 +47,11 @@ def _reply(code: int, message: bytes | str) -> Reply:
     return code, " ".join(text.split())
 
 
-def _connect(address: str, options: SmtpOptions) -> tuple[smtplib.SMTP, Reply]:
+def _connect(address: str, options: SmtpOptions, host: str = "") -> tuple[smtplib.SMTP, Reply]:
     client = smtplib.SMTP(timeout=options.timeout)
     code, message = client.connect(address, options.port)
+    # smtplib's STARTTLS sends _host as SNI; connect() by address leaves it empty.
+    client._host = host  # type: ignore[attr-defined]
     return client, _reply(code, message)
 
 
@@ -94,7 +96,7 @@ def _tls(host: str, address: str, options: SmtpOptions) -> tuple[str | None, tup
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        client, _ = _connect(address, options)
+        client, _ = _connect(address, options, host)
     except (OSError, smtplib.SMTPException) as err:
         return f"cannot connect: {err}", ()
     try:

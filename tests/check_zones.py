@@ -221,7 +221,7 @@ def smtp_zones() -> dict[str, list[str]]:
     """``smtp.test``: three domains whose MX are the SMTP tests' Postfix instances.
 
     good: the rendered gateway (STARTTLS, no relay, recipients checked); relay: an open
-    relay; plain: no STARTTLS. Each MX name has an A record on its own address.
+    relay; plain: no STARTTLS; refuse: refuses EHLO; down: nothing listens. Each MX name has an A record on its own address.
     """
     return {
         "smtp.test": [
@@ -231,5 +231,9 @@ def smtp_zones() -> dict[str, list[str]]:
             "mx.relay 300 IN A 127.0.10.22",
             "plain 300 IN MX 10 mx.plain.smtp.test.",
             "mx.plain 300 IN A 127.0.10.23",
+            "refuse 300 IN MX 10 mx.refuse.smtp.test.",
+            "mx.refuse 300 IN A 127.0.10.24",
+            "down 300 IN MX 10 mx.down.smtp.test.",
+            "mx.down 300 IN A 127.0.10.25",
         ]
     }

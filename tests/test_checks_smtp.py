@@ -1,0 +1,156 @@
+"""SMTP checks against real Postfix instances on loopback, each running the gateway
+configuration ``modules.render`` produces (``modules.lab.postfix.PostfixInstance``),
+with a few main.cf overrides to make the broken variants:
+
+- good.smtp.test   127.0.10.21  the rendered gateway as is (STARTTLS with a certificate
+                   for its MX name, relaying refused, unknown recipients rejected)
+- relay.smtp.test  127.0.10.22  an open relay accepting every recipient, certificate
+                   for another name
+- plain.smtp.test  127.0.10.23  no STARTTLS; rendered with fewer aliases than declared
+- refuse.smtp.test 127.0.10.24  refuses EHLO
+- down.smtp.test   127.0.10.25  nothing listens (the checks report ``error``)
+
+The OpenDKIM milter is switched off (``smtpd_milters =``): RCPT probing never reaches
+it, and the checks never send DATA. Client name lookups are off so Postfix sends no DNS
+query outside loopback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checks.finding import Status
+from modules import render
+from modules.config import from_config
+from modules.lab import netns
+from modules.lab.postfix import PostfixInstance, lab_layout, make_workdir
+from modules.lab.roles import lab_certificate
+from modules.model import MailDomain
+from tests.checks_fixtures import context, dns_lab, of, run  # noqa: F401
+from tests.servers import require_binary, require_root
+
+SMTP_PORT = 5310
+PASS, WARN, FAIL, ERROR, SKIP = Status.PASS, Status.WARN, Status.FAIL, Status.ERROR, Status.SKIP
+
+
+def declaration(name: str, address: str, aliases: list[str]) -> MailDomain:
+    raw: dict[str, Any] = {
+        "domain": f"{name}.smtp.test",
+        "odoo": {"hosting": "onpremise", "url": "http://127.0.10.30:8069", "database": "db"},
+        "outbound": ["gateway"],
+        "inbound": {"mode": "gateway", "aliases": aliases},
+        "gateways": [{"hostname": f"mx.{name}.smtp.test", "ipv4": address}],
+        "gateway": {"odooAddresses": ["127.0.10.30/32"], "mailgate": {"login": "admin", "passwordFile": "/nonexistent/odoo-password"}},
+        "dns": {"zone": "smtp.test"},
+    }
+    return from_config(raw)
+
+
+INSTANCES: dict[str, tuple[str, list[str], str, dict[str, str]]] = {
+    # name: (address, aliases rendered, certificate name, main.cf overrides)
+    "good": ("127.0.10.21", ["sales", "support"], "mx.good.smtp.test", {}),
+    # the classic open relay: every client is "my network"; no recipient list
+    "relay": ("127.0.10.22", ["sales"], "wrong.example", {"mynetworks": "0.0.0.0/0", "relay_recipient_maps": ""}),
+    "plain": ("127.0.10.23", ["sales"], "mx.plain.smtp.test", {"smtpd_tls_security_level": "none"}),
+    "refuse": ("127.0.10.24", ["sales"], "mx.refuse.smtp.test", {"smtpd_delay_reject": "no", "smtpd_helo_restrictions": "reject"}),
+}
+
+
+@pytest.fixture(scope="module")
+def postfixes(dns_lab) -> Iterator[dict[str, PostfixInstance]]:  # type: ignore[no-untyped-def]
+    require_root()
+    require_binary("postfix")
+    started: dict[str, PostfixInstance] = {}
+    workdirs: list[Path] = []
+    added: list[str] = []
+    try:
+        for name, (address, aliases, cert_name, overrides) in INSTANCES.items():
+            if netns.add_address(address):  # Postfix listens only on configured addresses
+                added.append(address)
+            stack = declaration(name, address, aliases)
+            workdir = make_workdir("mschk-smtp-")
+            workdirs.append(workdir)
+            cert, key = lab_certificate(workdir, cert_name)
+            assert stack.gateway is not None
+            settings = dataclasses.replace(stack.gateway, tls=dataclasses.replace(stack.gateway.tls, cert=str(cert), key=str(key)))
+            layout = lab_layout(workdir, address, smtp_port=SMTP_PORT, submission_port=SMTP_PORT + 1, milter_port=SMTP_PORT + 2)
+            files = render.render(stack, settings, layout=layout)
+            instance = PostfixInstance(
+                workdir,
+                files,
+                overrides={"inet_interfaces": address, "smtpd_milters": "", "non_smtpd_milters": "", "smtpd_peername_lookup": "no", **overrides},
+            )
+            instance.start()
+            started[name] = instance
+        yield started
+    finally:
+        for instance in started.values():
+            instance.stop()
+        for workdir in workdirs:
+            shutil.rmtree(workdir, ignore_errors=True)
+        for address in added:
+            netns.remove_address(address)
+
+
+def smtp_run(lab, name: str, aliases: list[str]):  # type: ignore[no-untyped-def]
+    address = INSTANCES[name][0] if name in INSTANCES else "127.0.10.25"
+    ctx = context(lab, stack=declaration(name, address, aliases), smtp_port=SMTP_PORT)
+    return run(ctx, "smtp")
+
+
+def statuses_of(findings, id: str) -> list[Status]:  # type: ignore[no-untyped-def]
+    return [f.status for f in of(findings, id)]
+
+
+def test_rendered_gateway_passes_every_smtp_check(dns_lab, postfixes) -> None:
+    findings = smtp_run(dns_lab, "good", ["sales", "support"])
+    for id in ("smtp.banner", "smtp.starttls", "smtp.open-relay", "smtp.unknown-recipient", "smtp.aliases"):
+        assert statuses_of(findings, id) == [PASS], (id, [f.summary for f in of(findings, id)])
+    assert "4 declared addresses accepted" in of(findings, "smtp.aliases")[0].summary  # catchall, bounce, sales, support
+    assert "mx.good.smtp.test [127.0.10.21]:5310" in of(findings, "smtp.banner")[0].summary
+
+
+def test_open_relay_accepting_everything_with_a_wrong_certificate(dns_lab, postfixes) -> None:
+    findings = smtp_run(dns_lab, "relay", ["sales"])
+    assert statuses_of(findings, "smtp.open-relay") == [FAIL]
+    assert "OPEN RELAY" in of(findings, "smtp.open-relay")[0].summary
+    assert statuses_of(findings, "smtp.unknown-recipient") == [FAIL]
+    starttls = of(findings, "smtp.starttls")
+    assert [f.status for f in starttls] == [FAIL] and starttls[0].found == "wrong.example"
+    assert statuses_of(findings, "smtp.banner") == [PASS]
+
+
+def test_no_starttls_and_undeclared_aliases_refused(dns_lab, postfixes) -> None:
+    findings = smtp_run(dns_lab, "plain", ["sales", "support"])  # rendered with sales only
+    assert statuses_of(findings, "smtp.starttls") == [FAIL]
+    assert "not offered" in of(findings, "smtp.starttls")[0].summary
+    aliases = of(findings, "smtp.aliases")
+    assert [f.status for f in aliases] == [FAIL] and "support@plain.smtp.test" in aliases[0].detail
+    assert statuses_of(findings, "smtp.open-relay") == [PASS]
+
+
+def test_refused_ehlo_fails_the_banner_check(dns_lab, postfixes) -> None:
+    findings = smtp_run(dns_lab, "refuse", ["sales"])
+    assert statuses_of(findings, "smtp.banner") == [FAIL]
+
+
+def test_unreachable_mx_is_an_error_not_a_failure(dns_lab, postfixes) -> None:
+    findings = smtp_run(dns_lab, "down", ["sales"])
+    for id in ("smtp.banner", "smtp.starttls", "smtp.open-relay", "smtp.unknown-recipient", "smtp.aliases"):
+        assert statuses_of(findings, id) == [ERROR], id
+    assert "127.0.10.25" in of(findings, "smtp.banner")[0].summary
+
+
+def test_null_mx_domain_skips_smtp(dns_lab) -> None:
+    stack = from_config({
+        "domain": "nullmx.broken.test", "odoo": {"hosting": "onpremise", "url": "http://127.0.10.30:8069", "database": "db"},
+        "outbound": [{"spf": "ip4:127.0.10.50"}], "inbound": {"mode": "none"}, "dns": {"zone": "broken.test"},
+    })
+    findings = run(context(dns_lab, stack=stack), "smtp")
+    assert {f.status for f in findings} == {SKIP}
