@@ -59,27 +59,54 @@ def _free_port() -> tuple[int, socket.socket]:
     raise OSError("no free port in 5300-5319 for the check-suite BIND")
 
 
-@pytest.fixture(scope="session")
-def dns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsLab]:
-    require_root()
-    require_binary("named")
-    require_binary("openssl")
+_shared: DnsLab | None = None
+_users = 0
+
+
+def _start(base: Path) -> tuple[DnsLab, socket.socket]:
     keys = z.make_keys()
     port, swallow = _free_port()  # never read: every query delegated there times out
-    bind = BindServer(tmp_path_factory.mktemp("checks-bind"), z.BIND_ADDRESS, port)
+    bind = BindServer(base, z.BIND_ADDRESS, port)
     for origin, records in z.example_zones(keys).items():
         bind.add_zone(origin, records)
-    for origin, lines in {**z.third_party(keys), **z.reverse_zones()}.items():
+    for origin, lines in {**z.third_party(keys), **z.reverse_zones(), **z.smtp_zones()}.items():
         bind.add_zone(origin, extra_lines=lines)
     bind.add_zone("broken.test", extra_lines=z.broken(keys))
     bind.add_zone(z.SERVFAIL_ZONE[0], extra_lines=z.SERVFAIL_ZONE[1])
-    for origin, lines in z.smtp_zones().items():
-        bind.add_zone(origin, extra_lines=lines)
     try:
-        with bind:
-            yield DnsLab(bind, keys, port)
-    finally:
+        bind.start()
+    except BaseException:
         swallow.close()
+        raise
+    return DnsLab(bind, keys, port), swallow
+
+
+@pytest.fixture(scope="session")
+def dns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsLab]:
+    """The check suite's BIND. Each test module imports this fixture, and pytest keeps
+    one session fixture per importing module; the instances share one server (counted
+    users), so a session runs one named, stopped when the last user finishes."""
+    global _shared, _users
+    require_root()
+    require_binary("named")
+    require_binary("openssl")
+    swallow: socket.socket | None = None
+    if _shared is None:
+        _shared, swallow = _start(tmp_path_factory.mktemp("checks-bind"))
+        _sockets.append(swallow)
+    _users += 1
+    try:
+        yield _shared
+    finally:
+        _users -= 1
+        if _users == 0 and _shared is not None:
+            _shared.bind.stop()
+            _shared = None
+            while _sockets:
+                _sockets.pop().close()
+
+
+_sockets: list[socket.socket] = []
 
 
 def registered() -> None:
