@@ -196,3 +196,44 @@ def test_gateway_selector_colliding_with_a_cname_sender_is_refused(selector: str
                 "dkim": {"selector": selector},
             }
         )
+
+
+# --- no traceback for any declaration ---------------------------------------------------
+
+_FIELDS = [
+    "type", "mode", "subdomain", "record", "mx", "host", "priority", "hostname", "ipv4", "ipv6", "spf",
+    "dkimKey", "dkimSelector", "tenant", "selector", "bits", "policy", "rua", "ruf", "pct", "fo", "zone",
+    "ttl", "provider", "server", "port", "tsigKeyName", "aliasZones", "hosting", "database", "url", "ssh",
+    "user", "all", "maxAge", "aliases", "acceptAll", "mailgate",
+]
+_ATOMS = st.sampled_from(
+    ["odoo", "gateway", "online", "onpremise", "sh", "mx", "cname", "none", "google", "microsoft", "example.com",
+     "mail", "-all", "~all", "reject", "mailto:a@example.com", "192.0.2.1", "2001:db8::1", "rfc2136", "true"]
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 70000) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20) | _ATOMS,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(_FIELDS), children, max_size=4),
+    max_leaves=12,
+)
+TOP_KEYS = ["domain", "aliasDomains", "odoo", "outbound", "inbound", "gateways", "dkim", "spf", "dmarc", "mtaSts", "tlsRpt", "dns", "gateway"]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(TOP_KEYS), JSON_VALUES, max_size=4))
+def test_any_declaration_is_a_model_or_config_errors(overrides: dict[str, Any]) -> None:
+    """Whatever a stack file holds, validation ends in a MailDomain or ConfigErrors that
+    name their keys: never another exception (the CLI would show a traceback)."""
+    declaration = {
+        "domain": DOMAIN,
+        "odoo": {"hosting": "online", "database": "db"},
+        "outbound": ["odoo"],
+        "inbound": {"mode": "odoo-mx", "subdomain": "mail"},
+        **overrides,
+    }
+    try:
+        stack = from_config(declaration)
+    except ConfigErrors as err:
+        assert err.errors and all(str(e).startswith("mailstack:") for e in err.errors)
+        return
+    _assert_valid_set(plan(stack))
