@@ -138,7 +138,7 @@ def _real_targets(obs: MxObservation) -> list[MxTarget]:
     return [t for t in obs.targets if t.host != NULL_MX]
 
 
-@check("mx.target-ip", ref="RFC 7505 §3, RFC 5321 §5.1")
+@check("mx.target-ip", ref="RFC 5321 §5.1, RFC 1035 §3.3.9")
 def target_ip(ctx: CheckContext) -> list[Finding]:
     """No MX target is an IP address literal (it must be a host name)."""
     observations, findings = _observations(ctx, "mx.target-ip")

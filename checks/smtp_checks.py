@@ -60,7 +60,7 @@ def _each(ctx: CheckContext, id: str) -> tuple[list[SmtpObservation], list[Findi
     return [o for o in obs if not (o.error and o.banner is None)], errors
 
 
-@check("smtp.banner", ref="RFC 5321 §4.2, §4.1.1.1")
+@check("smtp.banner", ref="RFC 5321 §3.1, §4.1.1.1")
 def banner(ctx: CheckContext) -> list[Finding]:
     """The server greets with 220 and accepts EHLO."""
     live, findings = _each(ctx, "smtp.banner")
@@ -90,7 +90,7 @@ def starttls(ctx: CheckContext) -> list[Finding]:
     return findings
 
 
-@check("smtp.open-relay", ref="RFC 5321 §3.9, RFC 2505")
+@check("smtp.open-relay", ref="RFC 5321 §3.6.1, RFC 2505 §2")
 def open_relay(ctx: CheckContext) -> list[Finding]:
     """A recipient outside the domain is refused at RCPT from an unauthenticated client."""
     live, findings = _each(ctx, "smtp.open-relay")
@@ -104,7 +104,7 @@ def open_relay(ctx: CheckContext) -> list[Finding]:
     return findings
 
 
-@check("smtp.unknown-recipient", ref="RFC 5321 §3.3, §4.2.2 (550 at RCPT, no backscatter)")
+@check("smtp.unknown-recipient", ref="RFC 5321 §3.3, §6.1 (reject at RCPT, no backscatter)")
 def unknown_recipient(ctx: CheckContext) -> list[Finding]:
     """An unknown local recipient is rejected at RCPT (no accept-then-bounce backscatter)."""
     if ctx.stack is not None and ctx.stack.inbound.accept_all:

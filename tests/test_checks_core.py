@@ -271,3 +271,13 @@ def test_published_compare_reports_cname_and_errors() -> None:
     assert [d.change for d in diffs] == [Change.DIFFERENT, Change.UNKNOWN]
     assert "CNAME to elsewhere.test" in diffs[0].note
     assert "timeout from 127.0.0.1:53" in diffs[1].note
+
+
+def test_every_check_id_is_documented_with_its_ref() -> None:
+    registry.load_builtin()
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "checks.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in doc.splitlines() if line.startswith("| `")}
+    missing = [c.id for c in registry.all_checks() if c.id not in rows]
+    assert not missing, f"undocumented check ids: {missing}"

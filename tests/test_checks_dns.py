@@ -293,3 +293,29 @@ def test_dns_failures_are_errors_naming_the_server(dns_lab, domain: str, reason:
     errors = [f for f in findings if f.status is ERROR]
     assert len(errors) >= 10
     assert all(reason in f.summary for f in errors), [f.summary for f in errors]
+
+
+def test_resolver_skips_a_failing_server_and_names_all_when_all_fail(dns_lab) -> None:
+    from checks.resolver import DnsError, Reason, Resolver, Server
+
+    bind = Server(z.BIND_ADDRESS, dns_lab.port)
+    dead = Server(z.DEAD_ADDRESS, dns_lab.port)
+    answer = Resolver((dead, bind), 0.5).txt("ten.broken.test")
+    assert answer.texts() == ("v=spf1 a mx include:n1.ten.broken.test -all",)
+    assert answer.server == str(bind)
+    with pytest.raises(DnsError) as info:
+        Resolver((bind,), 0.5).txt("outside.invalid")  # not a zone of the authoritative BIND
+    assert info.value.reason is Reason.REFUSED
+    with pytest.raises(DnsError) as both:
+        Resolver((bind, dead), 0.5).txt("outside.invalid")
+    assert both.value.servers == (bind, dead)
+
+
+def test_nxdomain_and_nodata_are_answers_not_errors(dns_lab) -> None:
+    resolver = dns_lab.resolver()
+    nx = resolver.txt("nothing-here.broken.test")
+    assert nx.void and nx.nxdomain
+    nodata = resolver.query("real.broken.test", "TXT")
+    assert nodata.void and not nodata.nxdomain
+    chain = resolver.query("alias.broken.test", "A")
+    assert chain.cnames == ("real.broken.test",) and chain.addresses() == (z.FAKE_HOST,)
