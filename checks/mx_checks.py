@@ -245,7 +245,7 @@ def odoo_subdomain(ctx: CheckContext) -> list[Finding]:
 def fcrdns_addresses(ctx: CheckContext) -> list[tuple[str, str | None]]:
     """(address, expected host name): the gateways when declared, else the MX targets'."""
     if ctx.stack is not None:
-        pairs = [(g.ipv4, g.hostname) for g in ctx.stack.gateways]
+        pairs: list[tuple[str, str | None]] = [(g.ipv4, g.hostname) for g in ctx.stack.gateways]
         pairs += [(g.ipv6, g.hostname) for g in ctx.stack.gateways if g.ipv6]
         return pairs
     obs = observe(ctx, ctx.domain)

@@ -293,7 +293,7 @@ def _extract(
         cname = next((r for r in response.answer if r.name == current and r.rdtype == dns.rdatatype.CNAME), None)
         if cname is None:
             return [], links, 0
-        target = next(iter(cname)).target  # type: ignore[attr-defined]
+        target = next(iter(cname)).target
         links.append(_host(target))
         if not follow:  # the name is an alias: say so (Answer.cnames), without following
             return [], links, 0
@@ -305,11 +305,11 @@ def _referral_glue(response: dns.message.Message) -> list[str] | None:
     """Glue addresses when the response is a referral, else None."""
     if response.answer or response.flags & dns.flags.AA or response.rcode() != dns.rcode.NOERROR:
         return None
-    ns_names = {r.target for rrset in response.authority if rrset.rdtype == dns.rdatatype.NS for r in rrset}  # type: ignore[attr-defined]
+    ns_names = {r.target for rrset in response.authority if rrset.rdtype == dns.rdatatype.NS for r in rrset}
     if not ns_names:
         return None
     return [
-        r.address  # type: ignore[attr-defined]
+        r.address
         for rrset in response.additional
         if rrset.name in ns_names and rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
         for r in rrset
