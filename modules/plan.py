@@ -35,7 +35,13 @@ def plan(stack: MailDomain, gateway_key: str | None = None) -> list[Record]:
     problems = conflicts(records)
     if problems:
         raise PlanError("; ".join(problems), problems)
-    return sorted(set(records))
+    return sorted(set(records), key=order_key)
+
+
+def order_key(record: Record) -> tuple[str, str, int, str]:
+    """The plan's order: by name and type, MX by priority (then target), so output
+    and diffs read the way mail is routed."""
+    return (record.name, record.type, -1 if record.priority is None else record.priority, record.content)
 
 
 def managed_zones(stack: MailDomain) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from modules import mta_sts, names, senders, zonefile
 from modules.config import from_config
 from modules.errors import ConfigErrors, PlanError
 from modules.model import Record
-from modules.plan import NULL_MX, conflicts, managed_zones, plan
+from modules.plan import NULL_MX, conflicts, managed_zones, order_key, plan
 
 ONLINE: dict[str, Any] = {
     "domain": "example.com",
@@ -96,7 +96,7 @@ def test_odoo_host_override() -> None:
 
 def test_plan_is_sorted_and_stable() -> None:
     first = records_of({"outbound": ["odoo", {"spf": "ip4:192.0.2.1"}]})
-    assert first == sorted(first) == records_of({"outbound": ["odoo", {"spf": "ip4:192.0.2.1"}]})
+    assert first == sorted(first, key=order_key) == records_of({"outbound": ["odoo", {"spf": "ip4:192.0.2.1"}]})
     assert all(r.ttl == 3600 for r in first)
 
 
@@ -171,6 +171,24 @@ def test_gateway_addresses_only_inside_managed_zones() -> None:
 
 
 # --- inbound modes -----------------------------------------------------------------------
+
+
+def test_mx_in_priority_order() -> None:
+    stack = from_config(
+        {
+            "domain": "example.net",
+            "odoo": {"hosting": "onpremise", "url": "https://odoo.example.net", "database": "production"},
+            "outbound": ["gateway"],
+            "inbound": {"mode": "gateway"},
+            "gateways": [
+                {"hostname": "a-backup.example.net", "ipv4": "192.0.2.20", "priority": 20},
+                {"hostname": "z-primary.example.net", "ipv4": "192.0.2.10", "priority": 10},
+                {"hostname": "b-primary.example.net", "ipv4": "192.0.2.11", "priority": 10},
+            ],
+        }
+    )
+    mx = [(r.priority, r.content) for r in plan(stack) if r.type == "MX"]
+    assert mx == [(10, "b-primary.example.net"), (10, "z-primary.example.net"), (20, "a-backup.example.net")]
 
 
 def test_inbound_none_is_null_mx() -> None:

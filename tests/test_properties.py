@@ -20,7 +20,7 @@ from modules import spf, stackfile, txt, zonefile
 from modules.config import from_config
 from modules.errors import ConfigErrors
 from modules.model import Record, SenderKind
-from modules.plan import plan
+from modules.plan import order_key, plan
 
 PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=1200)
 
@@ -146,7 +146,7 @@ def _assert_valid_set(records: list[Record]) -> None:
             assert len(at_name) == 1, f"{name}: CNAME beside {at_name}"
     keys = Counter(r.key for r in records)
     assert all(n == 1 for n in keys.values()), f"duplicate resource keys {keys}"
-    assert records == sorted(set(records))
+    assert records == sorted(set(records), key=order_key)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
