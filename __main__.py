@@ -57,6 +57,23 @@ elif stack.dns.provider == "rfc2136":
         ),
     )
 
+if dkim_key is not None and stack.gateway is not None and stack.gateway.deploy:
+    from modules.gateway_component import GatewayArgs, GatewayServer
+
+    ssh_private_key = pulumi_config.secret("sshPrivateKey")
+    odoo_password = pulumi_config.secret("odooPassword")
+    for gateway in stack.gateways:
+        GatewayServer(
+            f"gateway-{gateway.hostname}",
+            GatewayArgs(
+                stack=stack,
+                gateway=gateway,
+                dkim_private_key_pem=dkim_key.private_key_pem,
+                ssh_private_key=ssh_private_key,
+                odoo_password=odoo_password,
+            ),
+        )
+
 pulumi.export("records", [r.as_json() for r in records])
 if dkim_key is not None:
     pulumi.export("dkimSelector", stack.dkim.selector)

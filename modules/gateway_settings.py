@@ -37,7 +37,7 @@ DEFAULT_SIZE_LIMIT = 36700160  # 35 MiB: Odoo attachments grow ~37% in base64
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 _KEYS = (
-    "odooAddresses", "smtpAuth", "relayHost", "tls", "messageSizeLimit", "rateLimits", "mailgate",
+    "odooAddresses", "smtpAuth", "relayHost", "tls", "messageSizeLimit", "rateLimits", "mailgate", "deploy",
 )
 
 
@@ -110,6 +110,9 @@ class GatewaySettings:
     tls: Tls = field(default_factory=Tls)
     message_size_limit: int = DEFAULT_SIZE_LIMIT
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    #: Let ``pulumi up`` push the configuration over SSH (the Gateway component);
+    #: false renders only (``mailstack render``), for hosts managed another way.
+    deploy: bool = True
 
 
 def read(reader: _Reader, value: Any, *, odoo_url: str | None, odoo_database: str | None, has_gateways: bool) -> GatewaySettings | None:
@@ -137,10 +140,11 @@ def read(reader: _Reader, value: Any, *, odoo_url: str | None, odoo_database: st
     size = reader.integer(data.get("messageSizeLimit"), (*path, "messageSizeLimit"), 1048576, 1073741824, default=DEFAULT_SIZE_LIMIT)
     rates = _rates(reader, data.get("rateLimits"), (*path, "rateLimits"))
     mailgate = _mailgate(reader, data.get("mailgate"), (*path, "mailgate"), odoo_url, odoo_database)
+    deploy = reader.boolean(data.get("deploy"), (*path, "deploy"), default=True)
     if len(reader.errors) > errors_before:
         return None
     assert tls and rates and mailgate and size is not None
-    return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates)
+    return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates, deploy)
 
 
 def parse_relay_host(value: Any) -> RelayHost:

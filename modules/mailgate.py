@@ -45,8 +45,8 @@ import stat
 import sys
 import xmlrpc.client
 from dataclasses import dataclass
-from http.client import HTTPConnection, HTTPException
-from typing import NoReturn, Sequence
+from http.client import HTTPConnection, HTTPException, HTTPSConnection
+from typing import Any, NoReturn, Sequence
 from xml.parsers.expat import ExpatError
 
 EX_OK = 0
@@ -115,7 +115,7 @@ class _TimeoutSafeTransport(xmlrpc.client.SafeTransport):
         super().__init__(context=ssl.create_default_context())
         self._timeout = timeout
 
-    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> HTTPConnection:
+    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> HTTPSConnection:
         connection = super().make_connection(host)
         connection.timeout = self._timeout
         return connection
@@ -136,7 +136,7 @@ def deliver(raw: bytes, config: Config) -> int:
 
     Raises MailgateExit with the exit code for every failure class."""
     try:
-        uid = config.uid
+        uid: Any = config.uid
         if config.login:
             uid = _proxy(config, "common").authenticate(config.database, config.login, config.password, {})
             if not uid:

@@ -51,6 +51,7 @@ class Layout:
     opendkim_dir: str = "/etc/opendkim"
     mailstack_dir: str = "/etc/mailstack"
     mta_sts_dir: str = "/var/www/mta-sts/.well-known"
+    systemd_dir: str = "/etc/systemd/system"
     maillog_file: str = "/var/log/postfix.log"
     opendkim_pidfile: str = "/run/opendkim/opendkim.pid"
     opendkim_user: str = "opendkim"
@@ -77,6 +78,7 @@ class Layout:
             "mailstack": self.mailstack_dir,
             "odoo": f"{self.mailstack_dir}/odoo",
             "mta-sts": self.mta_sts_dir,
+            "systemd": self.systemd_dir,
         }
         return f"{roots[top]}/{rest}"
 
@@ -129,6 +131,7 @@ def render(
         "opendkim/TrustedHosts": "opendkim/TrustedHosts.j2",
         "mailstack/mailgate.conf": "mailstack/mailgate.conf.j2",
         "odoo/odoo.conf": "odoo/odoo.conf.j2",
+        "systemd/opendkim.service.d/mailstack.conf": "systemd/opendkim.conf.j2",
     }
     if not stack.inbound.accept_all:
         templates["postfix/relay_recipients"] = "postfix/relay_recipients.j2"

@@ -245,7 +245,7 @@ def serve(address: str, port: int, odoo: Odoo) -> _Server:
     for name in ("version", "authenticate", "login"):
         common.register_function(getattr(odoo, name), name)
     obj = SimpleXMLRPCDispatcher(allow_none=True)
-    obj.register_function(odoo.execute_kw, "execute_kw")
+    obj.register_function(odoo.execute_kw, "execute_kw")  # type: ignore[arg-type]
     server.add_dispatcher("/xmlrpc/2/common", common)
     server.add_dispatcher("/xmlrpc/2/object", obj)
     return server

@@ -81,7 +81,7 @@ class _SinkHandler(socketserver.StreamRequestHandler):
         directory: Path = self.server.directory  # type: ignore[attr-defined]
         lock: threading.Lock = self.server.lock  # type: ignore[attr-defined]
         self.wfile.write(b"220 sink.lab.test ESMTP\r\n")
-        mail_from, recipients = "", []
+        mail_from, recipients = "", list[str]()
         while True:
             line = self.rfile.readline()
             if not line:

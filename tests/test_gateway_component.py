@@ -1,0 +1,157 @@
+"""The Pulumi gateway component under mocks: resources per host, secrets, the DKIM TXT
+from the generated key, and triggers that change exactly when rendered content does."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from modules import dkim, render, stackfile
+from modules.config import from_config
+from modules.gateway_component import TYPE, GatewayArgs, GatewayServer, content_hash
+from pulumi.runtime import rpc
+from tests.pulumi_harness import Mocks, ProgramRun, config_string, run_program
+
+ONPREMISE = stackfile.stack_path("onpremise")
+COMMAND = "command:remote:Command"
+COPY = "command:remote:CopyToRemote"
+CF_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
+
+
+def base_values() -> dict[str, Any]:
+    return {
+        "domain": "example.org",
+        "odoo": {"hosting": "onpremise", "url": "https://odoo.example.org", "database": "prod"},
+        "outbound": ["gateway"],
+        "inbound": {"mode": "gateway", "aliases": ["sales"]},
+        "gateways": [
+            {"hostname": "mx1.example.org", "ipv4": "192.0.2.10", "ssh": {"user": "deploy", "port": 2222}},
+            {"hostname": "mx2.example.org", "ipv4": "192.0.2.20", "priority": 20},
+        ],
+        "dkim": {"selector": "gw"},
+        "dmarc": {"policy": "none"},
+        "gateway": {"odooAddresses": ["10.0.0.5"]},
+    }
+
+
+def secret(value: Any) -> Any:
+    """The plain value of an input the engine received as a secret; fails otherwise."""
+    assert isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig, f"not a secret: {value!r}"
+    return value["value"]
+
+
+def run_values(values: dict[str, Any], secrets: dict[str, str] | None = None) -> ProgramRun:
+    config = {f"mailstack:{k}": config_string(v) for k, v in values.items()}
+    config.update({f"mailstack:{k}": v for k, v in (secrets or {}).items()})
+    return run_program(config=config, secret_keys=[f"mailstack:{k}" for k in (secrets or {})])
+
+
+def children(run: ProgramRun, host: str, token: str) -> list:
+    component = next(r for r in run.resources if r.type == TYPE and r.name == f"gateway-{host}")
+    return [r for r in run.of_type(token) if r.parent == component.urn]
+
+
+def activate_triggers(run: ProgramRun, host: str) -> list:
+    return run.named(f"gateway-{host}-activate").inputs["triggers"]
+
+
+def test_one_component_per_gateway_with_files_key_and_activation() -> None:
+    run = run_values(base_values(), {"sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"})
+    assert sorted(r.name for r in run.of_type(TYPE)) == ["gateway-mx1.example.org", "gateway-mx2.example.org"]
+    stack = from_config(base_values())
+    for gateway in stack.gateways:
+        host = gateway.hostname
+        expected = render.render(stack, gateway=gateway)
+        copies = {r.inputs["remotePath"]: r for r in children(run, host, COPY)}
+        layout = render.Layout()
+        for relative, rendered in expected.items():
+            copy_resource = copies[layout.host_path(relative)]
+            assert copy_resource.inputs["source"].text == rendered.text
+        assert layout.mailgate_command[-1] in copies  # the stdlib-only mailgate script
+        commands = {r.name.removeprefix(f"gateway-{host}-"): r for r in children(run, host, COMMAND)}
+        assert set(commands) == {"packages", "dkim-key", "activate"}
+        assert "apt-get install -y -q postfix opendkim" in commands["packages"].inputs["create"]
+        activate = commands["activate"].inputs["create"]
+        assert "postmap /etc/postfix/transport /etc/postfix/relay_recipients" in activate
+        assert "postfix -c /etc/postfix check" in activate and "reload-or-restart postfix" in activate
+        key = commands["dkim-key"]
+        assert secret(key.inputs["stdin"]) == "(mock private key)"  # the tls.PrivateKey PEM, secret, via stdin
+        assert "umask 077" in key.inputs["create"] and "/etc/opendkim/keys/gw.private" in key.inputs["create"]
+        assert "(mock private key)" not in key.inputs["create"]  # never on a command line
+    mx1 = secret(run.named("gateway-mx1.example.org-activate").inputs["connection"])  # the whole connection
+    assert (mx1["host"], mx1["port"], mx1["user"]) == ("192.0.2.10", 2222.0, "deploy")
+    assert mx1["privateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    mx2 = secret(run.named("gateway-mx2.example.org-activate").inputs["connection"])
+    assert (mx2["host"], mx2["port"], mx2["user"]) == ("192.0.2.20", 22.0, "root")
+
+
+def test_odoo_password_secret_is_pushed_through_stdin() -> None:
+    run = run_values(base_values(), {"odooPassword": "hunter2-odoo"})
+    command = run.named("gateway-mx1.example.org-odoo-password")
+    assert secret(command.inputs["stdin"]) == "hunter2-odoo"
+    assert "hunter2" not in command.inputs["create"]
+    assert "/etc/mailstack/odoo-password" in command.inputs["create"] and "0640" in command.inputs["create"]
+
+
+def test_dkim_txt_record_comes_from_the_generated_key() -> None:
+    run = run_values(base_values())
+    pem = run.public_keys["dkim"]
+    txt = [r for r in run.of_type(CF_RECORD) if r.inputs["name"] == "gw._domainkey.example.org"]
+    assert len(txt) == 1
+    assert txt[0].inputs["content"].replace('" "', "").strip('"') == dkim.txt_value(pem)
+
+
+def test_triggers_change_when_and_only_when_rendered_content_changes() -> None:
+    base = run_values(base_values())
+    same = run_values(copy.deepcopy(base_values()))
+    assert activate_triggers(base, "mx1.example.org") == activate_triggers(same, "mx1.example.org")
+
+    unrelated = base_values()
+    unrelated["dmarc"] = {"policy": "reject"}  # DNS only: nothing on the host changes
+    assert activate_triggers(run_values(unrelated), "mx1.example.org") == activate_triggers(base, "mx1.example.org")
+
+    more_aliases = base_values()
+    more_aliases["inbound"]["aliases"] = ["sales", "jobs"]
+    changed = run_values(more_aliases)
+    assert activate_triggers(changed, "mx1.example.org") != activate_triggers(base, "mx1.example.org")
+    before = {r.inputs["remotePath"]: r.inputs["triggers"] for r in children(base, "mx1.example.org", COPY)}
+    after = {r.inputs["remotePath"]: r.inputs["triggers"] for r in children(changed, "mx1.example.org", COPY)}
+    assert {path for path in before if before[path] != after[path]} == {"/etc/postfix/relay_recipients"}
+
+
+def test_deploy_false_renders_only() -> None:
+    values = base_values()
+    values["gateway"]["deploy"] = False
+    run = run_values(values)
+    assert run.of_type(TYPE) == [] and run.of_type(COMMAND) == []
+    assert run.of_type("tls:index/privateKey:PrivateKey")  # the key (and its DNS record) still exist
+
+
+def test_example_stack_deploys_each_gateway() -> None:
+    run = run_program(ONPREMISE)
+    assert sorted(r.name for r in run.of_type(TYPE)) == ["gateway-mx1.example.net", "gateway-mx2.example.net"]
+
+
+def test_the_private_key_stays_secret_in_the_component() -> None:
+    """Constructed directly with a plain string: the component still hands the PEM to
+    its key command as a secret, and its content hash covers exactly the rendered files."""
+    mocks = Mocks()
+    pulumi.runtime.reset_options(project="mailstack", stack="unit")
+    pulumi.runtime.set_mocks(mocks, project="mailstack", stack="unit")
+    stack = from_config(base_values())
+    built: dict[str, GatewayServer] = {}
+
+    @pulumi.runtime.test
+    def build() -> pulumi.Output[Any]:
+        built["server"] = GatewayServer("gw", GatewayArgs(stack=stack, gateway=stack.gateways[0], dkim_private_key_pem="PEM"))
+        return built["server"].activate.urn
+
+    build()
+    key = next(r for r in mocks.resources if r.name == "gw-dkim-key")
+    assert secret(key.inputs["stdin"]) == "PEM"
+    files = render.render(stack, gateway=stack.gateways[0])
+    mailgate_source = (Path(__file__).resolve().parent.parent / "modules" / "mailgate.py").read_text()
+    assert built["server"].content_hash == content_hash(files, mailgate_source)
