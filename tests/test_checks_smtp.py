@@ -17,8 +17,11 @@ query outside loopback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,31 @@ INSTANCES: dict[str, tuple[str, list[str], str, dict[str, str]]] = {
 def postfixes(dns_lab) -> Iterator[dict[str, PostfixInstance]]:  # type: ignore[no-untyped-def]
     require_root()
     require_binary("postfix")
+    with _exclusive():
+        yield from _run_instances()
+
+
+@contextlib.contextmanager
+def _exclusive(timeout: float = 300) -> Iterator[None]:
+    """One holder at a time on this host: the instances use fixed addresses and ports,
+    and two test runs at once (several engineers, one machine) would clash."""
+    with open("/run/lock/mschk-smtp-tests.lock", "w") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_instances() -> Iterator[dict[str, PostfixInstance]]:
     started: dict[str, PostfixInstance] = {}
     workdirs: list[Path] = []
     added: list[str] = []
