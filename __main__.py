@@ -33,6 +33,7 @@ if stack.dns.provider == "cloudflare":
             records=records,
             zones={r.name: stack.dns.zone_of(r.name) for r in records},
             gateway_public_key_pem=dkim_key.public_key_pem if dkim_key else None,
+            allow_delete=stack.dns.allow_delete,
         ),
     )
     pulumi.export("zoneIds", dns.zone_ids)

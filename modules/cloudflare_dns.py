@@ -39,6 +39,8 @@ class CloudflareRecordsArgs:
     zones: dict[str, str]
     #: The gateway's DKIM public key (PEM), for records with ``needs_gateway_key``.
     gateway_public_key_pem: pulumi.Input[str] | None = None
+    #: ``mailstack:dns.allowDelete``: register MX unprotected so a later change may delete it.
+    allow_delete: bool = False
 
 
 class CloudflareRecords(pulumi.ComponentResource):
@@ -75,7 +77,7 @@ class CloudflareRecords(pulumi.ComponentResource):
                 priority=record.priority,
                 proxied=False,
                 comment=COMMENT,
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=record.type == "MX")),
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=record.type == "MX" and not args.allow_delete)),
             )
         self.register_outputs(
             {

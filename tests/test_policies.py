@@ -418,3 +418,15 @@ def test_policy_config_example_names_real_policies_and_levels() -> None:
             schema = policies.policy(name).config_schema
             extra = set(value) - {"enforcementLevel"}
             assert schema is not None and extra <= set(schema.properties), f"{name}: {extra}"
+
+
+def test_allow_delete_unprotects_mx_and_passes_the_gate() -> None:
+    """Step one of deleting an MX: set allowDelete; the program registers the MX
+    unprotected (so the engine lets the next change delete it) and the pack accepts."""
+    dns_config = json.dumps({"provider": "cloudflare", "zone": "example.com", "allowDelete": True})
+    resources = run_program(ONLINE, config={"mailstack:dns": dns_config}).resources
+    mx = record_resource(resources, "mail.example.com", "MX")
+    assert mx.protect is False
+    assert violations(resources) == []
+    resources.remove(mx)
+    assert violations(resources) == []  # step two: the MX is gone, and that is allowed
