@@ -8,6 +8,7 @@ and the relay host (a sink standing in for the Internet) on 127.0.20.50:25.
 
 from __future__ import annotations
 
+import datetime
 import email
 import os
 import shutil
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import dkim as dkimpy
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from modules import render
 from modules.config import from_config
@@ -55,6 +58,26 @@ class Lab:
         return [(env, raw) for env, raw in self.sink.messages() if f"Message-Id: {message_id}".encode() in raw]
 
 
+def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
+    """A certificate for the gateway (STARTTLS must be offered with the stack's paths)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(mode=0o755)
+    cert_path, key_path = directory / "gateway.pem", directory / "gateway.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     require_root()
@@ -65,6 +88,7 @@ def lab() -> Iterator[Lab]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    cert_path, key_path = self_signed(workdir / "tls", "mx1.example.net")
     stack = from_config({
         "domain": "example.net",
         "odoo": {"hosting": "onpremise", "url": f"http://{STANDIN}:8069", "database": "odoo"},
@@ -75,6 +99,7 @@ def lab() -> Iterator[Lab]:
         "gateway": {
             "odooAddresses": [ODOO],
             "relayHost": f"[{RELAY}]:25",
+            "tls": {"cert": str(cert_path), "key": str(key_path)},
             "mailgate": {"passwordFile": str(workdir / "secret" / "odoo-password"), "timeout": 20},
         },
     })
@@ -196,3 +221,36 @@ def test_odoo_down_defers_and_delivers_once_back_nothing_bounced(lab: Lab) -> No
     wait_for(lambda: not lab.postfix.queue(), 60, what="an empty queue")
     assert "status=bounced" not in lab.postfix.log()
     assert not [env for env, _ in lab.sink.messages() if "outage@outside.test" in env["to"]]  # no bounce sent
+
+
+def test_starttls_is_offered_and_inbound_works_over_it(lab: Lab) -> None:
+    original = message("<tls-1@outside.test>", "sales@example.net")
+    result = smtp_tools.send(GATEWAY, 25, "customer@outside.test", ["sales@example.net"], original,
+                             netns=lab.netns, source=OUTSIDE, starttls=True)
+    assert "starttls" in result["ehlo"] and result.get("tls") is True
+    assert result["data"][0] == 250
+    stored = wait_for(lambda: lab.stored("<tls-1@outside.test>"), 60, what="delivery to Odoo")
+    assert "with ESMTPS" in added_headers(stored[0]["raw"], original)["Received"]  # S: over TLS
+
+
+def test_smtp_smuggling_with_a_bare_lf_end_of_data_is_not_a_second_message(lab: Lab) -> None:
+    smuggled = (
+        b"Message-Id: <smuggle-1@outside.test>\r\nFrom: customer@outside.test\r\nTo: sales@example.net\r\n"
+        b"Subject: x\r\n\r\nbody\n.\r\n"  # a bare-LF "end of data" (CVE-2023-51764)
+        b"MAIL FROM:<ceo@example.net>\r\nRCPT TO:<support@example.net>\r\nDATA\r\n"
+        b"Message-Id: <smuggled-2@outside.test>\r\nFrom: ceo@example.net\r\n\r\nwire money\r\n.\r\n"
+    )
+    replies = smtp_tools.raw_session(GATEWAY, 25, [
+        b"EHLO client.lab.test\r\n",
+        b"MAIL FROM:<customer@outside.test>\r\n",
+        b"RCPT TO:<sales@example.net>\r\n",
+        b"DATA\r\n",
+        smuggled,
+        b"QUIT\r\n",
+    ], netns=lab.netns, source=OUTSIDE)
+    assert replies[3].startswith("250") and replies[4].startswith("354")
+    assert replies[5].startswith("250") and replies[6].startswith("221")  # one message, then QUIT
+    stored = wait_for(lambda: lab.stored("<smuggle-1@outside.test>"), 60, what="delivery to Odoo")
+    assert b"RCPT TO:<support@example.net>" in stored[0]["raw"]  # the smuggled commands stayed content
+    wait_for(lambda: not lab.postfix.queue(), 60, what="an empty queue")
+    assert not lab.stored("<smuggled-2@outside.test>")

@@ -128,7 +128,7 @@ def test_never_an_open_relay_and_smuggling_and_limits() -> None:
     assert conf["mynetworks"] == "10.0.0.5/32"
     assert conf["smtpd_relay_restrictions"] == "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
     assert conf["relayhost"] == "[smtp.relay.example]:587"
-    assert conf["smtpd_forbid_bare_newline"] == "yes"
+    assert conf["smtpd_forbid_bare_newline"] == "normalize"
     assert conf["smtpd_tls_security_level"] == "may"  # STARTTLS offered on port 25
     assert conf["mydestination"] == "" and conf["local_recipient_maps"] == ""
     assert conf["maillog_file"] == "/var/log/postfix.log"

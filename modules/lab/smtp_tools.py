@@ -36,11 +36,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 def send(address: str, port: int, mail_from: str, recipients: Sequence[str], data: bytes,
          netns: str | None = None, helo: str = "client.lab.test", timeout: float = 60,
-         source: str | None = None) -> dict[str, Any]:
-    """One SMTP transaction (from address ``source`` when given); returns ``{"mail": [code, text], "rcpt": {addr: [code, text]},
+         source: str | None = None, starttls: bool = False) -> dict[str, Any]:
+    """One SMTP transaction (from address ``source``, after STARTTLS when asked);
+    returns ``{"ehlo": [extensions], "mail": [code, text], "rcpt": {addr: [code, text]},
     "data": [code, text] | None}`` (``"error"`` when the connection failed)."""
     request = {"address": address, "port": port, "mail_from": mail_from, "recipients": list(recipients),
-               "data": base64.b64encode(data).decode(), "helo": helo, "timeout": timeout, "source": source}
+               "data": base64.b64encode(data).decode(), "helo": helo, "timeout": timeout, "source": source,
+               "starttls": starttls}
     if netns is None:
         return _send(request)
     result = subprocess.run(
@@ -53,12 +55,17 @@ def send(address: str, port: int, mail_from: str, recipients: Sequence[str], dat
 
 
 def _send(request: dict[str, Any]) -> dict[str, Any]:
-    outcome: dict[str, Any] = {"mail": None, "rcpt": {}, "data": None}
+    outcome: dict[str, Any] = {"ehlo": [], "mail": None, "rcpt": {}, "data": None}
     try:
         source = (request["source"], 0) if request.get("source") else None
         with smtplib.SMTP(request["address"], int(request["port"]), local_hostname=request["helo"],
                           timeout=request["timeout"], source_address=source) as client:
             client.ehlo()
+            outcome["ehlo"] = sorted(client.esmtp_features)
+            if request.get("starttls"):
+                client.starttls()
+                client.ehlo()
+                outcome["tls"] = True
             code, text = client.mail(request["mail_from"])
             outcome["mail"] = [code, text.decode(errors="replace")]
             if code >= 400:
@@ -74,6 +81,55 @@ def _send(request: dict[str, Any]) -> dict[str, Any]:
     except (OSError, smtplib.SMTPException) as err:
         outcome["error"] = f"{type(err).__name__}: {err}"
     return outcome
+
+
+def raw_session(address: str, port: int, chunks: Sequence[bytes], netns: str | None = None,
+                source: str | None = None, timeout: float = 30) -> list[str]:
+    """Send each chunk as is (no CRLF repair, no dot-stuffing) and read the reply
+    after each; returns the replies. For protocol abuse tests (bare LF, smuggling)."""
+    request = {"address": address, "port": port, "chunks": [base64.b64encode(c).decode() for c in chunks],
+               "source": source, "timeout": timeout}
+    if netns is None:
+        return _raw_session(request)
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "modules.lab.smtp_tools", "raw"],
+        input=json.dumps(request), capture_output=True, text=True, cwd=PROJECT_ROOT,
+    )
+    if result.returncode:
+        raise LabError(f"smtp_tools raw: {result.stderr.strip()}")
+    return list(json.loads(result.stdout))
+
+
+def _raw_session(request: dict[str, Any]) -> list[str]:
+    import socket
+
+    replies: list[str] = []
+    source = (request["source"], 0) if request.get("source") else None
+    with socket.create_connection((request["address"], int(request["port"])), timeout=request["timeout"], source_address=source) as sock:
+        reader = sock.makefile("rb")
+
+        def reply() -> str:
+            lines = []
+            while True:
+                line = reader.readline()
+                if not line:
+                    break
+                lines.append(line.decode(errors="replace").rstrip("\r\n"))
+                if len(line) < 4 or line[3:4] != b"-":
+                    break
+            return "\n".join(lines)
+
+        replies.append(reply())
+        for chunk in request["chunks"]:
+            try:
+                sock.sendall(base64.b64decode(chunk))
+            except OSError:
+                break
+            answer = reply()
+            replies.append(answer)
+            if not answer:
+                break
+    return replies
 
 
 class _SinkHandler(socketserver.StreamRequestHandler):
@@ -184,12 +240,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smtp_tools")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("send", help="one transaction, JSON request on stdin, JSON result on stdout")
+    sub.add_parser("raw", help="send raw chunks, JSON request on stdin, replies as JSON on stdout")
     sink = sub.add_parser("sink", help="accept and store every message")
     sink.add_argument("--listen", required=True)
     sink.add_argument("--dir", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.command == "send":
         print(json.dumps(_send(json.loads(sys.stdin.read()))))
+        return 0
+    if args.command == "raw":
+        print(json.dumps(_raw_session(json.loads(sys.stdin.read()))))
         return 0
     address, _, port = args.listen.rpartition(":")
     server = _SinkServer((address, int(port)), _SinkHandler)
