@@ -97,6 +97,9 @@ def run_up(args: argparse.Namespace) -> int:
     if control.inside(args.namespace):
         state = LabState.load(args.state_dir)
         if state.processes:
+            restarted = control.repair(args.state_dir, stack, topology)
+            if restarted:
+                print(f"restarted: {', '.join(restarted)}")
             changes = control.provision_records(args.state_dir, stack, topology)
         else:
             changes = control.start(args.state_dir, stack, topology)

@@ -79,12 +79,21 @@ def inside(namespace: str) -> bool:
 # -- host side -------------------------------------------------------------------------
 
 
+ROLES = frozenset({"bind", "odoo", "recipient", "opendkim", "postfix"})
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """What ``prepare`` found: a lab already running, or a namespace ready to start in."""
+    """What ``prepare`` found: a lab already running, one to repair, or a fresh one."""
 
     state: LabState
     running: bool
+    repair: frozenset[str] = frozenset()
+
+
+def dead_roles(state: LabState) -> frozenset[str]:
+    """The lab's roles without a live process."""
+    return ROLES - {p.role for p in state.processes if p.alive()}
 
 
 def check_state_dir(state_dir: Path) -> None:
@@ -99,17 +108,18 @@ def check_state_dir(state_dir: Path) -> None:
 
 
 def prepare(state_dir: Path, topology: Topology, stack_file: Path) -> Prepared:
-    """Host side of ``lab up``: a running lab is kept (idempotent), a broken or absent
-    one is cleaned up and its namespace (re)created with the lab's resolver."""
+    """Host side of ``lab up``: a running lab is kept (idempotent), one with dead roles
+    is repaired in place (a restarted BIND keeps its zones), anything else is cleaned
+    up and its namespace (re)created with the lab's resolver."""
     preflight()
     check_state_dir(state_dir)
     state = LabState.load(state_dir)
     state.prepare()
     os.chmod(state.root, 0o711)  # service users traverse to their role directories
-    expected = {"bind", "odoo", "recipient", "opendkim", "postfix"}
-    alive = {p.role for p in state.processes if p.alive()}
-    if state.namespace == topology.namespace and alive == expected and netns.exists(topology.namespace):
-        return Prepared(state, True)
+    same_lab = state.namespace == topology.namespace and state.stack_file == str(stack_file.resolve())
+    if same_lab and state.processes and netns.exists(topology.namespace):
+        dead = dead_roles(state)
+        return Prepared(state, not dead, dead)
     if state.processes or netns.exists(topology.namespace):
         down(state_dir, topology.namespace)
         state = LabState.load(state_dir)
@@ -159,14 +169,37 @@ def start(state_dir: Path, stack: MailDomain, topology: Topology) -> list[provis
     """Start every role (DNS first, then publish the records, then the mail path)."""
     state = LabState.load(state_dir)
     (state.root / "records.json").unlink(missing_ok=True)  # a fresh BIND has empty zones
+    # We run inside the lab's namespace: its lo must be up (else every 127.x packet is
+    # dropped) and carry each role's address.
+    result = subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True, text=True)
+    if result.returncode:
+        raise MailstackError(f"ip link set lo up in namespace {topology.namespace}: {result.stderr.strip()}")
     for address in topology.addresses.values():
-        netns.add_address(address)  # on lo of the lab's namespace (we run inside it)
+        netns.add_address(address)
     roles.start_bind(state, stack, topology)
     changes = provision_records(state_dir, stack, topology)
     roles.start_odoo(state, stack, topology)
     roles.start_recipient(state, topology)
     roles.start_gateway(state, stack, topology)
     return changes
+
+
+def repair(state_dir: Path, stack: MailDomain, topology: Topology) -> list[str]:
+    """Restart the roles whose process died; the others keep running."""
+    state = LabState.load(state_dir)
+    dead = dead_roles(state)
+    if "bind" in dead:
+        roles.restart_bind(state)
+    if "odoo" in dead:
+        roles.start_odoo(state, stack, topology)
+    if "recipient" in dead:
+        roles.start_recipient(state, topology)
+    if dead & {"opendkim", "postfix"}:
+        for process in state.processes:
+            if process.role in ("postfix", "opendkim"):
+                process.stop()
+        roles.start_gateway(state, stack, topology)
+    return sorted(dead)
 
 
 def provision_records(state_dir: Path, stack: MailDomain, topology: Topology) -> list[provision.Change]:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from modules import render
-from modules.lab.bind import BindServer
+from modules.lab.bind import NAMED, BindServer
 from modules.lab.odoo_standin import OdooStandIn
 from modules.lab.postfix import OpenDkim, PostfixInstance, install_mailgate, lab_layout, wait_for
 from modules.lab.state import LabState
@@ -77,11 +77,31 @@ def reverse_zone(address: str) -> str:
     return f"{c}.{b}.{a}.in-addr.arpa"
 
 
-def start_odoo(state: LabState, stack: MailDomain, topology: Topology) -> OdooStandIn:
+def restart_bind(state: LabState) -> int:
+    """Start named again on its existing configuration and zone files: the dynamic
+    zones come back from BIND's journal, as after a real restart."""
+    workdir = state.role_dir("bind")
+    conf = workdir / "named.conf"
+    log = workdir / "named.log"
+    before = log.read_text(errors="replace").count("running") if log.exists() else 0
+    with open(workdir / "named.stderr", "ab") as stderr:
+        process = subprocess.Popen([NAMED, "-f", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    state.record("bind", process.pid, str(conf))
+
+    def running() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"named exited with {process.returncode}: see {log}")
+        return log.exists() and log.read_text(errors="replace").count("running") > before
+
+    wait_for(running, 30, what="named to load its zones")
+    return process.pid
+
+
+def odoo_standin(state: LabState, stack: MailDomain, topology: Topology, netns: str | None = None) -> OdooStandIn:
     """The Odoo stand-in with the stack's aliases (and Odoo's catchall and bounce)."""
     domains = render.relay_domains(stack)
     local_parts = (*stack.inbound.aliases, stack.odoo.catchall, stack.odoo.bounce)
-    odoo = OdooStandIn(
+    return OdooStandIn(
         state.role_dir("odoo"),
         topology.odoo_address,
         topology.odoo_port,
@@ -89,7 +109,13 @@ def start_odoo(state: LabState, stack: MailDomain, topology: Topology) -> OdooSt
         password=state.odoo_password(),
         aliases=[f"{local}@{domain}" for domain in domains for local in local_parts],
         login_name=ODOO_LOGIN,
+        netns=netns,
     )
+
+
+def start_odoo(state: LabState, stack: MailDomain, topology: Topology) -> OdooStandIn:
+    """Start the Odoo stand-in and record it."""
+    odoo = odoo_standin(state, stack, topology)
     odoo.start()
     assert odoo.pid is not None
     state.record("odoo", odoo.pid, str(odoo.db_path))
