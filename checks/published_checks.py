@@ -52,6 +52,10 @@ def conflicts(ctx: CheckContext) -> list[Finding]:
     if not ctx.declared:
         return [skipped("published.conflicts", "needs a declaration (--stack)")]
     extra = [d for d in diffs(ctx) if d.change is published.Change.EXTRA]
+    unknown = [d for d in diffs(ctx) if d.change is published.Change.UNKNOWN]
+    if not extra and unknown:
+        # A name that could not be queried may hold a conflict: undecided, never a pass.
+        return [errored("published.conflicts", f"{unknown[0].name} {unknown[0].type}: {unknown[0].note}")]
     if not extra:
         return [passed("published.conflicts", "no conflicting record beside the planned ones")]
     findings: list[Finding] = []
