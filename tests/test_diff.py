@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,17 +28,38 @@ from checks.resolver import Resolver, Server
 from tests.pulumi_harness import public_pem, rsa_key
 from tests.servers import require_binary, require_root
 
-PRIMARY = ("127.0.30.1", 5340)
-SECONDARY = ("127.0.30.2", 5341)
+PRIMARY = "127.0.30.1"
+SECONDARY = "127.0.30.2"
+#: This suite's DNS ports on the host network namespace (issue 6's range).
+PORTS = range(5340, 5360)
 ONLINE = stackfile.load(stackfile.stack_path("online"))
 ONPREMISE = stackfile.load(stackfile.stack_path("onpremise"))
 ONLINE_RECORDS = plan(ONLINE)
 
 
-def _server(tmp_path: Path, name: str, address: tuple[str, int]) -> BindServer:
+def free_port(address: str) -> int:
+    """A port of PORTS that nobody holds on ``address``. named binds with SO_REUSEPORT,
+    so a second named (another test run on this machine) could share a port and the
+    kernel would split the queries between the two zones; probing without
+    SO_REUSEPORT finds a port that is really free."""
+    for port in PORTS:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((address, port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {PORTS} on {address}")
+
+
+def _server(tmp_path: Path, name: str, address: str) -> BindServer:
     require_root()
     require_binary("named")
-    return BindServer(tmp_path / name, *address)
+    return BindServer(tmp_path / name, address, free_port(address))
+
+
+def at(bind: BindServer) -> Server:
+    return Server(bind.address, bind.port)
 
 
 @pytest.fixture
@@ -84,8 +106,8 @@ def replace(bind: BindServer, records: list[Record], extra_lines: list[str] | No
     serving(bind)
 
 
-def ns(address: tuple[str, int]) -> str:
-    return f"{address[0]}:{address[1]}"
+def ns(bind: BindServer) -> str:
+    return f"{bind.address}:{bind.port}"
 
 
 def run_diff(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -103,14 +125,14 @@ def changes(document: dict) -> set[tuple[str, str, str]]:  # type: ignore[type-a
 
 
 def test_zone_serving_the_plan_is_equal(primary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
-    code, document = run_json(capsys, "--stack", "online", "--nameserver", ns(PRIMARY))
+    code, document = run_json(capsys, "--stack", "online", "--nameserver", ns(primary))
     assert code == 0
     assert document["equal"] is True
     (server,) = document["servers"]
-    assert server["server"] == ns(PRIMARY)
+    assert server["server"] == ns(primary)
     same = {(r["name"], r["type"]) for r in server["records"] if r["change"] == "same"}
     assert same == {(r.name, r.type) for r in ONLINE_RECORDS}
-    code, text = run_diff(capsys, "--stack", "online", "--nameserver", ns(PRIMARY))
+    code, text = run_diff(capsys, "--stack", "online", "--nameserver", ns(primary))
     assert code == 0 and f"{len(ONLINE_RECORDS)} as declared, 0 missing, 0 different, 0 extra, 0 errors" in text
 
 
@@ -129,7 +151,7 @@ def test_drifted_zone_shows_missing_different_and_extra(primary: BindServer, cap
             'unrelated 300 IN TXT "not looked at"',
         ],
     )
-    code, document = run_json(capsys, "--stack", "online", "--nameserver", ns(PRIMARY))
+    code, document = run_json(capsys, "--stack", "online", "--nameserver", ns(primary))
     assert code == 1 and document["equal"] is False
     assert changes(document) == {
         ("missing", "_dmarc.example.com", "TXT"),
@@ -150,7 +172,7 @@ def test_drifted_zone_shows_missing_different_and_extra(primary: BindServer, cap
     assert records[("extra", "mailjet._domainkey.example.com", "TXT")]["live"][0]["content"] == mailjet_key
     assert "stale DKIM selector selector1" in records[("extra", "selector1._domainkey.example.com", "CNAME")]["note"]
 
-    code, text = run_diff(capsys, "--stack", "online", "--nameserver", ns(PRIMARY))
+    code, text = run_diff(capsys, "--stack", "online", "--nameserver", ns(primary))
     assert code == 1
     assert "  different example.com TXT\n            declared: v=spf1 include:_spf.odoo.com ~all\n            live:     v=spf1 include:_spf.google.com ~all" in text
     assert "  missing   _dmarc.example.com TXT" in text
@@ -166,7 +188,7 @@ def test_gateway_key_compared_by_presence_or_by_content(tmp_path: Path, capsys: 
     bind.add_zone("example.net", plan(ONPREMISE, pem))
     with bind:
         serving(bind, "example.net")
-        base = ["--stack", "onpremise", "--nameserver", ns(PRIMARY)]
+        base = ["--stack", "onpremise", "--nameserver", ns(bind)]
         code, document = run_json(capsys, *base)
         assert code == 0
         key_rows = [r for r in document["servers"][0]["records"] if r["name"] == "odoo2026._domainkey.example.net"]
@@ -179,7 +201,7 @@ def test_gateway_key_compared_by_presence_or_by_content(tmp_path: Path, capsys: 
 
 def test_server_that_refuses_is_an_error_not_drift(primary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
     """The primary serves example.com only; asking it about contoso.example is REFUSED."""
-    code, document = run_json(capsys, "--stack", "onpremise-m365", "--nameserver", ns(PRIMARY))
+    code, document = run_json(capsys, "--stack", "onpremise-m365", "--nameserver", ns(primary))
     assert code == 2
     rows = document["servers"][0]["records"]
     assert rows and {r["change"] for r in rows} == {"error"}
@@ -200,14 +222,14 @@ def test_selector_names_cover_known_senders_not_declared() -> None:
 
 
 def test_authoritative_servers_come_from_the_zone_ns(primary: BindServer) -> None:
-    resolver = Resolver((Server(*PRIMARY),), timeout=3)
-    assert authoritative_servers(["example.com"], resolver, port=PRIMARY[1]) == [Server(*PRIMARY)]
+    resolver = Resolver((at(primary),), timeout=3)
+    assert authoritative_servers(["example.com"], resolver, port=primary.port) == [at(primary)]
 
 
 def test_wait_polls_until_every_server_serves_the_plan(primary: BindServer, secondary: BindServer) -> None:
     stale = [r for r in ONLINE_RECORDS if r.name != "_dmarc.example.com"]
     replace(secondary, stale)
-    servers = [Server(*PRIMARY), Server(*SECONDARY)]
+    servers = [at(primary), at(secondary)]
     fixes: list[str] = []
 
     def apply_change_then_sleep(seconds: float) -> None:
@@ -229,7 +251,7 @@ def test_wait_polls_until_every_server_serves_the_plan(primary: BindServer, seco
 
 
 def test_wait_reports_the_server_still_behind(primary: BindServer, secondary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--stack", "online", "--nameserver", ns(PRIMARY), "--nameserver", ns(SECONDARY), "--interval", "0.1"]
+    args = ["--stack", "online", "--nameserver", ns(primary), "--nameserver", ns(secondary), "--interval", "0.1"]
     code, text = run_diff(capsys, *args, "--wait", "5")
     assert code == 0 and "all servers serve the plan (1 polls)" in text
 
@@ -237,15 +259,15 @@ def test_wait_reports_the_server_still_behind(primary: BindServer, secondary: Bi
     code, document = run_json(capsys, *args, "--wait", "0.3")
     assert code == 1
     by_server = {s["server"]: s for s in document["servers"]}
-    assert by_server[ns(PRIMARY)]["equal"] is True
-    assert by_server[ns(SECONDARY)]["equal"] is False
-    assert changes({"servers": [by_server[ns(SECONDARY)]]}) == {("missing", "mail.example.com", "MX")}
+    assert by_server[ns(primary)]["equal"] is True
+    assert by_server[ns(secondary)]["equal"] is False
+    assert changes({"servers": [by_server[ns(secondary)]]}) == {("missing", "mail.example.com", "MX")}
     assert document["polls"] >= 1 and document["wait"] == 0.3
 
 
 def test_records_planned_equal_records_served(primary: BindServer) -> None:
     """The diff's notion of equality is the plan's Record equality, via zone files."""
-    (result,) = diff_servers(ONLINE, ONLINE_RECORDS, [Server(*PRIMARY)], timeout=3)
+    (result,) = diff_servers(ONLINE, ONLINE_RECORDS, [at(primary)], timeout=3)
     live = {r for d in result.diffs for r in d.live}
     assert {Record(r.name, r.type, r.content, 300, r.priority) for r in ONLINE_RECORDS} <= {
         Record(r.name, r.type, r.content, 300, r.priority) for r in live
@@ -258,7 +280,7 @@ def test_check_waits_for_the_plan_then_reports_junit(
     """The CI step after ``pulumi up``: wait for the authoritative server, then check."""
     report = tmp_path / "report.xml"
     code = cli.main(
-        ["check", "--stack", "online", "--nameserver", ns(PRIMARY), "--wait", "5", "--only", "published",
+        ["check", "--stack", "online", "--nameserver", ns(primary), "--wait", "5", "--only", "published",
          "--format", "junit", "--output", str(report)]
     )
     err = capsys.readouterr().err
