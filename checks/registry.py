@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "checks.published_checks",
     "checks.odoo_checks",
     "checks.smtp_checks",
+    "checks.e2e_checks",
 )
 
 

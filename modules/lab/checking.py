@@ -53,7 +53,6 @@ def key_files(state_dir: Path, stack_file: Path) -> tuple[Path, Path]:
 def run(args: argparse.Namespace, stack_file: Path) -> int:
     """Run ``mailstack check`` against the lab with its output options; its exit code."""
     from checks import cli as check_cli
-    from checks import e2e_checks  # noqa: F401 - registers the e2e group
 
     os.environ.update(environment(args.state_dir, stack_file, args.namespace, args.probe_wait))
     private_key, public_key = key_files(args.state_dir, stack_file)
