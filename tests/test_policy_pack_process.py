@@ -1,5 +1,5 @@
-"""The policy pack as the Pulumi engine runs it: ``policy/__main__.py`` in its own
-process, serving the analyzer gRPC API on loopback, the stack's config handed over in
+"""The policy pack as the Pulumi engine runs it: ``policy/`` through Pulumi's Python
+pack runner in its own process, serving the analyzer gRPC API on loopback, the stack's config handed over in
 ``PULUMI_CONFIG`` and the policy config through ``Configure`` — the same calls
 ``pulumi preview --policy-pack policy --policy-pack-config FILE`` makes, without the CLI.
 """
@@ -32,7 +32,9 @@ def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     env = {**os.environ, "PULUMI_CONFIG": json.dumps(config)}
     env.pop("PYTHONPATH", None)  # the pack must find modules/ by itself, from a checkout
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "policy" / "__main__.py")],
+        # Pulumi's own runner for Python packs: `python -m pulumi.policy ENGINE PACK_DIR`
+        # (the engine address is only used by programs that call back; the pack serves).
+        [sys.executable, "-m", "pulumi.policy", "127.0.0.1:1", str(ROOT / "policy")],
         cwd=ROOT / "policy",
         env=env,
         stdout=subprocess.PIPE,
