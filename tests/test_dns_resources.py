@@ -1,0 +1,64 @@
+"""Resource inputs back to Records: the policy pack sees exactly the plan's records,
+whatever the provider's form (Cloudflare's quoted TXT, RFC 2136 presentation rdata)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from modules import dns_resources, protection, stackfile, zonefile
+from modules.cloudflare_dns import cloudflare_content
+from modules.model import Record
+from modules.plan import plan
+
+CF = dns_resources.CLOUDFLARE_RECORD
+DYNAMIC = "pulumi-python:dynamic/mailstack:Rfc2136Record"
+PLANNED = [r for path in stackfile.all_stacks() for r in plan(stackfile.load(path))]
+
+
+def cloudflare_inputs(record: Record) -> dict[str, object]:
+    """What the engine shows for a Cloudflare record: camelCase, floats."""
+    inputs: dict[str, object] = {"zoneId": "z", "name": record.name, "type": record.type, "content": cloudflare_content(record),
+                                 "ttl": float(record.ttl), "proxied": False}
+    if record.priority is not None:
+        inputs["priority"] = float(record.priority)
+    return inputs
+
+
+@pytest.mark.parametrize("record", PLANNED, ids=lambda r: r.key)
+def test_every_planned_record_round_trips_through_both_providers(record: Record) -> None:
+    assert dns_resources.to_records(CF, cloudflare_inputs(record)) == [record]
+    values = {"name": record.name, "type": record.type, "ttl": record.ttl, "values": [zonefile.rdata_text(record)], "zone": "z"}
+    assert dns_resources.to_records(DYNAMIC, values) == [record]
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=1200))
+def test_any_ascii_txt_round_trips(text: str) -> None:
+    record = Record("x.example.com", "TXT", text, 300)
+    assert dns_resources.to_records(CF, cloudflare_inputs(record)) == [record]
+
+
+def test_other_resources_are_not_records() -> None:
+    assert dns_resources.to_records("tls:index/privateKey:PrivateKey", {"name": "dkim", "type": "RSA"}) == []
+    assert dns_resources.to_records("pulumi-python:dynamic:Resource", {"name": "x", "type": "y"}) == []
+    with pytest.raises(dns_resources.RecordInputError, match="not valid rdata"):
+        dns_resources.to_records(DYNAMIC, {"name": "a.example", "type": "MX", "values": ["mx.example."]})
+
+
+@pytest.mark.parametrize(
+    "record, purpose",
+    [
+        (Record("example.com", "MX", "mx.example.com", 300, 10), "mx"),
+        (Record("example.com", "TXT", "v=spf1 -all", 300), "spf"),
+        (Record("sel._domainkey.example.com", "TXT", "v=DKIM1; p=", 300), "dkim"),
+        (Record("odoo._domainkey.example.com", "CNAME", "odoo._domainkey.odoo.com", 300), "dkim"),
+        (Record("_dmarc.example.com", "TXT", "v=DMARC1; p=none", 300), "dmarc"),
+        (Record("example.com", "TXT", "google-site-verification=abc", 300), None),
+        (Record("mx1.example.com", "A", "192.0.2.1", 300), None),
+    ],
+)
+def test_mail_purpose_and_protection(record: Record, purpose: str | None) -> None:
+    assert protection.mail_purpose(record) == purpose
+    assert protection.should_protect(record, allow_delete=False) is (purpose is not None)
+    assert protection.should_protect(record, allow_delete=True) is False
