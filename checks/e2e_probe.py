@@ -30,6 +30,7 @@ from typing import Any
 
 ENV_PREFIX = "MAILSTACK_E2E"
 DEFAULT_WAIT = 60.0
+DEFAULT_SENDER = "probe@mailstack-check.invalid"
 #: Lines that test transparency on the way: dot-stuffing, mbox "From " escaping,
 #: 8-bit UTF-8, trailing spaces.
 BODY_LINES = (
@@ -64,7 +65,7 @@ class E2eSettings:
     recipient: str | None = None
     recipient_spool: Path | None = None
     #: The outside sender of inbound probes and the address it connects from.
-    sender: str = "probe@mailstack-check.invalid"
+    sender: str = DEFAULT_SENDER
     sender_source: str | None = None
     #: Odoo's login and password for XML-RPC (``MAILSTACK_ODOO_LOGIN``/``_PASSWORD``).
     odoo_login: str | None = None
@@ -86,7 +87,7 @@ class E2eSettings:
             submit_source=_env("SUBMIT_SOURCE"),
             recipient=_env("RECIPIENT"),
             recipient_spool=Path(spool) if spool else None,
-            sender=_env("SENDER") or cls.sender,
+            sender=_env("SENDER") or DEFAULT_SENDER,
             sender_source=_env("SENDER_SOURCE"),
             odoo_login=os.environ.get("MAILSTACK_ODOO_LOGIN"),
             odoo_password=password,
@@ -213,12 +214,12 @@ class OdooClient:
             uid = self._proxy("common").authenticate(self.database, self.login, self.password, {})
             if not uid:
                 raise PermissionError(f"Odoo refused login {self.login!r} on database {self.database!r}")
-            self.uid = int(uid)
+            self.uid = int(uid)  # type: ignore[arg-type]
         result = self._proxy("object").execute_kw(
             self.database, self.uid, self.password, "mail.message", "search_read",
             [[["message_id", "=", message_id]]], {"fields": ["message_id", "model", "res_id", "body", "routes"]},
         )
-        return list(result)
+        return list(result)  # type: ignore[arg-type]
 
 
 def wait_for_odoo(client: OdooClient, message_id: str, deadline: float) -> tuple[list[dict[str, Any]], float | None, str]:

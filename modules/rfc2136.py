@@ -76,7 +76,7 @@ def server_of(props: Mapping[str, Any]) -> Server:
     port = int(props["port"])
     if not names.is_ip(address):
         try:
-            address = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][4][0]
+            address = str(socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][4][0])
         except OSError as err:
             raise ProviderError(f"cannot resolve DNS server {props['server']}: {err}") from err
     return Server(

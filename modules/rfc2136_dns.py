@@ -38,19 +38,19 @@ class Rfc2136RecordsArgs:
     allow_delete: bool = False
 
 
-def _values(records: list[Record], pem: pulumi.Input[str] | None) -> pulumi.Input[list[str]]:
+def _values(records: list[Record], pem: pulumi.Input[str] | None) -> pulumi.Input[list[pulumi.Input[str]]]:
     """The set's values; a DKIM key record waits for the generated public key."""
     if not any(r.needs_gateway_key for r in records):
-        return rdata_values(records)
+        return list(rdata_values(records))
     if pem is None:
         raise ValueError(f"{records[0].name}: the gateway DKIM key is needed but was not given")
 
-    def fill(pem_text: str) -> list[str]:
+    def fill(pem_text: str) -> list[pulumi.Input[str]]:
         filled = [
             replace(r, content=dkim.txt_value(pem_text), needs_gateway_key=False) if r.needs_gateway_key else r
             for r in records
         ]
-        return rdata_values(filled)
+        return list(rdata_values(filled))
 
     return pulumi.Output.from_input(pem).apply(fill)
 

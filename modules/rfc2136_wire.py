@@ -221,7 +221,7 @@ def _exchange(server: Server, message: dns.message.Message, action: str) -> dns.
         raise ProviderError(f"{action}: bad answer from {server.where}: {err}") from err
 
 
-_RCODE_HELP: dict[int, str] = {
+_RCODE_HELP: dict[dns.rcode.Rcode, str] = {
     dns.rcode.REFUSED: "the server refused the change (REFUSED): it is not authoritative for {zone} or its "
     "update policy does not allow key {key} (allow-update / update-policy), or the change "
     "breaks a zone integrity rule (e.g. an MX target in the zone without an address record)",
@@ -241,7 +241,7 @@ _RCODE_HELP: dict[int, str] = {
 }
 
 
-def _rcode_message(rcode: int, server: Server, action: str, *, zone: str | None) -> str:
+def _rcode_message(rcode: dns.rcode.Rcode, server: Server, action: str, *, zone: str | None) -> str:
     name = dns.rcode.to_text(rcode)
     help_text = _RCODE_HELP.get(rcode, "the server answered {rcode}")
     return f"{action} at {server.where}: " + help_text.format(

@@ -19,10 +19,10 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import dkim
+import dkim  # type: ignore[import-untyped]
 import dns.exception
 import dns.resolver
-import spf
+import spf  # type: ignore[import-untyped]
 
 from modules import dmarc
 
@@ -148,7 +148,7 @@ def _dmarc_record(domain: str) -> str | None:
             answer = dns.resolver.resolve(f"_dmarc.{name}", "TXT", lifetime=10)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             continue
-        texts = [b"".join(r.strings).decode("ascii", "replace") for r in answer]  # type: ignore[attr-defined]
+        texts = [b"".join(r.strings).decode("ascii", "replace") for r in answer]
         records = [t for t in texts if t.lower().startswith("v=dmarc1")]
         if len(records) == 1:
             return records[0]
