@@ -165,6 +165,9 @@ def broken(keys: Keys) -> list[str]:
         'neutral 300 IN TXT "v=spf1 ip4:127.0.10.50 ?all"',
         # Odoo's SPF include without Odoo's DKIM CNAME (an --domain hint)
         'odoo-half 300 IN TXT "v=spf1 include:_spf.odoo.com ~all"',
+        # Odoo's DKIM CNAME without Odoo's SPF include
+        'odoo-nospf 300 IN TXT "v=spf1 mx -all"',
+        "odoo._domainkey.odoo-nospf 300 IN CNAME odoo._domainkey.odoo.com.",
         # syntax error, oversized record
         'spf-syntax 300 IN TXT "v=spf1 ip4:300.1.1.1 -all"',
         "big 300 IN TXT " + _quoted("v=spf1 " + " ".join(f"ip4:127.0.10.{i}" for i in range(1, 40)) + " -all"),
@@ -175,6 +178,9 @@ def broken(keys: Keys) -> list[str]:
         f"testing._domainkey.dkim 300 IN TXT {_quoted(good + '; t=y')}",
         f"other._domainkey.dkim 300 IN TXT {_quoted(other)}",
         f"good._domainkey.dkim 300 IN TXT {_quoted(good)}",
+        # a stale key left beside the current one
+        f"two-keys._domainkey.dkim 300 IN TXT {_quoted(good)}",
+        f"two-keys._domainkey.dkim 300 IN TXT {_quoted(other)}",
         'garbage._domainkey.dkim 300 IN TXT "v=DKIM1; k=rsa; p=notbase64!!"',
         # DMARC: syntax errors, p=none without rua, external rua with and without consent
         '_dmarc.dmarc-syntax 300 IN TXT "v=DMARC1; p=maybe; pct=150"',

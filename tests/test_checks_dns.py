@@ -251,6 +251,9 @@ def test_mta_sts_and_tls_rpt(dns_lab) -> None:
 
 def test_odoo_sending_hint(dns_lab) -> None:
     assert statuses(domain_run(dns_lab, "odoo-half.broken.test", "odoo"), "odoo.sending") == {WARN}
+    no_spf = of(domain_run(dns_lab, "odoo-nospf.broken.test", "odoo"), "odoo.sending")
+    assert [f.status for f in no_spf] == [WARN] and "lacks include:_spf.odoo.com" in no_spf[0].summary
+    assert statuses(domain_run(dns_lab, "void.broken.test", "odoo"), "odoo.sending") == {SKIP}
     assert statuses(run(context(dns_lab, stack=z.load_stack("online")), "odoo"), "odoo.sending") == {PASS}
 
 
@@ -319,3 +322,18 @@ def test_nxdomain_and_nodata_are_answers_not_errors(dns_lab) -> None:
     assert nodata.void and not nodata.nxdomain
     chain = resolver.query("alias.broken.test", "A")
     assert chain.cnames == ("real.broken.test",) and chain.addresses() == (z.FAKE_HOST,)
+
+
+def test_stale_dkim_key_beside_the_declared_one(dns_lab) -> None:
+    ctx = _dkim_context(dns_lab, ["two-keys"])
+    findings = run(ctx, "published", "dkim")
+    conflicts = of(findings, "published.conflicts")
+    assert [f.status for f in conflicts] == [FAIL]
+    assert conflicts[0].found == dkim_rules.txt_value(dns_lab.keys.public_b64["other"])
+    assert statuses(findings, "published.records") == {PASS}
+    assert statuses(findings, "dkim.resolves") == {FAIL}  # two keys: verifiers pick either
+
+
+def test_truncated_udp_answer_is_retried_over_tcp(dns_lab) -> None:
+    record = dns_lab.resolver().txt("big.broken.test").texts()[0]
+    assert len(record) > 512 and record.endswith("-all")  # only TCP carries it whole
