@@ -287,10 +287,19 @@ def _inbound_findings(ctx: CheckContext, mode: str) -> list[Finding]:
             problems.append(f"routed to {routes}, not {target} (original recipient lost)")
         stored = _stored_body(settings, probe.message_id)
         expected_body = probe.body.replace(b"\r\n", b"\n")
-        if stored is not None and stored != expected_body:
-            problems.append("the body Odoo stored differs from the body sent")
+        html_body = records[0].get("body")
+        token = probe.message_id.strip("<>").split("@", 1)[0]
+        if stored is not None:
+            body_note = "body byte-identical (line ends as delivered, LF)"
+            if stored != expected_body:
+                problems.append("the body Odoo stored differs from the body sent")
+        elif isinstance(html_body, str) and html_body:
+            body_note = "body not compared byte for byte (Odoo keeps an HTML rendering), probe token present"
+            if token not in html_body:
+                problems.append("the probe's text is missing from the body Odoo stored")
+        else:
+            body_note = "body not compared (Odoo returned no body)"
         elapsed = f"{(when or probe.sent_at) - probe.sent_at:.2f}s"
-        body_note = "body byte-identical (line ends as delivered, LF)" if stored is not None else "body not compared (Odoo's store not readable here)"
         if problems:
             findings.append(failed(check_id, f"{target} ({mode}): {'; '.join(problems)}", detail=probe.message_id))
         else:
