@@ -205,7 +205,7 @@ PROBE = (
 )
 
 
-def dnsfunc(resolver: Resolver):  # type: ignore[no-untyped-def]
+def dnsfunc(resolver: Resolver) -> Callable[..., bytes | None]:
     """A dkimpy ``dnsfunc`` answering from our resolver (TXT, CNAMEs followed)."""
     def lookup(name: bytes | str, timeout: float = 5) -> bytes | None:
         text = name.decode() if isinstance(name, bytes) else name

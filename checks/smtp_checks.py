@@ -65,7 +65,9 @@ def banner(ctx: CheckContext) -> list[Finding]:
     """The server greets with 220 and accepts EHLO."""
     live, findings = _each(ctx, "smtp.banner")
     for o in live:
-        if o.banner and o.banner[0] == 220 and o.ehlo and o.ehlo[0] == 250:
+        if o.error and o.banner and o.banner[0] == 220:
+            findings.append(errored("smtp.banner", f"{o.where}: greeted, then {o.error}"))
+        elif o.banner and o.banner[0] == 220 and o.ehlo and o.ehlo[0] == 250:
             findings.append(passed("smtp.banner", f"{o.where}: 220 {o.banner[1][:60]}"))
         else:
             findings.append(failed("smtp.banner", f"{o.where}: greeting {o.banner}, EHLO {o.ehlo}", expected="220 then 250", fix="check the MTA's smtpd service on port 25"))

@@ -57,11 +57,10 @@ def _connect(address: str, options: SmtpOptions, host: str = "") -> tuple[smtpli
 
 def probe(host: str, address: str, options: SmtpOptions, unknown: str, recipients: list[str]) -> SmtpObservation:
     """Run both sessions against ``address`` (the MX ``host``'s address)."""
-    base = {"host": host, "address": address, "port": options.port}
     try:
         client, banner = _connect(address, options)
     except (OSError, smtplib.SMTPException) as err:
-        return SmtpObservation(**base, error=f"cannot connect: {err}")  # type: ignore[arg-type]
+        return SmtpObservation(host, address, options.port, error=f"cannot connect: {err}")
     try:
         ehlo = _reply(*client.ehlo(options.helo))
         offered = client.has_extn("starttls")
@@ -72,7 +71,7 @@ def probe(host: str, address: str, options: SmtpOptions, unknown: str, recipient
         _quit(client)
     except (OSError, smtplib.SMTPException) as err:
         _close(client)
-        return SmtpObservation(**base, banner=banner, error=f"session failed: {err}")  # type: ignore[arg-type]
+        return SmtpObservation(host, address, options.port, banner=banner, error=f"session failed: {err}")
     tls_error, names = (None, ()) if not offered else _tls(host, address, options)
     return SmtpObservation(
         host, address, options.port, banner, ehlo, offered, tls_error, names, relay, unknown_reply, replies
