@@ -186,8 +186,16 @@ def _values(stack: MailDomain, settings: GatewaySettings, gateway: Gateway, layo
         # Odoo submits on 587 when TLS or AUTH is required there, else on 25 as a
         # trusted address; smtp_ssl is Odoo's STARTTLS switch.
         "odoo_smtp_port": 587 if submission_encrypt else 25,
+        # Odoo on the gateway itself (127.0.0.1 trusted, the default) connects over
+        # loopback: through the public name it would arrive from a non-trusted address.
+        "odoo_smtp_server": "127.0.0.1" if _trusts_localhost(settings.odoo_addresses) else gateway.hostname,
         "odoo_smtp_ssl": submission_encrypt,
     }
+
+
+def _trusts_localhost(networks: tuple[str, ...]) -> bool:
+    localhost = ipaddress.ip_address("127.0.0.1")
+    return any(localhost in ipaddress.ip_network(network) for network in networks)
 
 
 def _environment() -> jinja2.Environment:

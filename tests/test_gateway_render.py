@@ -165,6 +165,14 @@ def test_odoo_conf_mail_section_uses_odoo_17_keys() -> None:
     }
 
 
+def test_odoo_on_the_gateway_host_submits_over_loopback() -> None:
+    raw = base_config()
+    del raw["gateway"]["odooAddresses"]
+    files = render.render(from_config(raw))
+    assert "smtp_server = 127.0.0.1\n" in files["odoo/odoo.conf"].text
+    assert main_cf(files)["mynetworks"] == "127.0.0.0/8 [::1]/128"
+
+
 def test_mta_sts_policy_matches_the_record_id() -> None:
     stack = from_config(base_config())
     policy = render.render(stack)["mta-sts/mta-sts.txt"].text
