@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import time
@@ -18,6 +19,7 @@ import dns.query
 import pytest
 
 from modules import cli, dkim, stackfile, txt
+from modules.lab import netns
 from modules.lab.bind import BindServer
 from modules.model import Record
 from modules.plan import plan
@@ -28,9 +30,8 @@ from checks.resolver import Resolver, Server
 from tests.pulumi_harness import public_pem, rsa_key
 from tests.servers import require_binary, require_root
 
-PRIMARY = "127.0.30.1"
-SECONDARY = "127.0.30.2"
-#: This suite's DNS ports on the host network namespace (issue 6's range).
+#: This suite's loopback addresses and DNS ports on the host network namespace.
+ADDRESSES = [f"127.0.30.{i}" for i in range(1, 255)]
 PORTS = range(5340, 5360)
 ONLINE = stackfile.load(stackfile.stack_path("online"))
 ONPREMISE = stackfile.load(stackfile.stack_path("onpremise"))
@@ -52,9 +53,17 @@ def free_port(address: str) -> int:
     raise AssertionError(f"no free port in {PORTS} on {address}")
 
 
-def _server(tmp_path: Path, name: str, address: str) -> BindServer:
+def _server(tmp_path: Path, name: str) -> BindServer:
+    """A named on an address of 127.0.30.0/24 that is not on lo yet, at a free port.
+
+    BindServer adds the address and removes it at stop; an address no other run holds
+    keeps a concurrent run of this suite (several engineers, one machine) from removing
+    it under our server."""
     require_root()
     require_binary("named")
+    free = [a for a in ADDRESSES if not netns.has_address(a)]
+    assert free, "every address of 127.0.30.0/24 is in use"
+    address = random.choice(free)
     return BindServer(tmp_path / name, address, free_port(address))
 
 
@@ -64,7 +73,7 @@ def at(bind: BindServer) -> Server:
 
 @pytest.fixture
 def primary(tmp_path: Path) -> Iterator[BindServer]:
-    bind = _server(tmp_path, "primary", PRIMARY)
+    bind = _server(tmp_path, "primary")
     bind.add_zone("example.com", ONLINE_RECORDS)
     with bind:
         yield serving(bind)
@@ -72,7 +81,7 @@ def primary(tmp_path: Path) -> Iterator[BindServer]:
 
 @pytest.fixture
 def secondary(tmp_path: Path) -> Iterator[BindServer]:
-    bind = _server(tmp_path, "secondary", SECONDARY)
+    bind = _server(tmp_path, "secondary")
     bind.add_zone("example.com", ONLINE_RECORDS)
     with bind:
         yield serving(bind)
@@ -184,7 +193,7 @@ def test_gateway_key_compared_by_presence_or_by_content(tmp_path: Path, capsys: 
     (tmp_path / "key.pem").write_text(pem, encoding="utf-8")
     other = tmp_path / "other.pem"
     other.write_text(public_pem(rsa_key(3072)), encoding="utf-8")
-    bind = _server(tmp_path, "onprem", PRIMARY)
+    bind = _server(tmp_path, "onprem")
     bind.add_zone("example.net", plan(ONPREMISE, pem))
     with bind:
         serving(bind, "example.net")
