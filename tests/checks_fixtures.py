@@ -6,6 +6,8 @@ Import the fixtures into a test module with ``from tests.checks_fixtures import 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from checks.context import CheckContext, SmtpOptions
 from checks.finding import Finding, Status
 from checks.resolver import Resolver, Server
 from modules.config import from_config
+from modules.lab import netns
 from modules.lab.bind import BindServer
 from modules.model import MailDomain
 from modules.plan import plan
@@ -61,11 +64,34 @@ def _free_port() -> tuple[int, socket.socket]:
 
 _shared: DnsLab | None = None
 _users = 0
+_cleanup = contextlib.ExitStack()
+
+#: Test runs of several engineers may share this host; each holds this lock shared while
+#: its BIND uses 127.0.10.1, and only the last one (exclusive without waiting) removes
+#: the address: removing it under a running named silences that named.
+ADDRESS_LOCK = "/run/lock/mschk-dns-tests.lock"
 
 
-def _start(base: Path) -> tuple[DnsLab, socket.socket]:
+@contextlib.contextmanager
+def _shared_address(address: str) -> Iterator[None]:
+    with open(ADDRESS_LOCK, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        netns.add_address(address)  # ours, not the BindServer's: it must not remove it
+        try:
+            yield
+        finally:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                netns.remove_address(address)
+            except BlockingIOError:
+                pass  # another run still serves on it; it removes the address when done
+
+
+def _start(base: Path) -> DnsLab:
     keys = z.make_keys()
+    _cleanup.enter_context(_shared_address(z.BIND_ADDRESS))
     port, swallow = _free_port()  # never read: every query delegated there times out
+    _cleanup.callback(swallow.close)
     bind = BindServer(base, z.BIND_ADDRESS, port)
     for origin, records in z.example_zones(keys).items():
         bind.add_zone(origin, records)
@@ -73,12 +99,9 @@ def _start(base: Path) -> tuple[DnsLab, socket.socket]:
         bind.add_zone(origin, extra_lines=lines)
     bind.add_zone("broken.test", extra_lines=z.broken(keys))
     bind.add_zone(z.SERVFAIL_ZONE[0], extra_lines=z.SERVFAIL_ZONE[1])
-    try:
-        bind.start()
-    except BaseException:
-        swallow.close()
-        raise
-    return DnsLab(bind, keys, port), swallow
+    bind.start()
+    _cleanup.callback(bind.stop)
+    return DnsLab(bind, keys, port)
 
 
 @pytest.fixture(scope="session")
@@ -90,23 +113,20 @@ def dns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsLab]:
     require_root()
     require_binary("named")
     require_binary("openssl")
-    swallow: socket.socket | None = None
     if _shared is None:
-        _shared, swallow = _start(tmp_path_factory.mktemp("checks-bind"))
-        _sockets.append(swallow)
+        try:
+            _shared = _start(tmp_path_factory.mktemp("checks-bind"))
+        except BaseException:
+            _cleanup.close()
+            raise
     _users += 1
     try:
         yield _shared
     finally:
         _users -= 1
-        if _users == 0 and _shared is not None:
-            _shared.bind.stop()
+        if _users == 0:
             _shared = None
-            while _sockets:
-                _sockets.pop().close()
-
-
-_sockets: list[socket.socket] = []
+            _cleanup.close()
 
 
 def registered() -> None:
