@@ -7,7 +7,12 @@ like Odoo's own ``odoo-mailgate.py``, but:
 
 * the password comes from a file that is not world-accessible, never from argv
   (argv shows in ``ps`` and in Postfix's logs and bounces);
-* the message bytes go to Odoo unchanged (``xmlrpc.client.Binary``);
+* the message bytes go to Odoo unchanged (``xmlrpc.client.Binary``), after one
+  ``Delivered-To:`` line per original envelope recipient (``--recipient``, from
+  Postfix's ``${original_recipient}``): Odoo routes on Delivered-To ∪ To ∪ Cc, so a
+  Bcc'd alias is found, and since Postfix hands over all recipients of a message in
+  one run, Odoo sees every alias of it at once (it ignores later copies with a
+  Message-Id it already processed);
 * the exit status tells Postfix whether to retry (sysexits.h), so an Odoo outage
   queues mail instead of bouncing it:
 
@@ -193,6 +198,18 @@ def _last_line(text: str) -> str:
     return (lines[-1] if lines else "")[:300]
 
 
+def with_delivered_to(raw: bytes, recipients: Sequence[str]) -> bytes:
+    """``raw`` with a ``Delivered-To:`` line per recipient in front (like Postfix's pipe
+    flag D, which only works with one recipient per run); the rest stays byte-exact."""
+    newline = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+    lines = []
+    for recipient in dict.fromkeys(recipients):
+        if not recipient or any(ord(c) < 33 and c != " " or ord(c) == 127 for c in recipient):
+            raise MailgateExit(EX_CONFIG, "usage: --recipient must be an e-mail address")
+        lines.append(b"Delivered-To: " + recipient.encode("utf-8") + newline)
+    return b"".join(lines) + raw
+
+
 def read_password(path: str) -> str:
     """The Odoo password from a file nobody but its owner (and group) can read."""
     try:
@@ -256,7 +273,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--login")
     parser.add_argument("--password-file", dest="password_file")
     parser.add_argument("--timeout", type=float)
-    parser.add_argument("--recipient", help="the original envelope recipient (for messages only)")
+    parser.add_argument("--recipient", nargs="+", action="extend", default=[],
+                        help="the original envelope recipients: a Delivered-To line each")
     return parser
 
 
@@ -266,10 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipient = ""
     try:
         args = _parser().parse_args(argv)
-        recipient = f" for <{args.recipient}>" if args.recipient else ""
+        recipient = f" for <{'>, <'.join(args.recipient)}>"[:200] if args.recipient else ""
         config = load_config(args)
         password = config.password
-        raw = sys.stdin.buffer.read()
+        raw = with_delivered_to(sys.stdin.buffer.read(), args.recipient)
         deliver(raw, config)
         return EX_OK
     except MailgateExit as outcome:

@@ -67,6 +67,8 @@ class Layout:
     #: argv prefix of the mailgate: the stdlib-only script, copied to the host.
     mailgate_command: tuple[str, ...] = ("/usr/bin/python3", "/usr/local/lib/mailstack/mailgate.py")
     mailgate_concurrency: int = 4
+    #: Recipients per mailgate run: all of a message's (Odoo processes it once).
+    mailgate_recipient_limit: int = 50
 
     def host_path(self, relative: str) -> str:
         """The absolute path on the host of a rendered file (``postfix/main.cf`` →

@@ -165,6 +165,17 @@ def test_bcc_alias_arrives_through_delivered_to(lab: Lab) -> None:
     assert added_headers(stored[0]["raw"], original)["Delivered-To"] == "support@example.net"
 
 
+def test_an_alias_in_to_and_another_in_bcc_reach_odoo_in_one_message(lab: Lab) -> None:
+    # Odoo processes a Message-Id once: both aliases must be in that one delivery.
+    original = message("<bcc-2@outside.test>", "sales@example.net")
+    result = lab.send(OUTSIDE, "customer@outside.test", ["sales@example.net", "support@example.net"], original)
+    assert result["data"][0] == 250
+    stored = wait_for(lambda: lab.stored("<bcc-2@outside.test>"), 60, what="delivery to Odoo")
+    assert len(stored) == 1 and stored[0]["routes"] == "sales@example.net,support@example.net"
+    added = added_headers(stored[0]["raw"], original)
+    assert sorted(added.get_all("Delivered-To")) == ["sales@example.net", "support@example.net"]
+
+
 def test_unknown_recipient_is_rejected_at_rcpt(lab: Lab) -> None:
     result = lab.send(OUTSIDE, "customer@outside.test", ["nobody@example.net"], message("<unknown-1@outside.test>", "nobody@example.net"))
     code, text = result["rcpt"]["nobody@example.net"]

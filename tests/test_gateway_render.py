@@ -112,10 +112,10 @@ def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None
     assert conf["relay_domains"] == "brand.example, example.org"
     assert conf["transport_maps"] == "hash:${config_directory}/transport"
     assert "virtual_alias_maps" not in conf and "virtual_alias_domains" not in conf
-    assert conf["odoo_destination_recipient_limit"] == "1"  # one Delivered-To per copy
-    assert files["postfix/transport"].text.splitlines()[1:] == ["brand.example\todoo:", "example.org\todoo:"]
+    assert conf["odoo_destination_recipient_limit"] == "50"  # a message's recipients in one run
+    assert files["postfix/transport"].text.splitlines()[2:] == ["brand.example\todoo:odoo", "example.org\todoo:odoo"]
     master = files["postfix/master.cf"].text
-    assert "flags=DRq user=mailgate argv=" in master and "--recipient ${original_recipient}" in master
+    assert "flags=Rq user=mailgate argv=" in master and "--recipient ${original_recipient}" in master
     recipients = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines()[1:]}
     for domain in ("example.org", "brand.example"):
         for local in ("catchall", "bounce", "notifications", "postmaster", "sales", "jobs"):

@@ -57,10 +57,11 @@ def password_file(tmp_path: Path) -> Path:
 _counter = iter(range(1, 10000))
 
 
-def run(url: str, password_file: Path, *extra: str, raw: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(url: str, password_file: Path, *extra: str, raw: bytes | None = None,
+        recipient: str = "sales@example.net") -> subprocess.CompletedProcess[bytes]:
     message = raw if raw is not None else RAW.replace(b"{n}", str(next(_counter)).encode())
     command = [sys.executable, "-m", "modules.mailgate", "--url", url, "--database", "odoo",
-               "--password-file", str(password_file), "--recipient", "sales@example.net", *extra]
+               "--password-file", str(password_file), "--recipient", recipient, *extra]
     if "--uid" not in extra and "--login" not in extra:
         command += ["--uid", "2"]
     result = subprocess.run(command, input=message, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
@@ -78,7 +79,23 @@ def test_delivers_byte_for_byte(standins: dict[str, OdooStandIn], password_file:
     assert result.returncode == 0, result.stderr
     assert result.stderr == b""
     stored = [m for m in standins["ok"].messages() if m["message_id"] == "<mg-exact@outside.test>"]
-    assert len(stored) == 1 and stored[0]["raw"] == raw
+    assert len(stored) == 1 and stored[0]["raw"] == b"Delivered-To: sales@example.net\n" + raw
+
+
+def test_every_envelope_recipient_becomes_a_delivered_to_line(standins: dict[str, OdooStandIn], password_file: Path) -> None:
+    raw = RAW.replace(b"{n}", b"multi").replace(b"Delivered-To: sales@example.net\n", b"").replace(b"To: sales@", b"To: other@")
+    result = run(url("ok"), password_file, "--recipient", "support@example.net", "sales+x@example.net", raw=raw)
+    assert result.returncode == 0, result.stderr
+    stored = [m for m in standins["ok"].messages() if m["message_id"] == "<mg-multi@outside.test>"]
+    assert stored[0]["raw"] == (
+        b"Delivered-To: sales@example.net\nDelivered-To: support@example.net\nDelivered-To: sales+x@example.net\n" + raw
+    )
+    assert stored[0]["routes"] == "sales+x@example.net,sales@example.net"  # support@ is no alias of this Odoo
+
+
+def test_a_recipient_cannot_inject_headers(password_file: Path) -> None:
+    result = run(f"http://{ADDRESS}:{REFUSED_PORT}", password_file, "--recipient", "a@b.test\nBcc: x@y.test")
+    assert result.returncode == mailgate.EX_CONFIG
 
 
 def test_login_authenticates_first(standins: dict[str, OdooStandIn], password_file: Path) -> None:
@@ -112,9 +129,10 @@ def test_config_file_is_read(standins: dict[str, OdooStandIn], password_file: Pa
 )
 def test_exit_code_per_failure_class(standins: dict[str, OdooStandIn], password_file: Path, tmp_path: Path,
                                      case: str, expected: int, status: bytes) -> None:
-    target, extra, raw = url("ok"), [], None
+    target, extra, raw, recipient = url("ok"), [], None, "sales@example.net"
     if case == "no-route":
         raw = RAW.replace(b"sales@", b"nobody@").replace(b"{n}", b"noroute")
+        recipient = "nobody@example.net"
     elif case == "wrong-password":
         wrong = tmp_path / "wrong"
         wrong.write_text("not-the-password")
@@ -130,9 +148,9 @@ def test_exit_code_per_failure_class(standins: dict[str, OdooStandIn], password_
         target = f"http://{ADDRESS}:{REFUSED_PORT}"
     elif case == "wrong-path":
         target = url("ok") + "/odoo"
-    result = run(target, password_file, *extra, raw=raw)
+    result = run(target, password_file, *extra, raw=raw, recipient=recipient)
     assert result.returncode == expected, result.stderr
-    assert result.stderr.startswith(status + b" mailstack-mailgate for <sales@example.net>: ")
+    assert result.stderr.startswith(status + f" mailstack-mailgate for <{recipient}>: ".encode())
     assert result.stderr.count(b"\n") == 1  # one line, no traceback
 
 
