@@ -1,6 +1,6 @@
 """mailstack-mailgate: hand one inbound message from Postfix to Odoo, never losing it.
 
-Postfix's pipe runs this once per recipient (see ``templates/postfix/master.cf.j2``)
+Postfix's pipe runs this once per message (see ``templates/postfix/master.cf.j2``)
 with the raw message on stdin. It calls Odoo's XML-RPC
 ``execute_kw(db, uid, password, 'mail.thread', 'message_process', [False, Binary(raw)], {})``
 like Odoo's own ``odoo-mailgate.py``, but:
