@@ -77,7 +77,7 @@ def postfixes(dns_lab) -> Iterator[dict[str, PostfixInstance]]:  # type: ignore[
 def _exclusive(timeout: float = 300) -> Iterator[None]:
     """One holder at a time on this host: the instances use fixed addresses and ports,
     and two test runs at once (several engineers, one machine) would clash."""
-    with open("/run/lock/mschk-smtp-tests.lock", "w") as handle:
+    with open("/tmp/mschk-smtp-tests.lock", "w") as handle:
         deadline = time.monotonic() + timeout
         while True:
             try:
