@@ -23,23 +23,42 @@ class DmarcObservation:
     domain: str
     records: tuple[str, ...]
     error: str | None = None
+    #: The parent whose record applies (RFC 7489 §6.6.3) when the domain has none.
+    inherited_from: str | None = None
 
     @property
     def name(self) -> str:
-        return f"_dmarc.{self.domain}"
+        return f"_dmarc.{self.inherited_from or self.domain}"
 
     @property
     def record(self) -> str | None:
         return self.records[0] if len(self.records) == 1 else None
 
 
+def _fetch(ctx: CheckContext, domain: str) -> DmarcObservation:
+    try:
+        texts = ctx.resolver.txt(f"_dmarc.{domain}").texts()
+    except DnsError as err:
+        return DmarcObservation(domain, (), str(err))
+    return DmarcObservation(domain, tuple(t for t in texts if t.lower().startswith("v=dmarc1")))
+
+
 def observe(ctx: CheckContext, domain: str) -> DmarcObservation:
+    """The DMARC record of a domain. Undeclared, a domain without one falls back to its
+    parents as receivers fall back to the organizational domain (RFC 7489 §6.6.3;
+    approximated without the public-suffix list: parents down to two labels). A
+    declaration plans a record for each domain, so there the domain's own is judged."""
     def compute() -> DmarcObservation:
-        try:
-            texts = ctx.resolver.txt(f"_dmarc.{domain}").texts()
-        except DnsError as err:
-            return DmarcObservation(domain, (), str(err))
-        return DmarcObservation(domain, tuple(t for t in texts if t.lower().startswith("v=dmarc1")))
+        own = _fetch(ctx, domain)
+        if own.records or own.error or ctx.declared:
+            return own
+        labels = domain.split(".")
+        for i in range(1, len(labels) - 1):
+            parent = ".".join(labels[i:])
+            found = _fetch(ctx, parent)
+            if found.records or found.error:
+                return DmarcObservation(domain, found.records, found.error, inherited_from=parent)
+        return own
     return ctx.memo(f"dmarc:{domain}", compute)
 
 
@@ -88,6 +107,8 @@ def present(ctx: CheckContext) -> list[Finding]:
             return [failed("dmarc.present", f"{obs.name}: no DMARC record", expected="v=DMARC1; p=...", fix=_fix(ctx, obs.domain))]
         if len(obs.records) > 1:
             return [failed("dmarc.present", f"{obs.name}: {len(obs.records)} DMARC records; receivers apply none", found=" | ".join(obs.records), fix=_fix(ctx, obs.domain))]
+        if obs.inherited_from:
+            return [passed("dmarc.present", f"{obs.domain}: no own record; {obs.name} applies (organizational domain)", found=obs.records[0])]
         return [passed("dmarc.present", f"{obs.name}: one DMARC record", found=obs.records[0])]
     return _each(ctx, "dmarc.present", judge)
 
@@ -116,7 +137,7 @@ def policy(ctx: CheckContext) -> list[Finding]:
         parsed = tags(obs)
         if parsed is None:
             return [skipped("dmarc.policy", f"{obs.name}: no valid DMARC record")]
-        p = parsed["p"]
+        p = parsed.get("sp", parsed["p"]) if obs.inherited_from else parsed["p"]
         declared = ctx.stack.dmarc.policy if ctx.stack else None
         if declared and p != declared:
             return [failed("dmarc.policy", f"{obs.name}: p={p}, declared p={declared}", expected=f"p={declared}", found=obs.record or "", fix=_fix(ctx, obs.domain))]
@@ -148,22 +169,23 @@ def report_auth(ctx: CheckContext) -> list[Finding]:
         parsed = tags(obs)
         if parsed is None:
             return [skipped("dmarc.report-auth", f"{obs.name}: no valid DMARC record")]
-        externals = external_report_domains(obs.domain, parsed)
+        policy_domain = obs.inherited_from or obs.domain  # the record's own domain is authorised
+        externals = external_report_domains(policy_domain, parsed)
         if not externals:
-            return [passed("dmarc.report-auth", f"{obs.name}: every report destination is inside {obs.domain}")]
+            return [passed("dmarc.report-auth", f"{obs.name}: every report destination is inside {policy_domain}")]
         findings: list[Finding] = []
         for report_domain in externals:
-            name = dmarc.report_authorization_name(obs.domain, report_domain)
+            name = dmarc.report_authorization_name(policy_domain, report_domain)
             try:
                 texts = ctx.resolver.txt(name).texts()
             except DnsError as err:
                 findings.append(errored("dmarc.report-auth", f"{name}: DNS error: {err}"))
                 continue
             if any(t.lower().startswith("v=dmarc1") for t in texts):
-                findings.append(passed("dmarc.report-auth", f"{report_domain} authorises reports about {obs.domain}"))
+                findings.append(passed("dmarc.report-auth", f"{report_domain} authorises reports about {policy_domain}"))
             else:
                 findings.append(failed(
-                    "dmarc.report-auth", f"{report_domain} does not authorise reports about {obs.domain}; receivers drop them",
+                    "dmarc.report-auth", f"{report_domain} does not authorise reports about {policy_domain}; receivers drop them",
                     expected=f"{name} TXT v=DMARC1", found=" | ".join(texts) or "nothing", fix=f'{name}. IN TXT "v=DMARC1"',
                 ))
         return findings

@@ -161,6 +161,9 @@ def test_dmarc_present_and_syntax(dns_lab) -> None:
     assert "maybe" in of(bad, "dmarc.syntax")[0].summary
     good = domain_run(dns_lab, "rua-ok.broken.test", "dmarc")
     assert statuses(good, "dmarc.present") == statuses(good, "dmarc.syntax") == {PASS}
+    inherited = of(domain_run(dns_lab, "mail.rua-ok.broken.test", "dmarc"), "dmarc.present")
+    assert [f.status for f in inherited] == [PASS]
+    assert "_dmarc.rua-ok.broken.test applies" in inherited[0].summary
 
 
 def test_dmarc_policy(dns_lab) -> None:
@@ -176,6 +179,7 @@ def test_dmarc_external_reports_need_authorisation(dns_lab) -> None:
     assert [f.status for f in denied] == [FAIL]
     assert denied[0].fix == 'rua.broken.test._report._dmarc.reports.test. IN TXT "v=DMARC1"'
     assert statuses(domain_run(dns_lab, "rua-ok.broken.test", "dmarc"), "dmarc.report-auth") == {PASS}
+    assert statuses(domain_run(dns_lab, "sub.rua-ok.broken.test", "dmarc"), "dmarc.report-auth") == {PASS}  # inherited
     group = run(context(dns_lab, stack=z.load_stack("multi-company")), "dmarc")
     assert statuses(group, "dmarc.report-auth") == {PASS}  # brand-a/b authorised by group.example
 
