@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from modules import mta_sts, plan as plan_module
 from modules.errors import ConfigError, ConfigErrors, MailstackError
 from modules.gateway_settings import GatewaySettings
-from modules.model import Gateway, MailDomain
+from modules.model import Gateway, InboundMode, MailDomain
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 #: The pipe transport in master.cf that runs the mailgate.
@@ -153,7 +153,10 @@ def render(
 
 
 def relay_domains(stack: MailDomain) -> list[str]:
-    """The domains the gateway receives for: each domain's inbound name."""
+    """The domains the gateway receives for: each domain's inbound name, when the MX
+    points at the gateways (inbound mode gateway); none for an outbound-only gateway."""
+    if stack.inbound.mode is not InboundMode.GATEWAY:
+        return []
     return sorted({stack.inbound_domain(domain) for domain in stack.domains})
 
 

@@ -123,6 +123,21 @@ def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None
     assert len(recipients) == 12
 
 
+def test_an_outbound_only_gateway_receives_nothing(tmp_path: Path) -> None:
+    require_binary("postconf")
+    raw = base_config()
+    raw["inbound"] = {"mode": "imap", "mx": "google"}
+    del raw["mtaSts"]
+    files = render.render(from_config(raw))
+    assert main_cf(files)["relay_domains"] == ""
+    assert [line for line in files["postfix/transport"].text.splitlines() if not line.startswith("#")] == []
+    assert [line for line in files["postfix/relay_recipients"].text.splitlines() if not line.startswith("#")] == []
+    assert "*@example.org\tgw2026._domainkey.example.org" in files["opendkim/SigningTable"].text  # still signs
+    out = written(tmp_path, files)
+    check = subprocess.run(["postfix", "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
+    assert check.returncode == 0 and check.stderr == "", check.stderr
+
+
 def test_never_an_open_relay_and_smuggling_and_limits() -> None:
     conf = main_cf(render.render(from_config(base_config())))
     assert conf["mynetworks"] == "10.0.0.5/32"
