@@ -111,7 +111,7 @@ def run_up(args: argparse.Namespace) -> int:
     code = _reexec(args, ["up", "--stack-file", str(stack_file)])
     if code != cli.EXIT_OK:
         control.down(args.state_dir, args.namespace)
-        print("error: the lab did not come up; everything it started was stopped", file=sys.stderr)
+        print(f"error: the lab did not come up (exit {code} inside the namespace); everything it started was stopped", file=sys.stderr)
         return cli.EXIT_USAGE
     print(("lab was already up" if prepared.running else "lab is up") + f" in namespace {args.namespace} ({time.monotonic() - started:.1f}s)")
     _print_roles(args.state_dir, topology.addresses)

@@ -2,7 +2,7 @@
 (all green, every output format's exit code), status, the faults the issue names, and
 down (nothing left behind).
 
-The lab runs in its own namespace (``mslabt1``) with a state directory under
+The lab runs in its own namespace (``mslabt<random>``) with a state directory under
 /var/lib (OpenDKIM refuses keys below world-writable /tmp), so it never meets the
 developer's own ``mailstack lab`` in ``mslab``.
 """
@@ -33,7 +33,9 @@ from tests.servers import require_binary, require_root
 pytestmark = pytest.mark.servers
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NAMESPACE = "mslabt1"
+#: Unique per run: the whole suite may run in several sessions at once on one machine,
+#: and a second run's `lab down` must never reach this run's processes.
+NAMESPACE = f"mslabt{uuid.uuid4().hex[:6]}"
 STACK_FILE = stackfile.stack_path("lab")
 E2E_IDS = {
     "e2e.outbound.delivery", "e2e.outbound.spf", "e2e.outbound.dkim", "e2e.outbound.dkim-opendkim",
@@ -219,7 +221,7 @@ def test_bind_down_means_error_never_pass_and_recovers_after_restart(lab: Path) 
 def test_down_stops_everything_and_removes_the_namespace(lab: Path) -> None:
     processes = LabState.load(lab).processes
     result = mailstack("lab", "down", *opts(lab), check=True)
-    assert "namespace mslabt1 removed" in result.stdout
+    assert f"namespace {NAMESPACE} removed" in result.stdout
     assert not any(p.alive() for p in processes)
     assert not netns.exists(NAMESPACE) and not Path("/etc/netns", NAMESPACE).exists()
     assert LabState.load(lab).processes == []

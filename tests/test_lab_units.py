@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import random
 from pathlib import Path
 
 import dns.resolver
@@ -22,6 +23,7 @@ from modules.lab.bind import BindServer
 from modules.lab.state import LabState
 from modules.lab.topology import from_stack
 from modules.model import Gateway
+from tests.ports import free_port
 from tests.servers import require_binary, require_root
 
 LAB = stackfile.stack_path("lab")
@@ -116,7 +118,9 @@ def test_provisioning_creates_updates_and_deletes_through_the_provider(tmp_path:
     require_root()
     require_binary("named")
     secret = base64.b64encode(os.urandom(32)).decode()
-    bind = BindServer(tmp_path / "bind", "127.0.40.1", 5361)
+    address = f"127.0.40.{random.randint(100, 199)}"  # concurrent runs: own address and port
+    port = free_port(address)
+    bind = BindServer(tmp_path / "bind", address, port)
     bind.add_tsig_key("mailstack-lab", "hmac-sha256", secret)
     bind.add_zone("acme.test", extra_lines=['foreign 300 IN TXT "not ours"'], dynamic=True)
     stack = stackfile.load(LAB)
@@ -127,20 +131,20 @@ def test_provisioning_creates_updates_and_deletes_through_the_provider(tmp_path:
 
     def resolve(name: str, rdtype: str) -> list[str]:
         resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers, resolver.port = ["127.0.40.1"], 5361
+        resolver.nameservers, resolver.port = [address], port
         try:
             return sorted(r.to_text() for r in resolver.resolve(name, rdtype))
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
 
     with bind:
-        wanted = provision.desired(stack, key, "127.0.40.1", 5361, "mailstack-lab", secret)
+        wanted = provision.desired(stack, key, address, port, "mailstack-lab", secret)
         assert [c.action for c in provision.apply(wanted, state_file, secret)] == ["create"] * 5
         assert secret not in state_file.read_text(), "the state file never holds the TSIG secret"
         assert [c.action for c in provision.apply(wanted, state_file, secret)] == ["same"] * 5
 
         changed = dataclasses.replace(stack, dmarc=dataclasses.replace(stack.dmarc, policy="quarantine"))
-        wanted = provision.desired(changed, key, "127.0.40.1", 5361, "mailstack-lab", secret)
+        wanted = provision.desired(changed, key, address, port, "mailstack-lab", secret)
         assert sorted(c.action for c in provision.apply(wanted, state_file, secret)) == ["same"] * 4 + ["update"]
         assert "p=quarantine" in resolve("_dmarc.acme.test", "TXT")[0]
 

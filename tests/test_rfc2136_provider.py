@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,13 @@ from modules import txt
 from modules.errors import ProviderError
 from modules.lab.bind import BindServer
 from modules.rfc2136 import Rfc2136Provider
+from tests.ports import free_port
 from tests.servers import require_binary, require_root
 
+#: Set by the ``bind`` fixture: an address of this engineer's range and a free port
+#: (the suite may run in several sessions at once; BIND binds with SO_REUSEPORT).
 ADDRESS = "127.0.40.1"
-PORT = 5360
+PORT = 0
 ZONE = "lab.example"
 KEY = "mailstack-test"
 LONG_DKIM = "v=DKIM1; k=rsa; p=" + "A" * 380  # > 255 bytes: two character-strings
@@ -36,6 +40,9 @@ def bind(tmp_path: Path):
     require_root()
     require_binary("named")
     secret = base64.b64encode(os.urandom(32)).decode()
+    global ADDRESS, PORT
+    ADDRESS = f"127.0.40.{random.randint(100, 199)}"
+    PORT = free_port(ADDRESS)
     server = BindServer(tmp_path / "bind", ADDRESS, PORT)
     server.add_tsig_key(KEY, "hmac-sha256", secret)
     server.add_zone(
@@ -224,6 +231,7 @@ def test_a_zone_the_server_does_not_serve_or_update_is_refused(bind) -> None:
 
 def test_unreachable_server_is_a_clear_error() -> None:
     secret = base64.b64encode(os.urandom(32)).decode()
-    inputs = checked({}, props(secret, "x.lab.example", "TXT", ['"x"'], port=5379))
-    with pytest.raises(ProviderError, match="cannot reach 127.0.40.1:5379"):
+    port = free_port(ADDRESS)  # nothing listens there
+    inputs = checked({}, props(secret, "x.lab.example", "TXT", ['"x"'], port=port))
+    with pytest.raises(ProviderError, match=f"cannot reach {ADDRESS}:{port}"):
         Rfc2136Provider().create(inputs)
