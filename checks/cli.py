@@ -93,7 +93,7 @@ def build_context(args: argparse.Namespace) -> tuple[CheckContext, list[str]]:
             raise MailstackError(f"--domain: {err}") from err
         return CheckContext(domain, resolver, smtp=smtp), []
     raw = stackfile.read_namespace(cli.stack_file_of(args))
-    disabled = _disabled(raw.pop("checks", None))  # our key; the model does not know it
+    disabled = _disabled(raw.get("checks"))
     stack = from_config(raw)
     ctx = CheckContext(
         stack.domain,

@@ -39,8 +39,9 @@ Path = tuple[str | int, ...]
 
 #: Keys that hold secrets: known, so not "unknown", but never part of the model.
 SECRET_KEYS = frozenset({"tsigSecret", "sshPrivateKey", "odooPassword"})
-#: Keys other parts of mailstack read from the same namespace (gateway rendering, lab).
-EXTENSION_KEYS: set[str] = {"gateway", "lab"}
+#: Keys other parts of mailstack read from the same namespace (gateway rendering, lab,
+#: the check suite's `checks: {disable: [...]}`).
+EXTENSION_KEYS: set[str] = {"gateway", "lab", "checks"}
 MODEL_KEYS = (
     "domain", "aliasDomains", "odoo", "outbound", "inbound", "gateways",
     "dkim", "spf", "dmarc", "mtaSts", "tlsRpt", "dns",

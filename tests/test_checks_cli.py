@@ -65,6 +65,10 @@ def test_stack_file_disables_checks_by_id(dns_lab, capsys: pytest.CaptureFixture
     assert check(dns_lab, "--stack-file", str(path), "--only", "spf", "--format", "json") == 0
     ids = {c["id"] for c in json.loads(capsys.readouterr().out)["checks"]}
     assert "spf.lookups" in ids and not ids & {"spf.size", "spf.loop"}
+    assert cli.main(["records", "--stack-file", str(path)]) == 0  # other commands accept the key
+    path.write_text(text + "  mailstack:checks:\n    disable: spf.size\n")
+    assert check(dns_lab, "--stack-file", str(path)) == 2
+    assert "mailstack:checks.disable: must be a list of check ids" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
