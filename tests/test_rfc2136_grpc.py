@@ -1,0 +1,137 @@
+"""The provider as the Pulumi engine drives it: Pulumi's own dynamic-provider host
+(``python -m pulumi.dynamic``) in a separate process, spoken to over gRPC with the
+pickled provider in ``__provider``, against a real BIND.
+
+This is where the dynamic-provider pitfalls show (design.md §5): the provider must
+unpickle by reference from an importable module in a fresh process, build its DNS
+clients inside the methods, and return full state from create/update, because the
+engine passes those outputs (with ``__provider``) back as ``olds`` and to ``delete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.resolver
+import grpc
+import pytest
+from pulumi.dynamic.dynamic import serialize_provider
+from pulumi.runtime import rpc
+from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
+
+from modules import txt
+from modules.lab.bind import BindServer
+from modules.rfc2136 import Rfc2136Provider
+from tests.ports import free_port
+from tests.servers import require_binary, require_root
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+URN = "urn:pulumi:test::mailstack::pulumi-python:dynamic/mailstack:Rfc2136Record::mail-txt-probe.lab.example"
+KEY = "mailstack-grpc"
+
+
+def struct(props: dict[str, Any]) -> Any:
+    return asyncio.run(rpc.serialize_properties(props, {}))
+
+
+def plain(message: Any) -> dict[str, Any]:
+    return {k: rpc.unwrap_rpc_secret(v) for k, v in rpc.deserialize_properties(message).items()}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[tuple[provider_pb2_grpc.ResourceProviderStub, str, int, str]]:
+    require_root()
+    require_binary("named")
+    address = f"127.0.40.{random.randint(100, 199)}"
+    port = free_port(address)
+    secret = base64.b64encode(os.urandom(32)).decode()
+    bind = BindServer(tmp_path / "bind", address, port)
+    bind.add_tsig_key(KEY, "hmac-sha256", secret)
+    bind.add_zone("lab.example", dynamic=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pulumi.dynamic"], cwd=tmp_path, stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    try:
+        assert process.stdout is not None
+        grpc_port = int(process.stdout.readline().decode().strip())
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        with bind:
+            yield provider_pb2_grpc.ResourceProviderStub(channel), address, port, secret
+        channel.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def served(address: str, port: int, name: str) -> list[str]:
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = [address], port
+    try:
+        return [b"".join(r.strings).decode() for r in resolver.resolve(name, "TXT")]  # type: ignore[attr-defined]
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+
+
+def test_engine_lifecycle_through_the_dynamic_provider_host(host) -> None:
+    stub, address, port, secret = host
+    provider = serialize_provider(Rfc2136Provider())
+    long_value = "v=DKIM1; k=rsa; p=" + "B" * 300
+    news = {
+        "server": address, "port": port, "zone": "lab.example", "name": "Probe.Lab.Example.", "type": "txt",
+        "ttl": 300, "values": [txt.quoted(long_value)], "tsigKeyName": KEY, "tsigAlgorithm": "hmac-sha256",
+        "tsigSecret": secret, "__provider": provider,
+    }
+    checked = stub.Check(provider_pb2.CheckRequest(urn=URN, olds=struct({}), news=struct(news)))
+    assert list(checked.failures) == []
+    inputs = plain(checked.inputs)
+    assert inputs["name"] == "probe.lab.example" and inputs["type"] == "TXT"
+
+    created = stub.Create(provider_pb2.CreateRequest(urn=URN, properties=checked.inputs))
+    assert created.id == "probe.lab.example/TXT@lab.example"
+    state = plain(created.properties)
+    assert state["__provider"] == provider and state["tsigSecret"] == secret and state["port"] == port
+    assert served(address, port, "probe.lab.example") == [long_value]
+
+    read = stub.Read(provider_pb2.ReadRequest(id=created.id, urn=URN, properties=created.properties))
+    assert read.id == created.id and plain(read.properties)["values"] == state["values"]
+
+    changed = {**news, "values": ['"v=spf1 -all"']}
+    checked = stub.Check(provider_pb2.CheckRequest(urn=URN, olds=created.properties, news=struct(changed)))
+    diff = stub.Diff(provider_pb2.DiffRequest(id=created.id, urn=URN, olds=created.properties, news=checked.inputs))
+    assert diff.changes == provider_pb2.DiffResponse.DIFF_SOME and list(diff.replaces) == []
+    updated = stub.Update(provider_pb2.UpdateRequest(id=created.id, urn=URN, olds=created.properties, news=checked.inputs))
+    assert plain(updated.properties)["values"] == ['"v=spf1 -all"']
+    assert served(address, port, "probe.lab.example") == ["v=spf1 -all"]
+
+    renamed = stub.Check(provider_pb2.CheckRequest(urn=URN, olds=updated.properties, news=struct({**changed, "name": "other.lab.example"})))
+    diff = stub.Diff(provider_pb2.DiffRequest(id=created.id, urn=URN, olds=updated.properties, news=renamed.inputs))
+    assert list(diff.replaces) == ["name"] and diff.deleteBeforeReplace
+
+    stub.Delete(provider_pb2.DeleteRequest(id=created.id, urn=URN, properties=updated.properties))
+    assert served(address, port, "probe.lab.example") == []
+
+
+def test_a_refusal_reaches_the_engine_as_a_clear_error_without_the_secret(host) -> None:
+    stub, address, port, _ = host
+    wrong = base64.b64encode(os.urandom(32)).decode()
+    news = {
+        "server": address, "port": port, "zone": "lab.example", "name": "x.lab.example", "type": "TXT", "ttl": 300,
+        "values": ['"x"'], "tsigKeyName": KEY, "tsigAlgorithm": "hmac-sha256", "tsigSecret": wrong,
+        "__provider": serialize_provider(Rfc2136Provider()),
+    }
+    checked = stub.Check(provider_pb2.CheckRequest(urn=URN, olds=struct({}), news=struct(news)))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Create(provider_pb2.CreateRequest(urn=URN, properties=checked.inputs))
+    details = caught.value.details()
+    assert "BADSIG" in details and "mailstack:tsigSecret does not match" in details
+    assert wrong not in details
+    assert served(address, port, "x.lab.example") == []
