@@ -75,7 +75,7 @@ def _read(path: Path | None, what: str) -> str | None:
 def build_context(args: argparse.Namespace) -> tuple[CheckContext, list[str]]:
     """The run's context and the check ids the stack file disables."""
     try:
-        resolver = Resolver.from_strings(args.nameserver, timeout=args.timeout)
+        resolver = Resolver.from_strings(args.nameserver, timeout=args.timeout).cached()
     except ValueError as err:
         raise MailstackError(f"--nameserver: {err}") from err
     smtp = SmtpOptions(port=args.smtp_port, timeout=args.smtp_timeout)

@@ -20,6 +20,7 @@ Behaviour:
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -176,6 +177,16 @@ class Resolver:
     servers: tuple[Server, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     _system: tuple[Server, ...] | None = field(default=None, repr=False)
+    #: Answers and errors by question, when caching (``cached()``); None: always ask.
+    _cache: dict[tuple[str, str, bool], Answer | DnsError] | None = field(default=None, repr=False)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _locks: dict[tuple[str, str, bool], threading.Lock] = field(default_factory=dict, repr=False)
+
+    def cached(self) -> Resolver:
+        """The same resolver with a cache of answers *and errors* for one check run:
+        checks that ask the same question share the answer, and a name that timed out
+        costs one timeout per run, not one per check. Not for polling (``diff --wait``)."""
+        return Resolver(self.servers, self.timeout, self._system, {})
 
     @classmethod
     def from_strings(cls, servers: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> Resolver:
@@ -215,6 +226,24 @@ class Resolver:
         Raises DnsError when no server gives a usable answer.
         """
         name = name.rstrip(".").lower()
+        if self._cache is None:
+            return self._query(name, rdtype, follow)
+        key = (name, rdtype, follow)
+        with self._cache_lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # concurrent askers of one question wait for the first answer
+            hit = self._cache.get(key)
+            if hit is None:
+                try:
+                    hit = self._query(name, rdtype, follow)
+                except DnsError as err:
+                    hit = err
+                self._cache[key] = hit
+        if isinstance(hit, DnsError):
+            raise hit
+        return hit
+
+    def _query(self, name: str, rdtype: str, follow: bool) -> Answer:
         chain: list[str] = []
         current = name
         for _ in range(MAX_CNAME_LINKS + 1):

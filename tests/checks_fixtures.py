@@ -37,6 +37,10 @@ class DnsLab:
     def resolver(self, timeout: float = 2.0) -> Resolver:
         return Resolver((Server(z.BIND_ADDRESS, self.port),), timeout)
 
+    def run_resolver(self, timeout: float = 2.0) -> Resolver:
+        """The resolver a check run gets (``mailstack check`` caches per run)."""
+        return self.resolver(timeout).cached()
+
     @property
     def nameserver(self) -> str:
         return f"{z.BIND_ADDRESS}:{self.port}"
@@ -147,10 +151,10 @@ def context(
     registered()
     if stack is None:
         assert domain
-        return CheckContext(domain, lab.resolver(timeout), smtp=SmtpOptions(port=smtp_port, timeout=10))
+        return CheckContext(domain, lab.run_resolver(timeout), smtp=SmtpOptions(port=smtp_port, timeout=10))
     return CheckContext(
         stack.domain,
-        lab.resolver(timeout),
+        lab.run_resolver(timeout),
         stack=stack,
         planned=tuple(plan(stack, gateway_key)),
         gateway_key=gateway_key,

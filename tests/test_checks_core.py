@@ -281,3 +281,19 @@ def test_every_check_id_is_documented_with_its_ref() -> None:
     rows = {line.split("|")[1].strip().strip("`"): line for line in doc.splitlines() if line.startswith("| `")}
     missing = [c.id for c in registry.all_checks() if c.id not in rows]
     assert not missing, f"undocumented check ids: {missing}"
+
+
+def test_cached_resolver_asks_a_failing_question_once() -> None:
+    resolver = Resolver((Server("127.0.0.1", 9),), 0.2).cached()
+    errors = []
+    for _ in range(2):
+        with pytest.raises(DnsError) as info:
+            resolver.txt("example.test")
+        errors.append(info.value)
+    assert errors[0] is errors[1]  # the second ask was answered from the run's cache
+    uncached = Resolver((Server("127.0.0.1", 9),), 0.2)
+    with pytest.raises(DnsError) as first:
+        uncached.txt("example.test")
+    with pytest.raises(DnsError) as second:
+        uncached.txt("example.test")
+    assert first.value is not second.value
