@@ -115,14 +115,24 @@ def _disabled(section: Any) -> list[str]:
     return value
 
 
-def render(fmt: str, target: str, findings: Sequence[Finding], *, colour: bool = False, verbose: bool = False) -> str:
+def render(
+    fmt: str, target: str, findings: Sequence[Finding], *, colour: bool = False, verbose: bool = False, artifact: str | None = None
+) -> str:
     if fmt == "json":
         return report_json.render(target, findings)
     if fmt == "junit":
         return report_junit.render(target, findings)
     if fmt == "sarif":
-        return report_sarif.render(target, findings)
+        return report_sarif.render(target, findings, artifact)
     return report_text.render(target, findings, colour=colour, verbose=verbose)
+
+
+def _relative(path: Path) -> str:
+    """The stack file as a SARIF artifact URI: relative to the working directory if inside."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_uri()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,9 +149,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"--wait: {'the servers serve the plan' if waited.agreed else 'servers still differ'} after {waited.polls} polls", file=sys.stderr)
     findings = runner.run(ctx, selected, workers=args.workers, deadline=args.deadline)
     target = ctx.domain
+    artifact = None if args.domain else _relative(cli.stack_file_of(args))
     if args.output:
-        args.output.write_text(render(args.format, target, findings, verbose=args.verbose), encoding="utf-8")
+        args.output.write_text(render(args.format, target, findings, verbose=args.verbose, artifact=artifact), encoding="utf-8")
     else:
         colour = args.format == "text" and sys.stdout.isatty()
-        sys.stdout.write(render(args.format, target, findings, colour=colour, verbose=args.verbose))
+        sys.stdout.write(render(args.format, target, findings, colour=colour, verbose=args.verbose, artifact=artifact))
     return exit_code(findings, strict=args.strict)

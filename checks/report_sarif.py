@@ -1,7 +1,8 @@
 """SARIF 2.1.0 report: each check id is a rule, each non-passing finding a result.
 
-The location is the DNS name checked, expressed as a logical location (there is no
-source file); code-scanning UIs group results by rule id.
+The location is the DNS name checked, as a logical location, plus the stack file as a
+physical location when there is one (code-scanning services such as GitHub's need a
+file to attach a result to); UIs group results by rule id.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ _LEVELS = {Status.FAIL: "error", Status.ERROR: "error", Status.WARN: "warning", 
 _KINDS = {Status.FAIL: "fail", Status.ERROR: "fail", Status.WARN: "review", Status.PASS: "pass", Status.SKIP: "notApplicable"}
 
 
-def document(target: str, findings: Sequence[Finding]) -> dict[str, object]:
+def document(target: str, findings: Sequence[Finding], artifact: str | None = None) -> dict[str, object]:
     registered = {c.id: c for c in all_checks()}
     rule_ids = list(dict.fromkeys(f.id for f in findings))
     rules = []
@@ -39,7 +40,7 @@ def document(target: str, findings: Sequence[Finding]) -> dict[str, object]:
                 "kind": _KINDS[finding.status],
                 "level": _LEVELS[finding.status],
                 "message": {"text": message},
-                "locations": [{"logicalLocations": [{"name": target, "kind": "domain"}]}],
+                "locations": [_location(target, artifact)],
                 "properties": {k: v for k, v in finding.as_json().items() if k not in ("id", "summary")},
             }
         )
@@ -50,5 +51,13 @@ def document(target: str, findings: Sequence[Finding]) -> dict[str, object]:
     }
 
 
-def render(target: str, findings: Sequence[Finding]) -> str:
-    return json.dumps(document(target, findings), indent=2) + "\n"
+def _location(target: str, artifact: str | None) -> dict[str, object]:
+    location: dict[str, object] = {"logicalLocations": [{"name": target, "kind": "domain"}]}
+    if artifact:
+        location["physicalLocation"] = {"artifactLocation": {"uri": artifact}, "region": {"startLine": 1}}
+    return location
+
+
+def render(target: str, findings: Sequence[Finding], artifact: str | None = None) -> str:
+    """The SARIF log; ``artifact`` is the stack file's path (relative, as a URI)."""
+    return json.dumps(document(target, findings, artifact), indent=2) + "\n"

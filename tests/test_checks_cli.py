@@ -89,3 +89,13 @@ def test_target_is_required() -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["check"])
     assert info.value.code == 2
+
+
+def test_sarif_points_at_the_stack_file(dns_lab, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(stackfile.PROJECT_ROOT)
+    assert check(dns_lab, "--stack", "online", "--only", "spf", "--format", "sarif") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"] == "2.1.0"
+    location = doc["runs"][0]["results"][0]["locations"][0]
+    assert location["physicalLocation"]["artifactLocation"]["uri"] == "stacks/Pulumi.online.yaml"
+    assert location["logicalLocations"][0]["name"] == "example.com"
