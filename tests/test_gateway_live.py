@@ -85,33 +85,34 @@ def lab() -> Iterator[Lab]:
         require_binary(binary)
     name = f"msgw-live-{os.getpid()}"
     workdir = make_workdir("msgw-live-")
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    cert_path, key_path = self_signed(workdir / "tls", "mx1.example.net")
-    stack = from_config({
-        "domain": "example.net",
-        "odoo": {"hosting": "onpremise", "url": f"http://{STANDIN}:8069", "database": "odoo"},
-        "outbound": ["gateway"],
-        "inbound": {"mode": "gateway", "aliases": ["sales", "support"]},
-        "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.10"}],
-        "dkim": {"selector": "lab2026"},
-        "gateway": {
-            "odooAddresses": [ODOO],
-            "relayHost": f"[{RELAY}]:25",
-            "tls": {"cert": str(cert_path), "key": str(key_path)},
-            "mailgate": {"passwordFile": str(workdir / "secret" / "odoo-password"), "timeout": 20},
-        },
-    })
-    files = render.render(stack, dkim_private_key_pem=private_pem, layout=lab_layout(workdir, GATEWAY))
-    netns.create(name, nameserver="127.0.20.53")  # nothing answers there: no lookups leave
-    standin = OdooStandIn(workdir / "odoo", STANDIN, 8069, password=PASSWORD, netns=name,
-                          aliases=["sales@example.net", "support@example.net"])
-    sink = smtp_tools.SmtpSink(workdir, RELAY, 25, netns=name)
-    opendkim = OpenDkim(workdir, files, netns=name)
-    postfix = PostfixInstance(workdir, files, netns=name)
     started: list = []
+    standin: OdooStandIn | None = None
     try:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+        public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        cert_path, key_path = self_signed(workdir / "tls", "mx1.example.net")
+        stack = from_config({
+            "domain": "example.net",
+            "odoo": {"hosting": "onpremise", "url": f"http://{STANDIN}:8069", "database": "odoo"},
+            "outbound": ["gateway"],
+            "inbound": {"mode": "gateway", "aliases": ["sales", "support"]},
+            "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.10"}],
+            "dkim": {"selector": "lab2026"},
+            "gateway": {
+                "odooAddresses": [ODOO],
+                "relayHost": f"[{RELAY}]:25",
+                "tls": {"cert": str(cert_path), "key": str(key_path)},
+                "mailgate": {"passwordFile": str(workdir / "secret" / "odoo-password"), "timeout": 20},
+            },
+        })
+        files = render.render(stack, dkim_private_key_pem=private_pem, layout=lab_layout(workdir, GATEWAY))
+        netns.create(name, nameserver="127.0.20.53")  # nothing answers there: no lookups leave
+        standin = OdooStandIn(workdir / "odoo", STANDIN, 8069, password=PASSWORD, netns=name,
+                              aliases=["sales@example.net", "support@example.net"])
+        sink = smtp_tools.SmtpSink(workdir, RELAY, 25, netns=name)
+        opendkim = OpenDkim(workdir, files, netns=name)
+        postfix = PostfixInstance(workdir, files, netns=name)
         install_mailgate(files, workdir, PASSWORD)
         (workdir / "secret").chmod(0o755)
         for server in (standin, sink, opendkim, postfix):
@@ -121,10 +122,10 @@ def lab() -> Iterator[Lab]:
     finally:
         for server in reversed(started):
             server.stop()
-        standin.stop()
+        if standin is not None:
+            standin.stop()  # the outage test restarts it: stop whatever runs now
         netns.delete(name)
         shutil.rmtree(workdir, ignore_errors=True)
-
 
 def message(message_id: str, to: str, sender: str = "customer@outside.test", body: str = "Hello") -> bytes:
     text = (

@@ -1,12 +1,14 @@
 """mailstack-mailgate: exit codes per failure class, byte-exact delivery, no secret leaks.
 
 The mailgate runs as a real process against real Odoo stand-in processes on loopback
-(127.0.20.x, ports 5320-5339), each behaving one way.
+(127.0.20.60, free ports chosen by the kernel so parallel runs never collide), each
+behaving one way.
 """
 
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
 import sys
 import xmlrpc.client
@@ -21,8 +23,7 @@ from modules.lab.odoo_standin import OdooStandIn
 ADDRESS = "127.0.20.60"
 PASSWORD = "pw-Zq81-never-shown"
 ALIASES = ["sales@example.net"]
-BEHAVIOURS = {"ok": 5321, "transient": 5322, "http-500": 5323, "garbage": 5324, "crash": 5325, "slow:30": 5326}
-REFUSED_PORT = 5329  # nothing listens there
+BEHAVIOURS = ("ok", "transient", "http-500", "garbage", "crash", "slow:30")
 
 RAW = (
     b"Delivered-To: sales@example.net\nFrom: a@outside.test\nTo: sales@example.net\n"
@@ -32,14 +33,24 @@ RAW = (
 
 
 @pytest.fixture(scope="module")
+def refused_port() -> Iterator[int]:
+    """A port bound but not listening: connections to it are refused, and no parallel
+    run can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind((ADDRESS, 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
 def standins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, OdooStandIn]]:
     servers: dict[str, OdooStandIn] = {}
     try:
-        for behaviour, port in BEHAVIOURS.items():
-            server = OdooStandIn(tmp_path_factory.mktemp(f"odoo-{behaviour.replace(':', '-')}"), ADDRESS, port,
+        for behaviour in BEHAVIOURS:
+            server = OdooStandIn(tmp_path_factory.mktemp(f"odoo-{behaviour.replace(':', '-')}"), ADDRESS, 0,
                                  database="odoo", password=PASSWORD, aliases=ALIASES, behaviour=behaviour)
             server.start()
             servers[behaviour] = server
+            URLS[behaviour] = server.url  # the port it bound
         yield servers
     finally:
         for server in servers.values():
@@ -69,8 +80,11 @@ def run(url: str, password_file: Path, *extra: str, raw: bytes | None = None,
     return result
 
 
+URLS: dict[str, str] = {}
+
+
 def url(behaviour: str) -> str:
-    return f"http://{ADDRESS}:{BEHAVIOURS[behaviour]}"
+    return URLS[behaviour]
 
 
 def test_delivers_byte_for_byte(standins: dict[str, OdooStandIn], password_file: Path) -> None:
@@ -93,8 +107,8 @@ def test_every_envelope_recipient_becomes_a_delivered_to_line(standins: dict[str
     assert stored[0]["routes"] == "sales+x@example.net,sales@example.net"  # support@ is no alias of this Odoo
 
 
-def test_a_recipient_cannot_inject_headers(password_file: Path) -> None:
-    result = run(f"http://{ADDRESS}:{REFUSED_PORT}", password_file, "--recipient", "a@b.test\nBcc: x@y.test")
+def test_a_recipient_cannot_inject_headers(password_file: Path, refused_port: int) -> None:
+    result = run(f"http://{ADDRESS}:{refused_port}", password_file, "--recipient", "a@b.test\nBcc: x@y.test")
     assert result.returncode == mailgate.EX_CONFIG
 
 
@@ -128,7 +142,7 @@ def test_config_file_is_read(standins: dict[str, OdooStandIn], password_file: Pa
     ],
 )
 def test_exit_code_per_failure_class(standins: dict[str, OdooStandIn], password_file: Path, tmp_path: Path,
-                                     case: str, expected: int, status: bytes) -> None:
+                                     refused_port: int, case: str, expected: int, status: bytes) -> None:
     target, extra, raw, recipient = url("ok"), [], None, "sales@example.net"
     if case == "no-route":
         raw = RAW.replace(b"sales@", b"nobody@").replace(b"{n}", b"noroute")
@@ -145,7 +159,7 @@ def test_exit_code_per_failure_class(standins: dict[str, OdooStandIn], password_
     elif case == "timeout":
         target, extra = url("slow:30"), ["--timeout", "1"]
     elif case == "down":
-        target = f"http://{ADDRESS}:{REFUSED_PORT}"
+        target = f"http://{ADDRESS}:{refused_port}"
     elif case == "wrong-path":
         target = url("ok") + "/odoo"
     result = run(target, password_file, *extra, raw=raw, recipient=recipient)
@@ -155,12 +169,12 @@ def test_exit_code_per_failure_class(standins: dict[str, OdooStandIn], password_
 
 
 @pytest.mark.parametrize("case", ["world-readable", "missing", "empty"])
-def test_unsafe_or_missing_password_file_is_a_config_error(tmp_path: Path, case: str) -> None:
+def test_unsafe_or_missing_password_file_is_a_config_error(tmp_path: Path, refused_port: int, case: str) -> None:
     path = tmp_path / "pw"
     if case != "missing":
         path.write_text("" if case == "empty" else PASSWORD)
         path.chmod(0o644 if case == "world-readable" else 0o600)
-    result = run(f"http://{ADDRESS}:{REFUSED_PORT}", path)
+    result = run(f"http://{ADDRESS}:{refused_port}", path)
     assert result.returncode == mailgate.EX_CONFIG, result.stderr
 
 

@@ -259,6 +259,7 @@ class OdooStandIn:
 
     workdir: Path
     address: str
+    #: 0: any free port; after ``start()`` the bound one (a restart reuses it).
     port: int = 8069
     database: str = "odoo"
     password: str = "odoo-standin-password"
@@ -313,8 +314,17 @@ class OdooStandIn:
         raise RuntimeError(f"the Odoo stand-in did not listen on {self.address}:{self.port} within {timeout}s")
 
     def _ready(self) -> bool:
-        # The server writes the marker once bound (works inside a namespace too).
-        return (self.workdir / "odoo-standin.ready").exists()
+        # The server writes the marker once bound (works inside a namespace too): its
+        # PID and port, so port 0 (any free port) works.
+        marker = self.workdir / "odoo-standin.ready"
+        try:
+            fields = marker.read_text().split()
+        except FileNotFoundError:
+            return False
+        if len(fields) < 2:
+            return False
+        self.port = int(fields[1])
+        return True
 
     def stop(self) -> None:
         """Stop the process (by its PID) and wait for it."""
@@ -366,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = serve(address.strip("[]"), int(port), odoo)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     ready = args.db.parent / "odoo-standin.ready"
-    ready.write_text(str(os.getpid()))
+    ready.with_suffix(".tmp").write_text(f"{os.getpid()} {server.server_address[1]}\n")
+    ready.with_suffix(".tmp").replace(ready)
     try:
         server.serve_forever()
     finally:
