@@ -16,36 +16,45 @@ from checks.registry import check
 from checks.smtp_probe import SmtpObservation, name_matches, probe
 
 
-def recipient_domain(ctx: CheckContext) -> str:
-    return ctx.stack.inbound_domain(ctx.domain) if ctx.stack else ctx.domain
+def recipient_domain(ctx: CheckContext, domain: str | None = None) -> str:
+    """The name mail for ``domain`` (default: the main domain) is addressed to."""
+    domain = domain or ctx.domain
+    return ctx.stack.inbound_domain(domain) if ctx.stack else domain
 
 
 def declared_recipients(ctx: CheckContext) -> list[str]:
-    """Addresses the gateway must accept: Odoo's catchall and bounce, and the aliases."""
+    """Addresses the gateway must accept, in every mail domain (alias domains too):
+    Odoo's catchall and bounce, and the declared aliases."""
     if ctx.stack is None or ctx.stack.inbound.mode is not InboundMode.GATEWAY:
         return []
-    domain = recipient_domain(ctx)
-    local_parts = [ctx.stack.odoo.catchall, ctx.stack.odoo.bounce, *ctx.stack.inbound.aliases]
-    return [f"{part}@{domain}" for part in dict.fromkeys(local_parts)]
+    local_parts = list(dict.fromkeys([ctx.stack.odoo.catchall, ctx.stack.odoo.bounce, *ctx.stack.inbound.aliases]))
+    return [f"{part}@{recipient_domain(ctx, d)}" for d in ctx.domains for part in local_parts]
 
 
 def observations(ctx: CheckContext) -> list[SmtpObservation]:
-    """One observation per address of each MX target of the inbound name (memoised)."""
+    """One observation per address of each MX target of the inbound names (memoised);
+    each session probes the recipients of every domain, so an MX shared by alias
+    domains is connected to once."""
     def compute() -> list[SmtpObservation]:
-        name = recipient_domain(ctx)
-        mx = mx_checks.observe(ctx, name)
-        if mx.error:
-            return [SmtpObservation(name, "", ctx.smtp.port, error=f"MX lookup failed: {mx.error}")]
-        unknown = f"no-such-user-{secrets.token_hex(6)}@{name}"
+        main = recipient_domain(ctx)
+        unknown = f"no-such-user-{secrets.token_hex(6)}@{main}"
         wanted = declared_recipients(ctx)
         results: list[SmtpObservation] = []
-        for target in mx.targets:
-            if target.host == "." or names.is_ip(target.host):
+        seen: set[str] = set()
+        for domain in ctx.domains:
+            name = recipient_domain(ctx, domain)
+            mx = mx_checks.observe(ctx, name)
+            if mx.error:
+                results.append(SmtpObservation(name, "", ctx.smtp.port, error=f"MX lookup failed: {mx.error}"))
                 continue
-            if target.error:
-                results.append(SmtpObservation(target.host, "", ctx.smtp.port, error=target.error))
-            for address in target.addresses:
-                results.append(probe(target.host, address, ctx.smtp, unknown, wanted))
+            for target in mx.targets:
+                if target.host == "." or names.is_ip(target.host) or target.host in seen:
+                    continue
+                seen.add(target.host)
+                if target.error:
+                    results.append(SmtpObservation(target.host, "", ctx.smtp.port, error=target.error))
+                for address in target.addresses:
+                    results.append(probe(target.host, address, ctx.smtp, unknown, wanted))
         return results
     return ctx.memo("smtp", compute)
 

@@ -240,6 +240,8 @@ def smtp_zones() -> dict[str, list[str]]:
             "refuse 300 IN MX 10 mx.refuse.smtp.test.",
             "mx.refuse 300 IN A 127.0.10.24",
             "down 300 IN MX 10 mx.down.smtp.test.",
+            # an alias domain served by the good gateway's MX, which was not rendered for it
+            "alias 300 IN MX 10 mx.good.smtp.test.",
             "mx.down 300 IN A 127.0.10.25",
         ]
     }

@@ -42,8 +42,9 @@ SMTP_PORT = 5310
 PASS, WARN, FAIL, ERROR, SKIP = Status.PASS, Status.WARN, Status.FAIL, Status.ERROR, Status.SKIP
 
 
-def declaration(name: str, address: str, aliases: list[str]) -> MailDomain:
+def declaration(name: str, address: str, aliases: list[str], alias_domains: list[str] | None = None) -> MailDomain:
     raw: dict[str, Any] = {
+        "aliasDomains": alias_domains or [],
         "domain": f"{name}.smtp.test",
         "odoo": {"hosting": "onpremise", "url": "http://127.0.10.30:8069", "database": "db"},
         "outbound": ["gateway"],
@@ -161,6 +162,15 @@ def test_no_starttls_and_undeclared_aliases_refused(dns_lab, postfixes) -> None:
     aliases = of(findings, "smtp.aliases")
     assert [f.status for f in aliases] == [FAIL] and "support@plain.smtp.test" in aliases[0].detail
     assert statuses_of(findings, "smtp.open-relay") == [PASS]
+
+
+def test_alias_domains_are_probed_too(dns_lab, postfixes) -> None:
+    stack = declaration("good", INSTANCES["good"][0], ["sales", "support"], ["alias.smtp.test"])
+    findings = run(context(dns_lab, stack=stack, smtp_port=SMTP_PORT), "smtp")
+    aliases = of(findings, "smtp.aliases")  # one MX shared by both domains: one session
+    assert [f.status for f in aliases] == [FAIL]
+    assert "catchall@alias.smtp.test" in aliases[0].detail and "good.smtp.test:" not in aliases[0].detail
+    assert "4 declared address(es) refused" in aliases[0].summary
 
 
 def test_refused_ehlo_fails_the_banner_check(dns_lab, postfixes) -> None:
