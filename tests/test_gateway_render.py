@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from modules import cli, mta_sts, render, stackfile
 from modules.config import from_config
 from modules.errors import ConfigErrors
+from modules.gateway_settings import parse_relay_host
 from modules.plan import plan
 from tests.servers import require_binary
 
@@ -309,3 +311,44 @@ def test_cli_render_with_a_bad_key_writes_nothing(tmp_path: Path, capsys: pytest
     out = tmp_path / "out"
     assert cli.main(["render", "--stack", "onpremise", "--out", str(out), "--dkim-private-key", str(key)]) == 2
     assert not out.exists()
+
+
+_LABEL = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    aliases=st.lists(st.from_regex(r"[a-z][a-z0-9._-]{0,10}[a-z0-9]", fullmatch=True), max_size=6, unique=True),
+    alias_domains=st.lists(_LABEL.map(lambda label: f"{label}.example"), max_size=3, unique=True),
+    accept_all=st.booleans(),
+)
+def test_recipients_and_transport_follow_the_declaration(aliases: list[str], alias_domains: list[str], accept_all: bool) -> None:
+    raw = base_config()
+    raw["aliasDomains"] = alias_domains
+    raw["inbound"] = {"mode": "gateway", "aliases": aliases, "acceptAll": accept_all}
+    stack = from_config(raw)
+    files = render.render(stack)
+    assert files == render.render(stack)
+    domains = sorted({"example.org", *alias_domains})
+    transport = [line for line in files["postfix/transport"].text.splitlines() if not line.startswith("#")]
+    assert transport == [f"{domain}\todoo:odoo" for domain in domains]
+    if accept_all:
+        assert "postfix/relay_recipients" not in files
+        return
+    listed = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines() if not line.startswith("#")}
+    locals_ = {"bounce", "catchall", "notifications", "postmaster", *(a.lower() for a in aliases)}
+    assert listed == {f"{local}@{domain}" for local in locals_ for domain in domains}
+
+
+@given(
+    host=st.one_of(
+        st.lists(_LABEL, min_size=2, max_size=4).map(".".join),
+        st.ip_addresses(v=4).map(str),
+        st.ip_addresses(v=6).map(str),
+    ),
+    port=st.integers(1, 65535),
+)
+def test_relay_host_round_trips_through_its_postfix_form(host: str, port: int) -> None:
+    parsed = parse_relay_host(f"[{host}]:{port}")
+    assert parsed.port == port
+    assert parse_relay_host(parsed.postfix) == parsed
