@@ -38,6 +38,8 @@ from modules.model import Gateway, MailDomain
 TYPE = "mailstack:gateway:Gateway"
 MAILGATE_SOURCE = Path(__file__).resolve().parent / "mailgate.py"
 PACKAGES = ("postfix", "opendkim", "opendkim-tools", "python3", "ssl-cert")
+#: Cyrus SASL with sasldb for ``gateway.smtpAuth`` (the password: ``saslpasswd2`` on the host).
+SASL_PACKAGES = ("libsasl2-modules", "sasl2-bin")
 
 
 @dataclass
@@ -103,13 +105,14 @@ class GatewayServer(pulumi.ComponentResource):
         mailgate_script = layout.mailgate_command[-1]
         key_path = f"{layout.opendkim_dir}/keys/{stack.dkim.selector}.private"
 
+        package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ())]
         packages = remote.Command(
             f"{name}-packages",
             connection=connection,
             create=(
                 "set -eu; export DEBIAN_FRONTEND=noninteractive; "
                 "echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; "
-                f"apt-get update -q; apt-get install -y -q {' '.join(PACKAGES)}; "
+                f"apt-get update -q; apt-get install -y -q {' '.join(package_list)}; "
                 f"id -u {layout.mailgate_user} >/dev/null 2>&1 || useradd --system --no-create-home "
                 f"--home-dir /nonexistent --shell /usr/sbin/nologin {layout.mailgate_user}; "
                 f"install -d -m 0755 {layout.mailstack_dir} $(dirname {mailgate_script}); "

@@ -96,6 +96,14 @@ def test_odoo_password_secret_is_pushed_through_stdin() -> None:
     assert "/etc/mailstack/odoo-password" in command.inputs["create"] and "0640" in command.inputs["create"]
 
 
+def test_smtp_auth_adds_the_sasl_packages() -> None:
+    values = base_values()
+    values["gateway"]["smtpAuth"] = {"user": "odoo"}
+    create = run_values(values).named("gateway-mx1.example.org-packages").inputs["create"]
+    assert "libsasl2-modules sasl2-bin" in create
+    assert "sasl2-bin" not in run_values(base_values()).named("gateway-mx1.example.org-packages").inputs["create"]
+
+
 def test_dkim_txt_record_comes_from_the_generated_key() -> None:
     run = run_values(base_values())
     pem = run.public_keys["dkim"]
