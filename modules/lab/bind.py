@@ -151,9 +151,16 @@ class BindServer:
             path = self.workdir / f"{zone.origin}.zone"
             if zone.dynamic and path.exists() and self.process:
                 continue  # a running dynamic zone owns its file (and journal)
-            for stale in (path.with_name(path.name + ".jnl"),):
-                stale.unlink(missing_ok=True)
-            path.write_text("\n".join(zone.lines) + "\n", encoding="ascii")
+            text = "\n".join(zone.lines) + "\n"
+            if path.exists() and path.read_text(encoding="ascii") == text:
+                continue
+            path.with_name(path.name + ".jnl").unlink(missing_ok=True)
+            previous = path.stat().st_mtime if path.exists() else 0.0
+            path.write_text(text, encoding="ascii")
+            # named reloads a zone only when its file's mtime moved on (whole seconds):
+            # a rewrite within the same second would otherwise be ignored.
+            stamp = max(time.time(), previous + 1.0)
+            os.utime(path, (stamp, stamp))
         fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as conf:
             conf.write(self._config())
