@@ -27,10 +27,12 @@ from modules import render
 from modules.config import from_config
 from modules.lab import netns, smtp_tools
 from modules.lab.odoo_standin import OdooStandIn
-from modules.lab.postfix import OpenDkim, PostfixInstance, install_mailgate, lab_layout, make_workdir, wait_for
+from modules.lab.postfix import (
+    OpenDkim, PostfixInstance, install_mailgate, lab_layout, mailgate_python, make_workdir, runs_as, wait_for,
+)
 from modules.model import MailDomain
 from modules.plan import plan
-from tests.servers import require_binary, require_root
+from tests.servers import require, require_binary, require_root
 
 pytestmark = pytest.mark.servers
 
@@ -83,6 +85,7 @@ def lab() -> Iterator[Lab]:
     require_root()
     for binary in ("postfix", "postconf", "postmap", "postqueue", "opendkim", "ip"):
         require_binary(binary)
+    require(runs_as("nobody"), f"a python3 the unprivileged mailgate user can run ({mailgate_python()}; apt-get install python3)")
     name = f"msgw-live-{os.getpid()}"
     workdir = make_workdir("msgw-live-")
     started: list = []

@@ -62,6 +62,22 @@ def make_workdir(prefix: str = "msgw-") -> Path:
     return path
 
 
+def mailgate_python() -> str:
+    """The interpreter the lab's mailgate runs with: the system Python when present (a
+    pyenv or venv Python under /root is not reachable for the unprivileged mailgate
+    user), else this one."""
+    return SYSTEM_PYTHON if Path(SYSTEM_PYTHON).exists() else sys.executable
+
+
+def runs_as(user: str, python: str | None = None) -> bool:
+    """True when ``user`` can run ``python`` (what Postfix's pipe will do)."""
+    try:
+        result = subprocess.run([python or mailgate_python(), "-c", "pass"], user=user, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
+
+
 def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_port: int = 587,
                milter_port: int = 8891, mailgate_user: str = "nobody") -> Layout:
     """A Layout with every file under ``workdir`` and listeners on ``address``.
@@ -82,7 +98,7 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
         submission_service=f"{address}:{submission_port}",
         inet_protocols="ipv4",
         mailgate_user=mailgate_user,
-        mailgate_command=(SYSTEM_PYTHON if Path(SYSTEM_PYTHON).exists() else sys.executable, str(workdir / "mailstack" / "mailgate.py")),
+        mailgate_command=(mailgate_python(), str(workdir / "mailstack" / "mailgate.py")),
     )
 
 
