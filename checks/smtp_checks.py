@@ -107,7 +107,7 @@ def open_relay(ctx: CheckContext) -> list[Finding]:
     live, findings = _each(ctx, "smtp.open-relay")
     for o in live:
         if o.relay is None:
-            findings.append(errored("smtp.open-relay", f"{o.where}: {o.error or 'no RCPT answer'}"))
+            findings.append(errored("smtp.open-relay", f"{o.where}: {_why_no_rcpt(o)}"))
         elif o.relay[0] in (250, 251):
             findings.append(failed("smtp.open-relay", f"{o.where}: OPEN RELAY, accepted RCPT to {ctx.smtp.relay_probe}: {o.relay[0]} {o.relay[1]}", fix="Postfix: smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination; mynetworks = 127.0.0.0/8 only"))
         else:
@@ -123,7 +123,7 @@ def unknown_recipient(ctx: CheckContext) -> list[Finding]:
     live, findings = _each(ctx, "smtp.unknown-recipient")
     for o in live:
         if o.unknown is None:
-            findings.append(errored("smtp.unknown-recipient", f"{o.where}: {o.error or 'no RCPT answer'}"))
+            findings.append(errored("smtp.unknown-recipient", f"{o.where}: {_why_no_rcpt(o)}"))
         elif 500 <= o.unknown[0] < 600:
             findings.append(passed("smtp.unknown-recipient", f"{o.where}: unknown recipient rejected ({o.unknown[0]})"))
         elif 400 <= o.unknown[0] < 500:
@@ -141,8 +141,8 @@ def aliases(ctx: CheckContext) -> list[Finding]:
         return [skipped("smtp.aliases", "no gateway aliases are declared" if ctx.declared else "needs a declaration (--stack)")]
     live, findings = _each(ctx, "smtp.aliases")
     for o in live:
-        if o.error:
-            findings.append(errored("smtp.aliases", f"{o.where}: {o.error}"))
+        if o.error or o.mail_refused:
+            findings.append(errored("smtp.aliases", f"{o.where}: {_why_no_rcpt(o)}"))
             continue
         refused = {r: reply for r, reply in o.recipients.items() if reply[0] not in (250, 251)}
         if refused:
@@ -151,3 +151,9 @@ def aliases(ctx: CheckContext) -> list[Finding]:
         else:
             findings.append(passed("smtp.aliases", f"{o.where}: {len(wanted)} declared addresses accepted"))
     return findings
+
+
+def _why_no_rcpt(o: SmtpObservation) -> str:
+    if o.mail_refused:
+        return f"MAIL FROM:<> refused ({o.mail_refused[0]} {o.mail_refused[1]}); RCPT could not be probed"
+    return o.error or "no RCPT answer"

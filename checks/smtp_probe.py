@@ -36,6 +36,8 @@ class SmtpObservation:
     unknown: Reply | None = None
     recipients: dict[str, Reply] = field(default_factory=dict)
     error: str | None = None
+    #: MAIL FROM:<> refused: the RCPT probes could not run (the checks report error).
+    mail_refused: Reply | None = None
 
     @property
     def where(self) -> str:
@@ -64,26 +66,35 @@ def probe(host: str, address: str, options: SmtpOptions, unknown: str, recipient
     try:
         ehlo = _reply(*client.ehlo(options.helo))
         offered = client.has_extn("starttls")
-        sender = f"probe@{options.helo}"
-        relay = _rcpt(client, sender, options.relay_probe)
-        unknown_reply = _rcpt(client, sender, unknown)
-        replies = {r: _rcpt(client, sender, r) for r in recipients}
+        # The null reverse-path: every MTA must accept it (RFC 5321 §4.5.5, bounces), so
+        # no sender-domain rule can refuse the probe before the RCPT we want to see.
+        mail_refused = _mail_refused(client)
+        relay = unknown_reply = None
+        replies: dict[str, Reply] = {}
+        if mail_refused is None:
+            relay = _rcpt(client, options.relay_probe)
+            unknown_reply = _rcpt(client, unknown)
+            replies = {r: _rcpt(client, r) for r in recipients}
         _quit(client)
     except (OSError, smtplib.SMTPException) as err:
         _close(client)
         return SmtpObservation(host, address, options.port, banner=banner, error=f"session failed: {err}")
     tls_error, names = (None, ()) if not offered else _tls(host, address, options)
     return SmtpObservation(
-        host, address, options.port, banner, ehlo, offered, tls_error, names, relay, unknown_reply, replies
+        host, address, options.port, banner, ehlo, offered, tls_error, names, relay, unknown_reply, replies, mail_refused=mail_refused
     )
 
 
-def _rcpt(client: smtplib.SMTP, sender: str, recipient: str) -> Reply:
-    """One transaction: MAIL, RCPT, RSET; the RCPT reply (or MAIL's when it refused)."""
-    code, message = client.mail(sender)
-    if code >= 400:
-        client.rset()
-        return _reply(code, message)
+def _mail_refused(client: smtplib.SMTP) -> Reply | None:
+    """MAIL FROM:<>; the reply when refused, None when accepted (then RSET)."""
+    code, message = client.mail("")
+    client.rset()
+    return _reply(code, message) if code >= 400 else None
+
+
+def _rcpt(client: smtplib.SMTP, recipient: str) -> Reply:
+    """One transaction: MAIL FROM:<>, RCPT, RSET; the RCPT reply."""
+    client.mail("")
     reply = _reply(*client.rcpt(recipient))
     client.rset()
     return reply

@@ -176,6 +176,10 @@ def test_alias_domains_are_probed_too(dns_lab, postfixes) -> None:
 def test_refused_ehlo_fails_the_banner_check(dns_lab, postfixes) -> None:
     findings = smtp_run(dns_lab, "refuse", ["sales"])
     assert statuses_of(findings, "smtp.banner") == [FAIL]
+    # without a greeting accepted, MAIL FROM:<> is refused: RCPT results are undecided
+    for id in ("smtp.open-relay", "smtp.unknown-recipient", "smtp.aliases"):
+        assert statuses_of(findings, id) == [ERROR], id
+        assert "MAIL FROM:<> refused" in of(findings, id)[0].summary
 
 
 def test_unreachable_mx_is_an_error_not_a_failure(dns_lab, postfixes) -> None:
