@@ -9,6 +9,7 @@ turned into 2 by ``modules.cli``).
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--dkim-private-key", metavar="PEM", type=Path, help="the gateway's DKIM private key: sign a probe and verify it against DNS")
     parser.add_argument("--smtp-port", type=int, default=25, help="port of the MX hosts (default: 25)")
     parser.add_argument("--smtp-timeout", type=float, default=10.0, help="seconds per SMTP session step (default: %(default)s)")
+    parser.add_argument("--smtp-helo", metavar="NAME", default=None, help="EHLO name (default: this host's FQDN)")
     parser.add_argument("--verbose", action="store_true", help="text: show details of passing checks too")
     parser.add_argument("--wait", metavar="SECONDS", type=float, help="first poll the zones' authoritative servers (or --nameserver) until they serve the plan, at most this long (see mailstack diff)")
     parser.set_defaults(handler=run)
@@ -78,7 +80,7 @@ def build_context(args: argparse.Namespace) -> tuple[CheckContext, list[str]]:
         resolver = Resolver.from_strings(args.nameserver, timeout=args.timeout).cached()
     except ValueError as err:
         raise MailstackError(f"--nameserver: {err}") from err
-    smtp = SmtpOptions(port=args.smtp_port, timeout=args.smtp_timeout)
+    smtp = SmtpOptions(port=args.smtp_port, timeout=args.smtp_timeout, helo=args.smtp_helo or socket.getfqdn())
     public_key = _read(args.dkim_public_key, "--dkim-public-key")
     private_key = _read(args.dkim_private_key, "--dkim-private-key")
     if public_key is not None:

@@ -25,7 +25,8 @@ class SmtpOptions:
 
     port: int = 25
     timeout: float = 10.0
-    #: The name we announce in EHLO and the sender of probe envelopes.
+    #: The name we announce in EHLO (the CLI uses this host's FQDN; receivers that check
+    #: HELO names refuse an unresolvable one, and ``refused_us`` then reports error).
     helo: str = "mailstack-check.invalid"
     #: An external recipient for the open-relay probe (never delivered: no DATA).
     relay_probe: str = "relay-probe@mailstack-check.invalid"

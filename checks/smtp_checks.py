@@ -108,6 +108,8 @@ def open_relay(ctx: CheckContext) -> list[Finding]:
     for o in live:
         if o.relay is None:
             findings.append(errored("smtp.open-relay", f"{o.where}: {_why_no_rcpt(o)}"))
+        elif refused_us(o.relay):
+            findings.append(errored("smtp.open-relay", f"{o.where}: the server refused the probe itself ({o.relay[0]} {o.relay[1]}); relaying was not tested"))
         elif o.relay[0] in (250, 251):
             findings.append(failed("smtp.open-relay", f"{o.where}: OPEN RELAY, accepted RCPT to {ctx.smtp.relay_probe}: {o.relay[0]} {o.relay[1]}", fix="Postfix: smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination; mynetworks = 127.0.0.0/8 only"))
         else:
@@ -124,6 +126,8 @@ def unknown_recipient(ctx: CheckContext) -> list[Finding]:
     for o in live:
         if o.unknown is None:
             findings.append(errored("smtp.unknown-recipient", f"{o.where}: {_why_no_rcpt(o)}"))
+        elif refused_us(o.unknown):
+            findings.append(errored("smtp.unknown-recipient", f"{o.where}: the server refused the probe itself, not the recipient: {o.unknown[0]} {o.unknown[1]}", fix="run from a host with forward-confirmed reverse DNS and pass --smtp-helo with its name"))
         elif 500 <= o.unknown[0] < 600:
             findings.append(passed("smtp.unknown-recipient", f"{o.where}: unknown recipient rejected ({o.unknown[0]})"))
         elif 400 <= o.unknown[0] < 500:
@@ -145,7 +149,9 @@ def aliases(ctx: CheckContext) -> list[Finding]:
             findings.append(errored("smtp.aliases", f"{o.where}: {_why_no_rcpt(o)}"))
             continue
         refused = {r: reply for r, reply in o.recipients.items() if reply[0] not in (250, 251)}
-        if refused:
+        if any(refused_us(reply) for reply in refused.values()):
+            findings.append(errored("smtp.aliases", f"{o.where}: the server refused the probe itself, not the recipients", detail="; ".join(f"{r}: {c} {m}" for r, (c, m) in refused.items())))
+        elif refused:
             detail = "; ".join(f"{r}: {c} {m}" for r, (c, m) in refused.items())
             findings.append(failed("smtp.aliases", f"{o.where}: {len(refused)} declared address(es) refused at RCPT", detail=detail, expected=", ".join(wanted), fix="add the aliases to the gateway's recipient and transport maps (`pulumi up`)"))
         else:
@@ -157,3 +163,13 @@ def _why_no_rcpt(o: SmtpObservation) -> str:
     if o.mail_refused:
         return f"MAIL FROM:<> refused ({o.mail_refused[0]} {o.mail_refused[1]}); RCPT could not be probed"
     return o.error or "no RCPT answer"
+
+
+#: Postfix's (and most MTAs') wording when a restriction on the client, its HELO name or
+#: the sender refuses RCPT: the answer says nothing about the recipient.
+_PROBE_REFUSED = ("helo command rejected", "client host rejected", "sender address rejected")
+
+
+def refused_us(reply: tuple[int, str]) -> bool:
+    """True when an RCPT refusal is about the probing client, not the recipient."""
+    return reply[0] >= 400 and any(text in reply[1].lower() for text in _PROBE_REFUSED)

@@ -239,6 +239,8 @@ def smtp_zones() -> dict[str, list[str]]:
             "mx.plain 300 IN A 127.0.10.23",
             "refuse 300 IN MX 10 mx.refuse.smtp.test.",
             "mx.refuse 300 IN A 127.0.10.24",
+            "picky 300 IN MX 10 mx.picky.smtp.test.",
+            "mx.picky 300 IN A 127.0.10.26",
             "down 300 IN MX 10 mx.down.smtp.test.",
             # an alias domain served by the good gateway's MX, which was not rendered for it
             "alias 300 IN MX 10 mx.good.smtp.test.",

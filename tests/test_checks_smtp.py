@@ -8,6 +8,7 @@ with a few main.cf overrides to make the broken variants:
                    for another name
 - plain.smtp.test  127.0.10.23  no STARTTLS; rendered with fewer aliases than declared
 - refuse.smtp.test 127.0.10.24  refuses EHLO
+- picky.smtp.test  127.0.10.26  refuses every sender at RCPT (the probe, not the recipient)
 - down.smtp.test   127.0.10.25  nothing listens (the checks report ``error``)
 
 The OpenDKIM milter is switched off (``smtpd_milters =``): RCPT probing never reaches
@@ -63,6 +64,8 @@ INSTANCES: dict[str, tuple[str, list[str], str, dict[str, str]]] = {
     "relay": ("127.0.10.22", ["sales"], "wrong.example", {"mynetworks": "0.0.0.0/0", "relay_recipient_maps": ""}),
     "plain": ("127.0.10.23", ["sales"], "mx.plain.smtp.test", {"smtpd_tls_security_level": "none"}),
     "refuse": ("127.0.10.24", ["sales"], "mx.refuse.smtp.test", {"smtpd_delay_reject": "no", "smtpd_helo_restrictions": "reject"}),
+    # refuses every sender at RCPT time (as a HELO or sender-domain rule would)
+    "picky": ("127.0.10.26", ["sales"], "mx.picky.smtp.test", {"smtpd_sender_restrictions": "reject"}),
 }
 
 
@@ -180,6 +183,14 @@ def test_refused_ehlo_fails_the_banner_check(dns_lab, postfixes) -> None:
     for id in ("smtp.open-relay", "smtp.unknown-recipient", "smtp.aliases"):
         assert statuses_of(findings, id) == [ERROR], id
         assert "MAIL FROM:<> refused" in of(findings, id)[0].summary
+
+
+def test_a_refusal_of_the_probe_itself_is_an_error(dns_lab, postfixes) -> None:
+    findings = smtp_run(dns_lab, "picky", ["sales"])
+    for id in ("smtp.open-relay", "smtp.unknown-recipient", "smtp.aliases"):
+        assert statuses_of(findings, id) == [ERROR], (id, [f.summary for f in of(findings, id)])
+        assert "refused the probe itself" in of(findings, id)[0].summary
+    assert statuses_of(findings, "smtp.banner") == [PASS]
 
 
 def test_unreachable_mx_is_an_error_not_a_failure(dns_lab, postfixes) -> None:
