@@ -207,20 +207,26 @@ PROBE = (
 )
 
 
-def dnsfunc(resolver: Resolver) -> Callable[..., bytes | None]:
-    """A dkimpy ``dnsfunc`` answering from our resolver (TXT, CNAMEs followed)."""
+def dnsfunc(resolver: Resolver, errors: list[DnsError] | None = None) -> Callable[..., bytes | None]:
+    """A dkimpy ``dnsfunc`` answering from our resolver (TXT, CNAMEs followed).
+
+    dkimpy turns a DNS failure into "does not verify"; the DnsError is kept in
+    ``errors`` so the caller can report the check as undecided instead."""
     def lookup(name: bytes | str, timeout: float = 5) -> bytes | None:
         text = name.decode() if isinstance(name, bytes) else name
         try:
             answer = resolver.txt(text)
         except DnsError as err:
+            if errors is not None:
+                errors.append(err)
             raise dkimpy.DnsTimeoutError(str(err)) from err
         return answer.texts()[0].encode() if answer.records else None
     return lookup
 
 
 def sign_and_verify(resolver: Resolver, private_key: bytes, selector: str, domain: str) -> tuple[bool, str]:
-    """Sign a probe with ``private_key`` as ``selector``/``domain``, verify it against DNS."""
+    """Sign a probe with ``private_key`` as ``selector``/``domain``, verify it against
+    DNS; raises DnsError when the key could not be fetched (undecided, not failed)."""
     message = PROBE.replace(b"{domain}", domain.encode())
     signature = dkimpy.sign(message, selector.encode(), domain.encode(), private_key, include_headers=[b"from", b"to", b"subject"])
     logs: list[str] = []
@@ -230,7 +236,10 @@ def sign_and_verify(resolver: Resolver, private_key: bytes, selector: str, domai
             logs.append(msg % args if args else msg)
         info = warning = error = debug
 
-    ok = bool(dkimpy.verify(signature + message, logger=_Log(), dnsfunc=dnsfunc(resolver), minkey=1024))
+    errors: list[DnsError] = []
+    ok = bool(dkimpy.verify(signature + message, logger=_Log(), dnsfunc=dnsfunc(resolver, errors), minkey=1024))
+    if errors:
+        raise errors[0]
     return ok, "; ".join(logs[-3:])
 
 
@@ -245,11 +254,12 @@ def probe(ctx: CheckContext) -> list[Finding]:
     for domain in ctx.stack.domains:
         try:
             ok, log = sign_and_verify(ctx.resolver, ctx.dkim_private_key, ctx.stack.dkim.selector, domain)
-        except dkimpy.DnsTimeoutError as err:
+        except DnsError as err:
             findings.append(errored("dkim.probe", f"{domain}: DNS error: {err}"))
             continue
         except dkimpy.DKIMException as err:
-            findings.append(failed("dkim.probe", f"{domain}: signing failed: {err}"))
+            name = dkim.record_name(ctx.stack.dkim.selector, domain)
+            findings.append(failed("dkim.probe", f"{domain}: the probe does not verify: {err}", fix="publish the gateway's current public key at " + name))
             continue
         name = dkim.record_name(ctx.stack.dkim.selector, domain)
         if ok:

@@ -141,6 +141,11 @@ def test_dkim_probe_signs_and_verifies_against_dns(dns_lab) -> None:
     assert statuses(good, "dkim.probe") == {PASS}
     wrong = run(context(dns_lab, stack=stack, private_key=dns_lab.keys.private_pem["other"]), "dkim")
     assert statuses(wrong, "dkim.probe") == {FAIL}
+    revoked = dataclasses.replace(stack, dkim=Dkim(selector="revoked"))
+    assert statuses(run(context(dns_lab, stack=revoked, private_key=dns_lab.keys.private_pem["gateway"]), "dkim"), "dkim.probe") == {FAIL}
+    slow = dataclasses.replace(stack_from(declaration("slow.broken.test")), dkim=Dkim(selector="good"))
+    unreachable = of(run(context(dns_lab, stack=slow, private_key=dns_lab.keys.private_pem["gateway"], timeout=0.5), "dkim"), "dkim.probe")
+    assert [f.status for f in unreachable] == [ERROR] and "127.0.10.99" in unreachable[0].summary
 
 
 def test_dkim_in_domain_mode_probes_common_selectors(dns_lab) -> None:
