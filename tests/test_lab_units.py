@@ -72,7 +72,7 @@ def test_secrets_are_created_owner_only(tmp_path: Path) -> None:
     pem = state.dkim_private_key("lab", 2048)
     assert "PRIVATE KEY" in pem and state.dkim_private_key("lab", 2048) == pem
     assert state.odoo_password()
-    for path in (root / "tsig.secret", root / "dkim" / "lab.private", root / "odoo.password"):
+    for path in (root / "tsig.secret", root / "dkim" / "lab.private", root / "odoo.password", root / "dkim"):
         assert path.stat().st_mode & 0o077 == 0, path
 
 
