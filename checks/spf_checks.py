@@ -83,10 +83,10 @@ def syntax(ctx: CheckContext) -> list[Finding]:
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
         if t.record is None:
             return skipped("spf.syntax", f"{name}: no single SPF record to parse (see spf.present, spf.single)")
-        problems = ([t.syntax_error] if t.syntax_error else []) + [p for p in t.problems_below() if "DNS" not in p]
+        problems = ([t.syntax_error] if t.syntax_error else []) + t.problems_below()
         if problems:
             return failed("spf.syntax", f"{name}: SPF does not evaluate: {problems[0]}", detail="; ".join(problems), found=t.record, fix=_fix(ctx, name))
-        dns_problems = [p for p in t.problems_below() if "DNS" in p]
+        dns_problems = [p for p in t.dns_errors() if p.split(": ", 1)[0].startswith(("include:", "redirect="))]
         if dns_problems:
             return errored("spf.syntax", f"{name}: an included record could not be fetched: {dns_problems[0]}", detail="; ".join(dns_problems))
         return passed("spf.syntax", f"{name}: SPF and its includes parse", found=t.record)
@@ -122,6 +122,9 @@ def lookups(ctx: CheckContext) -> list[Finding]:
             return skipped("spf.lookups", f"{name}: no parsable SPF record")
         b = budget(t)
         found = f"{b.lookups} lookups ({b.describe()})"
+        errors = t.dns_errors()
+        if errors and not b.over_lookups:  # a failed include may hide more lookups
+            return errored("spf.lookups", f"{name}: at least {b.lookups} lookups; a query failed: {errors[0]}", detail="; ".join(errors), found=found)
         if b.over_lookups:
             return failed(
                 "spf.lookups", f"{name}: SPF needs {b.lookups} DNS lookups, over the limit of {spf.LOOKUP_LIMIT}; receivers return permerror",
@@ -139,6 +142,9 @@ def void_lookups(ctx: CheckContext) -> list[Finding]:
         if t.record is None or t.syntax_error:
             return skipped("spf.void-lookups", f"{name}: no parsable SPF record")
         b = budget(t)
+        errors = t.dns_errors()
+        if errors and not b.over_voids:
+            return errored("spf.void-lookups", f"{name}: at least {b.voids} void lookups; a query failed: {errors[0]}", detail="; ".join(errors))
         if b.over_voids:
             return failed(
                 "spf.void-lookups", f"{name}: {b.voids} void lookups, over the limit of {spf.VOID_LIMIT}; receivers may return permerror",

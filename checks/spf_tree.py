@@ -30,6 +30,7 @@ class TermResult:
     void: bool  # the term's own query found nothing
     voids_below: int  # void lookups below it
     child: SpfRecord | None = None
+    error: str | None = None  # the term's own query failed: its void status is unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +68,27 @@ class SpfRecord:
                 found += t.child.loops()
         return found
 
+    def dns_errors(self) -> list[str]:
+        """Every query of the tree that failed: counts are lower bounds when any did."""
+        found: list[str] = []
+        for t in self.terms:
+            if t.error:
+                found.append(f"{t.term}: {t.error}")
+            if t.child is not None:
+                if t.child.dns_error:
+                    found.append(f"{t.term}: {t.child.dns_error}")
+                found += t.child.dns_errors()
+        return found
+
     def problems_below(self) -> list[str]:
-        """Problems of included records (missing, duplicate, syntax, DNS errors)."""
+        """Problems of included records (missing, duplicate, syntax); DNS failures are
+        in ``dns_errors`` and loops in ``loops``."""
         found: list[str] = []
         for t in self.terms:
             child = t.child
             if child is None:
                 continue
-            if child.dns_error:
-                found.append(f"{t.term}: {child.dns_error}")
-            elif child.loop:
+            if child.dns_error or child.loop:
                 pass
             elif not child.records:
                 found.append(f"{t.term}: {child.domain} has no SPF record (permerror)")
@@ -119,8 +131,8 @@ def _walk(resolver: Resolver, domain: str, records: tuple[str, ...], path: tuple
         if term.name in ("include", "redirect"):
             results.append(_follow(resolver, text, target, path, depth))
             continue
-        void = _void(resolver, term.name, target)
-        results.append(TermResult(text, 1, void, 0))
+        void, error = _void(resolver, term.name, target)
+        results.append(TermResult(text, 1, void, 0, error=error))
     return SpfRecord(domain, records, tuple(results))
 
 
@@ -136,19 +148,19 @@ def _follow(resolver: Resolver, text: str, target: str, path: tuple[str, ...], d
     return TermResult(text, 1 + child.lookups, answer.void, child.voids, child)
 
 
-def _void(resolver: Resolver, mechanism: str, target: str) -> bool:
-    """True when the mechanism's query returns nothing (DnsError counts as not void)."""
+def _void(resolver: Resolver, mechanism: str, target: str) -> tuple[bool, str | None]:
+    """(the mechanism's query returns nothing, the DNS error that kept us from knowing)."""
     try:
         if mechanism == "mx":
-            return resolver.query(target, "MX").void
+            return resolver.query(target, "MX").void, None
         if mechanism == "ptr":
-            return False  # needs the connecting IP; counted, never void here
+            return False, None  # needs the connecting IP; counted, never void here
         a = resolver.query(target, "A")
         if mechanism == "exists" or not a.void:
-            return a.void
-        return resolver.query(target, "AAAA").void
-    except DnsError:
-        return False
+            return a.void, None
+        return resolver.query(target, "AAAA").void, None
+    except DnsError as err:
+        return False, str(err)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,14 @@ def test_spf_void_lookups_and_loop(dns_lab) -> None:
     assert "loop.broken.test -> loop2.broken.test -> loop.broken.test" in of(loop, "spf.loop")[0].summary
 
 
+def test_spf_counts_with_failed_queries_are_errors(dns_lab) -> None:
+    findings = domain_run(dns_lab, "spf-slow.broken.test", "spf", timeout=0.5)
+    for id in ("spf.lookups", "spf.void-lookups", "spf.syntax"):
+        assert statuses(findings, id) == {ERROR}, id
+        assert "127.0.10.99" in of(findings, id)[0].summary + of(findings, id)[0].detail
+    assert statuses(findings, "spf.all") == {PASS}  # decided from the record itself
+
+
 def test_spf_all_qualifier_and_size(dns_lab) -> None:
     assert statuses(domain_run(dns_lab, "plusall.broken.test", "spf"), "spf.all") == {FAIL}
     assert statuses(domain_run(dns_lab, "neutral.broken.test", "spf"), "spf.all") == {WARN}
