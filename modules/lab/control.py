@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modules.errors import MailstackError
-from modules.lab import netns, provision, roles
+from modules.lab import netns, postfix, provision, roles
 from modules.lab.state import LabState, Process
 from modules.lab.topology import TSIG_KEY_NAME, Topology
 from modules.model import MailDomain
@@ -62,6 +62,11 @@ def preflight() -> None:
         raise LabUnavailable(
             f"missing Debian package(s): {', '.join(missing)}; install with: "
             f"apt-get install -y --no-install-recommends {' '.join(missing)}"
+        )
+    if not postfix.runs_as(roles.MAILGATE_USER):
+        raise LabUnavailable(
+            f"the mailgate runs as {roles.MAILGATE_USER} with {postfix.mailgate_python()}, which that user cannot "
+            "run; install the system Python with: apt-get install -y --no-install-recommends python3"
         )
     absent = sorted({dist for module, dist in PYTHON_MODULES.items() if importlib.util.find_spec(module) is None})
     if absent:
