@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     check.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
     check.add_argument("--verbose", action="store_true", help="text: show details of passing checks too")
     check.add_argument("--deadline", type=float, default=180.0, help="seconds for the whole run (default: %(default)s)")
+    check.add_argument("--timeout", type=float, help="seconds per DNS query (default: mailstack check's)")
+    check.add_argument("--workers", type=int, help="checks run at once (default: mailstack check's)")
     check.add_argument("--probe-wait", type=float, default=60.0, help="seconds an e2e probe may take to arrive (default: %(default)s)")
     check.set_defaults(handler=run_check)
 
@@ -132,6 +134,7 @@ def run_check(args: argparse.Namespace) -> int:
         argv = ["check", "--format", args.format, "--deadline", str(args.deadline), "--probe-wait", str(args.probe_wait)]
         argv += [f"--only={g}" for g in args.only] + [f"--disable={i}" for i in args.disable]
         argv += ["--strict"] * args.strict + ["--verbose"] * args.verbose
+        argv += [f"--timeout={args.timeout}"] * (args.timeout is not None) + [f"--workers={args.workers}"] * (args.workers is not None)
         if args.output:
             argv += ["--output", str(args.output.resolve())]
         return _reexec(args, argv)

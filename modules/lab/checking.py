@@ -65,6 +65,8 @@ def run(args: argparse.Namespace, stack_file: Path) -> int:
         *(f"--only={group}" for group in args.only), *(f"--disable={i}" for i in args.disable),
         *(["--strict"] if args.strict else []), *(["--verbose"] if args.verbose else []),
         *(["--output", str(args.output)] if args.output else []),
+        *([f"--timeout={args.timeout}"] if args.timeout is not None else []),
+        *([f"--workers={args.workers}"] if args.workers is not None else []),
     ]
     check_args = parser.parse_args(argv)
     result: int = check_args.handler(check_args)
