@@ -129,6 +129,12 @@ def read(server: Server, rrset_name: str, rdtype: str) -> RecordSet | None:
     query.use_tsig(server.keyring(), keyname=server.key_name, algorithm=server.algorithm)
     response = _exchange(server, query, f"read {rrset_name} {rdtype}")
     rcode = response.rcode()
+    if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+        raise ProviderError(
+            f"read {rrset_name} {rdtype} at {server.where}: the server refused to answer "
+            f"({dns.rcode.to_text(rcode)}): it does not serve that zone, or not to key {server.key_name}; "
+            "point mailstack:dns.server at the zone's primary"
+        )
     if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
         raise ProviderError(_rcode_message(rcode, server, f"read {rrset_name} {rdtype}", zone=None))
     if not response.flags & dns.flags.AA:
