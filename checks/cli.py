@@ -21,7 +21,7 @@ from modules.errors import ConfigError, ConfigErrors, MailstackError
 from modules.plan import plan
 
 from checks import registry, report_json, report_junit, report_sarif, report_text, runner
-from checks.context import CheckContext, SmtpOptions
+from checks.context import CheckContext, HttpsOptions, SmtpOptions
 from checks.diff import wait_for_stack
 from checks.finding import Finding, exit_code
 from checks.resolver import DEFAULT_TIMEOUT, Resolver
@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--dkim-private-key", metavar="PEM", type=Path, help="the gateway's DKIM private key: sign a probe and verify it against DNS")
     parser.add_argument("--smtp-port", type=int, default=25, help="port of the MX hosts (default: 25)")
     parser.add_argument("--smtp-timeout", type=float, default=10.0, help="seconds per SMTP session step (default: %(default)s)")
+    parser.add_argument("--ca-file", metavar="PEM", help="CA certificates for the MTA-STS policy host (default: the system's)")
+    parser.add_argument("--mta-sts-port", type=int, default=443, help=argparse.SUPPRESS)  # tests only
     parser.add_argument("--smtp-helo", metavar="NAME", default=None, help="EHLO name (default: this host's FQDN)")
     parser.add_argument("--verbose", action="store_true", help="text: show details of passing checks too")
     parser.add_argument("--wait", metavar="SECONDS", type=float, help="first poll the zones' authoritative servers (or --nameserver) until they serve the plan, at most this long (see mailstack diff)")
@@ -81,6 +83,7 @@ def build_context(args: argparse.Namespace) -> tuple[CheckContext, list[str]]:
     except ValueError as err:
         raise MailstackError(f"--nameserver: {err}") from err
     smtp = SmtpOptions(port=args.smtp_port, timeout=args.smtp_timeout, helo=args.smtp_helo or socket.getfqdn())
+    https = HttpsOptions(port=args.mta_sts_port, cafile=args.ca_file)
     public_key = _read(args.dkim_public_key, "--dkim-public-key")
     private_key = _read(args.dkim_private_key, "--dkim-private-key")
     if public_key is not None:
@@ -93,7 +96,7 @@ def build_context(args: argparse.Namespace) -> tuple[CheckContext, list[str]]:
             domain = names.domain(args.domain)
         except names.InvalidName as err:
             raise MailstackError(f"--domain: {err}") from err
-        return CheckContext(domain, resolver, smtp=smtp), []
+        return CheckContext(domain, resolver, smtp=smtp, https=https), []
     raw = stackfile.read_namespace(cli.stack_file_of(args))
     disabled = _disabled(raw.get("checks"))
     stack = from_config(raw)
@@ -105,6 +108,7 @@ def build_context(args: argparse.Namespace) -> tuple[CheckContext, list[str]]:
         gateway_key=public_key,
         dkim_private_key=private_key.encode() if private_key else None,
         smtp=smtp,
+        https=https,
     )
     return ctx, disabled
 

@@ -32,6 +32,15 @@ class SmtpOptions:
     relay_probe: str = "relay-probe@mailstack-check.invalid"
 
 
+@dataclass(frozen=True, slots=True)
+class HttpsOptions:
+    """How the MTA-STS policy is fetched: port 443 and the system CAs, except in tests."""
+
+    port: int = 443
+    cafile: str | None = None
+    timeout: float = 10.0
+
+
 @dataclass
 class CheckContext:
     """The target of a run. ``stack`` is None in ``--domain`` mode.
@@ -48,6 +57,7 @@ class CheckContext:
     gateway_key: str | None = None
     dkim_private_key: bytes | None = None
     smtp: SmtpOptions = field(default_factory=SmtpOptions)
+    https: HttpsOptions = field(default_factory=HttpsOptions)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -1,17 +1,21 @@
 """MTA-STS (RFC 8461) and SMTP TLS reporting (RFC 8460) records, when declared.
 
 The TXT records are compared with the declaration (the MTA-STS ``id`` is derived from
-the policy text, so an equal id means the published policy is the declared one). The
-HTTPS policy file itself is served by the gateway and not fetched here.
+the policy text, so an equal id means the declared policy was published), and the
+policy file itself is fetched over HTTPS (``checks.mta_sts_policy``) and compared field
+by field with the declared one.
 """
 
 from __future__ import annotations
 
-from modules import zonefile
+from modules import mta_sts, zonefile
 from modules.model import Record
+from modules.plan import mx_hosts
+
+from checks import mta_sts_policy
 
 from checks.context import CheckContext
-from checks.finding import Finding, errored, failed, passed, skipped
+from checks.finding import Finding, errored, failed, passed, skipped, warned
 from checks.registry import check
 from checks.resolver import DnsError
 
@@ -61,3 +65,65 @@ def mta_sts_record(ctx: CheckContext) -> list[Finding]:
 def tls_rpt_record(ctx: CheckContext) -> list[Finding]:
     """``_smtp._tls`` TXT is ``v=TLSRPTv1; rua=...`` as declared."""
     return _run(ctx, "tls-rpt.record", "tls-rpt", "v=TLSRPTv1", "TLS-RPT")
+
+
+def _declared_policy(ctx: CheckContext, domain: str) -> dict[str, object] | None:
+    if ctx.stack is None or ctx.stack.mta_sts is None:
+        return None
+    hosts = [mx.host for mx in mx_hosts(ctx.stack, domain)]
+    if not hosts:
+        return None
+    return mta_sts.parse_policy(mta_sts.policy_text(ctx.stack.mta_sts.mode, hosts, ctx.stack.mta_sts.max_age))
+
+
+def _policy_domains(ctx: CheckContext) -> list[str]:
+    """Domains whose policy is fetched: declared ones, or (undeclared) one with a TXT."""
+    if ctx.declared:
+        return [d for d in ctx.domains if _declared_policy(ctx, d) is not None]
+    texts = ctx.resolver.txt(f"_mta-sts.{ctx.domain}").texts()
+    return [ctx.domain] if any(t.startswith("v=STSv1") for t in texts) else []
+
+
+def _render(policy: dict[str, object]) -> str:
+    mx = policy.get("mx")
+    hosts = " ".join(sorted(mx)) if isinstance(mx, list) else ""
+    return f"mode={policy.get('mode')} max_age={policy.get('max_age')} mx={hosts}"
+
+
+def _fetch(ctx: CheckContext, domain: str) -> mta_sts_policy.PolicyFetch:
+    def compute() -> mta_sts_policy.PolicyFetch:
+        return mta_sts_policy.fetch(ctx.resolver, domain, port=ctx.https.port, cafile=ctx.https.cafile, timeout=ctx.https.timeout)
+    return ctx.memo(f"mta-sts-policy:{domain}", compute)
+
+
+@check("mta-sts.policy", ref="RFC 8461 §3.2, §3.3")
+def mta_sts_policy_file(ctx: CheckContext) -> list[Finding]:
+    """The policy is served at https://mta-sts.<domain>/.well-known/mta-sts.txt with a valid
+    certificate, parses, and (declared) has the declared mode, MX hosts and max_age."""
+    domains = _policy_domains(ctx)
+    if not domains:
+        return [skipped("mta-sts.policy", "MTA-STS is not declared" if ctx.declared else "no _mta-sts record published")]
+    findings: list[Finding] = []
+    for domain in domains:
+        got = _fetch(ctx, domain)
+        expected = _declared_policy(ctx, domain)
+        fix = f"serve the declared policy at {got.url}" + (f": {_render(expected)}" if expected else "")
+        if got.error:
+            findings.append(errored("mta-sts.policy", f"{got.url}: {got.error}"))
+            continue
+        if got.problem or got.text is None:
+            findings.append(failed("mta-sts.policy", f"{got.url}: {got.problem}; senders treat the domain as having no policy", fix=fix))
+            continue
+        try:
+            policy = mta_sts.parse_policy(got.text)
+        except mta_sts.PolicyError as err:
+            findings.append(failed("mta-sts.policy", f"{got.url}: {err}", found=got.text.strip(), fix=fix))
+            continue
+        published = {**policy, "mx": sorted(policy["mx"])} if isinstance(policy["mx"], list) else policy
+        if expected is not None and _render(published) != _render(expected):
+            findings.append(failed("mta-sts.policy", f"{got.url}: the policy differs from the declaration", expected=_render(expected), found=_render(published), fix=fix))
+        elif not got.content_type.lower().startswith("text/plain"):
+            findings.append(warned("mta-sts.policy", f"{got.url}: served as {got.content_type or 'no media type'}, not text/plain", found=_render(published)))
+        else:
+            findings.append(passed("mta-sts.policy", f"{got.url}: {_render(published)}"))
+    return findings

@@ -35,3 +35,40 @@ def txt_value(text: str) -> str:
 def tlsrpt_value(rua: Iterable[str]) -> str:
     """The ``_smtp._tls`` TXT value (RFC 8460 §3)."""
     return f"v=TLSRPTv1; rua={','.join(rua)}"
+
+
+class PolicyError(ValueError):
+    """An MTA-STS policy file that does not follow RFC 8461 §3.2."""
+
+
+def parse_policy(text: str) -> dict[str, object]:
+    """Parse a policy file into ``{"version", "mode", "mx": [...], "max_age"}``.
+
+    Lines are ``key: value`` separated by LF or CRLF; ``mx`` repeats; unknown keys are
+    ignored (RFC 8461 §3.2). Raises PolicyError for a missing or invalid field.
+    """
+    fields: dict[str, object] = {}
+    mx: list[str] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise PolicyError(f"{line!r} is not a 'key: value' line")
+        key, value = key.strip(), value.strip()
+        if key == "mx":
+            mx.append(value.lower())
+        elif key in ("version", "mode", "max_age"):
+            fields[key] = value
+    if fields.get("version") != "STSv1":
+        raise PolicyError("version: STSv1 is required")
+    if fields.get("mode") not in MODES:
+        raise PolicyError(f"mode: {fields.get('mode')!r} is not one of {', '.join(MODES)}")
+    age = str(fields.get("max_age", ""))
+    if not age.isdigit() or int(age) > MAX_AGE_LIMIT:
+        raise PolicyError(f"max_age: {age!r} is not an integer up to {MAX_AGE_LIMIT}")
+    fields["max_age"] = int(age)
+    fields["mx"] = mx
+    if fields["mode"] != "none" and not mx:
+        raise PolicyError("a policy in testing or enforce mode needs at least one mx")
+    return fields

@@ -12,6 +12,7 @@ import base64
 import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -202,6 +203,13 @@ def broken(keys: Keys) -> list[str]:
         "rootodoo 300 IN MX 10 examplecorp.odoo.com.",
         # FCrDNS: gw has a PTR and A (confirmed); .202 has no PTR; .203's PTR name has no A
         "gw.fcrdns 300 IN A 127.0.10.201",
+        # MTA-STS policy hosts (tests/test_checks_mta_sts.py serves them on .40; .41 is silent)
+        "mta-sts.sts-wrong 300 IN A 127.0.10.40",
+        "mta-sts.sts-404 300 IN A 127.0.10.40",
+        "mta-sts.sts-badcert 300 IN A 127.0.10.40",
+        "mta-sts.sts-html 300 IN A 127.0.10.40",
+        "mta-sts.sts-garbage 300 IN A 127.0.10.40",
+        "mta-sts.sts-down 300 IN A 127.0.10.41",
         # a delegation to a server that never answers: every name below times out
         "slow 300 IN NS ns.slow.broken.test.",
         f"ns.slow 300 IN A {DEAD_ADDRESS}",
@@ -213,6 +221,10 @@ def broken(keys: Keys) -> list[str]:
 
 #: A zone BIND refuses to load: every name in it answers SERVFAIL.
 SERVFAIL_ZONE = ("servfail.test", ["@ 300 IN A not-an-address"])
+
+
+#: Raw lines added to example zones: the MTA-STS policy host of the on-premise example.
+EXAMPLE_EXTRA = {"example.net": ["mta-sts 300 IN A 127.0.10.40"]}
 
 
 def example_zones(keys: Keys) -> dict[str, list[Record]]:
@@ -248,4 +260,53 @@ def smtp_zones() -> dict[str, list[str]]:
             "alias 300 IN MX 10 mx.good.smtp.test.",
             "mx.down 300 IN A 127.0.10.25",
         ]
+    }
+
+
+#: Policy hosts the test HTTPS server's certificate covers (sts-badcert is left out).
+POLICY_HOSTS = ("mta-sts.example.net", "mta-sts.sts-wrong.broken.test", "mta-sts.sts-404.broken.test",
+                "mta-sts.sts-html.broken.test", "mta-sts.sts-garbage.broken.test")
+
+
+def policy_certificate(base: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the policy hosts (the test trusts it as its CA)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailstack check test policy host")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in POLICY_HOSTS]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = base / "policy.pem", base / "policy.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def policy_responses() -> dict[str, tuple[int, str, str]]:
+    """Host -> (HTTP status, media type, body) of the test policy server."""
+    from modules import mta_sts
+
+    def policy(domain: str, mode: str = "enforce") -> str:
+        hosts = ["mx1.example.net", "mx2.example.net"] if domain == "example.net" else [f"gw.{domain}"]
+        return mta_sts.policy_text(mode, hosts, 604800)
+
+    return {
+        "mta-sts.example.net": (200, "text/plain", policy("example.net")),
+        "mta-sts.sts-wrong.broken.test": (200, "text/plain", policy("sts-wrong.broken.test", "testing")),
+        "mta-sts.sts-404.broken.test": (404, "text/plain", "not here\n"),
+        "mta-sts.sts-badcert.broken.test": (200, "text/plain", policy("sts-badcert.broken.test")),
+        "mta-sts.sts-html.broken.test": (200, "text/html", policy("sts-html.broken.test")),
+        "mta-sts.sts-garbage.broken.test": (200, "text/plain", "hello\n"),
     }

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.server
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from checks import registry, runner
-from checks.context import CheckContext, SmtpOptions
+from checks.context import CheckContext, HttpsOptions, SmtpOptions
 from checks.finding import Finding, Status
 from checks.resolver import Resolver, Server
 from modules.config import from_config
@@ -98,7 +101,7 @@ def _start(base: Path) -> DnsLab:
     _cleanup.callback(swallow.close)
     bind = BindServer(base, z.BIND_ADDRESS, port)
     for origin, records in z.example_zones(keys).items():
-        bind.add_zone(origin, records)
+        bind.add_zone(origin, records, extra_lines=z.EXAMPLE_EXTRA.get(origin, ()))
     for origin, lines in {**z.third_party(keys), **z.reverse_zones(), **z.smtp_zones()}.items():
         bind.add_zone(origin, extra_lines=lines)
     bind.add_zone("broken.test", extra_lines=z.broken(keys))
@@ -133,6 +136,64 @@ def dns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsLab]:
             _cleanup.close()
 
 
+POLICY_ADDRESS = "127.0.10.40"
+
+
+@dataclass
+class PolicyServer:
+    """HTTPS serving MTA-STS policies by Host header; ``cafile`` trusts its certificate."""
+
+    port: int
+    cafile: str
+
+    @property
+    def options(self) -> HttpsOptions:
+        return HttpsOptions(port=self.port, cafile=self.cafile, timeout=5)
+
+
+@pytest.fixture(scope="session")
+def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyServer]:
+    """Python's HTTP server over TLS standing in for the web server that publishes the
+    gateway's rendered policy file (any server does: the check speaks plain HTTPS)."""
+    base = tmp_path_factory.mktemp("checks-https")
+    cert, key = z.policy_certificate(base)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    responses = z.policy_responses()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            status, content_type, body = responses.get((self.headers.get("Host") or "").split(":")[0], (404, "text/plain", "no such policy\n"))
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server: http.server.ThreadingHTTPServer | None = None
+    for port in range(5315, 5320):
+        try:
+            server = http.server.ThreadingHTTPServer((POLICY_ADDRESS, port), Handler)
+            break
+        except OSError:
+            continue
+    if server is None:
+        raise OSError("no free port in 5315-5319 for the MTA-STS policy server")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield PolicyServer(server.server_address[1], str(cert))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 def registered() -> None:
     registry.load_builtin()
 
@@ -146,12 +207,13 @@ def context(
     private_key: bytes | None = None,
     smtp_port: int = 25,
     timeout: float = 2.0,
+    https: HttpsOptions | None = None,
 ) -> CheckContext:
     """A context on the lab's BIND: a declaration, or an undeclared domain."""
     registered()
     if stack is None:
         assert domain
-        return CheckContext(domain, lab.run_resolver(timeout), smtp=SmtpOptions(port=smtp_port, timeout=10))
+        return CheckContext(domain, lab.run_resolver(timeout), smtp=SmtpOptions(port=smtp_port, timeout=10), https=https or HttpsOptions())
     return CheckContext(
         stack.domain,
         lab.run_resolver(timeout),
@@ -160,6 +222,7 @@ def context(
         gateway_key=gateway_key,
         dkim_private_key=private_key,
         smtp=SmtpOptions(port=smtp_port, timeout=10),
+        https=https or HttpsOptions(),
     )
 
 
