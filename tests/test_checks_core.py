@@ -297,3 +297,15 @@ def test_cached_resolver_asks_a_failing_question_once() -> None:
     with pytest.raises(DnsError) as second:
         uncached.txt("example.test")
     assert first.value is not second.value
+
+
+def test_mta_sts_policy_parse_round_trip_and_errors() -> None:
+    from modules import mta_sts
+
+    text = mta_sts.policy_text("enforce", ["mx2.d.test", "mx1.d.test"], 86400)
+    assert mta_sts.parse_policy(text) == {"version": "STSv1", "mode": "enforce", "max_age": 86400, "mx": ["mx1.d.test", "mx2.d.test"]}
+    assert mta_sts.parse_policy("version: STSv1\nmode: none\nmax_age: 0\n")["mx"] == []
+    for bad in ("mode: enforce\n", "version: STSv1\nmode: enforce\nmax_age: 86400\n", "version: STSv1\nmode: on\nmx: a\nmax_age: 1\n",
+                "version: STSv1\nmode: testing\nmx: a\nmax_age: 99999999999\n", "garbage\n"):
+        with pytest.raises(mta_sts.PolicyError):
+            mta_sts.parse_policy(bad)
