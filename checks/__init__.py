@@ -10,7 +10,10 @@ group) reuse them without the rest:
 - ``context``: what a check gets (domain, declaration, resolver, options, memo).
 - ``runner``: bounded concurrency, per-check isolation, an overall deadline.
 - ``report_*``: text, JSON, JUnit XML and SARIF renderings of findings.
-- ``*_checks``: the checks themselves, grouped by mail mechanism.
+- ``spf_tree``, ``spf_pyspf``, ``smtp_probe``, ``mta_sts_policy``: fetches into typed
+  observations (and pyspf bound to our resolver) that the checks judge without I/O.
+- ``*_checks``: the checks themselves, grouped by mail mechanism; ``cli`` is
+  ``mailstack check``.
 
 Nothing here does I/O at import time.
 """
