@@ -39,7 +39,13 @@ KEY = "mailstack-grpc"
 
 
 def struct(props: dict[str, Any]) -> Any:
-    return asyncio.run(rpc.serialize_properties(props, {}))
+    # A private loop: asyncio.run would unset the thread's current loop, which the
+    # Pulumi mock tests that run later in the same process rely on.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(rpc.serialize_properties(props, {}))
+    finally:
+        loop.close()
 
 
 def plain(message: Any) -> dict[str, Any]:
