@@ -116,7 +116,8 @@ def all_qualifier(ctx: CheckContext) -> list[Finding]:
 
 @check("spf.lookups", ref="RFC 7208 §4.6.4")
 def lookups(ctx: CheckContext) -> list[Finding]:
-    """At most 10 DNS-querying terms, counted recursively through include and redirect."""
+    """At most 10 DNS-querying terms, counted recursively through include and redirect,
+    and at most 10 MX records behind each ``mx`` term."""
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
         if t.record is None or t.syntax_error:
             return skipped("spf.lookups", f"{name}: no parsable SPF record")
@@ -125,6 +126,13 @@ def lookups(ctx: CheckContext) -> list[Finding]:
         errors = t.dns_errors()
         if errors and not b.over_lookups:  # a failed include may hide more lookups
             return errored("spf.lookups", f"{name}: at least {b.lookups} lookups; a query failed: {errors[0]}", detail="; ".join(errors), found=found)
+        too_many_mx = t.mx_over_limit()
+        if too_many_mx:
+            return failed(
+                "spf.lookups", f"{name}: {too_many_mx[0]}, over the limit of {spf.MX_ADDRESS_LIMIT}; receivers return permerror",
+                detail="; ".join(too_many_mx), found=found, expected=f"<= {spf.MX_ADDRESS_LIMIT} MX records per mx term",
+                fix="replace the mx term by ip4:/ip6: terms of the sending hosts",
+            )
         if b.over_lookups:
             return failed(
                 "spf.lookups", f"{name}: SPF needs {b.lookups} DNS lookups, over the limit of {spf.LOOKUP_LIMIT}; receivers return permerror",

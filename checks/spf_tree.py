@@ -31,6 +31,7 @@ class TermResult:
     voids_below: int  # void lookups below it
     child: SpfRecord | None = None
     error: str | None = None  # the term's own query failed: its void status is unknown
+    mx_hosts: int = 0  # an ``mx`` term: the MX records it names (at most 10, §4.6.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,14 @@ class SpfRecord:
         for t in self.terms:
             if t.child:
                 found += t.child.loops()
+        return found
+
+    def mx_over_limit(self) -> list[str]:
+        """``mx`` terms anywhere in the tree naming more than 10 MX records (permerror)."""
+        found = [f"{t.term} names {t.mx_hosts} MX records" for t in self.terms if t.mx_hosts > spf.MX_ADDRESS_LIMIT]
+        for t in self.terms:
+            if t.child is not None:
+                found += t.child.mx_over_limit()
         return found
 
     def dns_errors(self) -> list[str]:
@@ -131,8 +140,8 @@ def _walk(resolver: Resolver, domain: str, records: tuple[str, ...], path: tuple
         if term.name in ("include", "redirect"):
             results.append(_follow(resolver, text, target, path, depth))
             continue
-        void, error = _void(resolver, term.name, target)
-        results.append(TermResult(text, 1, void, 0, error=error))
+        void, error, mx_hosts = _void(resolver, term.name, target)
+        results.append(TermResult(text, 1, void, 0, error=error, mx_hosts=mx_hosts))
     return SpfRecord(domain, records, tuple(results))
 
 
@@ -148,19 +157,21 @@ def _follow(resolver: Resolver, text: str, target: str, path: tuple[str, ...], d
     return TermResult(text, 1 + child.lookups, answer.void, child.voids, child)
 
 
-def _void(resolver: Resolver, mechanism: str, target: str) -> tuple[bool, str | None]:
-    """(the mechanism's query returns nothing, the DNS error that kept us from knowing)."""
+def _void(resolver: Resolver, mechanism: str, target: str) -> tuple[bool, str | None, int]:
+    """(the mechanism's query returns nothing, the DNS error that kept us from knowing,
+    the number of MX records an ``mx`` term names)."""
     try:
         if mechanism == "mx":
-            return resolver.query(target, "MX").void, None
+            answer = resolver.query(target, "MX")
+            return answer.void, None, len(answer.records)
         if mechanism == "ptr":
-            return False, None  # needs the connecting IP; counted, never void here
+            return False, None, 0  # needs the connecting IP; counted, never void here
         a = resolver.query(target, "A")
         if mechanism == "exists" or not a.void:
-            return a.void, None
-        return resolver.query(target, "AAAA").void, None
+            return a.void, None, 0
+        return resolver.query(target, "AAAA").void, None, 0
     except DnsError as err:
-        return False, str(err)
+        return False, str(err), 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 LOOKUP_LIMIT = 10
 #: RFC 7208 §4.6.4: at most 2 "void" lookups (NXDOMAIN or no answer).
 VOID_LIMIT = 2
+#: RFC 7208 §4.6.4: an ``mx`` (or ``ptr``) term may name at most 10 hosts to look up.
+MX_ADDRESS_LIMIT = 10
 #: RFC 7208 §3.4: keep the answer within 512 bytes of UDP; 450 for the TXT itself is advised.
 SIZE_ADVISED = 450
 SIZE_LIMIT = 512

@@ -160,6 +160,8 @@ def broken(keys: Keys) -> list[str]:
         'include-nx 300 IN TXT "v=spf1 include:nx.broken.test -all"',
         # terms whose queries time out (below the dead delegation): counts undecidable
         'spf-slow 300 IN TXT "v=spf1 include:x.slow.broken.test a:y.slow.broken.test -all"',
+        # an mx term naming 11 MX hosts (RFC 7208 §4.6.4: at most 10)
+        'mx-limit 300 IN TXT "v=spf1 mx:mxmany.broken.test -all"',
         # an include loop
         'loop 300 IN TXT "v=spf1 include:loop2.broken.test -all"',
         'loop2 300 IN TXT "v=spf1 include:loop.broken.test -all"',
@@ -214,6 +216,7 @@ def broken(keys: Keys) -> list[str]:
         "slow 300 IN NS ns.slow.broken.test.",
         f"ns.slow 300 IN A {DEAD_ADDRESS}",
     ]
+    lines += [f"mxmany 300 IN MX {i} real.broken.test." if i == 0 else f"mxmany 300 IN MX {i} mx{i}.broken.test." for i in range(11)]
     for prefix in ("lookups", "n1.lookups", "n2.lookups", "n3.lookups", "ten", "n1.ten", "n2.ten", "n3.ten"):
         lines += [f"{prefix} 300 IN A {FAKE_HOST}", f"{prefix} 300 IN MX 10 real.broken.test."]
     return lines

@@ -57,6 +57,9 @@ def test_lookup_and_void_counts_agree_with_checkdmarc(dns_lab, domain: str) -> N
         ("two-spf.broken.test", "MultipleSPFRTXTRecords", "spf.single"),
         ("include-nx.broken.test", "SPFRecordNotFound", "spf.syntax"),
         ("spf-syntax.broken.test", "SPFSyntaxError", "spf.syntax"),
+        # checkdmarc reports 11 MX records as 11 "lookups"; we count 1 lookup and fail the
+        # per-mx limit of RFC 7208 §4.6.4 under the same id
+        ("mx-limit.broken.test", "SPFTooManyDNSLookups", "spf.lookups"),
     ],
 )
 def test_where_checkdmarc_refuses_to_count_we_fail_the_matching_check(dns_lab, domain: str, theirs: str, our_id: str) -> None:

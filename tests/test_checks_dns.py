@@ -64,6 +64,12 @@ def test_spf_lookups_counted_recursively_with_per_term_counts(dns_lab) -> None:
     assert limit[0].found.startswith("10 lookups")
 
 
+def test_spf_mx_term_naming_more_than_ten_hosts(dns_lab) -> None:
+    found = of(domain_run(dns_lab, "mx-limit.broken.test", "spf"), "spf.lookups")
+    assert [f.status for f in found] == [FAIL]
+    assert "mx:mxmany.broken.test names 11 MX records" in found[0].summary
+
+
 def test_spf_void_lookups_and_loop(dns_lab) -> None:
     void = domain_run(dns_lab, "void.broken.test", "spf")
     assert statuses(void, "spf.void-lookups") == {FAIL}
