@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from modules import dkim, stackfile
 from modules.model import MailDomain, Record
 from modules.plan import plan
+from modules.lab.tls import self_signed
 
 BIND_ADDRESS = "127.0.10.1"
 BIND_PORT = 5300
@@ -273,26 +274,10 @@ POLICY_HOSTS = ("mta-sts.example.net", "mta-sts.sts-wrong.broken.test", "mta-sts
 
 def policy_certificate(base: Path) -> tuple[Path, Path]:
     """A self-signed certificate for the policy hosts (the test trusts it as its CA)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailstack check test policy host")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in POLICY_HOSTS]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = self_signed(POLICY_HOSTS, days=30, ca=True)
     cert_path, key_path = base / "policy.pem", base / "policy.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
     key_path.chmod(0o600)
     return cert_path, key_path
 

@@ -8,7 +8,6 @@ and the relay host (a sink standing in for the Internet) on 127.0.20.50:25.
 
 from __future__ import annotations
 
-import datetime
 import email
 import os
 import shutil
@@ -18,10 +17,8 @@ from pathlib import Path
 
 import dkim as dkimpy
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from modules import render
 from modules.config import from_config
@@ -33,6 +30,7 @@ from modules.lab.postfix import (
 from modules.model import MailDomain
 from modules.plan import plan
 from tests.servers import require, require_binary, require_root
+from modules.lab.tls import self_signed
 
 pytestmark = pytest.mark.servers
 
@@ -60,23 +58,14 @@ class Lab:
         return [(env, raw) for env, raw in self.sink.messages() if f"Message-Id: {message_id}".encode() in raw]
 
 
-def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
+def gateway_certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
     """A certificate for the gateway (STARTTLS must be offered with the stack's paths)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = self_signed([hostname], days=30)
     directory.mkdir(mode=0o755)
     cert_path, key_path = directory / "gateway.pem", directory / "gateway.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert_pem)
     key_path.touch(mode=0o600)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.write_bytes(key_pem)
     return cert_path, key_path
 
 
@@ -94,7 +83,7 @@ def lab() -> Iterator[Lab]:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
         public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-        cert_path, key_path = self_signed(workdir / "tls", "mx1.example.net")
+        cert_path, key_path = gateway_certificate(workdir / "tls", "mx1.example.net")
         stack = from_config({
             "domain": "example.net",
             "odoo": {"hosting": "onpremise", "url": f"http://{STANDIN}:8069", "database": "odoo"},

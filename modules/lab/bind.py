@@ -20,6 +20,7 @@ from types import TracebackType
 
 from modules import zonefile
 from modules.lab import netns as netns_tools
+from modules.lab.process import stop_child
 from modules.errors import MailstackError
 from modules.model import Record
 
@@ -212,13 +213,7 @@ class BindServer:
         """Stop named by PID and wait for it to exit."""
         if not self.process:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process, timeout)
         if self.process.stderr:
             self.process.stderr.close()
         self.process = None

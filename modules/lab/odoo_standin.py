@@ -49,6 +49,7 @@ from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from xmlrpc.server import MultiPathXMLRPCServer, SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
+from modules.lab.process import stop_child
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ROUTE_HEADERS = ("Delivered-To", "To", "Cc", "Resent-To", "Resent-Cc")
@@ -328,13 +329,7 @@ class OdooStandIn:
 
     def stop(self) -> None:
         """Stop the process (by its PID) and wait for it."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process)
         (self.workdir / "odoo-standin.ready").unlink(missing_ok=True)
         self.process = None
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from modules.errors import MailstackError
 from modules.render import POSTMAP_FILES, Layout, RenderedFile
+from modules.lab.process import stop_child
 
 MAILGATE_SCRIPT = Path(__file__).resolve().parent.parent / "mailgate.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -337,13 +338,7 @@ class OpenDkim:
         wait_for(ready, 30, what=f"opendkim on {address}:{port}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process, timeout=15)
         self.process = None
 
     def __enter__(self) -> OpenDkim:

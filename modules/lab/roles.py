@@ -9,15 +9,10 @@ PID in the state directory at once, so ``lab down`` finds it even after a crash.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import subprocess
 import sys
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from modules import render
 from modules.lab.bind import NAMED, BindServer
@@ -27,6 +22,7 @@ from modules.lab.state import LabState
 from modules.lab.topology import TSIG_KEY_NAME, Topology
 from modules.model import MailDomain, Record
 from modules.plan import managed_zones
+from modules.lab.tls import self_signed
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 MAILGATE_USER = "nobody"
@@ -150,21 +146,12 @@ def lab_certificate(workdir: Path, hostname: str) -> tuple[Path, Path]:
     cert_path, key_path = workdir / "tls" / "gateway.pem", workdir / "tls" / "gateway.key"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = self_signed([hostname])
     cert_path.parent.mkdir(parents=True, exist_ok=True)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert_pem)
     from modules.lab.state import write_secret
 
-    write_secret(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()).decode())
+    write_secret(key_path, key_pem.decode())
     return cert_path, key_path
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from modules.lab.postfix import LabError, wait_for
+from modules.lab.process import stop_child
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -211,13 +212,7 @@ class SmtpSink:
         wait_for(started, 30, what="the SMTP sink")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process)
         self.process = None
 
     def messages(self) -> list[tuple[dict[str, Any], bytes]]:

@@ -1,0 +1,131 @@
+"""Benchmarks: how fast mailstack plans, renders and checks, and how much memory it takes.
+
+Prints its figures; asserts nothing (speed is measured here, never in tests). Run:
+``python benchmarks/bench.py`` (the DNS part needs root and ``named``; it serves the
+example stacks from a private BIND on 127.0.60.2:5391 and skips SMTP, whose example
+addresses are documentation addresses, not loopback servers).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from modules import stackfile  # noqa: E402
+from modules.config import from_config  # noqa: E402
+from modules.plan import plan  # noqa: E402
+
+DNS_GROUPS = ("spf", "dkim", "dmarc", "mx", "tls-rpt", "published", "odoo")
+ADDRESS, PORT = "127.0.60.2", 5391
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """(median, max) seconds of ``repeat`` calls."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), max(samples)
+
+
+def big_stack(alias_domains: int) -> dict[str, object]:
+    """A multi-company declaration with many alias domains (each gets a full record set)."""
+    return {
+        "domain": "group.example",
+        "aliasDomains": [f"brand{i}.example" for i in range(alias_domains)],
+        "odoo": {"hosting": "online", "database": "group"},
+        "outbound": ["odoo", {"spf": "ip4:203.0.113.25"}],
+        "inbound": {"mode": "odoo-mx", "subdomain": "mail"},
+        "dmarc": {"policy": "quarantine", "rua": ["mailto:dmarc@group.example"]},
+    }
+
+
+def bench_plan() -> None:
+    print("== load + plan (pure, no I/O)")
+    for path in stackfile.all_stacks():
+        median, worst = timed(lambda: plan(stackfile.load(path)), 50)
+        count = len(plan(stackfile.load(path)))
+        print(f"{path.name:32} {count:4} records  median {median * 1000:6.2f} ms  max {worst * 1000:6.2f} ms")
+    for size in (10, 100, 500):
+        raw = big_stack(size)
+        tracemalloc.start()
+        start = time.perf_counter()
+        records = plan(from_config(raw))
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"{size:4} alias domains: {len(records):5} records in {elapsed * 1000:7.1f} ms, peak {peak / 1e6:5.2f} MB traced")
+
+
+def bench_cli() -> None:
+    print("== CLI cold start (`mailstack records`, a fresh interpreter each time)")
+    command = [sys.executable, "-m", "modules.cli", "records", "--stack", "onpremise", "--format", "json"]
+    median, worst = timed(lambda: subprocess.run(command, cwd=ROOT, check=True, capture_output=True), 5)
+    print(f"records --stack onpremise: median {median:.2f} s, max {worst:.2f} s")
+
+
+def bench_render() -> None:
+    print("== render the gateway (Jinja, deterministic)")
+    from modules import render
+
+    stack = stackfile.load(stackfile.stack_path("onpremise"))
+    median, worst = timed(lambda: render.render(stack), 20)
+    print(f"onpremise, {len(stack.gateways)} gateways: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+
+
+def bench_checks() -> None:
+    print("== check suite against a private BIND (DNS groups)")
+    if os.geteuid() != 0 or not shutil.which("named") and not Path("/usr/sbin/named").exists():
+        print("skipped: needs root and named")
+        return
+    from modules.lab.bind import BindServer
+    from modules.plan import managed_zones
+
+    with tempfile.TemporaryDirectory() as work:
+        bind = BindServer(Path(work) / "bind", ADDRESS, PORT)
+        stacks = [p for p in stackfile.all_stacks() if "lab" not in p.name]
+        for path in stacks:
+            stack = stackfile.load(path)
+            records = plan(stack)
+            for zone in managed_zones(stack):
+                if zone not in bind.zones:
+                    bind.add_zone(zone, [r for r in records if r.name == zone or r.name.endswith("." + zone)])
+        with bind:
+            for path in stacks:
+                stack_name = path.name[len("Pulumi."):-len(".yaml")]
+                command = [sys.executable, "-m", "modules.cli", "check", "--stack", stack_name,
+                           "--nameserver", f"{ADDRESS}:{PORT}", "--format", "json"]
+                for group in DNS_GROUPS:
+                    command += ["--only", group]
+                samples = []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    subprocess.run(command, cwd=ROOT, capture_output=True)
+                    samples.append(time.perf_counter() - start)
+                print(f"check --stack {stack_name:16} median {statistics.median(samples):.2f} s (whole process)")
+
+
+def main() -> None:
+    bench_plan()
+    bench_cli()
+    bench_render()
+    bench_checks()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"== peak RSS of this benchmark process: {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
