@@ -9,15 +9,16 @@ declaration and raised once as ConfigErrors, each naming its key.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from modules import dmarc, gateway_settings, mta_sts, names, plan as plan_module, spf
+from modules.config_dns import read_dns
+from modules.config_reader import ConfigReader, Path
 from modules.errors import ConfigError, ConfigErrors, PlanError
 from modules.model import (
     Dkim,
     Dmarc,
-    Dns,
     Gateway,
     Hosting,
     Inbound,
@@ -34,8 +35,6 @@ from modules.model import (
 )
 from modules.senders import GOOGLE_MX, microsoft_mx
 
-T = TypeVar("T")
-Path = tuple[str | int, ...]
 
 #: Keys that hold secrets: known, so not "unknown", but never part of the model.
 SECRET_KEYS = frozenset({"tsigSecret", "sshPrivateKey", "odooPassword"})
@@ -48,84 +47,6 @@ MODEL_KEYS = (
 )
 
 
-class _Reader:
-    """Collects errors while reading; every accessor returns None after reporting."""
-
-    def __init__(self) -> None:
-        self.errors: list[ConfigError] = []
-
-    def fail(self, path: Path, message: str) -> None:
-        self.errors.append(ConfigError(path, message))
-
-    def mapping(self, value: Any, path: Path, allowed: tuple[str, ...]) -> dict[str, Any] | None:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.fail(path, f"must be a mapping with keys {', '.join(allowed)}")
-            return None
-        for key in value:
-            if key not in allowed:
-                self.fail((*path, str(key)), f"unknown key (expected one of {', '.join(allowed)})")
-        return dict(value)
-
-    def sequence(self, value: Any, path: Path) -> list[Any] | None:
-        if value is None:
-            return []
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            self.fail(path, "must be a list")
-            return None
-        return list(value)
-
-    def convert(self, value: Any, path: Path, convert: Callable[[Any], T]) -> T | None:
-        try:
-            return convert(value)
-        except (ValueError, TypeError) as err:
-            self.fail(path, str(err))
-            return None
-
-    def choice(self, value: Any, path: Path, choices: tuple[str, ...], default: str | None = None) -> str | None:
-        if value is None:
-            return default
-        if value not in choices:
-            self.fail(path, f"{value!r} is not one of {', '.join(choices)}")
-            return None
-        return str(value)
-
-    def integer(self, value: Any, path: Path, low: int, high: int, default: int | None = None) -> int | None:
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            self.fail(path, f"{value!r} is not an integer")
-            return None
-        try:
-            number = int(str(value), 10)
-        except ValueError:
-            self.fail(path, f"{value!r} is not an integer")
-            return None
-        if not low <= number <= high:
-            self.fail(path, f"{number} is not between {low} and {high}")
-            return None
-        return number
-
-    def boolean(self, value: Any, path: Path, default: bool = False) -> bool:
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "false"):
-            return str(value).lower() == "true"
-        self.fail(path, f"{value!r} is not true or false")
-        return default
-
-    def string(self, value: Any, path: Path) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            self.fail(path, "must be a non-empty string")
-            return None
-        return value.strip()
-
-
 def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = None) -> MailDomain:
     """Validate the ``mailstack:`` config of one stack into a MailDomain.
 
@@ -133,7 +54,7 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
     The record plan is computed once here too, so a declaration whose records break a
     rule together (SPF over budget, a CNAME beside another record) is refused up front.
     """
-    reader = _Reader()
+    reader = ConfigReader()
     known = set(MODEL_KEYS) | SECRET_KEYS | EXTENSION_KEYS | (extension_keys or set())
     for key in raw:
         if key not in known:
@@ -150,7 +71,7 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
     dmarc_options = _dmarc(reader, raw.get("dmarc"))
     mta = _mta_sts(reader, raw.get("mtaSts"), inbound)
     tls_rpt = _tls_rpt(reader, raw.get("tlsRpt"))
-    dns = _dns(reader, raw.get("dns"), domain, aliases)
+    dns = read_dns(reader, raw.get("dns"), domain, aliases)
     gateway = gateway_settings.read(
         reader,
         raw.get("gateway"),
@@ -217,14 +138,14 @@ def _plan_error_path(stack: MailDomain, message: str) -> Path:
     return ("domain",)
 
 
-def _domain(reader: _Reader, value: Any) -> str | None:
+def _domain(reader: ConfigReader, value: Any) -> str | None:
     if value is None:
         reader.fail(("domain",), "is required (the mail domain, e.g. example.com)")
         return None
     return reader.convert(value, ("domain",), names.domain)
 
 
-def _alias_domains(reader: _Reader, value: Any, domain: str | None) -> tuple[str, ...]:
+def _alias_domains(reader: ConfigReader, value: Any, domain: str | None) -> tuple[str, ...]:
     items = reader.sequence(value, ("aliasDomains",)) or []
     result: list[str] = []
     for index, item in enumerate(items):
@@ -238,7 +159,7 @@ def _alias_domains(reader: _Reader, value: Any, domain: str | None) -> tuple[str
     return tuple(result)
 
 
-def _odoo(reader: _Reader, value: Any) -> Odoo | None:
+def _odoo(reader: ConfigReader, value: Any) -> Odoo | None:
     path: Path = ("odoo",)
     fields = ("hosting", "database", "url", "host", "bounce", "catchall", "notifications")
     data = reader.mapping(value, path, fields)
@@ -291,7 +212,7 @@ def _local_part(value: Any) -> str:
     return value.lower()
 
 
-def _gateways(reader: _Reader, value: Any) -> tuple[Gateway, ...] | None:
+def _gateways(reader: ConfigReader, value: Any) -> tuple[Gateway, ...] | None:
     items = reader.sequence(value, ("gateways",))
     if items is None:
         return None
@@ -317,7 +238,7 @@ def _gateways(reader: _Reader, value: Any) -> tuple[Gateway, ...] | None:
     return tuple(gateways)
 
 
-def _ssh(reader: _Reader, value: Any, path: Path) -> SshTarget | None:
+def _ssh(reader: ConfigReader, value: Any, path: Path) -> SshTarget | None:
     data = reader.mapping(value, path, ("user", "port", "host"))
     if data is None:
         return None
@@ -336,7 +257,7 @@ _SENDER_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _outbound(reader: _Reader, value: Any, odoo: Odoo | None, gateways: tuple[Gateway, ...] | None) -> tuple[Sender, ...] | None:
+def _outbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: tuple[Gateway, ...] | None) -> tuple[Sender, ...] | None:
     items = reader.sequence(value, ("outbound",))
     if items is None:
         return None
@@ -357,7 +278,7 @@ def _outbound(reader: _Reader, value: Any, odoo: Odoo | None, gateways: tuple[Ga
     return tuple(result)
 
 
-def _sender(reader: _Reader, item: Any, path: Path) -> Sender | None:
+def _sender(reader: ConfigReader, item: Any, path: Path) -> Sender | None:
     if isinstance(item, str):
         item = {"type": item}
     if not isinstance(item, Mapping):
@@ -430,7 +351,7 @@ def _third_party_key(value: Any) -> str:
     return b64
 
 
-def _mx_list(reader: _Reader, value: Any, path: Path, domain: str | None) -> tuple[MxHost, ...]:
+def _mx_list(reader: ConfigReader, value: Any, path: Path, domain: str | None) -> tuple[MxHost, ...]:
     if value == "google":
         return GOOGLE_MX
     if value == "microsoft":
@@ -451,7 +372,7 @@ def _mx_list(reader: _Reader, value: Any, path: Path, domain: str | None) -> tup
     return tuple(result)
 
 
-def _inbound(reader: _Reader, value: Any, odoo: Odoo | None, gateways: tuple[Gateway, ...] | None, domain: str | None) -> Inbound | None:
+def _inbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: tuple[Gateway, ...] | None, domain: str | None) -> Inbound | None:
     path: Path = ("inbound",)
     data = reader.mapping(value, path, ("mode", "subdomain", "record", "mx", "aliases", "acceptAll"))
     if data is None:
@@ -491,7 +412,7 @@ def _inbound(reader: _Reader, value: Any, odoo: Odoo | None, gateways: tuple[Gat
     return Inbound(mode, subdomain, record, mx, tuple(aliases), accept_all)
 
 
-def _dkim(reader: _Reader, value: Any) -> Dkim | None:
+def _dkim(reader: ConfigReader, value: Any) -> Dkim | None:
     path: Path = ("dkim",)
     data = reader.mapping(value, path, ("selector", "bits"))
     if data is None:
@@ -505,7 +426,7 @@ def _dkim(reader: _Reader, value: Any) -> Dkim | None:
     return Dkim(selector, bits or 2048)
 
 
-def _spf(reader: _Reader, value: Any) -> Spf | None:
+def _spf(reader: ConfigReader, value: Any) -> Spf | None:
     data = reader.mapping(value, ("spf",), ("all",))
     if data is None:
         return None
@@ -513,7 +434,7 @@ def _spf(reader: _Reader, value: Any) -> Spf | None:
     return Spf(all_term or "~all")
 
 
-def _uris(reader: _Reader, value: Any, path: Path) -> tuple[str, ...]:
+def _uris(reader: ConfigReader, value: Any, path: Path) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     uris: list[str] = []
@@ -524,7 +445,7 @@ def _uris(reader: _Reader, value: Any, path: Path) -> tuple[str, ...]:
     return tuple(uris)
 
 
-def _dmarc(reader: _Reader, value: Any) -> Dmarc | None:
+def _dmarc(reader: ConfigReader, value: Any) -> Dmarc | None:
     path: Path = ("dmarc",)
     data = reader.mapping(value, path, ("policy", "subdomainPolicy", "rua", "ruf", "adkim", "aspf", "pct", "fo"))
     if data is None:
@@ -546,7 +467,7 @@ def _dmarc(reader: _Reader, value: Any) -> Dmarc | None:
     return Dmarc(policy, sp, rua, ruf, adkim, aspf, pct, fo)
 
 
-def _mta_sts(reader: _Reader, value: Any, inbound: Inbound | None) -> MtaSts | None:
+def _mta_sts(reader: ConfigReader, value: Any, inbound: Inbound | None) -> MtaSts | None:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         value = value.strip().lower() == "true"  # the Pulumi engine passes booleans as strings
     if value is None or value is False:
@@ -571,7 +492,7 @@ def _mta_sts(reader: _Reader, value: Any, inbound: Inbound | None) -> MtaSts | N
     return MtaSts(mode, max_age)
 
 
-def _tls_rpt(reader: _Reader, value: Any) -> TlsRpt | None:
+def _tls_rpt(reader: ConfigReader, value: Any) -> TlsRpt | None:
     if value is None:
         return None
     path: Path = ("tlsRpt",)
@@ -583,74 +504,3 @@ def _tls_rpt(reader: _Reader, value: Any) -> TlsRpt | None:
         reader.fail((*path, "rua"), "needs at least one mailto: or https: URI")
         return None
     return TlsRpt(rua)
-
-
-def _dns(reader: _Reader, value: Any, domain: str | None, aliases: tuple[str, ...]) -> Dns | None:
-    path: Path = ("dns",)
-    fields = ("provider", "zone", "ttl", "aliasZones", "server", "port", "tsigKeyName", "tsigAlgorithm", "allowDelete")
-    data = reader.mapping(value, path, fields)
-    if data is None:
-        return None
-    provider = reader.choice(data.get("provider"), (*path, "provider"), ("cloudflare", "rfc2136"), default="cloudflare")
-    zone = domain or ""
-    if data.get("zone") is not None:
-        zone = reader.convert(data["zone"], (*path, "zone"), names.domain) or zone
-        if domain and zone and not names.within(domain, zone):
-            reader.fail((*path, "zone"), f"{domain} is not inside zone {zone}")
-    ttl = reader.integer(data.get("ttl"), (*path, "ttl"), 1, 86400, default=3600)
-    if ttl is not None and ttl != 1 and ttl < 30:
-        reader.fail((*path, "ttl"), f"{ttl} is too short: use 1 (Cloudflare automatic) or 30 to 86400")
-    if ttl == 1 and provider == "rfc2136":
-        reader.fail((*path, "ttl"), "1 means 'automatic' on Cloudflare only; give seconds for rfc2136")
-    alias_zones: list[tuple[str, str]] = []
-    zone_map = reader.mapping(data.get("aliasZones"), (*path, "aliasZones"), aliases) or {}
-    for alias, alias_zone in zone_map.items():
-        checked = reader.convert(alias_zone, (*path, "aliasZones", alias), names.domain)
-        if checked and not names.within(alias, checked):
-            reader.fail((*path, "aliasZones", alias), f"{alias} is not inside zone {checked}")
-        elif checked:
-            alias_zones.append((alias, checked))
-    for alias in aliases:
-        if alias not in zone_map:
-            # An alias domain below the main zone lives in it; any other is its own zone.
-            alias_zones.append((alias, zone if zone and names.within(alias, zone) else alias))
-    server = port = key_name = None
-    algorithm = "hmac-sha256"
-    if provider == "rfc2136":
-        if data.get("server") is None:
-            reader.fail((*path, "server"), "is required for provider rfc2136 (the primary's address)")
-        else:
-            server = reader.convert(data["server"], (*path, "server"), _server_address)
-        port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=53)
-        if data.get("tsigKeyName") is None:
-            reader.fail((*path, "tsigKeyName"), "is required for provider rfc2136")
-        else:
-            key_name = reader.convert(data["tsigKeyName"], (*path, "tsigKeyName"), _key_name)
-        algorithm = reader.choice(
-            data.get("tsigAlgorithm"), (*path, "tsigAlgorithm"), TSIG_ALGORITHMS, default="hmac-sha256"
-        ) or algorithm
-    else:
-        for key in ("server", "port", "tsigKeyName", "tsigAlgorithm"):
-            if data.get(key) is not None:
-                reader.fail((*path, key), "only applies to provider rfc2136")
-    allow_delete = reader.boolean(data.get("allowDelete"), (*path, "allowDelete"))
-    if provider is None or ttl is None:
-        return None
-    return Dns(provider, zone, ttl, tuple(alias_zones), server, port or 53, key_name, algorithm, allow_delete)
-
-
-TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
-
-
-def _server_address(value: Any) -> str:
-    text = str(value).strip()
-    if names.is_ip(text):
-        return text
-    return names.hostname(text)
-
-
-def _key_name(value: Any) -> str:
-    text = names.normalize(str(value))
-    if not text or any(not names.label(part, allow_underscore=True) for part in text.split(".")):
-        raise ValueError(f"{value!r} is not a TSIG key name")
-    return text

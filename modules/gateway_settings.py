@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from modules import names
 
-if TYPE_CHECKING:  # the reader lives in modules.config, which imports this module
-    from modules.config import _Reader
+from modules.config_reader import ConfigReader
 
 Path = tuple[str | int, ...]
 
@@ -115,7 +114,7 @@ class GatewaySettings:
     deploy: bool = True
 
 
-def read(reader: _Reader, value: Any, *, odoo_url: str | None, odoo_database: str | None, has_gateways: bool) -> GatewaySettings | None:
+def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_database: str | None, has_gateways: bool) -> GatewaySettings | None:
     """Validate ``mailstack:gateway``; errors go to ``reader`` and None is returned.
 
     Returns None without error when the stack has no gateways and no key (nothing to
@@ -174,7 +173,7 @@ def parse_relay_host(value: Any) -> RelayHost:
         raise ValueError(f"{value!r} is not a host: {err}") from err
 
 
-def _addresses(reader: _Reader, value: Any, path: Path) -> tuple[str, ...]:
+def _addresses(reader: ConfigReader, value: Any, path: Path) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     items = reader.sequence(value, path)
@@ -197,7 +196,7 @@ def _addresses(reader: _Reader, value: Any, path: Path) -> tuple[str, ...]:
     return tuple(result)
 
 
-def _smtp_auth(reader: _Reader, value: Any, path: Path) -> SmtpAuth | None:
+def _smtp_auth(reader: ConfigReader, value: Any, path: Path) -> SmtpAuth | None:
     if value is None or value is False:
         return None
     data = reader.mapping(value, path, ("user",))
@@ -213,7 +212,7 @@ def _smtp_auth(reader: _Reader, value: Any, path: Path) -> SmtpAuth | None:
     return SmtpAuth(user)
 
 
-def _tls(reader: _Reader, value: Any, path: Path) -> Tls | None:
+def _tls(reader: ConfigReader, value: Any, path: Path) -> Tls | None:
     data = reader.mapping(value, path, ("cert", "key", "required"))
     if data is None:
         return None
@@ -236,7 +235,7 @@ def _tls(reader: _Reader, value: Any, path: Path) -> Tls | None:
     return Tls(paths.get("cert", DEFAULT_TLS_CERT), paths.get("key", DEFAULT_TLS_KEY), required)
 
 
-def _rates(reader: _Reader, value: Any, path: Path) -> RateLimits | None:
+def _rates(reader: ConfigReader, value: Any, path: Path) -> RateLimits | None:
     data = reader.mapping(value, path, ("connections", "messages", "recipients", "concurrency"))
     if data is None:
         return None
@@ -250,7 +249,7 @@ def _rates(reader: _Reader, value: Any, path: Path) -> RateLimits | None:
     return RateLimits(**{k: int(v) for k, v in values.items() if v is not None})
 
 
-def _mailgate(reader: _Reader, value: Any, path: Path, odoo_url: str | None, odoo_database: str | None) -> Mailgate | None:
+def _mailgate(reader: ConfigReader, value: Any, path: Path, odoo_url: str | None, odoo_database: str | None) -> Mailgate | None:
     data = reader.mapping(value, path, ("url", "database", "uid", "login", "passwordFile", "timeout"))
     if data is None:
         return None
