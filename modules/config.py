@@ -377,7 +377,16 @@ def _inbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: tupl
     data = reader.mapping(value, path, ("mode", "subdomain", "record", "mx", "aliases", "acceptAll"))
     if data is None:
         return None
-    mode_text = reader.choice(data.get("mode"), (*path, "mode"), tuple(m.value for m in InboundMode), default="none")
+    modes = tuple(m.value for m in InboundMode)
+    if value is None:
+        reader.fail(path, f"is required: {{mode: {'|'.join(modes)}, ...}} (none publishes a null MX: the domain takes no mail)")
+        return None
+    if data.get("mode") is None:
+        # No default: "none" publishes a null MX (RFC 7505), which would silently stop
+        # the mail of a domain whose mailboxes live elsewhere.
+        reader.fail((*path, "mode"), f"is required: one of {', '.join(modes)} (none publishes a null MX: the domain takes no mail)")
+        return None
+    mode_text = reader.choice(data.get("mode"), (*path, "mode"), modes)
     if mode_text is None:
         return None
     mode = InboundMode(mode_text)

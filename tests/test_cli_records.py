@@ -21,6 +21,7 @@ config:
   mailstack:domain: example.com
   mailstack:odoo: {hosting: online, database: db}
   mailstack:outbound: [odoo]
+  mailstack:inbound: {mode: odoo-mx, subdomain: mail}
   mailstack:dmarc: {policy: rejectt}
 """
 
@@ -123,7 +124,7 @@ def test_spf_over_budget_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path = tmp_path / "Pulumi.spf.yaml"
     path.write_text(
         "config:\n  mailstack:domain: example.com\n  mailstack:odoo: {hosting: online, database: db}\n"
-        f"  mailstack:outbound: [odoo, {{spf: '{terms}'}}]\n"
+        f"  mailstack:outbound: [odoo, {{spf: '{terms}'}}]\n  mailstack:inbound: {{mode: forward}}\n"
     )
     assert cli.main(["records", "--stack-file", str(path)]) == 2
     assert capsys.readouterr().err == (

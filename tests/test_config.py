@@ -195,7 +195,7 @@ def test_third_party_key_accepts_record_form() -> None:
 
 
 def test_defaults() -> None:
-    stack = from_config({"domain": "Example.COM.", "odoo": {"hosting": "online", "database": "db"}})
+    stack = from_config({"domain": "Example.COM.", "odoo": {"hosting": "online", "database": "db"}, "inbound": {"mode": "none"}})
     assert stack.domain == "example.com"
     assert stack.odoo.hosting is Hosting.ONLINE and stack.outbound == ()
     assert stack.inbound.mode is InboundMode.NONE
@@ -204,6 +204,16 @@ def test_defaults() -> None:
     assert (stack.dmarc.policy, stack.dmarc.adkim, stack.dmarc.aspf, stack.dmarc.pct) == ("none", "r", "r", None)
     assert (stack.dns.provider, stack.dns.zone, stack.dns.ttl) == ("cloudflare", "example.com", 3600)
     assert stack.mta_sts is None and stack.tls_rpt is None
+
+
+def test_inbound_is_required_no_silent_null_mx() -> None:
+    """A forgotten inbound key must not publish a null MX (RFC 7505) and stop the domain's mail."""
+    without = {k: v for k, v in BASE.items() if k != "inbound"}
+    with pytest.raises(ConfigErrors) as excinfo:
+        from_config(without)
+    assert str(excinfo.value).startswith("mailstack:inbound: is required: {mode: odoo-mx|gateway|forward|imap|none, ...}")
+    with pytest.raises(ConfigErrors, match=r"^mailstack:inbound.mode: is required"):
+        from_config({**BASE, "inbound": {"subdomain": "mail"}})
 
 
 def test_onpremise_database_keeps_odoo_names() -> None:

@@ -194,6 +194,7 @@ def test_gateway_selector_colliding_with_a_cname_sender_is_refused(selector: str
                 "gateways": [{"hostname": "mx1.example.com", "ipv4": "192.0.2.1"}],
                 "gateway": {"mailgate": {"url": "https://db.odoo.com", "database": "db"}},
                 "dkim": {"selector": selector},
+                "inbound": {"mode": "odoo-mx", "subdomain": "mail"},
             }
         )
 

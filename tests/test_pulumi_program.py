@@ -348,6 +348,7 @@ def test_config_error_stops_before_any_resource() -> None:
             "domain": "example.com",
             "odoo": {"hosting": "online", "database": "db"},
             "outbound": ["odoo"],
+            "inbound": {"mode": "odoo-mx", "subdomain": "mail"},
             "dmarc": {"policy": "rejectt"},
         }
     )
@@ -365,6 +366,7 @@ def test_spf_over_budget_refused_before_any_resource() -> None:
             "domain": "example.com",
             "odoo": {"hosting": "online", "database": "db"},
             "outbound": ["odoo", {"spf": terms}],
+            "inbound": {"mode": "odoo-mx", "subdomain": "mail"},
         }
     )
     mocks = Mocks()
