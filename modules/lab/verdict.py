@@ -19,10 +19,10 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import dkim  # type: ignore[import-untyped]
+import dkim
 import dns.exception
 import dns.resolver
-import spf  # type: ignore[import-untyped]
+import spf
 
 from modules import dmarc
 
