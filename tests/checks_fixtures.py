@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import http.server
+import socketserver
 import socket
 import ssl
 import threading
@@ -174,10 +175,17 @@ def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicySe
         def log_message(self, format: str, *args: object) -> None:
             pass
 
+    class LoopbackServer(http.server.ThreadingHTTPServer):
+        def server_bind(self) -> None:
+            # HTTPServer.server_bind asks socket.getfqdn() for the bind address: a PTR
+            # query to the system resolver, i.e. traffic off loopback. Name it ourselves.
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = POLICY_ADDRESS, self.server_address[1]
+
     server: http.server.ThreadingHTTPServer | None = None
     for port in range(5315, 5320):
         try:
-            server = http.server.ThreadingHTTPServer((POLICY_ADDRESS, port), Handler)
+            server = LoopbackServer((POLICY_ADDRESS, port), Handler)
             break
         except OSError:
             continue
