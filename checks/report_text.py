@@ -20,8 +20,11 @@ def render(target: str, findings: Sequence[Finding], *, colour: bool = False, ve
     """The report; details, expectations and fixes are shown for non-passing findings
     (for every finding when ``verbose``)."""
     lines = [f"mailstack check {target}"]
+    # Checks finish in any order (they run concurrently): one section per group, in the
+    # order groups first appear, so no group is split in two.
+    order = {group: index for index, group in enumerate(dict.fromkeys(f.group for f in findings))}
     group = None
-    for finding in findings:
+    for finding in sorted(findings, key=lambda f: order[f.group]):
         if finding.group != group:
             group = finding.group
             lines.append(f"\n[{group}]")

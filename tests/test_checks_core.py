@@ -200,6 +200,14 @@ def test_text_report_groups_and_colours_only_when_asked() -> None:
     assert "\033[31m" in report_text.render("example.test", FINDINGS, colour=True)
 
 
+def test_text_report_keeps_each_group_in_one_section() -> None:
+    """Concurrent checks finish out of order; a group must still print as one section."""
+    interleaved = [FINDINGS[0], FINDINGS[2], FINDINGS[1], FINDINGS[3]]
+    text = report_text.render("example.test", interleaved)
+    assert text.count("[spf]") == 1 and text.count("[dkim]") == 1
+    assert text.index("spf.all") < text.index("[dkim]") < text.index("[mx]")
+
+
 # -- resolver server parsing ----------------------------------------------------------
 
 
