@@ -101,7 +101,22 @@ def _sender_records(stack: MailDomain, domain: str, gateway_key: str | None) -> 
             fo=stack.dmarc.fo,
         )
         records.append(Record(f"_dmarc.{domain}", "TXT", value, ttl, purpose="dmarc"))
+        for name in dmarc_names(domain, sending_names(stack, domain)):
+            records.append(Record(f"_dmarc.{name}", "TXT", value, ttl, purpose="dmarc"))
     return records
+
+
+def dmarc_names(domain: str, names_: list[str]) -> list[str]:
+    """Sending names below ``domain`` that need a DMARC record of their own.
+
+    A receiver looks for ``_dmarc.<From domain>``, then falls back to the
+    Organizational Domain (RFC 7489 §6.6.3), not to the parent we manage: when the
+    stack's domain is itself a subdomain (``shop.example.org``), Odoo's inbound alias
+    domain ``mail.shop.example.org`` would fall back to ``example.org``'s policy.
+    """
+    if dmarc.organizational_domain(domain) == domain:
+        return []
+    return [name for name in names_ if name != domain]
 
 
 def mx_hosts(stack: MailDomain, domain: str) -> tuple[MxHost, ...]:

@@ -337,3 +337,13 @@ def _mailjet_key() -> str:
     sender = stackfile.load(stackfile.stack_path("odoo-sh")).sender(senders.SenderKind.MAILJET)
     assert sender is not None and sender.dkim_key
     return sender.dkim_key
+
+
+def test_dmarc_at_the_alias_subdomain_only_below_a_non_organizational_domain() -> None:
+    """RFC 7489 §6.6.3: a receiver falls back to the Organizational Domain's policy, so
+    Odoo's alias domain mail.<domain> is covered by _dmarc.<domain> only when <domain>
+    is itself the Organizational Domain."""
+    org = {r.name for r in records_of() if r.purpose == "dmarc"}
+    assert org == {"_dmarc.example.com"}
+    below = {r.name for r in records_of({"domain": "shop.example.org", "dns": {"zone": "example.org"}}) if r.purpose == "dmarc"}
+    assert below == {"_dmarc.shop.example.org", "_dmarc.mail.shop.example.org"}
