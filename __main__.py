@@ -63,6 +63,7 @@ if dkim_key is not None and stack.gateway is not None and stack.gateway.deploy:
 
     ssh_private_key = pulumi_config.secret("sshPrivateKey")
     odoo_password = pulumi_config.secret("odooPassword")
+    smtp_auth_password = pulumi_config.secret("smtpAuthPassword")
     for gateway in stack.gateways:
         GatewayServer(
             f"gateway-{gateway.hostname}",
@@ -72,6 +73,7 @@ if dkim_key is not None and stack.gateway is not None and stack.gateway.deploy:
                 dkim_private_key_pem=dkim_key.private_key_pem,
                 ssh_private_key=ssh_private_key,
                 odoo_password=odoo_password,
+                smtp_auth_password=smtp_auth_password,
             ),
         )
 

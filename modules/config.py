@@ -37,7 +37,7 @@ from modules.senders import GOOGLE_MX, microsoft_mx
 
 
 #: Keys that hold secrets: known, so not "unknown", but never part of the model.
-SECRET_KEYS = frozenset({"tsigSecret", "sshPrivateKey", "odooPassword"})
+SECRET_KEYS = frozenset({"tsigSecret", "sshPrivateKey", "odooPassword", "smtpAuthPassword"})
 #: Keys other parts of mailstack read from the same namespace (gateway rendering, lab,
 #: the check suite's `checks: {disable: [...]}`).
 EXTENSION_KEYS: set[str] = {"gateway", "lab", "checks"}

@@ -7,9 +7,10 @@ host, in four steps, each a child resource named ``<name>-<part>``:
    the directories (once per host; idempotent commands).
 2. one ``CopyToRemote`` per rendered file (``StringAsset`` of its text), plus the
    stdlib-only mailgate script; each re-copies when its own text changes.
-3. ``dkim-key`` (and ``odoo-password`` when ``mailstack:odooPassword`` is set): a
+3. ``dkim-key`` (and ``odoo-password`` when ``mailstack:odooPassword`` is set, and
+   ``smtp-auth`` when ``gateway.smtpAuth`` and ``mailstack:smtpAuthPassword`` are): a
    ``remote.Command`` that writes the secret from **stdin** with ``umask 077`` and
-   chowns it. Not CopyToRemote: that copies with the remote default mode, so a key
+   chowns it (``smtp-auth``: ``saslpasswd2 -p`` reads it into the sasldb). Not CopyToRemote: that copies with the remote default mode, so a key
    would be world-readable until something chmods it; stdin also keeps the secret out
    of the command line. The PEM comes from the ``tls.PrivateKey`` of ``__main__.py``
    (the same key whose public half is the DKIM TXT record) and stays a secret output.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +40,7 @@ from modules.model import Gateway, MailDomain
 TYPE = "mailstack:gateway:Gateway"
 MAILGATE_SOURCE = Path(__file__).resolve().parent / "mailgate.py"
 PACKAGES = ("postfix", "opendkim", "opendkim-tools", "python3", "ssl-cert")
-#: Cyrus SASL with sasldb for ``gateway.smtpAuth`` (the password: ``saslpasswd2`` on the host).
+#: Cyrus SASL with sasldb for ``gateway.smtpAuth`` (the password: ``saslpasswd2 -p``, stdin).
 SASL_PACKAGES = ("libsasl2-modules", "sasl2-bin")
 
 
@@ -55,6 +57,9 @@ class GatewayArgs:
     #: ``mailstack:odooPassword`` (secret) for the mailgate's password file; None: the
     #: administrator puts the file there (mode 0640 root:<mailgate user>).
     odoo_password: pulumi.Input[str] | None = None
+    #: ``mailstack:smtpAuthPassword`` (secret) for ``gateway.smtpAuth``; None: the
+    #: administrator runs saslpasswd2 on the host (docs/gateway.md).
+    smtp_auth_password: pulumi.Input[str] | None = None
     layout: render_module.Layout = field(default_factory=render_module.Layout)
 
 
@@ -78,6 +83,17 @@ def _write_secret(path: str, owner: str, group: str, mode: str) -> str:
         f"set -eu; umask 077; install -d -m 0755 \"$(dirname {path})\"; cat > {path}.mailstack-new; "
         f"chown {owner}:{group} {path}.mailstack-new; chmod {mode} {path}.mailstack-new; "
         f"mv -f {path}.mailstack-new {path}"
+    )
+
+
+def _sasl_password(sasldb: str, realm: str, user: str) -> str:
+    """Shell that sets ``user@realm``'s SMTP AUTH password in the sasldb from stdin
+    (``saslpasswd2 -p``: no prompt, nothing in argv) and leaves the database readable
+    by smtpd only (root:postfix 0640; Debian creates it root:sasl 0660)."""
+    path, quoted_realm, quoted_user = shlex.quote(sasldb), shlex.quote(realm), shlex.quote(user)
+    return (
+        f"set -eu; umask 027; saslpasswd2 -p -c -f {path} -u {quoted_realm} {quoted_user}; "
+        f"chown root:postfix {path}; chmod 0640 {path}"
     )
 
 
@@ -161,6 +177,19 @@ class GatewayServer(pulumi.ComponentResource):
                 create=_write_secret(stack.gateway.mailgate.password_file, "root", layout.mailgate_user, "0640"),
                 stdin=password,
                 triggers=[password.apply(lambda value: hashlib.sha256(value.encode()).hexdigest())],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[packages], additional_secret_outputs=["stdin"]),
+            ))
+
+        if args.smtp_auth_password is not None and stack.gateway is not None and stack.gateway.smtp_auth:
+            sasl_password = pulumi.Output.secret(args.smtp_auth_password)
+            secrets.append(remote.Command(
+                f"{name}-smtp-auth",
+                connection=connection,
+                create=_sasl_password(layout.sasldb_path, gateway.hostname, stack.gateway.smtp_auth.user),
+                delete=(f"saslpasswd2 -d -f {shlex.quote(layout.sasldb_path)} -u {shlex.quote(gateway.hostname)} "
+                        f"{shlex.quote(stack.gateway.smtp_auth.user)} || true"),
+                stdin=sasl_password,
+                triggers=[sasl_password.apply(lambda value: hashlib.sha256(value.encode()).hexdigest())],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[packages], additional_secret_outputs=["stdin"]),
             ))
 

@@ -69,6 +69,9 @@ class Layout:
     mailgate_concurrency: int = 4
     #: Recipients per mailgate run: all of a message's (Odoo processes it once).
     mailgate_recipient_limit: int = 50
+    #: Cyrus sasldb with Odoo's SMTP AUTH user (``gateway.smtpAuth``); root:postfix 0640,
+    #: so smtpd (user postfix, not chrooted) reads it and nobody else does.
+    sasldb_path: str = "/etc/sasldb2"
 
     def host_path(self, relative: str) -> str:
         """The absolute path on the host of a rendered file (``postfix/main.cf`` →

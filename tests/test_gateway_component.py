@@ -104,6 +104,21 @@ def test_smtp_auth_adds_the_sasl_packages() -> None:
     assert "sasl2-bin" not in run_values(base_values()).named("gateway-mx1.example.org-packages").inputs["create"]
 
 
+def test_smtp_auth_password_goes_into_the_sasldb_through_stdin() -> None:
+    values = base_values()
+    values["gateway"]["smtpAuth"] = {"user": "odoo"}
+    run = run_values(values, {"smtpAuthPassword": "hunter2-sasl"})
+    command = run.named("gateway-mx1.example.org-smtp-auth")
+    assert secret(command.inputs["stdin"]) == "hunter2-sasl"
+    create = command.inputs["create"]
+    assert "hunter2" not in create
+    assert "saslpasswd2 -p -c -f /etc/sasldb2 -u mx1.example.org odoo" in create
+    assert "chown root:postfix /etc/sasldb2; chmod 0640 /etc/sasldb2" in create
+    # Without smtpAuth the secret configures nothing: no sasldb command.
+    plain = run_values(base_values(), {"smtpAuthPassword": "hunter2-sasl"})
+    assert not [r for r in plain.of_type(COMMAND) if r.name.endswith("-smtp-auth")]
+
+
 def test_dkim_txt_record_comes_from_the_generated_key() -> None:
     run = run_values(base_values())
     pem = run.public_keys["dkim"]

@@ -37,13 +37,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 def send(address: str, port: int, mail_from: str, recipients: Sequence[str], data: bytes,
          netns: str | None = None, helo: str = "client.lab.test", timeout: float = 60,
-         source: str | None = None, starttls: bool = False) -> dict[str, Any]:
-    """One SMTP transaction (from address ``source``, after STARTTLS when asked);
-    returns ``{"ehlo": [extensions], "mail": [code, text], "rcpt": {addr: [code, text]},
-    "data": [code, text] | None}`` (``"error"`` when the connection failed)."""
+         source: str | None = None, starttls: bool = False,
+         auth: tuple[str, str] | None = None) -> dict[str, Any]:
+    """One SMTP transaction (from address ``source``, after STARTTLS and SMTP AUTH as
+    ``auth`` = (user, password) when asked); returns ``{"ehlo": [extensions],
+    "ehlo_tls": [extensions after STARTTLS], "auth": [code, text] | None, "mail":
+    [code, text], "rcpt": {addr: [code, text]}, "data": [code, text] | None}``
+    (``"error"`` when the connection failed). A refused AUTH ends the transaction
+    there. The password travels to the namespaced child on stdin, never in argv."""
     request = {"address": address, "port": port, "mail_from": mail_from, "recipients": list(recipients),
                "data": base64.b64encode(data).decode(), "helo": helo, "timeout": timeout, "source": source,
-               "starttls": starttls}
+               "starttls": starttls, "auth": list(auth) if auth else None}
     if netns is None:
         return _send(request)
     result = subprocess.run(
@@ -56,7 +60,7 @@ def send(address: str, port: int, mail_from: str, recipients: Sequence[str], dat
 
 
 def _send(request: dict[str, Any]) -> dict[str, Any]:
-    outcome: dict[str, Any] = {"ehlo": [], "mail": None, "rcpt": {}, "data": None}
+    outcome: dict[str, Any] = {"ehlo": [], "ehlo_tls": [], "auth": None, "mail": None, "rcpt": {}, "data": None}
     try:
         source = (request["source"], 0) if request.get("source") else None
         with smtplib.SMTP(request["address"], int(request["port"]), local_hostname=request["helo"],
@@ -67,6 +71,19 @@ def _send(request: dict[str, Any]) -> dict[str, Any]:
                 client.starttls()
                 client.ehlo()
                 outcome["tls"] = True
+                outcome["ehlo_tls"] = sorted(client.esmtp_features)
+            if request.get("auth"):
+                user, password = request["auth"]
+                try:
+                    code, text = client.login(user, password)
+                except smtplib.SMTPAuthenticationError as err:
+                    error = err.smtp_error
+                    outcome["auth"] = [err.smtp_code, error.decode(errors="replace") if isinstance(error, bytes) else error]
+                    return outcome
+                except smtplib.SMTPNotSupportedError:
+                    outcome["auth"] = [None, "AUTH not offered"]
+                    return outcome
+                outcome["auth"] = [code, text.decode(errors="replace")]
             code, text = client.mail(request["mail_from"])
             outcome["mail"] = [code, text.decode(errors="replace")]
             if code >= 400:
