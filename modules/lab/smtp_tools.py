@@ -50,13 +50,19 @@ def send(address: str, port: int, mail_from: str, recipients: Sequence[str], dat
                "starttls": starttls, "auth": list(auth) if auth else None}
     if netns is None:
         return _send(request)
+    return dict(_in_namespace(netns, "send", request))
+
+
+def _in_namespace(netns: str, action: str, request: dict[str, Any]) -> Any:
+    """Run ``action`` of this module as a child inside ``netns``: the request (which may
+    hold a password) goes on stdin as JSON, the result comes back as JSON on stdout."""
     result = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-m", "modules.lab.smtp_tools", "send"],
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "modules.lab.smtp_tools", action],
         input=json.dumps(request), capture_output=True, text=True, cwd=PROJECT_ROOT,
     )
     if result.returncode:
-        raise LabError(f"smtp_tools send: {result.stderr.strip()}")
-    return dict(json.loads(result.stdout))
+        raise LabError(f"smtp_tools {action}: {result.stderr.strip()}")
+    return json.loads(result.stdout)
 
 
 def _send(request: dict[str, Any]) -> dict[str, Any]:
@@ -109,13 +115,7 @@ def raw_session(address: str, port: int, chunks: Sequence[bytes], netns: str | N
                "source": source, "timeout": timeout}
     if netns is None:
         return _raw_session(request)
-    result = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-m", "modules.lab.smtp_tools", "raw"],
-        input=json.dumps(request), capture_output=True, text=True, cwd=PROJECT_ROOT,
-    )
-    if result.returncode:
-        raise LabError(f"smtp_tools raw: {result.stderr.strip()}")
-    return list(json.loads(result.stdout))
+    return list(_in_namespace(netns, "raw", request))
 
 
 def _raw_session(request: dict[str, Any]) -> list[str]:
