@@ -1,24 +1,26 @@
-"""The Pulumi program: wiring only. Config → MailDomain → components → exports."""
+"""The Pulumi program: wiring only. Config → MailDomain → plan → components → exports."""
 
 import pulumi
 import pulumi_tls as tls
 
-from modules import pulumi_config
-from modules.cloudflare_dns import CloudflareRecords, CloudflareRecordsArgs
-from modules.config import from_config
-from modules.errors import MailstackError
-from modules.plan import plan
+from mailstack import plan
+from mailstack.config.stack import from_config
+from mailstack.core.errors import ConfigErrors, MailstackError
+from mailstack.providers import engine_config
+from mailstack.providers.cloudflare import CloudflareRecords, CloudflareRecordsArgs
 
 try:
-    stack = from_config(pulumi_config.read_namespace())
-except MailstackError as err:
-    # A clean message naming the key, no traceback (pulumi.RunError), before any
+    stack = from_config(engine_config.read_namespace())
+    planned = plan.build(stack)
+except ConfigErrors as err:
+    # A clean message naming each key, no traceback (pulumi.RunError), before any
     # resource is registered.
+    raise pulumi.RunError("\n".join(str(error) for error in err.errors)) from err
+except MailstackError as err:
     raise pulumi.RunError(str(err)) from err
-records = plan(stack)
 
 dkim_key = None
-if any(r.needs_gateway_key for r in records) or stack.gateways:
+if planned.needs_gateway_key or stack.gateways:
     dkim_key = tls.PrivateKey(
         "dkim",
         algorithm="RSA",
@@ -30,24 +32,24 @@ if stack.dns.provider == "cloudflare":
     dns = CloudflareRecords(
         "mail",
         CloudflareRecordsArgs(
-            records=records,
-            zones={r.name: stack.dns.zone_of(r.name) for r in records},
+            records=planned.records,
+            zones=planned.zones,
             gateway_public_key_pem=dkim_key.public_key_pem if dkim_key else None,
             allow_delete=stack.dns.allow_delete,
         ),
     )
     pulumi.export("zoneIds", dns.zone_ids)
 elif stack.dns.provider == "rfc2136":
-    from modules.rfc2136_dns import Rfc2136Records, Rfc2136RecordsArgs
+    from mailstack.providers.rfc2136_records import Rfc2136Records, Rfc2136RecordsArgs
 
-    tsig_secret = pulumi_config.secret("tsigSecret")
+    tsig_secret = engine_config.secret("tsigSecret")
     if tsig_secret is None:
         raise pulumi.RunError("mailstack:tsigSecret: is required for provider rfc2136 (pulumi config set --secret mailstack:tsigSecret <base64>)")
     Rfc2136Records(
         "mail",
         Rfc2136RecordsArgs(
-            records=records,
-            zones={r.name: stack.dns.zone_of(r.name) for r in records},
+            records=planned.records,
+            zones=planned.zones,
             server=stack.dns.server or "",
             port=stack.dns.port,
             tsig_key_name=stack.dns.tsig_key_name or "",
@@ -59,16 +61,16 @@ elif stack.dns.provider == "rfc2136":
     )
 
 if dkim_key is not None and stack.gateway is not None and stack.gateway.deploy:
-    from modules.gateway_component import GatewayArgs, GatewayServer
+    from mailstack.providers.gateway import GatewayArgs, GatewayServer
 
-    ssh_private_key = pulumi_config.secret("sshPrivateKey")
-    odoo_password = pulumi_config.secret("odooPassword")
-    smtp_auth_password = pulumi_config.secret("smtpAuthPassword")
+    ssh_private_key = engine_config.secret("sshPrivateKey")
+    odoo_password = engine_config.secret("odooPassword")
+    smtp_auth_password = engine_config.secret("smtpAuthPassword")
     for gateway in stack.gateways:
         GatewayServer(
             f"gateway-{gateway.hostname}",
             GatewayArgs(
-                stack=stack,
+                plan=planned,
                 gateway=gateway,
                 dkim_private_key_pem=dkim_key.private_key_pem,
                 ssh_private_key=ssh_private_key,
@@ -77,7 +79,7 @@ if dkim_key is not None and stack.gateway is not None and stack.gateway.deploy:
             ),
         )
 
-pulumi.export("records", [r.as_json() for r in records])
+pulumi.export("records", [r.as_json() for r in planned.records])
 if dkim_key is not None:
     pulumi.export("dkimSelector", stack.dkim.selector)
     pulumi.export("dkimPublicKeyPem", dkim_key.public_key_pem)

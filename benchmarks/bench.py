@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from modules import stackfile  # noqa: E402
-from modules.config import from_config  # noqa: E402
-from modules.plan import plan  # noqa: E402
+from mailstack import stackfile  # noqa: E402
+from mailstack.config.stack import from_config  # noqa: E402
+from mailstack.plan.records import plan  # noqa: E402
 
 DNS_GROUPS = ("spf", "dkim", "dmarc", "mx", "tls-rpt", "published", "odoo")
 ADDRESS, PORT = "127.0.60.2", 5391
@@ -72,14 +72,14 @@ def bench_plan() -> None:
 
 def bench_cli() -> None:
     print("== CLI cold start (`mailstack records`, a fresh interpreter each time)")
-    command = [sys.executable, "-m", "modules.cli", "records", "--stack", "onpremise", "--format", "json"]
+    command = [sys.executable, "-m", "mailstack.cli.main", "records", "--stack", "onpremise", "--format", "json"]
     median, worst = timed(lambda: subprocess.run(command, cwd=ROOT, check=True, capture_output=True), 5)
     print(f"records --stack onpremise: median {median:.2f} s, max {worst:.2f} s")
 
 
 def bench_render() -> None:
     print("== render the gateway (Jinja, deterministic)")
-    from modules import render
+    from mailstack.gateway import render
 
     stack = stackfile.load(stackfile.stack_path("onpremise"))
     median, worst = timed(lambda: render.render(stack), 20)
@@ -91,8 +91,8 @@ def bench_checks() -> None:
     if os.geteuid() != 0 or not shutil.which("named") and not Path("/usr/sbin/named").exists():
         print("skipped: needs root and named")
         return
-    from modules.lab.bind import BindServer
-    from modules.plan import managed_zones
+    from mailstack.lab.bind import BindServer
+    from mailstack.plan.records import managed_zones
 
     with tempfile.TemporaryDirectory() as work:
         bind = BindServer(Path(work) / "bind", ADDRESS, PORT)
@@ -106,7 +106,7 @@ def bench_checks() -> None:
         with bind:
             for path in stacks:
                 stack_name = path.name[len("Pulumi."):-len(".yaml")]
-                command = [sys.executable, "-m", "modules.cli", "check", "--stack", stack_name,
+                command = [sys.executable, "-m", "mailstack.cli.main", "check", "--stack", stack_name,
                            "--nameserver", f"{ADDRESS}:{PORT}", "--format", "json"]
                 for group in DNS_GROUPS:
                     command += ["--only", group]

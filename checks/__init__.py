@@ -1,19 +1,14 @@
 """The check suite: verify a live mail domain against its declaration.
 
-Layers, each its own module so other commands (``mailstack diff``, the lab's ``e2e``
-group) reuse them without the rest:
-
-- ``finding``: the result value (``Finding``, ``Status``).
-- ``registry``: ``@check("spf.lookups", group="spf")`` and selection by id or group.
-- ``resolver``: dnspython queries to injectable servers, typed answers and ``DnsError``.
-- ``published``: declared records (``modules.plan``) against what DNS serves.
-- ``context``: what a check gets (domain, declaration, resolver, options, memo).
-- ``runner``: bounded concurrency, per-check isolation, an overall deadline.
-- ``report_*``: text, JSON, JUnit XML and SARIF renderings of findings.
-- ``spf_tree``, ``spf_pyspf``, ``smtp_probe``, ``mta_sts_policy``: fetches into typed
-  observations (and pyspf bound to our resolver) that the checks judge without I/O.
-- ``*_checks``: the checks themselves, grouped by mail mechanism; ``cli`` is
-  ``mailstack check``.
+- ``engine``: the result value (``finding``), the registry by stable id, what a check
+  receives (``context``) and the concurrent runner with its deadline;
+- ``dns``: the resolver (typed answers, typed errors), declared-vs-published records
+  (``published``) and the drift detector behind ``mailstack diff`` (``diff``);
+- ``probes``: fetches that talk to the network (SPF tree, pyspf, SMTP, the MTA-STS
+  policy, the end-to-end probes) and return observations the checks judge;
+- ``groups``: the checks themselves, one module per mail mechanism;
+- ``report``: text, JSON, JUnit XML and SARIF renderings of findings;
+- ``run``: one run for a target, as the CLI and the lab start it.
 
 Nothing here does I/O at import time.
 """

@@ -1,20 +1,14 @@
 """The mailstack policy pack's entry point: builds the PolicyPack and serves it.
 
 Nothing else belongs here: constructing ``PolicyPack`` starts the analyzer's gRPC
-server and blocks forever, so tests import ``modules.policies`` instead. The project
-root is put on ``sys.path`` so the pack runs from a checkout without ``pip install``.
+server and blocks forever, so tests import ``mailstack.policy.policies`` instead. The
+policies come from the installed ``mailstack`` package (``scripts/setup`` installs it
+into the project's virtual environment, which ``PulumiPolicy.yaml`` names).
 """
 
-import sys
-from pathlib import Path
+from pulumi_policy import EnforcementLevel, PolicyPack
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-if str(PROJECT_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT))
-
-from pulumi_policy import EnforcementLevel, PolicyPack  # noqa: E402
-
-from modules.policies import PACK_NAME, all_policies  # noqa: E402
+from mailstack.policy.policies import PACK_NAME, all_policies
 
 PolicyPack(
     name=PACK_NAME,

@@ -17,10 +17,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from modules import dkim, stackfile
-from modules.model import MailDomain, Record
-from modules.plan import plan
-from modules.lab.tls import self_signed
+from tests import project
+from mailstack.config import stackfile
+from mailstack.core.model import MailDomain
+from mailstack.core.record import Record
+from mailstack.lab.tls import self_signed
+from tests.project import planned as plan
+from mailstack.rules import dkim
 
 BIND_ADDRESS = "127.0.10.1"
 BIND_PORT = 5300
@@ -66,7 +69,7 @@ def _add(keys: Keys, name: str, pem: bytes) -> None:
 
 
 def load_stack(name: str) -> MailDomain:
-    return stackfile.load(stackfile.stack_path(name))
+    return stackfile.load(project.stack_path(name))
 
 
 def split_by_zone(stack: MailDomain, records: list[Record]) -> dict[str, list[Record]]:
@@ -106,7 +109,7 @@ def third_party(keys: Keys) -> dict[str, list[str]]:
 
 
 def _quoted(value: str) -> str:
-    from modules import txt
+    from mailstack.core import txt
 
     return txt.quoted(value)
 
@@ -284,7 +287,7 @@ def policy_certificate(base: Path) -> tuple[Path, Path]:
 
 def policy_responses() -> dict[str, tuple[int, str, str]]:
     """Host -> (HTTP status, media type, body) of the test policy server."""
-    from modules import mta_sts
+    from mailstack.rules import mta_sts
 
     def policy(domain: str, mode: str = "enforce") -> str:
         hosts = ["mx1.example.net", "mx2.example.net"] if domain == "example.net" else [f"gw.{domain}"]

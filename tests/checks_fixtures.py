@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import http.server
-import socketserver
 import socket
+import socketserver
 import ssl
 import threading
 from collections.abc import Iterator
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from checks import registry, runner
-from checks.context import CheckContext, HttpsOptions, SmtpOptions
-from checks.finding import Finding, Status
-from checks.resolver import Resolver, Server
-from modules.config import from_config
-from modules.lab import netns
-from modules.lab.bind import BindServer
-from modules.model import MailDomain
-from modules.plan import plan
+from mailstack import plan as planning
+from mailstack.checks.dns.resolver import Resolver, Server
+from mailstack.checks.engine import registry, runner
+from mailstack.checks.engine.context import CheckContext, HttpsOptions, SmtpOptions
+from mailstack.checks.engine.finding import Finding, Status
+from mailstack.config.stack import from_config
+from mailstack.core.model import MailDomain
+from mailstack.lab import netns
+from mailstack.lab.bind import BindServer
 from tests import check_zones as z
 from tests.servers import require_binary, require_root
 
@@ -225,9 +225,7 @@ def context(
     return CheckContext(
         stack.domain,
         lab.run_resolver(timeout),
-        stack=stack,
-        planned=tuple(plan(stack, gateway_key)),
-        gateway_key=gateway_key,
+        plan=planning.build(stack, gateway_key),
         dkim_private_key=private_key,
         smtp=SmtpOptions(port=smtp_port, timeout=10),
         https=https or HttpsOptions(),

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from modules import cli, stackfile
+from tests import project
+from mailstack.cli import main as cli
+from mailstack.config import stackfile
 from tests.checks_fixtures import dns_lab  # noqa: F401
 
 DNS_ONLY = ["--only", "spf", "--only", "dkim", "--only", "dmarc", "--only", "mx", "--only", "published"]
@@ -59,7 +61,7 @@ def test_output_file_junit(dns_lab, tmp_path: Path) -> None:
 
 
 def test_stack_file_disables_checks_by_id(dns_lab, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    text = stackfile.stack_path("online").read_text()
+    text = project.stack_path("online").read_text()
     path = tmp_path / "Pulumi.disabled.yaml"
     path.write_text(text + "  mailstack:checks:\n    disable: [spf.size, spf.loop]\n")
     assert check(dns_lab, "--stack-file", str(path), "--only", "spf", "--format", "json") == 0
@@ -92,7 +94,7 @@ def test_target_is_required() -> None:
 
 
 def test_sarif_points_at_the_stack_file(dns_lab, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(stackfile.PROJECT_ROOT)
+    monkeypatch.chdir(project.ROOT)
     assert check(dns_lab, "--stack", "online", "--only", "spf", "--format", "sarif") == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] == "2.1.0"

@@ -10,14 +10,25 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from checks import published, registry, report_json, report_junit, report_sarif, report_text, runner
-from checks.context import CheckContext
-from checks.finding import Finding, Status, exit_code, summary
-from checks.published import Change, Observed
-from checks.registry import Check, DuplicateCheck
-from checks.resolver import DnsError, Reason, Resolver, Server, parse_server
-from checks.spf_tree import SpfRecord, TermResult, budget
-from modules.model import Record
+from mailstack.checks.dns import published
+from mailstack.checks.dns.published import Change, Observed
+from mailstack.checks.dns.resolver import (
+    DnsError,
+    Reason,
+    Resolver,
+    Server,
+    parse_server,
+)
+from mailstack.checks.engine import registry, runner
+from mailstack.checks.engine.context import CheckContext
+from mailstack.checks.engine.finding import Finding, Status, exit_code, summary
+from mailstack.checks.engine.registry import Check, DuplicateCheck
+from mailstack.checks.probes.spf_tree import SpfRecord, TermResult, budget
+from mailstack.checks.report import json as report_json
+from mailstack.checks.report import junit as report_junit
+from mailstack.checks.report import sarif as report_sarif
+from mailstack.checks.report import text as report_text
+from mailstack.core.record import Record
 
 FINDINGS = [
     Finding("spf.lookups", Status.PASS, "3 of 10"),
@@ -308,7 +319,7 @@ def test_cached_resolver_asks_a_failing_question_once() -> None:
 
 
 def test_mta_sts_policy_parse_round_trip_and_errors() -> None:
-    from modules import mta_sts
+    from mailstack.rules import mta_sts
 
     text = mta_sts.policy_text("enforce", ["mx2.d.test", "mx1.d.test"], 86400)
     assert mta_sts.parse_policy(text) == {"version": "STSv1", "mode": "enforce", "max_age": 86400, "mx": ["mx1.d.test", "mx2.d.test"]}

@@ -12,9 +12,9 @@ import checkdmarc.spf as cspf
 import dns.resolver
 import pytest
 
-from checks.spf_tree import budget, fetch_tree
+from mailstack.checks.engine.finding import Status
+from mailstack.checks.probes.spf_tree import budget, fetch_tree
 from tests.checks_fixtures import context, dns_lab, of, run, statuses  # noqa: F401
-from checks.finding import Status
 
 
 def _checkdmarc(lab, domain: str) -> tuple[int | None, int | None, str]:  # type: ignore[no-untyped-def]

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from checks.finding import Status
-from modules import dkim as dkim_rules
-from modules.model import Dkim, Record
+from mailstack.checks.engine.finding import Status
+from mailstack.core.model import Dkim
+from mailstack.core.record import Record
+from mailstack.rules import dkim as dkim_rules
 from tests import check_zones as z
 from tests.checks_fixtures import context, dns_lab, of, run, stack_from, statuses  # noqa: F401
 
@@ -118,7 +119,8 @@ def _dkim_context(lab, selectors: list[str], declared_key: str = "gateway"):  # 
     value = dkim_rules.txt_value(lab.keys.public_b64[declared_key])
     planned = tuple(Record(dkim_rules.record_name(s, "dkim.broken.test"), "TXT", value, 300, purpose="dkim") for s in selectors)
     ctx = context(lab, stack=stack)
-    return dataclasses.replace(ctx, planned=planned)
+    assert ctx.plan is not None
+    return dataclasses.replace(ctx, plan=dataclasses.replace(ctx.plan, records=planned))
 
 
 def _by_selector(findings, id: str) -> dict[str, Status]:  # type: ignore[no-untyped-def]
@@ -322,7 +324,7 @@ def test_dns_failures_are_errors_naming_the_server(dns_lab, domain: str, reason:
 
 
 def test_resolver_skips_a_failing_server_and_names_all_when_all_fail(dns_lab) -> None:
-    from checks.resolver import DnsError, Reason, Resolver, Server
+    from mailstack.checks.dns.resolver import DnsError, Reason, Resolver, Server
 
     bind = Server(z.BIND_ADDRESS, dns_lab.port)
     dead = Server(z.DEAD_ADDRESS, dns_lab.port)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks.finding import Status
+from mailstack.checks.engine.finding import Status
 from tests import check_zones as z
 from tests.checks_fixtures import context, dns_lab, policy_server, run  # noqa: F401 - fixtures
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from checks.finding import Status
-from modules.config import from_config
+from mailstack.checks.engine.finding import Status
+from mailstack.config.stack import from_config
 from tests import check_zones as z
 from tests.checks_fixtures import context, dns_lab, of, policy_server, run  # noqa: F401
 

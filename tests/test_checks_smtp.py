@@ -29,13 +29,14 @@ from typing import Any
 
 import pytest
 
-from checks.finding import Status
-from modules import render
-from modules.config import from_config
-from modules.lab import netns
-from modules.lab.postfix import PostfixInstance, lab_layout, make_workdir
-from modules.lab.roles import lab_certificate
-from modules.model import MailDomain
+from mailstack import plan
+from mailstack.checks.engine.finding import Status
+from mailstack.config.stack import from_config
+from mailstack.core.model import MailDomain
+from mailstack.gateway import render
+from mailstack.lab import netns
+from mailstack.lab.postfix import PostfixInstance, lab_layout, make_workdir
+from mailstack.lab.roles import lab_certificate
 from tests.checks_fixtures import context, dns_lab, of, run  # noqa: F401
 from tests.servers import require_binary, require_root
 
@@ -112,7 +113,7 @@ def _run_instances() -> Iterator[dict[str, PostfixInstance]]:
             assert stack.gateway is not None
             settings = dataclasses.replace(stack.gateway, tls=dataclasses.replace(stack.gateway.tls, cert=str(cert), key=str(key)))
             layout = lab_layout(workdir, address, smtp_port=SMTP_PORT, submission_port=SMTP_PORT + 1, milter_port=SMTP_PORT + 2)
-            files = render.render(stack, settings, layout=layout)
+            files = render.render(plan.build(stack), settings, layout=layout)
             instance = PostfixInstance(
                 workdir,
                 files,

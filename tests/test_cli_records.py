@@ -12,8 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from modules import cli, stackfile
-from modules.plan import plan
+from tests import project
+from mailstack.cli import main as cli
+from mailstack.config import stackfile
+from tests.project import planned as plan
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_POLICY = """\
@@ -29,7 +31,7 @@ config:
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The real command in a child process: exit code, stdout and stderr as users see them."""
     return subprocess.run(
-        [sys.executable, "-m", "modules.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "mailstack.cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
 
 
@@ -38,7 +40,7 @@ def records_json(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[st
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("stack_file", stackfile.all_stacks(), ids=[p.name for p in stackfile.all_stacks()])
+@pytest.mark.parametrize("stack_file", project.all_stacks(), ids=[p.name for p in project.all_stacks()])
 def test_json_shape_for_every_stack(stack_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = records_json(capsys, "--stack-file", str(stack_file))
     assert data and all(list(item) == ["name", "type", "content", "ttl", "priority"] for item in data)
@@ -72,10 +74,10 @@ def test_table_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert "example.com TXT 3600 v=spf1 include:_spf.odoo.com ~all" in rows
     # Columns line up: every row's TYPE starts where the header's does.
     assert {line.index(" TXT ") if " TXT " in line else line.index(" TYPE ") for line in lines if " TXT " in line or " TYPE " in line} == {lines[0].index(" TYPE ")}
-    assert len(rows) == len(plan(stackfile.load(stackfile.stack_path("online"))))
+    assert len(rows) == len(plan(stackfile.load(project.stack_path("online"))))
 
 
-@pytest.mark.parametrize("stack_file", stackfile.all_stacks(), ids=[p.name for p in stackfile.all_stacks()])
+@pytest.mark.parametrize("stack_file", project.all_stacks(), ids=[p.name for p in project.all_stacks()])
 def test_zone_format_parses_with_dnspython(stack_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["records", "--stack-file", str(stack_file), "--format", "zone"]) == 0
     text = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Config validation (modules/config.py): every bad value is refused with one message
+"""Config validation (mailstack.config): every bad value is refused with one message
 naming its key, all problems of a declaration at once, nothing half-built."""
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from modules import stackfile
-from modules.config import from_config
-from modules.errors import ConfigError, ConfigErrors, MailstackError, format_path
-from modules.model import Hosting, InboundMode, SenderKind
+from mailstack import plan
+from tests import project
+from mailstack.config import stackfile
+from mailstack.config.stack import from_config
+from mailstack.core.errors import ConfigError, ConfigErrors, MailstackError, format_path
+from mailstack.core.model import Hosting, InboundMode, SenderKind
 
 BASE: dict[str, Any] = {
     "domain": "example.com",
@@ -30,8 +32,9 @@ ELEVEN = " ".join(f"include:s{i}.example.net" for i in range(10))
 
 
 def errors_of(declaration: dict[str, Any]) -> list[str]:
+    """Every error of a declaration as a user sees it: its keys, then its plan."""
     with pytest.raises(ConfigErrors) as excinfo:
-        from_config(declaration)
+        plan.build(from_config(declaration))
     return [str(e) for e in excinfo.value.errors]
 
 
@@ -187,7 +190,7 @@ def test_third_party_key_under_1024_bits_refused() -> None:
 
 
 def test_third_party_key_accepts_record_form() -> None:
-    sender = stackfile.load(stackfile.stack_path("odoo-sh")).sender(SenderKind.MAILJET)
+    sender = stackfile.load(project.stack_path("odoo-sh")).sender(SenderKind.MAILJET)
     assert sender is not None and sender.dkim_key
     stack = from_config({**BASE, "outbound": [{"type": "mailjet", "dkimKey": f"v=DKIM1; k=rsa; p={sender.dkim_key}"}]})
     found = stack.sender(SenderKind.MAILJET)
@@ -243,8 +246,8 @@ def test_config_errors_are_mailstack_errors() -> None:
 
 
 def test_every_shipped_stack_is_valid() -> None:
-    assert stackfile.all_stacks(), "stacks/ must hold example stacks"
-    for path in stackfile.all_stacks():
+    assert project.all_stacks(), "stacks/ must hold example stacks"
+    for path in project.all_stacks():
         stackfile.load(path)
 
 

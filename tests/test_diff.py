@@ -18,24 +18,34 @@ import dns.message
 import dns.query
 import pytest
 
-from modules import cli, dkim, stackfile, txt
-from modules.lab import netns
-from modules.lab.bind import BindServer
-from modules.model import Record
-from modules.plan import plan
-
-from checks.diff import authoritative_servers, diff_servers, selector_names, wait_until_agreed
-from checks.published import Change
-from checks.resolver import Resolver, Server
+from tests import project
+from mailstack import plan as planning
+from mailstack.checks.dns.diff import (
+    authoritative_servers,
+    diff_servers,
+    selector_names,
+    wait_until_agreed,
+)
+from mailstack.checks.dns.published import Change
+from mailstack.checks.dns.resolver import Resolver, Server
+from mailstack.cli import main as cli
+from mailstack.config import stackfile
+from mailstack.core import txt
+from mailstack.core.record import Record
+from mailstack.lab import netns
+from mailstack.lab.bind import BindServer
+from tests.project import planned as plan
+from mailstack.rules import dkim
 from tests.pulumi_harness import public_pem, rsa_key
 from tests.servers import require_binary, require_root
 
 #: This suite's loopback addresses and DNS ports on the host network namespace.
 ADDRESSES = [f"127.0.30.{i}" for i in range(1, 255)]
 PORTS = range(5340, 5360)
-ONLINE = stackfile.load(stackfile.stack_path("online"))
-ONPREMISE = stackfile.load(stackfile.stack_path("onpremise"))
-ONLINE_RECORDS = plan(ONLINE)
+ONLINE = stackfile.load(project.stack_path("online"))
+ONPREMISE = stackfile.load(project.stack_path("onpremise"))
+ONLINE_PLAN = planning.build(ONLINE)
+ONLINE_RECORDS = list(ONLINE_PLAN.records)
 
 
 def free_port(address: str) -> int:
@@ -223,7 +233,7 @@ def test_bad_nameserver_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_selector_names_cover_known_senders_not_declared() -> None:
-    found = selector_names(ONLINE, ONLINE_RECORDS)
+    found = selector_names(ONLINE_PLAN)
     assert "odoo._domainkey.example.com" not in found  # declared
     for selector in ("google", "mailjet", "selector1", "selector2", "mailstack"):
         assert f"{selector}._domainkey.example.com" in found
@@ -249,7 +259,7 @@ def test_wait_polls_until_every_server_serves_the_plan(primary: BindServer, seco
             time.sleep(seconds)
 
     result = wait_until_agreed(
-        lambda: diff_servers(ONLINE, ONLINE_RECORDS, servers, timeout=3),
+        lambda: diff_servers(ONLINE_PLAN, servers, timeout=3),
         3600,
         interval=0.2,
         sleep=apply_change_then_sleep,
@@ -276,7 +286,7 @@ def test_wait_reports_the_server_still_behind(primary: BindServer, secondary: Bi
 
 def test_records_planned_equal_records_served(primary: BindServer) -> None:
     """The diff's notion of equality is the plan's Record equality, via zone files."""
-    (result,) = diff_servers(ONLINE, ONLINE_RECORDS, [at(primary)], timeout=3)
+    (result,) = diff_servers(ONLINE_PLAN, [at(primary)], timeout=3)
     live = {r for d in result.diffs for r in d.live}
     assert {Record(r.name, r.type, r.content, 300, r.priority) for r in ONLINE_RECORDS} <= {
         Record(r.name, r.type, r.content, 300, r.priority) for r in live

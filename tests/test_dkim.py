@@ -1,4 +1,4 @@
-"""DKIM key records (modules/dkim.py): TXT from a public key, parsing, key-size rules."""
+"""DKIM key records (mailstack.rules.dkim): TXT from a public key, parsing, key-size rules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from modules import dkim
+from mailstack.rules import dkim
 
 
 def spki_pem(key: rsa.RSAPublicKey | ed25519.Ed25519PublicKey) -> str:

@@ -1,10 +1,10 @@
-"""DMARC rules (modules/dmarc.py): building from tags, parsing, validating values."""
+"""DMARC rules (mailstack.rules.dmarc): building from tags, parsing, validating values."""
 
 from __future__ import annotations
 
 import pytest
 
-from modules import dmarc
+from mailstack.rules import dmarc
 
 
 def test_build_minimal_is_odoo_example() -> None:

@@ -7,14 +7,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modules import dns_resources, protection, stackfile, zonefile
-from modules.cloudflare_dns import cloudflare_content
-from modules.model import Record
-from modules.plan import plan
+from tests import project
+from mailstack.config import stackfile
+from mailstack.core import zonefile
+from mailstack.core.record import Record
+from tests.project import planned as plan
+from mailstack.policy import resources as dns_resources
+from mailstack.providers.cloudflare import cloudflare_content
+from mailstack.rules import protection
 
 CF = dns_resources.CLOUDFLARE_RECORD
 DYNAMIC = "pulumi-python:dynamic/mailstack:Rfc2136Record"
-PLANNED = [r for path in stackfile.all_stacks() for r in plan(stackfile.load(path))]
+PLANNED = [r for path in project.all_stacks() for r in plan(stackfile.load(path))]
 
 
 def cloudflare_inputs(record: Record) -> dict[str, object]:

@@ -25,11 +25,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from modules import render
-from modules.config import from_config
-from modules.lab import netns, smtp_tools
-from modules.lab.postfix import OpenDkim, PostfixInstance, lab_layout, make_workdir, wait_for
-from modules.lab.tls import self_signed
+from mailstack import plan
+from mailstack.config.stack import from_config
+from mailstack.gateway import render
+from mailstack.lab import netns, smtp_tools
+from mailstack.lab.postfix import (
+    OpenDkim,
+    PostfixInstance,
+    lab_layout,
+    make_workdir,
+    wait_for,
+)
+from mailstack.lab.tls import self_signed
 from tests.servers import require_binary, require_root
 
 pytestmark = pytest.mark.servers
@@ -105,7 +112,7 @@ def lab() -> Iterator[AuthLab]:
         })
         sasldb = workdir / "sasl" / "sasldb2"
         layout = dataclasses.replace(lab_layout(workdir, GATEWAY), sasldb_path=str(sasldb))
-        files = render.render(stack, dkim_private_key_pem=private_pem, layout=layout)
+        files = render.render(plan.build(stack), dkim_private_key_pem=private_pem, layout=layout)
         assert f"sasldb_path: {sasldb}" in files["postfix/sasl/smtpd.conf"].text
         set_sasl_password(sasldb, USER, HOSTNAME, PASSWORD)
         netns.create(name, nameserver="127.0.20.53")  # nothing answers there: no lookups leave

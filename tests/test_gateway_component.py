@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-
-from modules import dkim, render, stackfile
-from modules.config import from_config
-from modules.gateway_component import TYPE, GatewayArgs, GatewayServer, content_hash
 from pulumi.runtime import rpc
+
+from tests import project
+from mailstack import plan
+from mailstack.config import stackfile
+from mailstack.config.stack import from_config
+from mailstack.gateway import render
+from mailstack.providers.gateway import TYPE, GatewayArgs, GatewayServer, content_hash
+from mailstack.rules import dkim
 from tests.pulumi_harness import Mocks, ProgramRun, config_string, run_program
 
-ONPREMISE = stackfile.stack_path("onpremise")
+ONPREMISE = project.stack_path("onpremise")
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
 CF_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
@@ -64,7 +68,7 @@ def test_one_component_per_gateway_with_files_key_and_activation() -> None:
     stack = from_config(base_values())
     for gateway in stack.gateways:
         host = gateway.hostname
-        expected = render.render(stack, gateway=gateway)
+        expected = render.render(plan.build(stack), gateway=gateway)
         copies = {r.inputs["remotePath"]: r for r in children(run, host, COPY)}
         layout = render.Layout()
         for relative, rendered in expected.items():
@@ -169,12 +173,12 @@ def test_the_private_key_stays_secret_in_the_component() -> None:
 
     @pulumi.runtime.test
     def build() -> pulumi.Output[Any]:
-        built["server"] = GatewayServer("gw", GatewayArgs(stack=stack, gateway=stack.gateways[0], dkim_private_key_pem="PEM"))
+        built["server"] = GatewayServer("gw", GatewayArgs(plan=plan.build(stack), gateway=stack.gateways[0], dkim_private_key_pem="PEM"))
         return built["server"].activate.urn
 
     build()
     key = next(r for r in mocks.resources if r.name == "gw-dkim-key")
     assert secret(key.inputs["stdin"]) == "PEM"
-    files = render.render(stack, gateway=stack.gateways[0])
-    mailgate_source = (Path(__file__).resolve().parent.parent / "modules" / "mailgate.py").read_text()
+    files = render.render(plan.build(stack), gateway=stack.gateways[0])
+    mailgate_source = (project.ROOT / "modules" / "gateway" / "mailgate.py").read_text()
     assert built["server"].content_hash == content_hash(files, mailgate_source)

@@ -20,17 +20,25 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from modules import render
-from modules.config import from_config
-from modules.lab import netns, smtp_tools
-from modules.lab.odoo_standin import OdooStandIn
-from modules.lab.postfix import (
-    OpenDkim, PostfixInstance, install_mailgate, lab_layout, mailgate_python, make_workdir, runs_as, wait_for,
+from mailstack import plan
+from mailstack.config.stack import from_config
+from mailstack.core.model import MailDomain
+from mailstack.gateway import render
+from mailstack.lab import netns, smtp_tools
+from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.postfix import (
+    OpenDkim,
+    PostfixInstance,
+    install_mailgate,
+    lab_layout,
+    mailgate_python,
+    make_workdir,
+    runs_as,
+    wait_for,
 )
-from modules.model import MailDomain
-from modules.plan import plan
+from mailstack.lab.tls import self_signed
+from tests.project import planned
 from tests.servers import require, require_binary, require_root
-from modules.lab.tls import self_signed
 
 pytestmark = pytest.mark.servers
 
@@ -98,7 +106,7 @@ def lab() -> Iterator[Lab]:
                 "mailgate": {"passwordFile": str(workdir / "secret" / "odoo-password"), "timeout": 20},
             },
         })
-        files = render.render(stack, dkim_private_key_pem=private_pem, layout=lab_layout(workdir, GATEWAY))
+        files = render.render(plan.build(stack), dkim_private_key_pem=private_pem, layout=lab_layout(workdir, GATEWAY))
         netns.create(name, nameserver="127.0.20.53")  # nothing answers there: no lookups leave
         standin = OdooStandIn(workdir / "odoo", STANDIN, 8069, password=PASSWORD, netns=name,
                               aliases=["sales@example.net", "support@example.net"])
@@ -185,7 +193,7 @@ def test_relaying_to_a_foreign_domain_from_outside_is_refused(lab: Lab) -> None:
 
 
 def test_outbound_from_odoo_is_dkim_signed_and_verifies_against_the_planned_record(lab: Lab) -> None:
-    records = plan(lab.stack, gateway_key=lab.public_key_pem)
+    records = planned(lab.stack, gateway_key=lab.public_key_pem)
     txt = next(r for r in records if r.name == "lab2026._domainkey.example.net" and r.type == "TXT")
     original = message("<outbound-1@example.net>", "Customer <customer@foreign.test>", sender="notifications@example.net")
     result = lab.send(ODOO, "bounce@example.net", ["customer@foreign.test"], original)

@@ -10,19 +10,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from modules import cli, mta_sts, render, stackfile
-from modules.config import from_config
-from modules.errors import ConfigErrors
-from modules.gateway_settings import parse_relay_host
-from modules.plan import plan
+from tests import project
+from mailstack import plan
+from mailstack.cli import main as cli
+from mailstack.config import stackfile
+from mailstack.config.gateway import parse_relay_host
+from mailstack.config.stack import from_config
+from mailstack.core.errors import ConfigErrors
+from mailstack.gateway import render
+from tests.project import planned
+from mailstack.rules import mta_sts
 from tests.servers import require_binary
 
-GATEWAY_STACKS = [p for p in stackfile.all_stacks() if stackfile.load(p).gateways]
-NO_GATEWAY_STACKS = [p for p in stackfile.all_stacks() if not stackfile.load(p).gateways]
+GATEWAY_STACKS = [p for p in project.all_stacks() if stackfile.load(p).gateways]
+NO_GATEWAY_STACKS = [p for p in project.all_stacks() if not stackfile.load(p).gateways]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +68,7 @@ def test_example_stacks_render_and_postfix_accepts_them(path: Path, tmp_path: Pa
     for gateway in stack.gateways:
         out = tmp_path / gateway.hostname
         layout = render.Layout(opendkim_dir=str(out / "opendkim"), mailstack_dir=str(out / "mailstack"))
-        files = render.render(stack, dkim_private_key_pem=private_key_pem, gateway=gateway, layout=layout)
+        files = render.render(plan.build(stack), dkim_private_key_pem=private_key_pem, gateway=gateway, layout=layout)
         render.write(files, out)
         for relative in render.POSTMAP_FILES:
             if relative in files:
@@ -84,7 +90,7 @@ def test_generated_config_is_accepted_with_every_option(tmp_path: Path, private_
     raw["gateway"].update(smtpAuth={"user": "odoo"}, tls={"cert": "/etc/ssl/gw.pem", "key": "/etc/ssl/gw.key", "required": True},
                           rateLimits={"connections": 10}, messageSizeLimit=10485760)
     raw["inbound"]["acceptAll"] = True
-    files = render.render(from_config(raw), dkim_private_key_pem=private_key_pem)
+    files = render.render(plan.build(from_config(raw)), dkim_private_key_pem=private_key_pem)
     out = written(tmp_path, files)
     postconf = subprocess.run(["postconf", "-c", str(out / "postfix"), "-n"], capture_output=True, text=True)
     assert postconf.returncode == 0 and postconf.stderr == ""
@@ -109,7 +115,7 @@ def main_cf(files: dict[str, render.RenderedFile]) -> dict[str, str]:
 
 
 def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None:
-    files = render.render(from_config(base_config()))
+    files = render.render(plan.build(from_config(base_config())))
     conf = main_cf(files)
     assert conf["relay_domains"] == "brand.example, example.org"
     assert conf["transport_maps"] == "hash:${config_directory}/transport"
@@ -130,7 +136,7 @@ def test_an_outbound_only_gateway_receives_nothing(tmp_path: Path) -> None:
     raw = base_config()
     raw["inbound"] = {"mode": "imap", "mx": "google"}
     del raw["mtaSts"]
-    files = render.render(from_config(raw))
+    files = render.render(plan.build(from_config(raw)))
     assert main_cf(files)["relay_domains"] == ""
     assert [line for line in files["postfix/transport"].text.splitlines() if not line.startswith("#")] == []
     assert [line for line in files["postfix/relay_recipients"].text.splitlines() if not line.startswith("#")] == []
@@ -141,7 +147,7 @@ def test_an_outbound_only_gateway_receives_nothing(tmp_path: Path) -> None:
 
 
 def test_never_an_open_relay_and_smuggling_and_limits() -> None:
-    conf = main_cf(render.render(from_config(base_config())))
+    conf = main_cf(render.render(plan.build(from_config(base_config()))))
     assert conf["mynetworks"] == "10.0.0.5/32"
     assert conf["smtpd_relay_restrictions"] == "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
     assert conf["relayhost"] == "[smtp.relay.example]:587"
@@ -155,7 +161,7 @@ def test_never_an_open_relay_and_smuggling_and_limits() -> None:
 
 def test_opendkim_signs_every_domain_with_the_selector() -> None:
     stack = from_config(base_config())
-    files = render.render(stack)
+    files = render.render(plan.build(stack))
     assert files["opendkim/KeyTable"].text.splitlines() == [
         "gw2026._domainkey.brand.example\tbrand.example:gw2026:/etc/opendkim/keys/gw2026.private",
         "gw2026._domainkey.example.org\texample.org:gw2026:/etc/opendkim/keys/gw2026.private",
@@ -165,12 +171,12 @@ def test_opendkim_signs_every_domain_with_the_selector() -> None:
         "*@example.org\tgw2026._domainkey.example.org",
     ]
     assert files["opendkim/TrustedHosts"].text.splitlines() == ["10.0.0.5/32"]
-    dkim_names = {r.name for r in plan(stack) if r.purpose == "dkim"}
+    dkim_names = {r.name for r in planned(stack) if r.purpose == "dkim"}
     assert dkim_names == {"gw2026._domainkey.example.org", "gw2026._domainkey.brand.example"}
 
 
 def test_odoo_conf_mail_section_uses_odoo_17_keys() -> None:
-    text = render.render(from_config(base_config()))["odoo/odoo.conf"].text
+    text = render.render(plan.build(from_config(base_config())))["odoo/odoo.conf"].text
     options = dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line and not line.startswith(";"))
     assert options == {
         "smtp_server": "mx1.example.org",
@@ -185,43 +191,43 @@ def test_odoo_conf_mail_section_uses_odoo_17_keys() -> None:
 def test_odoo_on_the_gateway_host_submits_over_loopback() -> None:
     raw = base_config()
     del raw["gateway"]["odooAddresses"]
-    files = render.render(from_config(raw))
+    files = render.render(plan.build(from_config(raw)))
     assert "smtp_server = 127.0.0.1\n" in files["odoo/odoo.conf"].text
     assert main_cf(files)["mynetworks"] == "127.0.0.0/8 [::1]/128"
 
 
 def test_mta_sts_policy_matches_the_record_id() -> None:
     stack = from_config(base_config())
-    policy = render.render(stack)["mta-sts/mta-sts.txt"].text
+    policy = render.render(plan.build(stack))["mta-sts/mta-sts.txt"].text
     assert "mx: mx1.example.org\r\n" in policy and "mode: enforce\r\n" in policy
-    txt = next(r for r in plan(stack) if r.name == "_mta-sts.example.org")
+    txt = next(r for r in planned(stack) if r.name == "_mta-sts.example.org")
     assert txt.content == mta_sts.txt_value(policy)
     raw = base_config()
     del raw["mtaSts"]
-    assert "mta-sts/mta-sts.txt" not in render.render(from_config(raw))
+    assert "mta-sts/mta-sts.txt" not in render.render(plan.build(from_config(raw)))
 
 
 def test_rendering_is_deterministic_and_secrets_are_0600(private_key_pem: str) -> None:
     stack = from_config(base_config())
-    first = render.render(stack, dkim_private_key_pem=private_key_pem)
-    second = render.render(from_config(copy.deepcopy(base_config())), dkim_private_key_pem=private_key_pem)
+    first = render.render(plan.build(stack), dkim_private_key_pem=private_key_pem)
+    second = render.render(plan.build(from_config(copy.deepcopy(base_config()))), dkim_private_key_pem=private_key_pem)
     assert first == second
     assert list(first) == sorted(first)
     key_file = first["opendkim/keys/gw2026.private"]
     assert key_file.mode == 0o600 and key_file.text.strip() == private_key_pem.strip()
     assert all(f.mode == 0o644 for name, f in first.items() if name != "opendkim/keys/gw2026.private")
-    assert "opendkim/keys/gw2026.private" not in render.render(stack)
+    assert "opendkim/keys/gw2026.private" not in render.render(plan.build(stack))
 
 
 def test_a_key_that_is_not_a_private_key_is_refused() -> None:
     with pytest.raises(Exception, match="not an unencrypted PEM private key"):
-        render.render(from_config(base_config()), dkim_private_key_pem="-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+        render.render(plan.build(from_config(base_config())), dkim_private_key_pem="-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
 
 
 @pytest.mark.parametrize("path", NO_GATEWAY_STACKS, ids=lambda p: p.stem)
 def test_a_gateway_less_stack_is_a_clear_error(path: Path) -> None:
     with pytest.raises(ConfigErrors, match=r"mailstack:gateways: the stack declares no gateway"):
-        render.render(stackfile.load(path))
+        render.render(plan.build(stackfile.load(path)))
 
 
 def _mutate(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -286,8 +292,8 @@ def test_cli_render_writes_modes_and_prints_paths(tmp_path: Path, private_key_pe
     out = tmp_path / "out"
     assert cli.main(["render", "--stack", "onpremise", "--out", str(out), "--dkim-private-key", str(key)]) == 0
     printed = capsys.readouterr().out.splitlines()
-    stack = stackfile.load(stackfile.stack_path("onpremise"))
-    expected = render.render(stack, dkim_private_key_pem=private_key_pem, gateway=stack.gateways[1])
+    stack = stackfile.load(project.stack_path("onpremise"))
+    expected = render.render(plan.build(stack), dkim_private_key_pem=private_key_pem, gateway=stack.gateways[1])
     assert len(printed) == 2 * len(expected)
     host = out / "mx2.example.net"
     for relative, rendered in expected.items():
@@ -327,8 +333,8 @@ def test_recipients_and_transport_follow_the_declaration(aliases: list[str], ali
     raw["aliasDomains"] = alias_domains
     raw["inbound"] = {"mode": "gateway", "aliases": aliases, "acceptAll": accept_all}
     stack = from_config(raw)
-    files = render.render(stack)
-    assert files == render.render(stack)
+    files = render.render(plan.build(stack))
+    assert files == render.render(plan.build(stack))
     domains = sorted({"example.org", *alias_domains})
     transport = [line for line in files["postfix/transport"].text.splitlines() if not line.startswith("#")]
     assert transport == [f"{domain}\todoo:odoo" for domain in domains]

@@ -22,12 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from modules import stackfile
-from modules.lab import netns, roles
-from modules.lab.postfix import wait_for
-from modules.lab.recipient import received
-from modules.lab.state import LabState
-from modules.lab.topology import from_stack
+from tests import project
+from mailstack import plan as planning
+from mailstack.config import stackfile
+from mailstack.lab import netns, roles
+from mailstack.lab.postfix import wait_for
+from mailstack.lab.recipient import received
+from mailstack.lab.state import LabState
+from mailstack.lab.topology import from_stack
 from tests.servers import require_binary, require_root
 
 pytestmark = pytest.mark.servers
@@ -36,7 +38,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Unique per run: the whole suite may run in several sessions at once on one machine,
 #: and a second run's `lab down` must never reach this run's processes.
 NAMESPACE = f"mslabt{uuid.uuid4().hex[:6]}"
-STACK_FILE = stackfile.stack_path("lab")
+STACK_FILE = project.stack_path("lab")
 E2E_IDS = {
     "e2e.outbound.delivery", "e2e.outbound.spf", "e2e.outbound.dkim", "e2e.outbound.dkim-opendkim",
     "e2e.outbound.dmarc", "e2e.inbound.to", "e2e.inbound.cc", "e2e.inbound.bcc",
@@ -44,7 +46,7 @@ E2E_IDS = {
 
 
 def mailstack(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "modules.cli", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "mailstack.cli.main", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     if check and result.returncode:
         raise AssertionError(f"mailstack {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
@@ -179,7 +181,7 @@ def test_odoo_down_while_200_arrive_then_all_delivered_exactly_once(lab: Path) -
 
     wait_for(lambda: deferred() == 200, 120, what="all 200 messages deferred while Odoo is down")
 
-    standin = roles.odoo_standin(state, stack, topology, netns=NAMESPACE)
+    standin = roles.odoo_standin(state, planning.build(stack), topology, netns=NAMESPACE)
     standin.start()
     assert standin.pid is not None
     state.record("odoo", standin.pid, str(standin.db_path))

@@ -13,11 +13,12 @@ import dns.tsigkeyring
 import dns.update
 import pytest
 
-from modules import stackfile
-from modules.errors import MailstackError
-from modules.lab import netns
-from modules.lab.bind import BindServer
-from modules.plan import plan
+from tests import project
+from mailstack.config import stackfile
+from mailstack.core.errors import MailstackError
+from mailstack.lab import netns
+from mailstack.lab.bind import BindServer
+from tests.project import planned as plan
 from tests.servers import require_binary, require_root
 
 ADDRESS = "127.0.60.1"
@@ -39,7 +40,7 @@ def server(tmp_path: Path):
     secret = base64.b64encode(os.urandom(32)).decode()
     bind = BindServer(tmp_path / "bind", ADDRESS, PORT)
     bind.add_tsig_key("test-key", "hmac-sha256", secret)
-    bind.add_zone("example.net", plan(stackfile.load(stackfile.stack_path("onpremise"))), dynamic=True)
+    bind.add_zone("example.net", plan(stackfile.load(project.stack_path("onpremise"))), dynamic=True)
     with bind:
         yield bind, secret
     assert not netns.has_address(ADDRESS), "the runner must remove the loopback address it added"
@@ -47,7 +48,7 @@ def server(tmp_path: Path):
 
 def test_serves_the_plan_exactly(server) -> None:
     bind, _ = server
-    records = plan(stackfile.load(stackfile.stack_path("onpremise")))
+    records = plan(stackfile.load(project.stack_path("onpremise")))
     resolver = _resolver()
     for record in records:
         answer = resolver.resolve(record.name, record.type)

@@ -12,21 +12,24 @@ from pathlib import Path
 import dns.resolver
 import pytest
 
-from checks.context import CheckContext
-from checks.e2e_checks import inbound_bcc, outbound_dkim
-from checks.e2e_probe import E2eSettings
-from checks.resolver import Resolver
-from modules import dmarc, stackfile
-from modules.errors import MailstackError, ProviderError
-from modules.lab import control, provision
-from modules.lab.bind import BindServer
-from modules.lab.state import LabState
-from modules.lab.topology import from_stack
-from modules.model import Gateway
+from tests import project
+from mailstack import plan as planning
+from mailstack.checks.dns.resolver import Resolver
+from mailstack.checks.engine.context import CheckContext
+from mailstack.checks.groups.e2e import inbound_bcc, outbound_dkim
+from mailstack.checks.probes.e2e import E2eSettings
+from mailstack.config import stackfile
+from mailstack.core.errors import MailstackError, ProviderError
+from mailstack.core.model import Gateway
+from mailstack.lab import binaries, control, provision
+from mailstack.lab.bind import BindServer
+from mailstack.lab.state import LabState
+from mailstack.lab.topology import from_stack
+from mailstack.rules import dmarc
 from tests.ports import free_port
 from tests.servers import require_binary, require_root
 
-LAB = stackfile.stack_path("lab")
+LAB = project.stack_path("lab")
 
 
 def test_preflight_says_root_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +40,7 @@ def test_preflight_says_root_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_preflight_names_the_missing_package_and_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(control, "_which", lambda name: None if name in ("opendkim-testmsg", "named") else f"/usr/bin/{name}")
+    monkeypatch.setattr(binaries, "find", lambda name: None if name in ("opendkim-testmsg", "named") else f"/usr/bin/{name}")
     with pytest.raises(control.LabUnavailable) as caught:
         control.preflight()
     assert "bind9, opendkim-tools" in str(caught.value)
@@ -52,7 +55,7 @@ def test_topology_comes_from_the_lab_stack_and_stays_on_loopback() -> None:
     public = dataclasses.replace(stack, gateways=(Gateway("mx1.acme.test", "192.0.2.10"),))
     with pytest.raises(MailstackError, match="loopback only"):
         from_stack(public)
-    cloudflare = stackfile.load(stackfile.stack_path("onpremise"))
+    cloudflare = stackfile.load(project.stack_path("onpremise"))
     with pytest.raises(MailstackError, match="RFC 2136"):
         from_stack(cloudflare)
 
@@ -93,7 +96,7 @@ def test_dmarc_alignment_strict_relaxed_and_organizational_domain() -> None:
 def test_e2e_checks_skip_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAILSTACK_E2E", raising=False)
     stack = stackfile.load(LAB)
-    ctx = CheckContext(stack.domain, Resolver(), stack=stack)
+    ctx = CheckContext(stack.domain, Resolver(), plan=planning.build(stack))
     for check in (outbound_dkim, inbound_bcc):
         [finding] = check(ctx)
         assert finding.status == "skip" and "MAILSTACK_E2E=1" in finding.summary
@@ -138,13 +141,13 @@ def test_provisioning_creates_updates_and_deletes_through_the_provider(tmp_path:
             return []
 
     with bind:
-        wanted = provision.desired(stack, key, address, port, "mailstack-lab", secret)
+        wanted = provision.desired(planning.build(stack, key), address, port, "mailstack-lab", secret)
         assert [c.action for c in provision.apply(wanted, state_file, secret)] == ["create"] * 5
         assert secret not in state_file.read_text(), "the state file never holds the TSIG secret"
         assert [c.action for c in provision.apply(wanted, state_file, secret)] == ["same"] * 5
 
         changed = dataclasses.replace(stack, dmarc=dataclasses.replace(stack.dmarc, policy="quarantine"))
-        wanted = provision.desired(changed, key, address, port, "mailstack-lab", secret)
+        wanted = provision.desired(planning.build(changed, key), address, port, "mailstack-lab", secret)
         assert sorted(c.action for c in provision.apply(wanted, state_file, secret)) == ["same"] * 4 + ["update"]
         assert "p=quarantine" in resolve("_dmarc.acme.test", "TXT")[0]
 

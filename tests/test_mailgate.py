@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from modules import mailgate
-from modules.lab.odoo_standin import OdooStandIn
+from mailstack.gateway import mailgate
+from mailstack.lab.odoo_standin import OdooStandIn
 
 ADDRESS = "127.0.20.60"
 PASSWORD = "pw-Zq81-never-shown"
@@ -71,7 +71,7 @@ _counter = iter(range(1, 10000))
 def run(url: str, password_file: Path, *extra: str, raw: bytes | None = None,
         recipient: str = "sales@example.net") -> subprocess.CompletedProcess[bytes]:
     message = raw if raw is not None else RAW.replace(b"{n}", str(next(_counter)).encode())
-    command = [sys.executable, "-m", "modules.mailgate", "--url", url, "--database", "odoo",
+    command = [sys.executable, "-m", "mailstack.gateway.mailgate", "--url", url, "--database", "odoo",
                "--password-file", str(password_file), "--recipient", recipient, *extra]
     if "--uid" not in extra and "--login" not in extra:
         command += ["--uid", "2"]
@@ -121,7 +121,7 @@ def test_login_authenticates_first(standins: dict[str, OdooStandIn], password_fi
 def test_config_file_is_read(standins: dict[str, OdooStandIn], password_file: Path, tmp_path: Path) -> None:
     config = tmp_path / "mailgate.conf"
     config.write_text(f"[mailgate]\nurl = {url('ok')}\ndatabase = odoo\nuid = 2\npassword_file = {password_file}\ntimeout = 10\n")
-    result = subprocess.run([sys.executable, "-m", "modules.mailgate", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "mailstack.gateway.mailgate", "--config", str(config)],
                             input=RAW.replace(b"{n}", b"conf"), capture_output=True)
     assert result.returncode == 0, result.stderr
 
@@ -180,7 +180,7 @@ def test_unsafe_or_missing_password_file_is_a_config_error(tmp_path: Path, refus
 
 def test_bad_arguments_and_missing_config_are_config_errors(tmp_path: Path) -> None:
     for argv in (["--bogus"], ["--config", str(tmp_path / "absent.conf")], ["--url", "ftp://x", "--database", "d", "--password-file", "/x"]):
-        result = subprocess.run([sys.executable, "-m", "modules.mailgate", *argv], input=b"", capture_output=True)
+        result = subprocess.run([sys.executable, "-m", "mailstack.gateway.mailgate", *argv], input=b"", capture_output=True)
         assert result.returncode == mailgate.EX_CONFIG, (argv, result.stderr)
 
 

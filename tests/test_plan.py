@@ -1,4 +1,4 @@
-"""The record plan (modules/plan.py) with its helpers: names, sender profiles, MTA-STS,
+"""The record plan (mailstack.plan) with its helpers: names, sender profiles, MTA-STS,
 zone-file rendering. Declarations are built through ``from_config`` as users write them."""
 
 from __future__ import annotations
@@ -8,11 +8,17 @@ from typing import Any
 import dns.rdata
 import pytest
 
-from modules import mta_sts, names, senders, zonefile
-from modules.config import from_config
-from modules.errors import ConfigErrors, PlanError
-from modules.model import Record
-from modules.plan import NULL_MX, conflicts, managed_zones, order_key, plan
+from tests import project
+from mailstack.config.stack import from_config
+from mailstack.core import names, zonefile
+from mailstack.core.errors import ConfigErrors, PlanError
+from mailstack.core.record import Record
+from mailstack import plan as planning
+from mailstack.plan.conflicts import conflicts
+from mailstack.plan.records import order_key
+from mailstack.rules.mx import NULL_MX
+from tests.project import planned
+from mailstack.rules import mta_sts, senders
 
 ONLINE: dict[str, Any] = {
     "domain": "example.com",
@@ -23,7 +29,7 @@ ONLINE: dict[str, Any] = {
 
 
 def records_of(overrides: dict[str, Any] | None = None, key: str | None = None) -> list[Record]:
-    return plan(from_config({**ONLINE, **(overrides or {})}), key)
+    return planned(from_config({**ONLINE, **(overrides or {})}), key)
 
 
 def triples(records: list[Record]) -> set[tuple[str, str, str, int | None]]:
@@ -139,12 +145,12 @@ def test_gateway_dkim_placeholder_and_key(tmp_path: Any) -> None:
         "dkim": {"selector": "s2026"},
     }
     stack = from_config(declaration)
-    pending = [r for r in plan(stack) if r.name == "s2026._domainkey.example.net"]
+    pending = [r for r in planned(stack) if r.name == "s2026._domainkey.example.net"]
     assert len(pending) == 1 and pending[0].needs_gateway_key and pending[0].content.endswith("p=<generated-by-pulumi>")
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
-    known = [r for r in plan(stack, pem) if r.name == "s2026._domainkey.example.net"]
+    known = [r for r in planned(stack, pem) if r.name == "s2026._domainkey.example.net"]
     assert not known[0].needs_gateway_key and known[0].content.startswith("v=DKIM1; k=rsa; p=MIIB")
 
 
@@ -161,7 +167,7 @@ def test_gateway_addresses_only_inside_managed_zones() -> None:
             ],
         }
     )
-    found = triples(plan(stack))
+    found = triples(planned(stack))
     assert ("mx1.example.net", "A", "192.0.2.10", None) in found
     assert ("mx1.example.net", "AAAA", "2001:db8::10", None) in found
     assert not any(name == "relay.provider.example" for name, *_ in found)
@@ -187,7 +193,7 @@ def test_mx_in_priority_order() -> None:
             ],
         }
     )
-    mx = [(r.priority, r.content) for r in plan(stack) if r.type == "MX"]
+    mx = [(r.priority, r.content) for r in planned(stack) if r.type == "MX"]
     assert mx == [(10, "b-primary.example.net"), (10, "z-primary.example.net"), (20, "a-backup.example.net")]
 
 
@@ -243,7 +249,7 @@ def test_external_report_domain_gets_no_record() -> None:
 
 def test_managed_zones() -> None:
     stack = from_config({**ONLINE, "aliasDomains": ["other.example", "shop.example.com"], "dns": {"aliasZones": {"other.example": "other.example"}}})
-    assert managed_zones(stack) == ("example.com", "other.example")
+    assert planning.build(stack).managed_zones == ("example.com", "other.example")
     assert stack.dns.zone_of("_dmarc.shop.example.com") == "example.com"
     assert stack.dns.zone_of("odoo._domainkey.other.example") == "other.example"
 
@@ -287,18 +293,14 @@ def test_conflicts_spf_budget() -> None:
 
 def test_plan_refuses_alias_domain_at_the_odoo_cname() -> None:
     """An alias domain that is also the CNAME'd inbound name would need SPF beside it."""
-    with pytest.raises(ConfigErrors) as excinfo:
-        from_config(
-            {
-                **ONLINE,
-                "aliasDomains": ["mail.example.com"],
-                "inbound": {"mode": "odoo-mx", "subdomain": "mail", "record": "cname"},
-            }
-        )
+    stack = from_config({**ONLINE, "aliasDomains": ["mail.example.com"], "inbound": {"mode": "odoo-mx", "subdomain": "mail", "record": "cname"}})
+    with pytest.raises(PlanError) as excinfo:
+        planning.build(stack)
     assert [str(e) for e in excinfo.value.errors] == [
         "mailstack:inbound: mail.example.com has a CNAME beside other records (CNAME, TXT); RFC 1034 §3.6.2 forbids it"
     ]
-    assert isinstance(excinfo.value.__cause__, PlanError)
+    assert isinstance(excinfo.value, ConfigErrors)  # the CLI reports it like any configuration error
+    assert [p.kind for p in excinfo.value.problems] == ["cname-exclusive"]
 
 
 def test_record_key_unique_for_mx_sharing_a_priority() -> None:
@@ -332,9 +334,9 @@ def test_zonefile_lines_parse_with_dnspython() -> None:
 
 
 def _mailjet_key() -> str:
-    from modules import stackfile
+    from mailstack.config import stackfile
 
-    sender = stackfile.load(stackfile.stack_path("odoo-sh")).sender(senders.SenderKind.MAILJET)
+    sender = stackfile.load(project.stack_path("odoo-sh")).sender(senders.SenderKind.MAILJET)
     assert sender is not None and sender.dkim_key
     return sender.dkim_key
 

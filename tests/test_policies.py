@@ -33,15 +33,25 @@ from pulumi_policy import (
 from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
-from modules import dkim, policies, spf, stackfile, txt, zonefile
-from modules.model import Record
-from modules.plan import plan
-from modules.policy_context import PREVIOUS_RECORDS_ENV
-from tests.pulumi_harness import Registered, public_pem, rsa_key, run_program, stack_config
+from tests import project
+from mailstack.config import stackfile
+from mailstack.core import txt, zonefile
+from mailstack.core.record import Record
+from tests.project import planned as plan
+from mailstack.policy import policies
+from mailstack.policy.context import PREVIOUS_RECORDS_ENV
+from mailstack.rules import dkim, spf
+from tests.pulumi_harness import (
+    Registered,
+    public_pem,
+    rsa_key,
+    run_program,
+    stack_config,
+)
 
 CF = "cloudflare:index/dnsRecord:DnsRecord"
 DYNAMIC = "pulumi-python:dynamic/mailstack:Rfc2136Record"
-STACKS = stackfile.all_stacks()
+STACKS = project.all_stacks()
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policy"
 
 Violation = tuple[str, str, str | None]  # policy name, message, urn
@@ -148,10 +158,10 @@ def test_pack_lists_stable_ids_and_levels() -> None:
 
 # -- resource policies: each broken variant --------------------------------------------
 
-ONLINE = stackfile.stack_path("online")
-ONPREMISE = stackfile.stack_path("onpremise")
-ODOO_SH = stackfile.stack_path("odoo-sh")
-LAB = stackfile.stack_path("lab")
+ONLINE = project.stack_path("online")
+ONPREMISE = project.stack_path("onpremise")
+ODOO_SH = project.stack_path("odoo-sh")
+LAB = project.stack_path("lab")
 
 
 def test_unquoted_txt_is_refused() -> None:
@@ -327,7 +337,7 @@ def test_domain_without_spf_dmarc_or_dkim_is_refused(stack_file: Path, name: str
 
 
 def test_alias_domains_each_need_their_records() -> None:
-    resources = resources_of(stackfile.stack_path("multi-company"))
+    resources = resources_of(project.stack_path("multi-company"))
     resources.remove(record_resource(resources, "_dmarc.brand-b.example", "TXT"))
     found = violations(resources, {"planned-records-kept": {"allowDelete": True}})
     assert [m for _, m, _ in found] == ["brand-b.example has no DMARC record at _dmarc.brand-b.example (RFC 7489)"]

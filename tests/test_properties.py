@@ -16,13 +16,27 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modules import spf, stackfile, txt, zonefile
-from modules.config import from_config
-from modules.errors import ConfigErrors
-from modules.model import Record, SenderKind
-from modules.plan import order_key, plan
+from tests import project
+from mailstack import plan as planning
+from mailstack.config import stackfile
+from mailstack.config.stack import from_config
+from mailstack.core.model import MailDomain
+from mailstack.core import txt, zonefile
+from mailstack.core.errors import ConfigErrors
+from mailstack.core.model import SenderKind
+from mailstack.core.record import Record
+from mailstack.plan.records import order_key
+from tests.project import planned as plan
+from mailstack.rules import spf
 
 PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=1200)
+
+
+def load(declaration: dict[str, Any]) -> MailDomain:
+    """A declaration as every command reads it: its keys validated, then its plan."""
+    stack = from_config(declaration)
+    planning.build(stack)
+    return stack
 
 
 @given(PRINTABLE)
@@ -45,7 +59,7 @@ def test_quoted_round_trips(value: str) -> None:
 
 
 def _mailjet_key() -> str:
-    sender = stackfile.load(stackfile.stack_path("odoo-sh")).sender(SenderKind.MAILJET)
+    sender = stackfile.load(project.stack_path("odoo-sh")).sender(SenderKind.MAILJET)
     assert sender is not None and sender.dkim_key
     return sender.dkim_key
 
@@ -153,7 +167,7 @@ def _assert_valid_set(records: list[Record]) -> None:
 @given(declarations())
 def test_accepted_declarations_plan_a_valid_record_set(declaration: dict[str, Any]) -> None:
     try:
-        stack = from_config(declaration)
+        stack = load(declaration)
     except ConfigErrors as err:
         assert err.errors and all(str(e).startswith("mailstack:") for e in err.errors)
         return
@@ -171,7 +185,7 @@ def test_generator_reaches_both_outcomes() -> None:
     @given(declarations())
     def sample(declaration: dict[str, Any]) -> None:
         try:
-            from_config(declaration)
+            load(declaration)
             outcomes["ok"] += 1
         except ConfigErrors as err:
             outcomes["error"] += 1
@@ -186,7 +200,7 @@ def test_generator_reaches_both_outcomes() -> None:
 def test_gateway_selector_colliding_with_a_cname_sender_is_refused(selector: str) -> None:
     senders: list[Any] = ["odoo"] if selector == "odoo" else [{"type": "microsoft", "tenant": "contoso"}]
     with pytest.raises(ConfigErrors, match=f"{selector}._domainkey.example.com has a CNAME beside other records"):
-        from_config(
+        load(
             {
                 "domain": DOMAIN,
                 "odoo": {"hosting": "online", "database": "db"},
@@ -233,7 +247,7 @@ def test_any_declaration_is_a_model_or_config_errors(overrides: dict[str, Any]) 
         **overrides,
     }
     try:
-        stack = from_config(declaration)
+        stack = load(declaration)
     except ConfigErrors as err:
         assert err.errors and all(str(e).startswith("mailstack:") for e in err.errors)
         return

@@ -21,9 +21,14 @@ import pulumi
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from modules import plan as plan_module
-from modules import stackfile
-from modules.model import MailDomain
+from tests import project
+from mailstack.config import stackfile
+from mailstack.core.model import MailDomain
+from mailstack import plan
+from mailstack.core import txt
+from mailstack.core.record import Record
+from mailstack.rules import protection
+from mailstack.core.model import SenderKind
 from tests.pulumi_harness import (
     PRIVATE_KEY_TOKEN,
     ZONE_TOKEN,
@@ -38,7 +43,7 @@ from tests.pulumi_harness import (
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 #: pulumi_cloudflare warns about its own deprecated resources when imported.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-STACK_FILES = stackfile.all_stacks()
+STACK_FILES = project.all_stacks()
 
 
 def cf_records(run: ProgramRun) -> list[Registered]:
@@ -84,8 +89,8 @@ def test_every_stack_runs_and_matches_its_plan(stack_file: Path) -> None:
     run = run_program(stack_file)
 
     # Exports: the planned records (placeholder key where Pulumi generates it).
-    planned = plan_module.plan(stack)
-    assert run.exports["records"] == [r.as_json() for r in planned]
+    planned = plan.build(stack)
+    assert run.exports["records"] == [r.as_json() for r in planned.records]
 
     if stack.dns.provider != "cloudflare":
         assert cf_records(run) == [], "an rfc2136 stack must not touch Cloudflare"
@@ -98,12 +103,12 @@ def _assert_cloudflare_records(stack: MailDomain, run: ProgramRun) -> None:
     gateway_pem = run.exports.get("dkimPublicKeyPem")
     if gateway_pem is not None:
         assert gateway_pem in run.public_keys.values(), "the exported key is the generated tls.PrivateKey's"
-    expected = plan_module.plan(stack, gateway_pem)
+    expected = plan.build(stack, gateway_pem).records
     assert sorted(plain(r) for r in records) == sorted(
         (r.name, r.type, r.content, float(r.ttl), None if r.priority is None else float(r.priority)) for r in expected
     )
 
-    zones = plan_module.managed_zones(stack)
+    zones = plan.build(stack).managed_zones
     zone_calls = [c for c in run.calls if c.token == ZONE_TOKEN]
     assert sorted(c.args["filter"]["name"] for c in zone_calls) == sorted(zones)
     assert all(c.args["filter"]["match"] == "all" for c in zone_calls)
@@ -119,7 +124,8 @@ def _assert_cloudflare_records(stack: MailDomain, run: ProgramRun) -> None:
         assert inputs["comment"] == "managed by mailstack"
         assert inputs["ttl"] == float(stack.dns.ttl)
         assert inputs["zoneId"] == zone_id_for(stack.dns.zone_of(name))
-        assert record.protect is (inputs["type"] == "MX"), f"{record.name}: protect={record.protect}"
+        mail_critical = protection.mail_purpose(Record(name, inputs["type"], txt.unquote(inputs["content"]), 0)) is not None
+        assert record.protect is (mail_critical and not stack.dns.allow_delete), f"{record.name}: protect={record.protect}"
         assert record.parent == component[0].urn
         if inputs["type"] == "TXT":
             strings = txt_strings(inputs["content"])
@@ -156,7 +162,7 @@ def test_every_stack_follows_odoo_documentation(stack_file: Path) -> None:
         }
     assert found
     for domain in stack.domains:
-        if stack.sends_via(plan_module.senders.SenderKind.ODOO):
+        if stack.sends_via(SenderKind.ODOO):
             spf = [c for n, t, c, _ in found if n == domain and t == "TXT" and c.startswith("v=spf1")]
             assert len(spf) == 1 and "include:_spf.odoo.com" in spf[0].split()
             assert (f"odoo._domainkey.{domain}", "CNAME", "odoo._domainkey.odoo.com", None) in found
@@ -177,7 +183,7 @@ def test_stack_files_cover_the_required_setups() -> None:
     assert {"online", "sh", "onpremise"} <= hostings
     assert any(len(s.gateways) >= 2 and s.inbound.mode.value == "gateway" for s in stacks)
     assert any(s.alias_domains for s in stacks)
-    assert any(s.sends_via(plan_module.senders.SenderKind.MICROSOFT) or s.sends_via(plan_module.senders.SenderKind.GOOGLE) for s in stacks)
+    assert any(s.sends_via(SenderKind.MICROSOFT) or s.sends_via(SenderKind.GOOGLE) for s in stacks)
 
 
 # --- exact records, spelled out from the documentation --------------------------------
@@ -210,7 +216,10 @@ def test_online_exact_records() -> None:
     assert by_name[("example.com", "TXT")].inputs["content"] == '"v=spf1 include:_spf.odoo.com ~all"'
     assert by_name[("mail.example.com", "MX")].protect is True
     assert by_name[("mail.example.com", "MX")].inputs["priority"] == 10.0
-    assert by_name[("odoo._domainkey.example.com", "CNAME")].protect is False
+    # Every mail-critical record is protected, on Cloudflare as on RFC 2136 (one rule:
+    # mailstack.rules.protection): deleting the DKIM CNAME breaks DMARC for Odoo's mail.
+    assert by_name[("odoo._domainkey.example.com", "CNAME")].protect is True
+    assert by_name[("example.com", "TXT")].protect is True
     assert all(r.inputs["zoneId"] == "zone-example-com" for r in cf_records(run))
     assert [c.args for c in run.calls if c.token == ZONE_TOKEN] == [{"filter": {"name": "example.com", "match": "all"}}]
     assert run.of_type(PRIVATE_KEY_TOKEN) == [], "no gateway, no DKIM key"
@@ -296,7 +305,7 @@ def test_equal_priority_gateways_get_distinct_resources() -> None:
 
 
 def test_microsoft_and_google_profiles() -> None:
-    key = stackfile.load(stackfile.stack_path("onpremise-m365")).sender(plan_module.senders.SenderKind.GOOGLE)
+    key = stackfile.load(project.stack_path("onpremise-m365")).sender(SenderKind.GOOGLE)
     assert key is not None and key.dkim_key
     run = run_inline(
         {
@@ -377,7 +386,7 @@ def test_spf_over_budget_refused_before_any_resource() -> None:
 
 def test_secret_config_keys_are_not_unknown() -> None:
     """A secure value (the engine's secret) of a known key passes; the harness marks it secret."""
-    config, secrets = stack_config(stackfile.stack_path("online"))
+    config, secrets = stack_config(project.stack_path("online"))
     assert "cloudflare:apiToken" in secrets
     run = run_program(
         config={**config, "mailstack:tsigSecret": "c2VjcmV0"}, secret_keys=[*secrets, "mailstack:tsigSecret"]

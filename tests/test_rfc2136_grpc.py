@@ -27,9 +27,9 @@ from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
-from modules import txt
-from modules.lab.bind import BindServer
-from modules.rfc2136 import Rfc2136Provider
+from mailstack.core import txt
+from mailstack.lab.bind import BindServer
+from mailstack.providers.rfc2136 import Rfc2136Provider
 from tests.ports import free_port
 from tests.servers import require_binary, require_root
 

@@ -12,15 +12,17 @@ import pulumi
 import pytest
 from pulumi.runtime import rpc
 
-from modules import plan as plan_module
-from modules import stackfile, zonefile
-from modules.rfc2136 import Rfc2136Provider
+from tests import project
+from mailstack.config import stackfile
+from mailstack.core import zonefile
+from mailstack import plan
+from mailstack.providers.rfc2136 import Rfc2136Provider
 from tests.pulumi_harness import PRIVATE_KEY_TOKEN, run_program, stack_config
 
 RFC2136 = "pulumi-python:dynamic/mailstack:Rfc2136Record"
 COMPONENT = "mailstack:dns:Rfc2136Records"
 SECRET = "c2VjcmV0LW9mLXRoZS1sYWItdHNpZy1rZXk="
-LAB = stackfile.stack_path("lab")
+LAB = project.stack_path("lab")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -47,7 +49,7 @@ def test_one_resource_per_record_set_with_the_planned_values() -> None:
 
     pem = run.public_keys[run.of_type(PRIVATE_KEY_TOKEN)[0].name]
     expected: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for record in plan_module.plan(stack, pem):
+    for record in plan.build(stack, pem).records:
         expected[(record.name, record.type)].append(zonefile.rdata(record).to_text())
 
     found = {}
@@ -77,7 +79,7 @@ def test_the_provider_travels_pickled_and_importable() -> None:
 
     provider = dill.loads(base64.b64decode(serialized))
     assert type(provider) is Rfc2136Provider and vars(provider) == {}
-    assert b"modules.rfc2136" in base64.b64decode(serialized)
+    assert b"mailstack.providers.rfc2136" in base64.b64decode(serialized)
     assert SECRET.encode() not in base64.b64decode(serialized)
     assert pickle.dumps(provider)
 

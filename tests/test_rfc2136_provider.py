@@ -19,10 +19,10 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from modules import txt
-from modules.errors import ProviderError
-from modules.lab.bind import BindServer
-from modules.rfc2136 import Rfc2136Provider
+from mailstack.core import txt
+from mailstack.core.errors import ProviderError
+from mailstack.lab.bind import BindServer
+from mailstack.providers.rfc2136 import Rfc2136Provider
 from tests.ports import free_port
 from tests.servers import require_binary, require_root
 

@@ -1,10 +1,10 @@
-"""SPF rules (modules/spf.py): parsing, building one merged record, lookup budget, size."""
+"""SPF rules (mailstack.rules.spf): parsing, building one merged record, lookup budget, size."""
 
 from __future__ import annotations
 
 import pytest
 
-from modules import spf
+from mailstack.rules import spf
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""TXT character-strings (modules/txt.py) and their zone-file / Cloudflare forms."""
+"""TXT character-strings (mailstack.core.txt) and their zone-file / Cloudflare forms."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dns.rdataclass
 import dns.rdatatype
 import pytest
 
-from modules import txt
+from mailstack.core import txt
 
 
 def test_split_short_value_is_one_string() -> None:

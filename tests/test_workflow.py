@@ -15,7 +15,10 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from modules import cli, policies, stackfile
+from tests import project
+from mailstack.cli import main as cli
+from mailstack.config import stackfile
+from mailstack.policy import policies
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "mail-dns.yml"
@@ -118,7 +121,7 @@ def test_pulumi_steps_use_the_policy_pack_of_this_repository() -> None:
 def test_default_stack_and_ci_entry_point_exist() -> None:
     matrix = workflow()["jobs"]["deploy"]["strategy"]["matrix"]["stack"]
     default = re.search(r"'\[\"(\w[\w-]*)\"\]'", matrix)
-    assert default and stackfile.stack_path(default.group(1)).is_file()
+    assert default and project.stack_path(default.group(1)).is_file()
     tests_step = workflow()["jobs"]["tests"]["steps"][-1]["run"]
     assert ".ci/run" in tests_step and (ROOT / ".ci" / "run").is_file()
     for secret in ("CLOUDFLARE_API_TOKEN", "PULUMI_ACCESS_TOKEN", "PULUMI_CONFIG_PASSPHRASE"):

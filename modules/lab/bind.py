@@ -1,6 +1,6 @@
 """Run a private, authoritative BIND (named) on a loopback address.
 
-Zones are written from ``Record`` values through ``modules.zonefile`` (plus raw lines
+Zones are written from ``Record`` values through ``mailstack.core.zonefile`` (plus raw lines
 for deliberately broken fixtures), so a zone served here is byte for byte what the plan
 says. Dynamic zones accept RFC 2136 updates signed with a TSIG key. The server runs in
 the foreground as a child process (optionally inside a network namespace) and is
@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from modules import zonefile
-from modules.lab import netns as netns_tools
-from modules.lab.process import stop_child
-from modules.errors import MailstackError
-from modules.model import Record
-
-NAMED = "/usr/sbin/named"
+from mailstack.core import names, zonefile
+from mailstack.core.errors import MailstackError
+from mailstack.core.record import Record
+from mailstack.lab import netns as netns_tools
+from mailstack.lab.binaries import binary
+from mailstack.lab.process import stop_child
 
 
 @dataclass
@@ -89,7 +88,7 @@ class BindServer:
         the plan would refuse to produce. A dynamic zone accepts updates signed with
         ``update_key`` (default: every declared key).
         """
-        origin = origin.rstrip(".").lower()
+        origin = names.normalize(origin)
         lines = [
             f"$ORIGIN {origin}.",
             "$TTL 300",
@@ -103,7 +102,7 @@ class BindServer:
 
     def replace_zone(self, origin: str, records: Iterable[Record] | None = None, extra_lines: Iterable[str] = ()) -> None:
         """Rewrite a static zone with new content and reload (a bumped SOA serial)."""
-        zone = self.zones[origin.rstrip(".").lower()]
+        zone = self.zones[names.normalize(origin)]
         self.soa_serial += 1
         self.add_zone(zone.origin, records, extra_lines, zone.dynamic, zone.update_key)
         if self.process:
@@ -168,7 +167,7 @@ class BindServer:
 
     def check(self) -> None:
         """Run named-checkconf and named-checkzone; raise with their output on error."""
-        result = subprocess.run(["named-checkconf", str(self.conf_path)], capture_output=True, text=True)
+        result = subprocess.run([binary("named-checkconf"), str(self.conf_path)], capture_output=True, text=True)
         if result.returncode:
             raise MailstackError(f"named-checkconf: {result.stdout}{result.stderr}".strip())
 
@@ -180,9 +179,9 @@ class BindServer:
         self.check()
         self.log_path.unlink(missing_ok=True)
         self.added_address = netns_tools.add_address(self.address, self.netns) or self.added_address
-        command = [NAMED, "-f", "-c", str(self.conf_path)]
+        command = [binary("named"), "-f", "-c", str(self.conf_path)]
         if self.netns:
-            command = ["ip", "netns", "exec", self.netns, *command]
+            command = [binary("ip"), "netns", "exec", self.netns, *command]
         if self.stderr_path is None:
             self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         else:

@@ -1,20 +1,24 @@
 """``mailstack lab check`` inside the namespace: the whole check suite, e2e included.
 
-It runs ``mailstack check`` itself (``checks.cli.run``) on the lab's stack with the
-system resolver — inside the namespace that is the lab's BIND — and the lab's DKIM key
+It runs the check suite as ``mailstack check`` does (``mailstack.checks.run``) on the
+lab's stack with the system resolver — inside the namespace that is the lab's BIND — and the lab's DKIM key
 pair, after pointing the ``e2e`` group at the lab's roles through its environment
-variables (``checks.e2e_probe.E2eSettings``).
+variables (``mailstack.checks.probes.e2e.E2eSettings``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 from pathlib import Path
 
-from modules import stackfile
-from modules.lab.state import LabState
-from modules.lab.topology import from_stack
+from mailstack.checks import run as check_run
+from mailstack.checks.engine.context import SmtpOptions
+from mailstack.checks.engine.finding import exit_code
+from mailstack.config import stackfile
+from mailstack.lab.state import LabState
+from mailstack.lab.topology import from_stack
 
 PROBE_RECIPIENT = "probe"
 OUTSIDE_SENDER = "sender"
@@ -51,23 +55,24 @@ def key_files(state_dir: Path, stack_file: Path) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace, stack_file: Path) -> int:
-    """Run ``mailstack check`` against the lab with its output options; its exit code."""
-    from checks import cli as check_cli
-
+    """Run the check suite against the lab with ``lab check``'s options; its exit code."""
     os.environ.update(environment(args.state_dir, stack_file, args.namespace, args.probe_wait))
     private_key, public_key = key_files(args.state_dir, stack_file)
-    # Parse with `mailstack check`'s own parser, so every option keeps its default.
-    parser = argparse.ArgumentParser(prog="mailstack")
-    check_cli.register(parser.add_subparsers(dest="command"))
-    argv = [
-        "check", "--stack-file", str(stack_file), "--format", args.format, "--deadline", str(args.deadline),
-        "--dkim-public-key", str(public_key), "--dkim-private-key", str(private_key),
-        *(f"--only={group}" for group in args.only), *(f"--disable={i}" for i in args.disable),
-        *(["--strict"] if args.strict else []), *(["--verbose"] if args.verbose else []),
-        *(["--output", str(args.output)] if args.output else []),
-        *([f"--timeout={args.timeout}"] if args.timeout is not None else []),
-        *([f"--workers={args.workers}"] if args.workers is not None else []),
-    ]
-    check_args = parser.parse_args(argv)
-    result: int = check_args.handler(check_args)
-    return result
+    defaults = check_run.Options()
+    settings = check_run.Options(
+        timeout=args.timeout if args.timeout is not None else defaults.timeout,
+        only=tuple(args.only),
+        disable=tuple(args.disable),
+        workers=args.workers if args.workers is not None else defaults.workers,
+        deadline=args.deadline,
+        smtp=SmtpOptions(helo=socket.getfqdn()),
+    )
+    target = check_run.for_stack(
+        stack_file,
+        settings,
+        gateway_public_key=public_key.read_text(encoding="ascii"),
+        gateway_private_key=private_key.read_text(encoding="ascii"),
+    )
+    findings = check_run.execute(target, settings)
+    check_run.write_report(target, findings, args.format, args.output, verbose=args.verbose)
+    return exit_code(findings, strict=args.strict)

@@ -16,23 +16,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from modules.errors import MailstackError
-from modules.lab import netns, postfix, provision, roles
-from modules.lab.state import LabState, Process
-from modules.lab.topology import TSIG_KEY_NAME, Topology
-from modules.model import MailDomain
+from mailstack import plan as planning
+from mailstack.core.errors import MailstackError
+from mailstack.core.model import MailDomain
+from mailstack.lab import binaries, netns, postfix, provision, roles
+from mailstack.lab.binaries import binary
+from mailstack.lab.state import LabState, Process
+from mailstack.lab.topology import TSIG_KEY_NAME, Topology
+from mailstack.plan import Plan
 
-#: Binaries the lab runs, and the Debian package providing each.
-BINARIES = {
-    "ip": "iproute2",
-    "named": "bind9",
-    "named-checkconf": "bind9-utils",
-    "postfix": "postfix",
-    "postconf": "postfix",
-    "postmap": "postfix",
-    "opendkim": "opendkim",
-    "opendkim-testmsg": "opendkim-tools",
-}
 #: Python modules the lab imports, and the PyPI distribution providing each.
 PYTHON_MODULES = {"aiosmtpd": "aiosmtpd", "spf": "pyspf", "dkim": "dkimpy", "publicsuffixlist": "publicsuffixlist"}
 #: Order of shutdown: senders first, DNS last.
@@ -44,12 +36,6 @@ class LabUnavailable(MailstackError):
     """The lab cannot run on this machine (not root, a package missing)."""
 
 
-def _which(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}") if os.path.exists(p)), None
-    )
-
-
 def preflight() -> None:
     """Refuse early, saying exactly what to do: be root, install these packages."""
     if os.geteuid() != 0:
@@ -57,7 +43,7 @@ def preflight() -> None:
             "the lab needs root: it creates a network namespace and runs BIND, Postfix and OpenDKIM "
             "(run it with sudo, as root)"
         )
-    missing = sorted({package for binary, package in BINARIES.items() if _which(binary) is None})
+    missing = binaries.missing_packages()
     if missing:
         raise LabUnavailable(
             f"missing Debian package(s): {', '.join(missing)}; install with: "
@@ -77,7 +63,7 @@ def inside(namespace: str) -> bool:
     """True when this process runs in the lab's namespace (re-executed by the CLI)."""
     if os.environ.get(INSIDE_ENV) != namespace:
         return False
-    result = subprocess.run(["ip", "netns", "identify", str(os.getpid())], capture_output=True, text=True)
+    result = subprocess.run([binary("ip"), "netns", "identify", str(os.getpid())], capture_output=True, text=True)
     return result.stdout.strip() == namespace
 
 
@@ -158,7 +144,7 @@ def down(state_dir: Path, namespace: str, *, purge: bool = False) -> list[str]:
 
 
 def _namespace_pids(namespace: str) -> list[int]:
-    result = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+    result = subprocess.run([binary("ip"), "netns", "pids", namespace], capture_output=True, text=True)
     return [int(p) for p in result.stdout.split() if p.isdigit()]
 
 
@@ -170,50 +156,56 @@ def processes(state_dir: Path) -> list[tuple[Process, bool]]:
 # -- inside the namespace ----------------------------------------------------------------
 
 
-def start(state_dir: Path, stack: MailDomain, topology: Topology) -> list[provision.Change]:
+def lab_plan(state_dir: Path, stack: MailDomain) -> Plan:
+    """The stack's plan with the lab's own gateway DKIM key (kept in the state dir)."""
+    state = LabState.load(state_dir)
+    public = LabState.public_key_pem(state.dkim_private_key(stack.dkim.selector, stack.dkim.bits))
+    return planning.build(stack, public)
+
+
+def start(state_dir: Path, plan: Plan, topology: Topology) -> list[provision.Change]:
     """Start every role (DNS first, then publish the records, then the mail path)."""
     state = LabState.load(state_dir)
     (state.root / "records.json").unlink(missing_ok=True)  # a fresh BIND has empty zones
     # We run inside the lab's namespace: its lo must be up (else every 127.x packet is
     # dropped) and carry each role's address.
-    result = subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True, text=True)
+    result = subprocess.run([binary("ip"), "link", "set", "lo", "up"], capture_output=True, text=True)
     if result.returncode:
         raise MailstackError(f"ip link set lo up in namespace {topology.namespace}: {result.stderr.strip()}")
     for address in topology.addresses.values():
         netns.add_address(address)
-    roles.start_bind(state, stack, topology)
-    changes = provision_records(state_dir, stack, topology)
-    roles.start_odoo(state, stack, topology)
+    roles.start_bind(state, plan, topology)
+    changes = provision_records(state_dir, plan, topology)
+    roles.start_odoo(state, plan, topology)
     roles.start_recipient(state, topology)
-    roles.start_gateway(state, stack, topology)
+    roles.start_gateway(state, plan, topology)
     return changes
 
 
-def repair(state_dir: Path, stack: MailDomain, topology: Topology) -> list[str]:
+def repair(state_dir: Path, plan: Plan, topology: Topology) -> list[str]:
     """Restart the roles whose process died; the others keep running."""
     state = LabState.load(state_dir)
     dead = dead_roles(state)
     if "bind" in dead:
         roles.restart_bind(state)
     if "odoo" in dead:
-        roles.start_odoo(state, stack, topology)
+        roles.start_odoo(state, plan, topology)
     if "recipient" in dead:
         roles.start_recipient(state, topology)
     if dead & {"opendkim", "postfix"}:
         for process in state.processes:
             if process.role in ("postfix", "opendkim"):
                 process.stop()
-        roles.start_gateway(state, stack, topology)
+        roles.start_gateway(state, plan, topology)
     return sorted(dead)
 
 
-def provision_records(state_dir: Path, stack: MailDomain, topology: Topology) -> list[provision.Change]:
-    """Publish the stack's records through the RFC 2136 provider (idempotent)."""
+def provision_records(state_dir: Path, plan: Plan, topology: Topology) -> list[provision.Change]:
+    """Publish the plan's records with the RFC 2136 provider's operations (idempotent)."""
     state = LabState.load(state_dir)
     secret = state.tsig_secret()
-    public = LabState.public_key_pem(state.dkim_private_key(stack.dkim.selector, stack.dkim.bits))
-    key_name = stack.dns.tsig_key_name or TSIG_KEY_NAME
-    wanted = provision.desired(stack, public, topology.bind_address, topology.bind_port, key_name, secret)
+    key_name = plan.stack.dns.tsig_key_name or TSIG_KEY_NAME
+    wanted = provision.desired(plan, topology.bind_address, topology.bind_port, key_name, secret)
     return provision.apply(wanted, state.root / "records.json", secret)
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from mailstack.lab.binaries import binary
+
 
 def _ip(netns: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    command = ["ip", *args] if netns is None else ["ip", "-n", netns, *args]
+    command = [binary("ip"), *args] if netns is None else [binary("ip"), "-n", netns, *args]
     return subprocess.run(command, capture_output=True, text=True)
 
 
@@ -24,7 +26,7 @@ def exists(name: str) -> bool:
 def create(name: str, nameserver: str | None = None) -> None:
     """Create a namespace with loopback up; point its resolv.conf at ``nameserver``."""
     if not exists(name):
-        result = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+        result = subprocess.run([binary("ip"), "netns", "add", name], capture_output=True, text=True)
         if result.returncode:
             raise OSError(f"ip netns add {name}: {result.stderr.strip()}")
     _ip(name, "link", "set", "lo", "up")
@@ -37,7 +39,7 @@ def create(name: str, nameserver: str | None = None) -> None:
 def delete(name: str) -> None:
     """Remove a namespace and its /etc/netns configuration."""
     if exists(name):
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run([binary("ip"), "netns", "del", name], capture_output=True)
     conf_dir = Path("/etc/netns", name)
     if conf_dir.exists():
         for child in conf_dir.iterdir():

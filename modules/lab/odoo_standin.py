@@ -23,7 +23,7 @@ credentials give fault 3 "Access Denied", an unknown database the psycopg2 fault
 instead of XML-RPC), ``slow:SECONDS`` (answer late), ``crash`` (an unexpected
 application error).
 
-Run it as a process (``python -m modules.lab.odoo_standin --listen 127.0.20.5:8069
+Run it as a process (``python -m mailstack.lab.odoo_standin --listen 127.0.20.5:8069
 --db FILE --database odoo --alias sales@example.net --password-file FILE``) or from
 Python with ``OdooStandIn(...).start()`` / ``.stop()`` (optionally inside a network
 namespace); ``OdooStandIn.messages()`` reads what was stored.
@@ -48,8 +48,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
-from xmlrpc.server import MultiPathXMLRPCServer, SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
-from modules.lab.process import stop_child
+from xmlrpc.server import (
+    MultiPathXMLRPCServer,
+    SimpleXMLRPCDispatcher,
+    SimpleXMLRPCRequestHandler,
+)
+
+from mailstack.lab.binaries import binary
+from mailstack.lab.process import stop_child
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ROUTE_HEADERS = ("Delivered-To", "To", "Cc", "Resent-To", "Resent-Cc")
@@ -289,13 +295,13 @@ class OdooStandIn:
         with os.fdopen(fd, "w") as handle:
             handle.write(self.password)
         command = [
-            sys.executable, "-m", "modules.lab.odoo_standin", "--listen", f"{self.address}:{self.port}",
+            sys.executable, "-m", "mailstack.lab.odoo_standin", "--listen", f"{self.address}:{self.port}",
             "--db", str(self.db_path), "--database", self.database, "--password-file", str(password_file),
             "--login", self.login_name, "--uid", str(self.uid), "--behaviour", self.behaviour,
         ]
         for alias in self.aliases:
             command += ["--alias", alias]
-        return ["ip", "netns", "exec", self.netns, *command] if self.netns else command
+        return [binary("ip"), "netns", "exec", self.netns, *command] if self.netns else command
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the process and wait until it accepts connections."""

@@ -1,7 +1,7 @@
 """Run a rendered gateway for real: a private Postfix instance and its OpenDKIM milter.
 
 The lab (``mailstack lab``), the check suite's SMTP tests and the gateway tests all run
-the configuration ``modules.render`` produced, not a hand-written one. ``lab_layout``
+the configuration ``mailstack.gateway.render`` produced, not a hand-written one. ``lab_layout``
 gives the ``render.Layout`` that places every file in one work directory (and the
 listeners on a loopback address); ``PostfixInstance`` installs the ``postfix/`` files,
 points ``queue_directory``/``data_directory``/``maillog_file`` into the work directory,
@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modules.errors import MailstackError
-from modules.render import POSTMAP_FILES, Layout, RenderedFile
-from modules.lab.process import stop_child
+from mailstack.core.errors import MailstackError
+from mailstack.gateway.layout import Layout
+from mailstack.gateway.render import POSTMAP_FILES, RenderedFile, mailgate_source
+from mailstack.lab.binaries import binary
+from mailstack.lab.process import stop_child
 
-MAILGATE_SCRIPT = Path(__file__).resolve().parent.parent / "mailgate.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -84,7 +85,7 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
     """A Layout with every file under ``workdir`` and listeners on ``address``.
 
     The mailgate runs as ``mailgate_user`` with the system Python on a copy of
-    ``modules/mailgate.py`` (``install_mailgate`` puts it there), as on a real host."""
+    the mailgate (``install_mailgate`` puts it there), as on a real host."""
     return Layout(
         postfix_dir=str(workdir / "postfix"),
         opendkim_dir=str(workdir / "opendkim"),
@@ -126,7 +127,7 @@ def install_mailgate(files: Mapping[str, RenderedFile], workdir: Path, password:
     rendered mailgate.conf, so render with ``mailgate.passwordFile`` inside workdir."""
     write_files(files, workdir, "mailstack")
     script = workdir / "mailstack" / "mailgate.py"
-    shutil.copyfile(MAILGATE_SCRIPT, script)
+    script.write_text(mailgate_source(), encoding="utf-8")
     script.chmod(0o755)
     conf = files["mailstack/mailgate.conf"].text
     password_file = Path(next(line.split("=", 1)[1].strip() for line in conf.splitlines() if line.startswith("password_file")))
@@ -140,7 +141,7 @@ def install_mailgate(files: Mapping[str, RenderedFile], workdir: Path, password:
 
 
 def _run(command: list[str], netns: str | None, *, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    full = ["ip", "netns", "exec", netns, *command] if netns else command
+    full = [binary("ip"), "netns", "exec", netns, *command] if netns else command
     result = subprocess.run(full, capture_output=True, text=True, input=input.decode() if input else None)
     if check and result.returncode:
         raise LabError(f"{' '.join(command)} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}")
@@ -192,7 +193,7 @@ class PostfixInstance:
 
     def postconf(self, name: str) -> str:
         """The value of a main.cf parameter as this instance sees it."""
-        return _run(["postconf", "-c", str(self.config_dir), "-h", name], None).stdout.strip()
+        return _run([binary("postconf"), "-c", str(self.config_dir), "-h", name], None).stdout.strip()
 
     def install(self) -> None:
         """Write main.cf/master.cf/maps, point state into workdir, postmap, check."""
@@ -208,15 +209,15 @@ class PostfixInstance:
             "maillog_file_prefixes": f"/var, /dev/stdout, {self.workdir}",
             **self.overrides,
         }
-        _run(["postconf", "-c", str(self.config_dir), "-e", *(f"{k}={v}" for k, v in settings.items())], None)
+        _run([binary("postconf"), "-c", str(self.config_dir), "-e", *(f"{k}={v}" for k, v in settings.items())], None)
         for relative in POSTMAP_FILES:
             if relative in self.files:
-                _run(["postmap", "-c", str(self.config_dir), str(self.workdir / relative)], None)
+                _run([binary("postmap"), "-c", str(self.config_dir), str(self.workdir / relative)], None)
         self.check()
 
     def check(self) -> str:
         """``postfix -c DIR check``; raises LabError with its complaints."""
-        result = _run(["postfix", "-c", str(self.config_dir), "check"], self.netns, check=False)
+        result = _run([binary("postfix"), "-c", str(self.config_dir), "check"], self.netns, check=False)
         if result.returncode or "fatal" in result.stderr:
             raise LabError(f"postfix check: {result.stderr.strip()}")
         return result.stderr
@@ -224,7 +225,7 @@ class PostfixInstance:
     def start(self) -> None:
         """Install and start; returns once the master runs and SMTP accepts."""
         self.install()
-        _run(["postfix", "-c", str(self.config_dir), "start"], self.netns)
+        _run([binary("postfix"), "-c", str(self.config_dir), "start"], self.netns)
         pid_file = self.queue_dir / "pid" / "master.pid"
         self.master_pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, what="master.pid"))
         address, _, port = self.files_smtp_endpoint()
@@ -236,13 +237,13 @@ class PostfixInstance:
             fields = line.split()
             if len(fields) > 1 and fields[1] == "inet" and ":" in fields[0]:
                 return fields[0].rpartition(":")
-        raise LabError("master.cf has no address:port inet service; render with modules.lab.postfix.lab_layout")
+        raise LabError("master.cf has no address:port inet service; render with mailstack.lab.postfix.lab_layout")
 
     def stop(self) -> None:
         """``postfix stop``, then make sure the master (by PID) is gone."""
         if self.master_pid is None:
             return
-        _run(["postfix", "-c", str(self.config_dir), "stop"], self.netns, check=False)
+        _run([binary("postfix"), "-c", str(self.config_dir), "stop"], self.netns, check=False)
         pid = self.master_pid
         try:
             wait_for(lambda: not _alive(pid), 30, what=f"postfix master {pid} to exit")
@@ -252,11 +253,11 @@ class PostfixInstance:
 
     def flush(self) -> None:
         """Attempt delivery of every deferred message now (``postqueue -f``)."""
-        _run(["postqueue", "-c", str(self.config_dir), "-f"], self.netns)
+        _run([binary("postqueue"), "-c", str(self.config_dir), "-f"], self.netns)
 
     def queue(self) -> list[dict[str, Any]]:
         """The queue as ``postqueue -j`` reports it: one dict per message."""
-        output = _run(["postqueue", "-c", str(self.config_dir), "-j"], self.netns).stdout
+        output = _run([binary("postqueue"), "-c", str(self.config_dir), "-j"], self.netns).stdout
         return [json.loads(line) for line in output.splitlines() if line.strip()]
 
     def log(self) -> str:
@@ -315,15 +316,15 @@ class OpenDkim:
 
     def check(self) -> None:
         """``opendkim -n``: parse the configuration and open its tables."""
-        result = _run(["opendkim", "-n", "-x", str(self.conf_path)], None, check=False)
+        result = _run([binary("opendkim"), "-n", "-x", str(self.conf_path)], None, check=False)
         if result.returncode:
             raise LabError(f"opendkim -n: {(result.stderr or result.stdout).strip()}")
 
     def start(self) -> None:
         self.install()
-        command = ["opendkim", "-f", "-x", str(self.conf_path)]
+        command = [binary("opendkim"), "-f", "-x", str(self.conf_path)]
         if self.netns:
-            command = ["ip", "netns", "exec", self.netns, *command]
+            command = [binary("ip"), "netns", "exec", self.netns, *command]
         log = open(self.workdir / "opendkim.log", "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         log.close()

@@ -1,10 +1,11 @@
-"""Publish the stack's records in the lab through the RFC 2136 provider's own methods.
+"""Publish the plan's records in the lab with the RFC 2136 provider's own operations.
 
-This is what ``pulumi up`` does with ``Rfc2136Record`` resources, without the engine:
-``check`` the inputs, ``create`` a record set that has no state yet, ``diff`` and
-``update`` one whose declaration changed, ``delete`` one the stack no longer declares,
-and keep each resource's outputs in ``records.json`` (the TSIG secret left out). So
-the lab exercises exactly the provider code production runs.
+This is what ``pulumi up`` does with ``Rfc2136Record`` resources, without the engine
+(and without importing Pulumi): ``create`` a record set that has no state yet,
+``update`` one whose declaration changed (or delete and create it again where Pulumi
+would replace it), ``delete`` one the plan no longer declares, and keep each record
+set's state in ``records.json`` (the TSIG secret left out). The operations are
+``mailstack.rfc2136.recordset``'s, which the Pulumi provider calls too.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modules.errors import ProviderError
-from modules.model import MailDomain
-from modules.plan import plan
-from modules.rfc2136 import Rfc2136Provider, address_first, rdata_values, record_id, record_sets
-
-SECRET_KEY = "tsigSecret"
+from mailstack.plan import Plan
+from mailstack.rfc2136 import recordset
+from mailstack.rfc2136.recordset import (
+    REPLACE_KEYS,
+    SECRET_KEY,
+    address_first,
+    rdata_values,
+    record_id,
+    record_sets,
+)
+from mailstack.rfc2136.wire import canonical_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +37,10 @@ class Change:
     id: str
 
 
-def desired(stack: MailDomain, gateway_public_pem: str, server: str, port: int, key_name: str, secret: str) -> list[dict[str, Any]]:
-    """Provider inputs for every planned record set, addresses first."""
-    records = plan(stack, gateway_public_pem)
-    sets = record_sets(records)
+def desired(plan: Plan, server: str, port: int, key_name: str, secret: str) -> list[dict[str, Any]]:
+    """The property bag of every planned record set, addresses first (values in their
+    canonical form, as the provider's ``check`` makes them)."""
+    sets = record_sets(plan.records)
     inputs = []
     for key in sorted(sets, key=address_first):
         members = sets[key]
@@ -42,13 +48,13 @@ def desired(stack: MailDomain, gateway_public_pem: str, server: str, port: int, 
             {
                 "server": server,
                 "port": port,
-                "zone": stack.dns.zone_of(key[0]),
+                "zone": plan.zone_of(key[0]),
                 "name": key[0],
                 "type": key[1],
                 "ttl": min(r.ttl for r in members),
-                "values": rdata_values(members),
+                "values": list(canonical_values(key[1], rdata_values(members))),
                 "tsigKeyName": key_name,
-                "tsigAlgorithm": stack.dns.tsig_algorithm,
+                "tsigAlgorithm": plan.stack.dns.tsig_algorithm,
                 SECRET_KEY: secret,
             }
         )
@@ -56,45 +62,39 @@ def desired(stack: MailDomain, gateway_public_pem: str, server: str, port: int, 
 
 
 def apply(wanted: list[dict[str, Any]], state_file: Path, secret: str) -> list[Change]:
-    """Bring the server to ``wanted`` with the provider; raise ProviderError on refusal.
+    """Bring the server to ``wanted``; raise ProviderError on refusal.
 
     Changes are made in order (addresses before the MX pointing at them) and the state
     is saved after each call, so an interrupted run resumes where it stopped.
     """
-    provider = Rfc2136Provider()
     saved = _load(state_file)
     changes: list[Change] = []
     wanted_ids = []
-    for news_raw in wanted:
-        result = provider.check({}, news_raw)
-        if result.failures:
-            problems = "; ".join(f"{f.property}: {f.reason}" for f in result.failures)
-            raise ProviderError(f"{news_raw['name']} {news_raw['type']}: invalid inputs: {problems}")
-        news = result.inputs
+    for news in wanted:
         resource_id = record_id(news)
         wanted_ids.append(resource_id)
         olds = saved.get(resource_id)
         if olds is None:
-            created = provider.create(news)
-            saved[resource_id] = created.outs or {}
-            changes.append(Change("create", created.id))
+            saved[resource_id] = recordset.state(news, recordset.create(news))
+            changes.append(Change("create", resource_id))
         else:
             olds = {**olds, SECRET_KEY: secret}
-            diff = provider.diff(resource_id, olds, news)
-            if diff.replaces:
-                provider.delete(resource_id, olds)
+            if any(olds.get(key) != news.get(key) for key in REPLACE_KEYS):
+                recordset.delete(olds)
                 saved.pop(resource_id)
                 _save(state_file, saved)
-                saved[resource_id] = provider.create(news).outs or {}
+                saved[resource_id] = recordset.state(news, recordset.create(news))
                 changes.append(Change("replace", resource_id))
-            elif diff.changes:
-                saved[resource_id] = provider.update(resource_id, olds, news).outs or {}
+            elif recordset.record_set(olds) != recordset.record_set(news) or any(
+                olds.get(key) != news.get(key) for key in ("tsigKeyName", "tsigAlgorithm")
+            ):
+                saved[resource_id] = recordset.state(news, recordset.update(olds, news))
                 changes.append(Change("update", resource_id))
             else:
                 changes.append(Change("same", resource_id))
         _save(state_file, saved)
     for resource_id in [i for i in saved if i not in wanted_ids]:
-        provider.delete(resource_id, {**saved[resource_id], SECRET_KEY: secret})
+        recordset.delete({**saved[resource_id], SECRET_KEY: secret})
         saved.pop(resource_id)
         _save(state_file, saved)
         changes.append(Change("delete", resource_id))
@@ -102,12 +102,11 @@ def apply(wanted: list[dict[str, Any]], state_file: Path, secret: str) -> list[C
 
 
 def refresh(state_file: Path, secret: str) -> dict[str, list[str] | None]:
-    """What the server holds for each record set in the state (``provider.read``)."""
-    provider = Rfc2136Provider()
+    """What the server holds for each record set in the state (``recordset.read``)."""
     live: dict[str, list[str] | None] = {}
     for resource_id, outs in _load(state_file).items():
-        result = provider.read(resource_id, {**outs, SECRET_KEY: secret})
-        live[resource_id] = list(result.outs["values"]) if result.id and result.outs else None
+        found = recordset.read({**outs, SECRET_KEY: secret})
+        live[resource_id] = list(found.values) if found is not None else None
     return live
 
 

@@ -1,10 +1,10 @@
 """The lab's recipient MTA: an SMTP server that records what it receives, with verdicts.
 
 It stands for a mailbox provider on the far side of the gateway: it accepts mail for
-its own domains only (no relay), authenticates each message with ``modules.lab.verdict``
+its own domains only (no relay), authenticates each message with ``mailstack.lab.verdict``
 (SPF, DKIM twice, DMARC) and writes the message and its verdict to a spool directory,
 one ``<id>.eml`` plus ``<id>.json`` (written last, atomically: a JSON file means the
-message is complete). Run as ``python -m modules.lab.recipient`` inside the lab's
+message is complete). Run as ``python -m mailstack.lab.recipient`` inside the lab's
 network namespace, so its DNS is the lab's BIND.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from modules.lab.verdict import verify
+from mailstack.lab.verdict import verify
 
 
 def message_id(raw: bytes) -> str:
@@ -110,7 +110,7 @@ def serve(address: str, port: int, spool: Path, domains: Sequence[str], ready_fi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modules.lab.recipient", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mailstack.lab.recipient", description=__doc__)
     parser.add_argument("--address", required=True)
     parser.add_argument("--port", type=int, default=25)
     parser.add_argument("--spool", type=Path, required=True)

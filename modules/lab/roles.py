@@ -1,6 +1,6 @@
 """Start each role of the lab inside its network namespace, detached and recorded.
 
-Called from inside the namespace (``modules.lab.control`` re-executes itself there),
+Called from inside the namespace (``mailstack.lab.control`` re-executes itself there),
 so every child inherits the namespace and its resolver (``/etc/netns/<ns>/resolv.conf``
 bind-mounted over ``/etc/resolv.conf`` by ``ip netns exec``). Each start records the
 PID in the state directory at once, so ``lab down`` finds it even after a crash.
@@ -13,29 +13,35 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mailstack.core.record import Record
+from mailstack.gateway import render
+from mailstack.lab.binaries import binary
+from mailstack.lab.bind import BindServer
+from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.postfix import (
+    OpenDkim,
+    PostfixInstance,
+    install_mailgate,
+    lab_layout,
+    wait_for,
+)
+from mailstack.lab.state import LabState, write_secret
+from mailstack.lab.tls import self_signed
+from mailstack.lab.topology import TSIG_KEY_NAME, Topology
+from mailstack.plan import Plan
 
-from modules import render
-from modules.lab.bind import NAMED, BindServer
-from modules.lab.odoo_standin import OdooStandIn
-from modules.lab.postfix import OpenDkim, PostfixInstance, install_mailgate, lab_layout, wait_for
-from modules.lab.state import LabState
-from modules.lab.topology import TSIG_KEY_NAME, Topology
-from modules.model import MailDomain, Record
-from modules.plan import managed_zones
-from modules.lab.tls import self_signed
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 MAILGATE_USER = "nobody"
 ODOO_LOGIN = "admin"
 
 
-def start_bind(state: LabState, stack: MailDomain, topology: Topology) -> BindServer:
+def start_bind(state: LabState, plan: Plan, topology: Topology) -> BindServer:
     """The lab's DNS: the stack's zones empty and dynamic (the provider fills them),
     the recipient's zone and the reverse zones static."""
     bind = BindServer(state.role_dir("bind"), topology.bind_address, topology.bind_port, stderr_path=state.root / "bind" / "named.stderr")
+    stack = plan.stack
     key_name = stack.dns.tsig_key_name or TSIG_KEY_NAME
     bind.add_tsig_key(key_name, stack.dns.tsig_algorithm, state.tsig_secret())
-    for zone in managed_zones(stack):
+    for zone in plan.managed_zones:
         bind.add_zone(zone, dynamic=True, update_key=key_name)
     ttl = 300
     recipient = topology.recipient_domain
@@ -81,7 +87,7 @@ def restart_bind(state: LabState) -> int:
     log = workdir / "named.log"
     before = log.read_text(errors="replace").count("running") if log.exists() else 0
     with open(workdir / "named.stderr", "ab") as stderr:
-        process = subprocess.Popen([NAMED, "-f", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        process = subprocess.Popen([binary("named"), "-f", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     state.record("bind", process.pid, str(conf))
 
     def running() -> bool:
@@ -93,9 +99,10 @@ def restart_bind(state: LabState) -> int:
     return process.pid
 
 
-def odoo_standin(state: LabState, stack: MailDomain, topology: Topology, netns: str | None = None) -> OdooStandIn:
+def odoo_standin(state: LabState, plan: Plan, topology: Topology, netns: str | None = None) -> OdooStandIn:
     """The Odoo stand-in with the stack's aliases (and Odoo's catchall and bounce)."""
-    domains = render.relay_domains(stack)
+    stack = plan.stack
+    domains = plan.relay_domains
     local_parts = (*stack.inbound.aliases, stack.odoo.catchall, stack.odoo.bounce)
     return OdooStandIn(
         state.role_dir("odoo"),
@@ -109,9 +116,9 @@ def odoo_standin(state: LabState, stack: MailDomain, topology: Topology, netns: 
     )
 
 
-def start_odoo(state: LabState, stack: MailDomain, topology: Topology) -> OdooStandIn:
+def start_odoo(state: LabState, plan: Plan, topology: Topology) -> OdooStandIn:
     """Start the Odoo stand-in and record it."""
-    odoo = odoo_standin(state, stack, topology)
+    odoo = odoo_standin(state, plan, topology)
     odoo.start()
     assert odoo.pid is not None
     state.record("odoo", odoo.pid, str(odoo.db_path))
@@ -119,17 +126,17 @@ def start_odoo(state: LabState, stack: MailDomain, topology: Topology) -> OdooSt
 
 
 def start_recipient(state: LabState, topology: Topology) -> int:
-    """The recipient MTA (``modules.lab.recipient``) on port 25 of its address."""
+    """The recipient MTA (``mailstack.lab.recipient``) on port 25 of its address."""
     workdir = state.role_dir("recipient")
     ready = workdir / "ready"
     ready.unlink(missing_ok=True)
     spool = workdir / "spool"
     command = [
-        sys.executable, "-m", "modules.lab.recipient", "--address", topology.recipient_address, "--port", "25",
+        sys.executable, "-m", "mailstack.lab.recipient", "--address", topology.recipient_address, "--port", "25",
         "--spool", str(spool), "--domain", topology.recipient_domain, "--ready-file", str(ready),
     ]
     with open(workdir / "recipient.log", "ab") as log:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=log, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
     state.record("recipient", process.pid, str(spool))
 
     def started() -> bool:
@@ -149,17 +156,16 @@ def lab_certificate(workdir: Path, hostname: str) -> tuple[Path, Path]:
     cert_pem, key_pem = self_signed([hostname])
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     cert_path.write_bytes(cert_pem)
-    from modules.lab.state import write_secret
-
     write_secret(key_path, key_pem.decode())
     return cert_path, key_path
 
 
-def render_gateway(state: LabState, stack: MailDomain, topology: Topology) -> tuple[Path, dict[str, render.RenderedFile]]:
-    """The gateway's files, rendered by ``modules.render`` with a layout in the state dir."""
+def render_gateway(state: LabState, plan: Plan, topology: Topology) -> tuple[Path, dict[str, render.RenderedFile]]:
+    """The gateway's files, rendered by ``mailstack.gateway.render`` with a layout in the state dir."""
     workdir = state.role_dir("gateway")
     workdir.chmod(0o755)
     cert, key = lab_certificate(workdir, topology.gateway_hostname)
+    stack = plan.stack
     assert stack.gateway is not None
     settings = dataclasses.replace(
         stack.gateway,
@@ -170,13 +176,13 @@ def render_gateway(state: LabState, stack: MailDomain, topology: Topology) -> tu
     )
     layout = lab_layout(workdir, topology.gateway_address, mailgate_user=MAILGATE_USER)
     pem = state.dkim_private_key(stack.dkim.selector, stack.dkim.bits)
-    files = render.render(stack, settings, pem, layout=layout)
+    files = render.render(plan, settings, pem, layout=layout)
     return workdir, files
 
 
-def start_gateway(state: LabState, stack: MailDomain, topology: Topology) -> None:
+def start_gateway(state: LabState, plan: Plan, topology: Topology) -> None:
     """OpenDKIM, the mailgate and a private Postfix, all from the rendered files."""
-    workdir, files = render_gateway(state, stack, topology)
+    workdir, files = render_gateway(state, plan, topology)
     install_mailgate(files, workdir, state.odoo_password(), user=MAILGATE_USER)
     opendkim = OpenDkim(workdir, files)
     opendkim.start()

@@ -1,7 +1,7 @@
 """SMTP from inside a lab namespace: a client that reports every reply, and a sink.
 
 Lab servers may run in a network namespace the calling process is not in, so both
-tools run as child processes (``ip netns exec NS python -m modules.lab.smtp_tools``)
+tools run as child processes (``ip netns exec NS python -m mailstack.lab.smtp_tools``)
 when a namespace is given, and in-process otherwise.
 
 * ``send(address, port, mail_from, recipients, data, netns=None)`` returns the reply
@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modules.lab.postfix import LabError, wait_for
-from modules.lab.process import stop_child
+from mailstack.lab.binaries import binary
+from mailstack.lab.postfix import LabError, wait_for
+from mailstack.lab.process import stop_child
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -57,7 +58,7 @@ def _in_namespace(netns: str, action: str, request: dict[str, Any]) -> Any:
     """Run ``action`` of this module as a child inside ``netns``: the request (which may
     hold a password) goes on stdin as JSON, the result comes back as JSON on stdout."""
     result = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-m", "modules.lab.smtp_tools", action],
+        [binary("ip"), "netns", "exec", netns, sys.executable, "-m", "mailstack.lab.smtp_tools", action],
         input=json.dumps(request), capture_output=True, text=True, cwd=PROJECT_ROOT,
     )
     if result.returncode:
@@ -216,9 +217,9 @@ class SmtpSink:
         self.directory.mkdir(parents=True, exist_ok=True)
         ready = self.directory / ".ready"
         ready.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "modules.lab.smtp_tools", "sink", "--listen", f"{self.address}:{self.port}", "--dir", str(self.directory)]
+        command = [sys.executable, "-m", "mailstack.lab.smtp_tools", "sink", "--listen", f"{self.address}:{self.port}", "--dir", str(self.directory)]
         if self.netns:
-            command = ["ip", "netns", "exec", self.netns, *command]
+            command = [binary("ip"), "netns", "exec", self.netns, *command]
         self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
 
         def started() -> bool:

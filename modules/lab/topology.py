@@ -13,8 +13,8 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from modules.errors import MailstackError
-from modules.model import MailDomain
+from mailstack.core.errors import MailstackError
+from mailstack.core.model import MailDomain
 
 DEFAULT_NAMESPACE = "mslab"
 DEFAULT_STATE_DIR = "/var/lib/mailstack-lab"

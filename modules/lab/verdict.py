@@ -4,7 +4,7 @@ The lab's recipient MTA runs this on every message it accepts, the way a big mai
 provider would: SPF with pyspf for the connecting address, MAIL FROM and HELO; every
 DKIM signature with dkimpy, and again with OpenDKIM's own verifier
 (``opendkim-testmsg``, a second, independent implementation); DMARC from the policy
-record of the From domain with the alignment rule of ``modules.dmarc``. DNS goes to the
+record of the From domain with the alignment rule of ``mailstack.rules.dmarc``. DNS goes to the
 system resolver, which in the lab's network namespace is the lab's BIND.
 """
 
@@ -24,7 +24,9 @@ import dns.exception
 import dns.resolver
 import spf
 
-from modules import dmarc
+from mailstack.core import txt
+from mailstack.lab import binaries
+from mailstack.rules import dmarc
 
 OPENDKIM_TESTMSG = "opendkim-testmsg"
 
@@ -124,10 +126,10 @@ def _dkim(raw: bytes) -> tuple[DkimSignature, ...]:
 
 def _opendkim(raw: bytes) -> tuple[str, str]:
     """Verify with OpenDKIM's ``opendkim-testmsg`` (exit 0: every signature good)."""
-    binary = shutil.which(OPENDKIM_TESTMSG) or f"/usr/sbin/{OPENDKIM_TESTMSG}"
-    if not os.path.exists(binary):
+    program = binaries.find(OPENDKIM_TESTMSG)
+    if program is None:
         return "unavailable", "opendkim-testmsg not installed (apt-get install opendkim-tools)"
-    done = subprocess.run([binary], input=raw, capture_output=True, timeout=30)
+    done = subprocess.run([program], input=raw, capture_output=True, timeout=30)
     text = (done.stdout + done.stderr).decode(errors="replace").strip()
     return ("pass" if done.returncode == 0 else "fail"), text[-500:]
 
@@ -143,13 +145,12 @@ def _from_domain(raw: bytes) -> str:
 
 def _dmarc_record(domain: str) -> str | None:
     """The policy record for a From domain, else its Organizational Domain's (§6.6.3)."""
-    for name in dict.fromkeys((domain, dmarc.organizational_domain(domain))):
+    for name in dmarc.policy_names(domain):
         try:
-            answer = dns.resolver.resolve(f"_dmarc.{name}", "TXT", lifetime=10)
+            answer = dns.resolver.resolve(name, "TXT", lifetime=10)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             continue
-        texts = [b"".join(r.strings).decode("ascii", "replace") for r in answer]
-        records = [t for t in texts if t.lower().startswith("v=dmarc1")]
+        records = [text for text in (txt.from_wire(r.strings) for r in answer) if dmarc.is_dmarc(text)]
         if len(records) == 1:
             return records[0]
     return None

@@ -1,0 +1,252 @@
+"""DMARC checks (RFC 7489): the record at ``_dmarc``, its syntax, the policy's
+strength, authorisation of external report destinations (§7.1), and whether each
+declared sender can align (§3.1) given what is published."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailstack.checks.dns.resolver import DnsError
+from mailstack.checks.engine.context import CheckContext
+from mailstack.checks.engine.finding import (
+    Finding,
+    errored,
+    failed,
+    passed,
+    skipped,
+    warned,
+)
+from mailstack.checks.engine.registry import check
+from mailstack.core import zonefile
+from mailstack.core.model import MailDomain, Sender
+from mailstack.core.record import Record
+from mailstack.rules import dkim, dmarc, senders, spf
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcObservation:
+    """The DMARC records at ``_dmarc.<domain>``."""
+
+    domain: str
+    records: tuple[str, ...]
+    error: str | None = None
+    #: The parent whose record applies (RFC 7489 §6.6.3) when the domain has none.
+    inherited_from: str | None = None
+
+    @property
+    def name(self) -> str:
+        return dmarc.record_name(self.inherited_from or self.domain)
+
+    @property
+    def record(self) -> str | None:
+        return self.records[0] if len(self.records) == 1 else None
+
+
+def _fetch(ctx: CheckContext, domain: str, name: str) -> DmarcObservation:
+    try:
+        texts = ctx.resolver.txt(name).texts()
+    except DnsError as err:
+        return DmarcObservation(domain, (), str(err))
+    return DmarcObservation(domain, tuple(t for t in texts if dmarc.is_dmarc(t)))
+
+
+def observe(ctx: CheckContext, domain: str) -> DmarcObservation:
+    """The DMARC record of a domain. Undeclared, a domain without one falls back to its
+    Organizational Domain's as receivers do (``dmarc.policy_names``, RFC 7489 §6.6.3).
+    A declaration plans a record for each domain, so there the domain's own is judged."""
+    def compute() -> DmarcObservation:
+        own_name, *fallbacks = dmarc.policy_names(domain)
+        own = _fetch(ctx, domain, own_name)
+        if own.records or own.error or ctx.declared:
+            return own
+        for name in fallbacks:
+            found = _fetch(ctx, domain, name)
+            if found.records or found.error:
+                return DmarcObservation(domain, found.records, found.error, inherited_from=name.removeprefix("_dmarc."))
+        return own
+    return ctx.memo(f"dmarc:{domain}", compute)
+
+
+def tags(obs: DmarcObservation) -> dict[str, str] | None:
+    """The parsed and valid tags, None when absent, duplicated or invalid."""
+    if obs.record is None:
+        return None
+    try:
+        parsed = dmarc.parse(obs.record)
+        dmarc.validate(parsed)
+    except dmarc.DmarcError:
+        return None
+    return parsed
+
+
+def _planned(ctx: CheckContext, domain: str) -> Record | None:
+    return next((r for r in ctx.planned if r.purpose == "dmarc" and r.name == dmarc.record_name(domain)), None)
+
+
+def _fix(ctx: CheckContext, domain: str) -> str:
+    record = _planned(ctx, domain)
+    if record:
+        return zonefile.line(record)
+    return f'{dmarc.record_name(domain)}. IN TXT "{dmarc.VERSION}; p=none; rua=mailto:dmarc-reports@{domain}"'
+
+
+def _each(ctx: CheckContext, id: str, judge: "Callable[[CheckContext, DmarcObservation], list[Finding]]") -> list[Finding]:
+    findings: list[Finding] = []
+    for domain in ctx.domains:
+        if ctx.declared and _planned(ctx, domain) is None:
+            findings.append(skipped(id, f"{domain}: no DMARC record is declared"))
+            continue
+        obs = observe(ctx, domain)
+        if obs.error:
+            findings.append(errored(id, f"{dmarc.record_name(domain)}: DNS error: {obs.error}"))
+            continue
+        findings += judge(ctx, obs)
+    return findings
+
+
+@check("dmarc.present", ref="RFC 7489 §6.1, §6.6.3")
+def present(ctx: CheckContext) -> list[Finding]:
+    """Exactly one DMARC record at ``_dmarc.<domain>``."""
+    def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
+        if not obs.records:
+            return [failed("dmarc.present", f"{obs.name}: no DMARC record", expected="v=DMARC1; p=...", fix=_fix(ctx, obs.domain))]
+        if len(obs.records) > 1:
+            return [failed("dmarc.present", f"{obs.name}: {len(obs.records)} DMARC records; receivers apply none", found=" | ".join(obs.records), fix=_fix(ctx, obs.domain))]
+        if obs.inherited_from:
+            return [passed("dmarc.present", f"{obs.domain}: no own record; {obs.name} applies (organizational domain)", found=obs.records[0])]
+        return [passed("dmarc.present", f"{obs.name}: one DMARC record", found=obs.records[0])]
+    return _each(ctx, "dmarc.present", judge)
+
+
+@check("dmarc.syntax", ref="RFC 7489 §6.3, §6.4")
+def syntax(ctx: CheckContext) -> list[Finding]:
+    """The record parses and every tag value is valid (p, sp, np, adkim, aspf, pct, rua, ruf, fo)."""
+    def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
+        if obs.record is None:
+            return [skipped("dmarc.syntax", f"{obs.name}: no single DMARC record (see dmarc.present)")]
+        try:
+            warnings = dmarc.validate(dmarc.parse(obs.record))
+        except dmarc.DmarcError as err:
+            return [failed("dmarc.syntax", f"{obs.name}: {err}", found=obs.record, fix=_fix(ctx, obs.domain))]
+        unknown = [w for w in warnings if w.startswith("unknown tag")]
+        if unknown:
+            return [warned("dmarc.syntax", f"{obs.name}: {', '.join(unknown)}", found=obs.record, fix=_fix(ctx, obs.domain))]
+        return [passed("dmarc.syntax", f"{obs.name}: valid", found=obs.record)]
+    return _each(ctx, "dmarc.syntax", judge)
+
+
+@check("dmarc.policy", ref="RFC 7489 §6.3 (p=, pct=), §6.7")
+def policy(ctx: CheckContext) -> list[Finding]:
+    """The policy is the declared one; p=none without reports or pct<100 are flagged."""
+    def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
+        parsed = tags(obs)
+        if parsed is None:
+            return [skipped("dmarc.policy", f"{obs.name}: no valid DMARC record")]
+        p = parsed.get("sp", parsed["p"]) if obs.inherited_from else parsed["p"]
+        declared = ctx.stack.dmarc.policy if ctx.stack else None
+        if declared and p != declared:
+            return [failed("dmarc.policy", f"{obs.name}: p={p}, declared p={declared}", expected=f"p={declared}", found=obs.record or "", fix=_fix(ctx, obs.domain))]
+        if p == "none" and not parsed.get("rua"):
+            return [warned("dmarc.policy", f"{obs.name}: p=none without rua: no policy and nobody reads reports", found=obs.record or "", fix=_fix(ctx, obs.domain))]
+        if p == "none":
+            return [warned("dmarc.policy", f"{obs.name}: p=none (monitoring only); move to quarantine once reports are clean", found=obs.record or "")]
+        if parsed.get("pct", "100") != "100":
+            return [warned("dmarc.policy", f"{obs.name}: p={p} applies to {parsed['pct']}% of failing mail only", found=obs.record or "")]
+        return [passed("dmarc.policy", f"{obs.name}: p={p}")]
+    return _each(ctx, "dmarc.policy", judge)
+
+
+def external_report_domains(domain: str, parsed: dict[str, str]) -> list[str]:
+    """mailto: report domains outside ``domain`` (RFC 7489 §7.1 needs their consent)."""
+    found = dmarc.report_domains([*dmarc.uris(parsed, "rua"), *dmarc.uris(parsed, "ruf")])
+    return list(dict.fromkeys(d for d in found if dmarc.is_external(d, domain)))
+
+
+@check("dmarc.report-auth", ref="RFC 7489 §7.1")
+def report_auth(ctx: CheckContext) -> list[Finding]:
+    """Each external rua/ruf domain authorises reports (``<domain>._report._dmarc.<rua-domain>``)."""
+    def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
+        parsed = tags(obs)
+        if parsed is None:
+            return [skipped("dmarc.report-auth", f"{obs.name}: no valid DMARC record")]
+        policy_domain = obs.inherited_from or obs.domain  # the record's own domain is authorised
+        externals = external_report_domains(policy_domain, parsed)
+        if not externals:
+            return [passed("dmarc.report-auth", f"{obs.name}: every report destination is inside {policy_domain}")]
+        findings: list[Finding] = []
+        for report_domain in externals:
+            name = dmarc.report_authorization_name(policy_domain, report_domain)
+            try:
+                texts = ctx.resolver.txt(name).texts()
+            except DnsError as err:
+                findings.append(errored("dmarc.report-auth", f"{name}: DNS error: {err}"))
+                continue
+            if any(dmarc.is_dmarc(t) for t in texts):
+                findings.append(passed("dmarc.report-auth", f"{report_domain} authorises reports about {policy_domain}"))
+            else:
+                findings.append(failed(
+                    "dmarc.report-auth", f"{report_domain} does not authorise reports about {policy_domain}; receivers drop them",
+                    expected=f"{name} TXT {dmarc.REPORT_AUTHORIZATION}", found=" | ".join(texts) or "nothing",
+                    fix=f'{name}. IN TXT "{dmarc.REPORT_AUTHORIZATION}"',
+                ))
+        return findings
+    return _each(ctx, "dmarc.report-auth", judge)
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """How one sender's mail can pass DMARC: the SPF (Return-Path) and DKIM (d=) domains."""
+
+    sender: str
+    declared: Sender
+    spf_domain: str | None  # the Return-Path domain, None when unknown
+    dkim_name: str | None  # the key record name signatures use, None when none is declared
+
+
+def sender_paths(stack: MailDomain, domain: str) -> list[Path]:
+    """The documented Return-Path and DKIM domain of each declared sender."""
+    paths: list[Path] = []
+    for sender in stack.outbound:
+        entries = senders.dkim_entries(stack, sender, domain, None)
+        dkim_name = dkim.record_name(entries[0].selector, domain) if entries else None
+        paths.append(Path(sender.kind.value, sender, senders.return_path_domain(stack, sender, domain), dkim_name))
+    return paths
+
+
+@check("dmarc.alignment", ref="RFC 7489 §3.1, §4.2")
+def alignment(ctx: CheckContext) -> list[Finding]:
+    """Each declared sender can pass DMARC: aligned SPF that authorises it, or an aligned DKIM key."""
+    if ctx.stack is None:
+        return [skipped("dmarc.alignment", "needs a declaration of the senders (--stack)")]
+    from mailstack.checks.groups.spf import (
+        tree,  # the same memoised SPF fetch as the spf group
+    )
+
+    findings: list[Finding] = []
+    for domain in ctx.stack.domains:
+        for path in sender_paths(ctx.stack, domain):
+            spf_ok = False
+            if path.spf_domain and dmarc.aligned(path.spf_domain, domain, ctx.stack.dmarc.aspf):
+                spf_tree = tree(ctx, domain) if path.spf_domain == domain else None
+                if spf_tree and spf_tree.record and not spf_tree.syntax_error:
+                    published = {str(t) for t in spf.parse(spf_tree.record)}
+                    wanted = {str(spf.parse_term(t)) for t in senders.spf_terms(ctx.stack, path.declared)}
+                    spf_ok = wanted <= published
+            dkim_ok = False
+            if path.dkim_name:
+                try:
+                    dkim_ok = any(dkim.is_live_key(t) for t in ctx.resolver.txt(path.dkim_name).texts())
+                except DnsError as err:
+                    findings.append(errored("dmarc.alignment", f"{domain}/{path.sender}: DNS error: {err}"))
+                    continue
+            ways = [w for w, ok in (("SPF", spf_ok), ("DKIM", dkim_ok)) if ok]
+            if ways:
+                findings.append(passed("dmarc.alignment", f"{domain}/{path.sender}: can align through {' and '.join(ways)}"))
+            else:
+                findings.append(failed(
+                    "dmarc.alignment", f"{domain}/{path.sender}: neither SPF nor DKIM can align with From {domain}",
+                    detail=f"Return-Path domain {path.spf_domain or 'unknown'}; DKIM key {path.dkim_name or 'none declared'}",
+                    fix=f"publish {path.dkim_name} as declared" if path.dkim_name else "declare the sender's DKIM key (dkimKey) and publish it",
+                ))
+    return findings

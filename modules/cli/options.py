@@ -1,0 +1,84 @@
+"""Options and argument readers several subcommands share, written once: the stack to
+read (``--stack``/``--stack-file``/``--project-dir``), the DNS servers to ask
+(``--nameserver``/``--timeout``/``--wait``/``--interval``) and the gateway's DKIM keys
+given as PEM files. Each reader turns a bad argument into a MailstackError naming it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mailstack.checks.dns.resolver import DEFAULT_TIMEOUT
+from mailstack.config import project, stackfile
+from mailstack.core.errors import MailstackError
+from mailstack.core.model import MailDomain
+from mailstack.rules import dkim
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> argparse._MutuallyExclusiveGroup:
+    """``--stack NAME | --stack-file PATH`` and ``--project-dir DIR``."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--stack", metavar="NAME", help="read Pulumi.NAME.yaml of the project's stack directory")
+    group.add_argument("--stack-file", metavar="PATH", type=Path, help="read any Pulumi stack file")
+    add_project_argument(parser)
+    return group
+
+
+def add_project_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--project-dir", metavar="DIR", type=Path,
+        help="the Pulumi project whose stacks --stack names (default: the nearest Pulumi.yaml from the working directory up)",
+    )
+
+
+def project_of(args: argparse.Namespace) -> project.Project:
+    """The project named by ``--project-dir``, else the one the command runs in."""
+    directory = getattr(args, "project_dir", None)
+    return project.at(directory) if directory else project.find()
+
+
+def stack_file_of(args: argparse.Namespace) -> Path:
+    """The stack file named by --stack or --stack-file."""
+    if getattr(args, "stack_file", None):
+        return Path(args.stack_file)
+    path = project_of(args).stack_path(args.stack)
+    if not path.is_file():
+        known = ", ".join(project_of(args).stack_names()) or "none"
+        raise MailstackError(f"--stack {args.stack}: no such stack file {path} (stacks of this project: {known})")
+    return path
+
+
+def load_stack(args: argparse.Namespace) -> MailDomain:
+    """Read and validate the stack named on the command line."""
+    return stackfile.load(stack_file_of(args))
+
+
+def add_dns_arguments(parser: argparse.ArgumentParser, *, wait: bool = True) -> None:
+    """``--nameserver``, ``--timeout`` and (``wait``) ``--wait``, ``--interval``."""
+    parser.add_argument("--nameserver", metavar="ADDR[:PORT]", action="append", default=[], help="ask this server (repeatable); default: the system resolver")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=DEFAULT_TIMEOUT, help=f"per DNS query (default: {DEFAULT_TIMEOUT:g})")
+    if wait:
+        parser.add_argument("--wait", metavar="SECONDS", type=float, help="first poll the zones' authoritative servers (or --nameserver) until they serve the plan, at most this long")
+        parser.add_argument("--interval", metavar="SECONDS", type=float, default=2.0, help="pause between polls with --wait (default: 2)")
+
+
+def read_text(path: Path | None, option: str) -> str | None:
+    """The text of a file named by ``option``; None when the option is not given."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or "not a UTF-8 text file"
+        raise MailstackError(f"{option} {path}: {reason}") from err
+
+
+def gateway_public_key(path: Path | None) -> str | None:
+    """``--dkim-public-key PEM``: the gateway's DKIM public key, checked to be one."""
+    key = read_text(path, "--dkim-public-key")
+    if key is not None:
+        try:
+            dkim.public_key_base64(key)
+        except dkim.DkimKeyError as err:
+            raise MailstackError(f"--dkim-public-key {path}: {err}") from err
+    return key

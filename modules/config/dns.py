@@ -1,0 +1,86 @@
+"""The ``mailstack:dns`` section: where records go (Cloudflare or RFC 2136) and how.
+
+Validated here so that an RFC 2136 stack without a server or key name, or a zone that
+does not contain the domain, is refused before any provider is touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailstack.config.reader import ConfigReader, Path
+from mailstack.core import names, tsig
+from mailstack.core.model import Dns
+
+
+def read_dns(reader: ConfigReader, value: Any, domain: str | None, aliases: tuple[str, ...]) -> Dns | None:
+    path: Path = ("dns",)
+    fields = ("provider", "zone", "ttl", "aliasZones", "server", "port", "tsigKeyName", "tsigAlgorithm", "allowDelete")
+    data = reader.mapping(value, path, fields)
+    if data is None:
+        return None
+    provider = reader.choice(data.get("provider"), (*path, "provider"), ("cloudflare", "rfc2136"), default="cloudflare")
+    zone = domain or ""
+    if data.get("zone") is not None:
+        zone = reader.convert(data["zone"], (*path, "zone"), names.domain) or zone
+        if domain and zone and not names.within(domain, zone):
+            reader.fail((*path, "zone"), f"{domain} is not inside zone {zone}")
+    ttl = reader.integer(data.get("ttl"), (*path, "ttl"), 1, 86400, default=3600)
+    if ttl is not None and ttl != 1 and ttl < 30:
+        reader.fail((*path, "ttl"), f"{ttl} is too short: use 1 (Cloudflare automatic) or 30 to 86400")
+    if ttl == 1 and provider == "rfc2136":
+        reader.fail((*path, "ttl"), "1 means 'automatic' on Cloudflare only; give seconds for rfc2136")
+    alias_zones: list[tuple[str, str]] = []
+    zone_map = reader.mapping(data.get("aliasZones"), (*path, "aliasZones"), aliases) or {}
+    for alias, alias_zone in zone_map.items():
+        checked = reader.convert(alias_zone, (*path, "aliasZones", alias), names.domain)
+        if checked and not names.within(alias, checked):
+            reader.fail((*path, "aliasZones", alias), f"{alias} is not inside zone {checked}")
+        elif checked:
+            alias_zones.append((alias, checked))
+    for alias in aliases:
+        if alias not in zone_map:
+            # An alias domain below the main zone lives in it; any other is its own zone.
+            alias_zones.append((alias, zone if zone and names.within(alias, zone) else alias))
+    server = port = key_name = None
+    algorithm = tsig.DEFAULT_ALGORITHM
+    if provider == "rfc2136":
+        if data.get("server") is None:
+            reader.fail((*path, "server"), "is required for provider rfc2136 (the primary's address)")
+        else:
+            server = reader.convert(data["server"], (*path, "server"), _server_address)
+        port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=53)
+        if data.get("tsigKeyName") is None:
+            reader.fail((*path, "tsigKeyName"), "is required for provider rfc2136")
+        else:
+            key_name = reader.convert(data["tsigKeyName"], (*path, "tsigKeyName"), _key_name)
+        algorithm = reader.choice(
+            data.get("tsigAlgorithm"), (*path, "tsigAlgorithm"), tsig.ALGORITHMS, default=tsig.DEFAULT_ALGORITHM
+        ) or algorithm
+    else:
+        for key in ("server", "port", "tsigKeyName", "tsigAlgorithm"):
+            if data.get(key) is not None:
+                reader.fail((*path, key), "only applies to provider rfc2136")
+    allow_delete = reader.boolean(data.get("allowDelete"), (*path, "allowDelete"))
+    if provider is None or ttl is None:
+        return None
+    return Dns(provider, zone, ttl, tuple(alias_zones), server, port or 53, key_name, algorithm, allow_delete)
+
+
+def _server_address(value: Any) -> str:
+    text = str(value).strip()
+    if names.is_ip(text):
+        return text
+    return names.hostname(text)
+
+
+def _key_name(value: Any) -> str:
+    text = names.normalize(str(value))
+    try:
+        for part in text.split("."):
+            names.label(part, allow_underscore=True)
+    except names.InvalidName:
+        raise ValueError(f"{value!r} is not a TSIG key name") from None
+    if not text:
+        raise ValueError(f"{value!r} is not a TSIG key name")
+    return text

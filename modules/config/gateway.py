@@ -1,0 +1,203 @@
+"""The ``mailstack:gateway`` key: how the own gateways are run, beside *what* they serve.
+
+The model (``mailstack.core.model``) says which domains, aliases and hosts exist; this key
+adds what only the gateway servers need: which addresses Odoo submits from, an optional
+SMTP AUTH user, an outbound relay host, the TLS certificate, size and rate limits, and
+how the mailgate reaches Odoo's XML-RPC. It is validated inside
+``mailstack.config.stack.from_config`` with the same error collector as every other key, so a
+mistake here is reported together with the others and names its key
+(``mailstack:gateway.relayHost: ...``). Every field has a working default, so a stack
+with gateways and without this key renders; a stack with this key and no gateways is
+refused (the settings would configure nothing).
+
+Secrets never appear here: the Odoo password is a *file path* on the gateway, the SMTP
+AUTH password and the SSH private key are Pulumi secrets (``mailstack:sshPrivateKey``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from mailstack.config.reader import ConfigReader, Path
+from mailstack.core import names
+from mailstack.core.model import (
+    DEFAULT_PASSWORD_FILE,
+    DEFAULT_SIZE_LIMIT,
+    DEFAULT_TLS_CERT,
+    DEFAULT_TLS_KEY,
+    DEFAULT_UID,
+    LOOPBACK,
+    GatewaySettings,
+    Mailgate,
+    RateLimits,
+    RelayHost,
+    SmtpAuth,
+    Tls,
+)
+
+_KEYS = (
+    "odooAddresses", "smtpAuth", "relayHost", "tls", "messageSizeLimit", "rateLimits", "mailgate", "deploy",
+)
+
+
+def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_database: str | None, has_gateways: bool) -> GatewaySettings | None:
+    """Validate ``mailstack:gateway``; errors go to ``reader`` and None is returned.
+
+    Returns None without error when the stack has no gateways and no key (nothing to
+    run); defaults fill every field that is not given.
+    """
+    path: Path = ("gateway",)
+    if value is not None and not has_gateways:
+        reader.fail(path, "configures the own gateways, but mailstack:gateways is empty")
+        return None
+    if not has_gateways:
+        return None
+    data = reader.mapping(value, path, _KEYS)
+    if data is None:
+        return None
+    errors_before = len(reader.errors)
+    addresses = _addresses(reader, data.get("odooAddresses"), (*path, "odooAddresses"))
+    smtp_auth = _smtp_auth(reader, data.get("smtpAuth"), (*path, "smtpAuth"))
+    relay = None
+    if data.get("relayHost") is not None:
+        relay = reader.convert(data["relayHost"], (*path, "relayHost"), parse_relay_host)
+    tls = _tls(reader, data.get("tls"), (*path, "tls"))
+    size = reader.integer(data.get("messageSizeLimit"), (*path, "messageSizeLimit"), 1048576, 1073741824, default=DEFAULT_SIZE_LIMIT)
+    rates = _rates(reader, data.get("rateLimits"), (*path, "rateLimits"))
+    mailgate = _mailgate(reader, data.get("mailgate"), (*path, "mailgate"), odoo_url, odoo_database)
+    deploy = reader.boolean(data.get("deploy"), (*path, "deploy"), default=True)
+    if len(reader.errors) > errors_before:
+        return None
+    assert tls and rates and mailgate and size is not None
+    return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates, deploy)
+
+
+def parse_relay_host(value: Any) -> RelayHost:
+    """``host``, ``host:port`` or ``[host]:port`` (IPv6 in brackets); port 25 by default."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a host name or address, e.g. smtp.example.com or [smtp.example.com]:587")
+    text = value.strip()
+    port = 25
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{value!r} is not [host] or [host]:port")
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{value!r}: port {port_text!r} is not a number from 1 to 65535")
+        port = int(port_text)
+    if names.is_ip(host):
+        return RelayHost(str(ipaddress.ip_address(host)), port)
+    try:
+        return RelayHost(names.hostname(host), port)
+    except names.InvalidName as err:
+        raise ValueError(f"{value!r} is not a host: {err}") from err
+
+
+def _addresses(reader: ConfigReader, value: Any, path: Path) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    items = reader.sequence(value, path)
+    if not items:
+        return LOOPBACK
+    result: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            network = ipaddress.ip_network(str(item).strip(), strict=True)
+        except ValueError:
+            reader.fail((*path, index), f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)")
+            continue
+        if network.prefixlen < (16 if network.version == 4 else 48):
+            reader.fail((*path, index), f"{network} is too wide: every host in it could relay through the gateway")
+            continue
+        if str(network) not in result:
+            result.append(str(network))
+    if not result:
+        reader.fail(path, "needs at least one address Odoo submits from")
+    return tuple(result)
+
+
+def _smtp_auth(reader: ConfigReader, value: Any, path: Path) -> SmtpAuth | None:
+    if value is None or value is False:
+        return None
+    data = reader.mapping(value, path, ("user",))
+    if data is None:
+        return None
+    user = reader.string(data.get("user"), (*path, "user"))
+    if user is None:
+        reader.fail((*path, "user"), "is required (the SMTP AUTH user Odoo logs in as)")
+        return None
+    if any(c.isspace() or c in ":@" for c in user):
+        reader.fail((*path, "user"), f"{user!r} must not contain spaces, ':' or '@'")
+        return None
+    return SmtpAuth(user)
+
+
+def _tls(reader: ConfigReader, value: Any, path: Path) -> Tls | None:
+    data = reader.mapping(value, path, ("cert", "key", "required"))
+    if data is None:
+        return None
+    required = reader.boolean(data.get("required"), (*path, "required"))
+    paths: dict[str, str] = {}
+    for key in ("cert", "key"):
+        raw = data.get(key)
+        if raw is None:
+            if required:
+                reader.fail((*path, key), "is required when tls.required is true (the certificate Odoo must see)")
+            continue
+        text = reader.string(raw, (*path, key))
+        if text is not None and not text.startswith("/"):
+            reader.fail((*path, key), f"{text!r} must be an absolute path on the gateway host")
+        elif text is not None:
+            paths[key] = text
+    if ("cert" in paths) != ("key" in paths) and not required:
+        missing = "key" if "cert" in paths else "cert"
+        reader.fail((*path, missing), "give the certificate and its key together")
+    return Tls(paths.get("cert", DEFAULT_TLS_CERT), paths.get("key", DEFAULT_TLS_KEY), required)
+
+
+def _rates(reader: ConfigReader, value: Any, path: Path) -> RateLimits | None:
+    data = reader.mapping(value, path, ("connections", "messages", "recipients", "concurrency"))
+    if data is None:
+        return None
+    default = RateLimits()
+    values = {
+        key: reader.integer(data.get(key), (*path, key), 1, 100000, default=getattr(default, key))
+        for key in ("connections", "messages", "recipients", "concurrency")
+    }
+    if any(v is None for v in values.values()):
+        return None
+    return RateLimits(**{k: int(v) for k, v in values.items() if v is not None})
+
+
+def _mailgate(reader: ConfigReader, value: Any, path: Path, odoo_url: str | None, odoo_database: str | None) -> Mailgate | None:
+    data = reader.mapping(value, path, ("url", "database", "uid", "login", "passwordFile", "timeout"))
+    if data is None:
+        return None
+    url = reader.string(data.get("url"), (*path, "url")) or odoo_url
+    if url is None:
+        reader.fail((*path, "url"), "is required: Odoo's base URL (defaults to mailstack:odoo.url, which is unset)")
+    elif not url.startswith(("http://", "https://")):
+        reader.fail((*path, "url"), f"{url!r} is not an http:// or https:// URL")
+    database = reader.string(data.get("database"), (*path, "database")) or odoo_database
+    if database is None:
+        reader.fail((*path, "database"), "is required: Odoo's database (defaults to mailstack:odoo.database, which is unset)")
+    login = reader.string(data.get("login"), (*path, "login"))
+    uid: int | None = None if login else DEFAULT_UID
+    if data.get("uid") is not None:
+        if login:
+            reader.fail((*path, "uid"), "give uid or login, not both")
+        uid = reader.integer(data["uid"], (*path, "uid"), 1, 2**31 - 1)
+    password_file = reader.string(data.get("passwordFile"), (*path, "passwordFile")) or DEFAULT_PASSWORD_FILE
+    if not password_file.startswith("/"):
+        reader.fail((*path, "passwordFile"), f"{password_file!r} must be an absolute path on the gateway host")
+    timeout = reader.integer(data.get("timeout"), (*path, "timeout"), 1, 3600, default=60)
+    if url is None or database is None or timeout is None:
+        return None
+    return Mailgate(url.rstrip("/"), database, uid, login, password_file, timeout)

@@ -1,0 +1,105 @@
+"""The sections that set record tags: ``dkim`` (the gateway's selector and key size),
+``spf`` (the closing ``all``), ``dmarc`` (policy and reports), ``mtaSts`` and
+``tlsRpt``. Values are checked with the same rule modules that build the records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailstack.config.reader import ConfigReader, Path
+from mailstack.core import names
+from mailstack.core.model import Dkim, Dmarc, Inbound, InboundMode, MtaSts, Spf, TlsRpt
+from mailstack.rules import dkim, dmarc, mta_sts, spf
+
+
+def read_dkim(reader: ConfigReader, value: Any) -> Dkim | None:
+    path: Path = ("dkim",)
+    data = reader.mapping(value, path, ("selector", "bits"))
+    if data is None:
+        return None
+    selector = "mailstack"
+    if data.get("selector") is not None:
+        selector = reader.convert(data["selector"], (*path, "selector"), names.label) or selector
+    bits = reader.integer(data.get("bits"), (*path, "bits"), dkim.MIN_RSA_BITS, max(dkim.RSA_SIZES), default=dkim.ADVISED_RSA_BITS)
+    if bits is not None and bits not in dkim.RSA_SIZES:
+        sizes = ", ".join(str(size) for size in dkim.RSA_SIZES)
+        reader.fail((*path, "bits"), f"{bits} is not one of {sizes} (RFC 8301: at least {dkim.MIN_RSA_BITS})")
+    return Dkim(selector, bits or 2048)
+
+
+def read_spf(reader: ConfigReader, value: Any) -> Spf | None:
+    data = reader.mapping(value, ("spf",), ("all",))
+    if data is None:
+        return None
+    all_term = reader.choice(data.get("all"), ("spf", "all"), spf.ALL_QUALIFIERS, default="~all")
+    return Spf(all_term or "~all")
+
+
+def _uris(reader: ConfigReader, value: Any, path: Path) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    uris: list[str] = []
+    for index, item in enumerate(reader.sequence(value, path) or []):
+        uri = reader.convert(item, (*path, index), dmarc.check_uri)
+        if uri:
+            uris.append(uri)
+    return tuple(uris)
+
+
+def read_dmarc(reader: ConfigReader, value: Any) -> Dmarc | None:
+    path: Path = ("dmarc",)
+    data = reader.mapping(value, path, ("policy", "subdomainPolicy", "rua", "ruf", "adkim", "aspf", "pct", "fo"))
+    if data is None:
+        return None
+    policy = reader.choice(data.get("policy"), (*path, "policy"), dmarc.POLICIES, default="none")
+    sp = reader.choice(data.get("subdomainPolicy"), (*path, "subdomainPolicy"), dmarc.POLICIES)
+    adkim = reader.choice(data.get("adkim"), (*path, "adkim"), dmarc.ALIGNMENTS, default="r")
+    aspf = reader.choice(data.get("aspf"), (*path, "aspf"), dmarc.ALIGNMENTS, default="r")
+    pct = reader.integer(data.get("pct"), (*path, "pct"), 0, 100)
+    fo = None
+    if data.get("fo") is not None:
+        fo = reader.convert(str(data["fo"]), (*path, "fo"), dmarc.check_fo)
+    rua = _uris(reader, data.get("rua"), (*path, "rua"))
+    ruf = _uris(reader, data.get("ruf"), (*path, "ruf"))
+    if policy is None or adkim is None or aspf is None:
+        return None
+    return Dmarc(policy, sp, rua, ruf, adkim, aspf, pct, fo)
+
+
+def read_mta_sts(reader: ConfigReader, value: Any, inbound: Inbound | None) -> MtaSts | None:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"  # the Pulumi engine passes booleans as strings
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    path: Path = ("mtaSts",)
+    data = reader.mapping(value, path, ("mode", "maxAge"))
+    if data is None:
+        return None
+    mode = reader.choice(data.get("mode"), (*path, "mode"), mta_sts.MODES, default="testing")
+    max_age = reader.integer(data.get("maxAge"), (*path, "maxAge"), 86400, mta_sts.MAX_AGE_LIMIT, default=604800)
+    if inbound and inbound.mode in (InboundMode.NONE,) :
+        reader.fail(path, "MTA-STS needs an MX: inbound.mode is none")
+    elif inbound and inbound.subdomain:
+        # The _mta-sts record and the policy host belong to the domain whose MX the
+        # policy lists; with a subdomain that is <subdomain>.<domain>, which mailstack
+        # does not publish a policy for (and Odoo's host cannot serve one).
+        reader.fail(path, f"MTA-STS is published for the domain itself, but inbound mail uses the subdomain {inbound.subdomain}; remove mtaSts or inbound.subdomain")
+    if mode is None or max_age is None:
+        return None
+    return MtaSts(mode, max_age)
+
+
+def read_tls_rpt(reader: ConfigReader, value: Any) -> TlsRpt | None:
+    if value is None:
+        return None
+    path: Path = ("tlsRpt",)
+    data = reader.mapping(value, path, ("rua",))
+    if data is None:
+        return None
+    rua = _uris(reader, data.get("rua"), (*path, "rua"))
+    if not rua:
+        reader.fail((*path, "rua"), "needs at least one mailto: or https: URI")
+        return None
+    return TlsRpt(rua)

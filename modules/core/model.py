@@ -1,0 +1,329 @@
+"""The typed declaration of a mail domain: ``MailDomain`` and its parts.
+
+All classes are frozen and slotted: a MailDomain is built once by ``mailstack.config``
+(which validates and coerces every value) and then only read, by the record plan, the
+gateway renderer, the providers and the checks. Invalid objects are never constructed
+(the config layer refuses them first), so nothing here validates again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from mailstack.core.names import normalize, within
+
+
+class Hosting(StrEnum):
+    """Where Odoo runs: on Odoo's SaaS, on Odoo.sh, or on the user's own servers."""
+
+    ONLINE = "online"
+    SH = "sh"
+    ONPREMISE = "onpremise"
+
+
+class InboundMode(StrEnum):
+    """How inbound mail reaches Odoo."""
+
+    ODOO_MX = "odoo-mx"  # MX/CNAME of a subdomain to <db>.odoo.com (Online, Odoo.sh)
+    GATEWAY = "gateway"  # MX to the own gateways, mailgate into Odoo
+    FORWARD = "forward"  # mailboxes elsewhere forward to Odoo's alias addresses
+    IMAP = "imap"  # Odoo's fetchmail polls a mailbox elsewhere
+    NONE = "none"  # the domain receives no mail: null MX (RFC 7505)
+
+
+class SenderKind(StrEnum):
+    """Who may send mail for the domain; each kind has a profile in ``mailstack.rules.senders``."""
+
+    ODOO = "odoo"
+    GATEWAY = "gateway"
+    MAILJET = "mailjet"
+    GOOGLE = "google"
+    MICROSOFT = "microsoft"
+    SPF = "spf"  # raw SPF terms, the escape hatch
+
+
+@dataclass(frozen=True, slots=True)
+class Odoo:
+    """The Odoo side: hosting, database and the alias-domain addresses Odoo 17 uses."""
+
+    hosting: Hosting
+    database: str | None = None
+    url: str | None = None
+    #: The Odoo SaaS host inbound mail goes to; defaults to ``<database>.odoo.com``.
+    host: str | None = None
+    bounce: str = "bounce"
+    catchall: str = "catchall"
+    notifications: str = "notifications"
+
+    @property
+    def saas(self) -> bool:
+        """True when Odoo S.A. runs the servers (Online or Odoo.sh)."""
+        return self.hosting in (Hosting.ONLINE, Hosting.SH)
+
+    @property
+    def saas_host(self) -> str | None:
+        """Odoo's own host of a SaaS database (``host``, else ``<database>.odoo.com``):
+        the target of inbound mail and the domain of Odoo's Return-Path; None on premise."""
+        if not self.saas:
+            return None
+        return normalize(self.host or f"{self.database}.odoo.com")
+
+
+@dataclass(frozen=True, slots=True)
+class SshTarget:
+    """How Pulumi reaches a gateway host; the private key comes as a Pulumi secret."""
+
+    user: str = "root"
+    port: int = 22
+    host: str | None = None  # defaults to the gateway's ipv4
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """One own mail gateway host: MX for inbound, relay for outbound."""
+
+    hostname: str
+    ipv4: str
+    ipv6: str | None = None
+    priority: int = 10
+    ssh: SshTarget = field(default_factory=SshTarget)
+
+
+@dataclass(frozen=True, slots=True)
+class MxHost:
+    """An MX target outside the stack (Google, Microsoft, a forwarding provider)."""
+
+    host: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """One declared sender and the inputs its profile needs."""
+
+    kind: SenderKind
+    #: Raw SPF terms (kind ``spf``), e.g. ``("ip4:192.0.2.1", "include:spf.example.net")``.
+    spf_terms: tuple[str, ...] = ()
+    #: DKIM public key (base64 of the DER SubjectPublicKeyInfo) for Google and Mailjet.
+    dkim_key: str | None = None
+    #: DKIM selector of a third-party sender (Google: ``google``, Mailjet: ``mailjet``).
+    dkim_selector: str | None = None
+    #: Microsoft 365 tenant (the ``<tenant>.onmicrosoft.com`` prefix).
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """How inbound mail reaches Odoo."""
+
+    mode: InboundMode
+    #: The dedicated label for ``odoo-mx`` (Odoo's docs: never the root), optional else.
+    subdomain: str | None = None
+    #: ``odoo-mx`` publishes an ``mx`` (MX 10) or a ``cname`` to ``<db>.odoo.com``.
+    record: str = "mx"
+    #: MX hosts for ``forward`` and ``imap``: where the mailboxes live.
+    mx: tuple[MxHost, ...] = ()
+    #: Local parts the gateway accepts besides Odoo's catchall and bounce.
+    aliases: tuple[str, ...] = ()
+    #: Accept every local part (catch-all); risks backscatter, see docs.
+    accept_all: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Dkim:
+    """The gateway's own DKIM key."""
+
+    selector: str = "mailstack"
+    bits: int = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Spf:
+    """SPF options: the ``all`` term closing each record."""
+
+    all: str = "~all"
+
+
+@dataclass(frozen=True, slots=True)
+class Dmarc:
+    """DMARC tags (RFC 7489 §6.3)."""
+
+    policy: str = "none"
+    subdomain_policy: str | None = None
+    rua: tuple[str, ...] = ()
+    ruf: tuple[str, ...] = ()
+    adkim: str = "r"
+    aspf: str = "r"
+    pct: int | None = None
+    fo: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MtaSts:
+    """MTA-STS (RFC 8461): the policy mode and its cache lifetime."""
+
+    mode: str = "testing"
+    max_age: int = 604800
+
+
+@dataclass(frozen=True, slots=True)
+class TlsRpt:
+    """SMTP TLS reporting (RFC 8460)."""
+
+    rua: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Dns:
+    """Where and how the records are published."""
+
+    provider: str = "cloudflare"
+    zone: str = ""
+    ttl: int = 3600
+    #: Zones of the alias domains, by domain; defaults to the alias domain itself.
+    alias_zones: tuple[tuple[str, str], ...] = ()
+    # RFC 2136 (on premise)
+    server: str | None = None
+    port: int = 53
+    tsig_key_name: str | None = None
+    tsig_algorithm: str = "hmac-sha256"
+    #: Let a change delete MX and planned mail records (the policy pack refuses otherwise).
+    allow_delete: bool = False
+
+    def zone_of(self, name: str) -> str:
+        """The zone a name's records live in: an explicit alias zone, the main zone
+        when the name is below it, else the name itself (an alias domain's own zone)."""
+        for domain, zone in self.alias_zones:
+            if within(name, domain):
+                return zone
+        if within(name, self.zone):
+            return self.zone
+        return name
+
+
+# -- how the own gateways are run (mailstack:gateway) ----------------------------------
+# The rest of the model says which domains, aliases and hosts exist; these say what only
+# the gateway servers need (submission addresses, SMTP AUTH, relay host, TLS, limits,
+# how the mailgate reaches Odoo). ``mailstack.config.gateway`` reads them.
+
+#: Debian's postfix depends on ssl-cert, which creates this self-signed pair.
+DEFAULT_TLS_CERT = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
+DEFAULT_TLS_KEY = "/etc/ssl/private/ssl-cert-snakeoil.key"
+DEFAULT_PASSWORD_FILE = "/etc/mailstack/odoo-password"
+#: Odoo's uid of the first administrator (uid 1 is __system__, which cannot log in).
+DEFAULT_UID = 2
+DEFAULT_SIZE_LIMIT = 36700160  # 35 MiB: Odoo attachments grow ~37% in base64
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+@dataclass(frozen=True, slots=True)
+class RelayHost:
+    """Where outbound mail goes instead of the recipients' MX (a smarthost)."""
+
+    host: str
+    port: int = 25
+
+    @property
+    def postfix(self) -> str:
+        """The ``relayhost`` value: ``[host]:port`` (brackets: no MX lookup, a smarthost
+        is a host, not a domain)."""
+        return f"[{self.host}]:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """The gateway's certificate; STARTTLS is always offered with it."""
+
+    cert: str = DEFAULT_TLS_CERT
+    key: str = DEFAULT_TLS_KEY
+    #: Require STARTTLS from Odoo (submission). Port 25 stays opportunistic: RFC 3207
+    #: §4 says a publicly referenced MX must not require TLS.
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Per-client limits (Postfix anvil, per minute); Odoo's addresses are exempt."""
+
+    connections: int = 60
+    messages: int = 100
+    recipients: int = 300
+    concurrency: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpAuth:
+    """SMTP AUTH for Odoo on the submission port (587); its password is a secret."""
+
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mailgate:
+    """How the mailgate reaches Odoo's XML-RPC (``/xmlrpc/2/object``)."""
+
+    url: str
+    database: str
+    uid: int | None = DEFAULT_UID
+    #: When set, the mailgate authenticates this login instead of using ``uid``.
+    login: str | None = None
+    password_file: str = DEFAULT_PASSWORD_FILE
+    timeout: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Everything the gateway servers need besides the MailDomain."""
+
+    mailgate: Mailgate
+    #: Addresses/networks allowed to submit without AUTH (Postfix ``mynetworks``) and
+    #: whose mail OpenDKIM signs. Default: loopback (Odoo on the gateway host itself);
+    #: when given, exactly these (add 127.0.0.1 yourself if Odoo also runs locally).
+    odoo_addresses: tuple[str, ...] = LOOPBACK
+    smtp_auth: SmtpAuth | None = None
+    relay_host: RelayHost | None = None
+    tls: Tls = field(default_factory=Tls)
+    message_size_limit: int = DEFAULT_SIZE_LIMIT
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    #: Let ``pulumi up`` push the configuration over SSH (the Gateway component);
+    #: false renders only (``mailstack render``), for hosts managed another way.
+    deploy: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MailDomain:
+    """The whole validated declaration of one stack."""
+
+    domain: str
+    odoo: Odoo
+    outbound: tuple[Sender, ...]
+    inbound: Inbound
+    dns: Dns
+    alias_domains: tuple[str, ...] = ()
+    gateways: tuple[Gateway, ...] = ()
+    dkim: Dkim = field(default_factory=Dkim)
+    spf: Spf = field(default_factory=Spf)
+    dmarc: Dmarc = field(default_factory=Dmarc)
+    mta_sts: MtaSts | None = None
+    tls_rpt: TlsRpt | None = None
+    #: How the own gateways are run (``mailstack:gateway``); set whenever gateways exist.
+    gateway: GatewaySettings | None = None
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The main domain first, then the alias domains: each gets a full record set."""
+        return (self.domain, *self.alias_domains)
+
+    def sends_via(self, kind: SenderKind) -> bool:
+        """True when a sender of that kind is declared."""
+        return any(sender.kind is kind for sender in self.outbound)
+
+    def sender(self, kind: SenderKind) -> Sender | None:
+        """The declared sender of that kind, if any."""
+        return next((s for s in self.outbound if s.kind is kind), None)
+
+    def inbound_domain(self, domain: str) -> str:
+        """The alias domain Odoo receives on: the subdomain when one is declared."""
+        if self.inbound.subdomain:
+            return f"{self.inbound.subdomain}.{domain}"
+        return domain

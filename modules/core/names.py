@@ -1,0 +1,107 @@
+"""Domain-name rules, written once: what a hostname, a DNS label and an address are.
+
+dnspython does the parsing (length limits, escapes); we add the host-name syntax of
+RFC 952/1123 that MX targets and mail hosts must follow, and the underscore labels
+that DKIM/DMARC/MTA-STS use.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import dns.exception
+import dns.name
+
+from mailstack.core.errors import RuleError
+
+_LDH = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_SERVICE = re.compile(r"^_?[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
+
+
+class InvalidName(RuleError):
+    """A name that is not a valid DNS or host name."""
+
+
+def normalize(name: str) -> str:
+    """Lower-case, strip one trailing dot: the FQDN form every Record uses."""
+    return name.strip().rstrip(".").lower()
+
+
+def is_ip(text: str) -> bool:
+    """True when text is an IPv4 or IPv6 literal (MX/CNAME targets must not be)."""
+    try:
+        ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def hostname(text: object) -> str:
+    """Validate a host name (LDH labels, at least two labels, not an IP) and normalize it."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidName("must be a host name such as mx1.example.com")
+    name = normalize(text)
+    if is_ip(name):
+        raise InvalidName(f"{text!r} is an IP address, not a host name")
+    _check_length(name)
+    labels = name.split(".")
+    if len(labels) < 2:
+        raise InvalidName(f"{text!r} is not a fully qualified host name")
+    for label in labels:
+        if not _LDH.match(label):
+            raise InvalidName(f"{text!r}: label {label!r} is not a valid host-name label")
+    if labels[-1].isdigit():
+        raise InvalidName(f"{text!r}: the top-level label cannot be numeric")
+    return name
+
+
+def domain(text: object) -> str:
+    """Validate a mail domain: a host name (mail domains follow host-name syntax)."""
+    return hostname(text)
+
+
+def label(text: object, *, allow_underscore: bool = False) -> str:
+    """Validate one DNS label (a DKIM selector, an inbound subdomain)."""
+    if not isinstance(text, str) or not text:
+        raise InvalidName("must be a single DNS label such as 'mail'")
+    value = text.strip().lower()
+    pattern = _SERVICE if allow_underscore else _LDH
+    if "." in value or not pattern.match(value):
+        raise InvalidName(f"{text!r} is not a single DNS label (letters, digits, hyphens)")
+    return value
+
+
+def _check_length(name: str) -> None:
+    try:
+        dns.name.from_text(name)
+    except dns.exception.DNSException as err:
+        raise InvalidName(f"{name!r}: {err}") from err
+
+
+def ipv4(text: object) -> str:
+    """Validate and normalize an IPv4 address."""
+    try:
+        return str(ipaddress.IPv4Address(str(text).strip()))
+    except ValueError as err:
+        raise InvalidName(f"{text!r} is not an IPv4 address") from err
+
+
+def ipv6(text: object) -> str:
+    """Validate and normalize (compress) an IPv6 address."""
+    try:
+        return str(ipaddress.IPv6Address(str(text).strip()))
+    except ValueError as err:
+        raise InvalidName(f"{text!r} is not an IPv6 address") from err
+
+
+def within(name: str, zone: str) -> bool:
+    """True when name is zone itself or below it."""
+    return name == zone or name.endswith("." + zone)
+
+
+def relative_to(name: str, zone: str) -> str:
+    """The part of name below zone, '@' for the apex."""
+    if name == zone:
+        return "@"
+    return name[: -(len(zone) + 1)]

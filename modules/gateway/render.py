@@ -1,0 +1,203 @@
+"""Render a gateway host's configuration from the plan: Postfix, OpenDKIM, odoo.conf.
+
+``render(plan, settings, dkim_private_key_pem)`` returns every file as text plus its
+mode, keyed by a path relative to the rendered tree (``postfix/main.cf``,
+``opendkim/KeyTable``, ...). The templates (``mailstack.templates``, the project's
+``templates/`` folder) hold the configuration; this module only hands them values the
+plan already holds (relay domains, signing domains, MX hosts) and the accepted
+recipients. Same stack, same bytes: no clock, no host name, no dict order leaks into
+the output.
+
+Where the files go on a host is a ``Layout`` (``mailstack.gateway.layout``).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from cryptography.hazmat.primitives import serialization
+
+from mailstack.core.errors import ConfigError, ConfigErrors, MailstackError
+from mailstack.core.model import Gateway, GatewaySettings
+from mailstack.gateway.layout import Layout
+from mailstack.plan import Plan
+from mailstack.rules import mta_sts
+
+#: The package holding the Jinja templates (the project's ``templates/`` folder).
+TEMPLATES_PACKAGE = "mailstack.templates"
+#: The pipe transport in master.cf that runs the mailgate.
+MAILGATE_TRANSPORT = "odoo"
+#: Odoo's local parts every gateway accepts, whatever the stack declares on top.
+REQUIRED_LOCAL_PARTS = ("postmaster",)
+#: Rendered maps that need ``postmap`` before Postfix can read them.
+POSTMAP_FILES = ("postfix/transport", "postfix/relay_recipients")
+SECRET_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFile:
+    """One rendered file: its text and the mode it must have (0600 when secret)."""
+
+    text: str
+    mode: int = PUBLIC_MODE
+
+    @property
+    def secret(self) -> bool:
+        return self.mode == SECRET_MODE
+
+
+def render(
+    plan: Plan,
+    settings: GatewaySettings | None = None,
+    dkim_private_key_pem: str | None = None,
+    *,
+    gateway: Gateway | None = None,
+    layout: Layout | None = None,
+) -> dict[str, RenderedFile]:
+    """Every configuration file of one gateway host, by relative path, sorted.
+
+    ``settings`` defaults to the stack's own (``mailstack:gateway``); ``gateway`` to
+    the first declared gateway (it only sets the host's own name). Without
+    ``dkim_private_key_pem`` the key file is left out (Pulumi pushes it separately, as
+    a secret). Raises ConfigErrors for a stack without gateways, MailstackError for a
+    key that is not a PEM private key; nothing is returned half-way.
+    """
+    stack = plan.stack
+    settings = settings or stack.gateway
+    if not stack.gateways or settings is None:
+        raise ConfigErrors([ConfigError(("gateways",), "the stack declares no gateway: there is no gateway configuration to render")])
+    gateway = gateway or stack.gateways[0]
+    if gateway not in stack.gateways:
+        raise MailstackError(f"{gateway.hostname} is not a gateway of this stack")
+    layout = layout or Layout()
+    context = _values(plan, settings, gateway, layout)
+    env = _environment()
+    files: dict[str, RenderedFile] = {}
+    templates = {
+        "postfix/main.cf": "postfix/main.cf.j2",
+        "postfix/master.cf": "postfix/master.cf.j2",
+        "postfix/transport": "postfix/transport.j2",
+        "opendkim/opendkim.conf": "opendkim/opendkim.conf.j2",
+        "opendkim/KeyTable": "opendkim/KeyTable.j2",
+        "opendkim/SigningTable": "opendkim/SigningTable.j2",
+        "opendkim/TrustedHosts": "opendkim/TrustedHosts.j2",
+        "mailstack/mailgate.conf": "mailstack/mailgate.conf.j2",
+        "odoo/odoo.conf": "odoo/odoo.conf.j2",
+        "systemd/opendkim.service.d/mailstack.conf": "systemd/opendkim.conf.j2",
+    }
+    if not stack.inbound.accept_all:
+        templates["postfix/relay_recipients"] = "postfix/relay_recipients.j2"
+    if settings.smtp_auth:
+        templates["postfix/sasl/smtpd.conf"] = "postfix/sasl_smtpd.conf.j2"
+    for relative, template in templates.items():
+        files[relative] = RenderedFile(env.get_template(template).render(context))
+    if stack.mta_sts:
+        hosts = [mx.host for mx in plan.mx_hosts[stack.domain]]
+        files["mta-sts/mta-sts.txt"] = RenderedFile(mta_sts.policy_text(stack.mta_sts.mode, hosts, stack.mta_sts.max_age))
+    if dkim_private_key_pem is not None:
+        files[key_path(stack.dkim.selector)] = RenderedFile(_checked_private_key(dkim_private_key_pem), SECRET_MODE)
+    return dict(sorted(files.items()))
+
+
+def mailgate_source() -> str:
+    """The mailgate program (``mailstack.gateway.mailgate``, standard library only) as
+    the text copied to a gateway host and run there by its system Python."""
+    return importlib.resources.files("mailstack.gateway").joinpath("mailgate.py").read_text(encoding="utf-8")
+
+
+def key_path(selector: str) -> str:
+    """The rendered path of the gateway's DKIM private key for a selector."""
+    return f"opendkim/keys/{selector}.private"
+
+
+def accepted_recipients(plan: Plan) -> list[str]:
+    """Addresses accepted at RCPT time (without ``+extension``): Odoo's bounce,
+    catchall and notifications, postmaster (RFC 5321 §4.5.1) and the declared aliases,
+    on every relay domain."""
+    odoo = plan.stack.odoo
+    local_parts = {odoo.bounce, odoo.catchall, odoo.notifications, *REQUIRED_LOCAL_PARTS, *plan.stack.inbound.aliases}
+    return sorted(f"{local}@{domain}" for domain in plan.relay_domains for local in local_parts)
+
+
+def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Layout) -> dict[str, Any]:
+    submission_encrypt = settings.tls.required or settings.smtp_auth is not None
+    return {
+        "stack": plan.stack,
+        "settings": settings,
+        "gateway": gateway,
+        "layout": layout,
+        "inet_protocols": layout.inet_protocols,
+        "mailgate_transport": MAILGATE_TRANSPORT,
+        "relay_domains": plan.relay_domains,
+        "recipients": accepted_recipients(plan),
+        "accept_all": plan.stack.inbound.accept_all,
+        "signing_domains": plan.signing_domains,
+        "submission_encrypt": submission_encrypt,
+        # Odoo submits on 587 when TLS or AUTH is required there, else on 25 as a
+        # trusted address; smtp_ssl is Odoo's STARTTLS switch.
+        "odoo_smtp_port": 587 if submission_encrypt else 25,
+        # Odoo on the gateway itself (127.0.0.1 trusted, the default) connects over
+        # loopback: through the public name it would arrive from a non-trusted address.
+        "odoo_smtp_server": "127.0.0.1" if _trusts_localhost(settings.odoo_addresses) else gateway.hostname,
+        "odoo_smtp_ssl": submission_encrypt,
+    }
+
+
+def _trusts_localhost(networks: tuple[str, ...]) -> bool:
+    localhost = ipaddress.ip_address("127.0.0.1")
+    return any(localhost in ipaddress.ip_network(network) for network in networks)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader(TEMPLATES_PACKAGE, "."),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["postfix_network"] = postfix_network
+    return env
+
+
+def postfix_network(network: str) -> str:
+    """A network as ``mynetworks`` writes it: IPv6 in brackets (``[::1]/128``)."""
+    parsed = ipaddress.ip_network(network)
+    if parsed.version == 6:
+        return f"[{parsed.network_address}]/{parsed.prefixlen}"
+    return str(parsed)
+
+
+def _checked_private_key(pem: str) -> str:
+    try:
+        serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as err:
+        raise MailstackError("the DKIM private key is not an unencrypted PEM private key") from err
+    return pem if pem.endswith("\n") else pem + "\n"
+
+
+def write(files: Mapping[str, RenderedFile], out: Path) -> list[Path]:
+    """Write rendered files below ``out`` with their modes; returns the paths written.
+
+    Secret files are created with their final mode (never briefly world-readable)."""
+    written: list[Path] = []
+    for relative, rendered in files.items():
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.unlink()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, rendered.mode)
+        with os.fdopen(fd, "wb") as handle:  # bytes: CRLF (MTA-STS) stays CRLF
+            handle.write(rendered.text.encode("utf-8"))
+        os.chmod(target, rendered.mode)
+        written.append(target)
+    return written

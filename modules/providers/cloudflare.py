@@ -1,0 +1,88 @@
+"""The Cloudflare side of the record plan: one ``cloudflare.DnsRecord`` per planned record.
+
+A ComponentResource (``mailstack:dns:CloudflareRecords``) owns every record; each child
+is named after the record's stable key so that reordering the plan never replaces a
+record. Records are DNS-only (never proxied: mail does not go through Cloudflare's
+proxy), carry a comment marking them as mailstack's, and the mail-critical ones (MX,
+SPF, DKIM, DMARC: ``mailstack.rules.protection``, the same rule as on RFC 2136) are
+protected so a ``pulumi destroy`` cannot silently stop or break the domain's mail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_cloudflare as cloudflare
+
+from mailstack.core import txt
+from mailstack.core.record import Record
+from mailstack.rules import dkim, protection
+
+COMMENT = "managed by mailstack"
+
+
+def cloudflare_content(record: Record) -> str:
+    """The content Cloudflare stores for a record: TXT quoted and split (else a diff
+    shows on every run), names as given (Cloudflare takes names without trailing dot)."""
+    if record.type == "TXT":
+        return txt.quoted(record.content)
+    return record.content
+
+
+@dataclass(frozen=True)
+class CloudflareRecordsArgs:
+    """The records to publish, the zones they live in, and the gateway DKIM key."""
+
+    records: Sequence[Record]
+    #: Zone name for each record name (``MailDomain.dns.zone_of``), resolved per record.
+    zones: dict[str, str]
+    #: The gateway's DKIM public key (PEM), for records with ``needs_gateway_key``.
+    gateway_public_key_pem: pulumi.Input[str] | None = None
+    #: ``mailstack:dns.allowDelete``: register mail records unprotected so a later change may delete them.
+    allow_delete: bool = False
+
+
+class CloudflareRecords(pulumi.ComponentResource):
+    """Every planned record of one stack on Cloudflare."""
+
+    zone_ids: dict[str, pulumi.Output[str]]
+    records: dict[str, cloudflare.DnsRecord]
+
+    def __init__(self, name: str, args: CloudflareRecordsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mailstack:dns:CloudflareRecords", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.zone_ids = {
+            zone: cloudflare.get_zone_output(
+                filter={"name": zone, "match": "all"}, opts=pulumi.InvokeOutputOptions(parent=self)
+            ).zone_id
+            for zone in sorted(set(args.zones.values()))
+        }
+        self.records = {}
+        for record in args.records:
+            content: pulumi.Input[str] = cloudflare_content(record)
+            if record.needs_gateway_key:
+                if args.gateway_public_key_pem is None:
+                    raise ValueError(f"{record.name}: the gateway DKIM key is needed but was not given")
+                content = pulumi.Output.from_input(args.gateway_public_key_pem).apply(
+                    lambda pem: txt.quoted(dkim.txt_value(pem))
+                )
+            self.records[record.key] = cloudflare.DnsRecord(
+                f"{name}-{record.key}",
+                zone_id=self.zone_ids[args.zones[record.name]],
+                name=record.name,
+                type=record.type,
+                content=content,
+                ttl=record.ttl,
+                priority=record.priority,
+                proxied=False,
+                comment=COMMENT,
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=protection.should_protect(record, args.allow_delete))),
+            )
+        self.register_outputs(
+            {
+                "zoneIds": self.zone_ids,
+                "recordIds": {key: r.id for key, r in self.records.items()},
+            }
+        )

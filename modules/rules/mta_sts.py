@@ -1,0 +1,101 @@
+"""MTA-STS (RFC 8461): the policy file and the TXT record whose ``id`` tracks it.
+
+The id is derived from the policy text, so it changes exactly when the policy does and
+senders refetch it; the gateway publishes the same text at
+``https://mta-sts.<domain>/.well-known/mta-sts.txt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from mailstack.core.errors import RuleError
+
+MAX_AGE_LIMIT = 31557600  # RFC 8461 §3.2
+MODES = ("enforce", "testing", "none")
+
+
+def policy_text(mode: str, mx_hosts: Iterable[str], max_age: int) -> str:
+    """The policy file body (RFC 8461 §3.2), CRLF line endings as the RFC shows."""
+    lines = ["version: STSv1", f"mode: {mode}"]
+    lines += [f"mx: {host}" for host in sorted(set(mx_hosts))]
+    lines.append(f"max_age: {max_age}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def policy_id(text: str) -> str:
+    """A policy id (1-32 alphanumerics) derived from the policy text."""
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def record_name(domain: str) -> str:
+    """Where a domain's MTA-STS record lives: ``_mta-sts.<domain>`` (RFC 8461 §3.1)."""
+    return f"_mta-sts.{domain}"
+
+
+def policy_host(domain: str) -> str:
+    """The host serving a domain's policy: ``mta-sts.<domain>`` (RFC 8461 §3.3)."""
+    return f"mta-sts.{domain}"
+
+
+def tlsrpt_record_name(domain: str) -> str:
+    """Where a domain's TLS-RPT record lives: ``_smtp._tls.<domain>`` (RFC 8460 §3)."""
+    return f"_smtp._tls.{domain}"
+
+
+#: The version tags that start an MTA-STS and a TLS-RPT record.
+STS_VERSION = "v=STSv1"
+TLSRPT_VERSION = "v=TLSRPTv1"
+
+
+def is_version(text: str, version: str) -> bool:
+    """True when a TXT value is a record of that version (``v=STSv1``, ``v=TLSRPTv1``)."""
+    return text.strip().lower().startswith(version.lower())
+
+
+def txt_value(text: str) -> str:
+    """The ``_mta-sts`` TXT value for a policy."""
+    return f"{STS_VERSION}; id={policy_id(text)}"
+
+
+def tlsrpt_value(rua: Iterable[str]) -> str:
+    """The ``_smtp._tls`` TXT value (RFC 8460 §3)."""
+    return f"{TLSRPT_VERSION}; rua={','.join(rua)}"
+
+
+class PolicyError(RuleError):
+    """An MTA-STS policy file that does not follow RFC 8461 §3.2."""
+
+
+def parse_policy(text: str) -> dict[str, object]:
+    """Parse a policy file into ``{"version", "mode", "mx": [...], "max_age"}``.
+
+    Lines are ``key: value`` separated by LF or CRLF; ``mx`` repeats; unknown keys are
+    ignored (RFC 8461 §3.2). Raises PolicyError for a missing or invalid field.
+    """
+    fields: dict[str, object] = {}
+    mx: list[str] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise PolicyError(f"{line!r} is not a 'key: value' line")
+        key, value = key.strip(), value.strip()
+        if key == "mx":
+            mx.append(value.lower())
+        elif key in ("version", "mode", "max_age"):
+            fields[key] = value
+    if fields.get("version") != "STSv1":
+        raise PolicyError("version: STSv1 is required")
+    if fields.get("mode") not in MODES:
+        raise PolicyError(f"mode: {fields.get('mode')!r} is not one of {', '.join(MODES)}")
+    age = str(fields.get("max_age", ""))
+    if not age.isdigit() or int(age) > MAX_AGE_LIMIT:
+        raise PolicyError(f"max_age: {age!r} is not an integer up to {MAX_AGE_LIMIT}")
+    fields["max_age"] = int(age)
+    fields["mx"] = mx
+    if fields["mode"] != "none" and not mx:
+        raise PolicyError("a policy in testing or enforce mode needs at least one mx")
+    return fields

@@ -1,0 +1,93 @@
+"""Sender profiles: what each kind of sender adds to SPF and which DKIM records it needs.
+
+The values are the providers' documented ones (see shared/design.md §2-3); keys and
+tenant names are inputs of the stack, never guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailstack.core.model import MailDomain, MxHost, Sender, SenderKind
+from mailstack.rules import dkim
+
+ODOO_SPF_INCLUDE = "include:_spf.odoo.com"
+ODOO_DKIM_SELECTOR = "odoo"
+ODOO_DKIM_TARGET = "odoo._domainkey.odoo.com"
+
+SPF_INCLUDES: dict[SenderKind, str] = {
+    SenderKind.ODOO: ODOO_SPF_INCLUDE,
+    SenderKind.MAILJET: "include:spf.mailjet.com",
+    SenderKind.GOOGLE: "include:_spf.google.com",
+    SenderKind.MICROSOFT: "include:spf.protection.outlook.com",
+}
+
+DEFAULT_SELECTORS: dict[SenderKind, str] = {
+    SenderKind.GOOGLE: "google",
+    SenderKind.MAILJET: "mailjet",
+}
+
+#: Microsoft 365 publishes two DKIM selectors per domain, rotated by Microsoft.
+MICROSOFT_SELECTORS = ("selector1", "selector2")
+
+#: Inbound MX hosts of the hosted mailbox providers, for ``inbound.mx: google|microsoft``.
+GOOGLE_MX = (MxHost("smtp.google.com", 1),)
+
+
+def microsoft_mx(domain: str) -> tuple[MxHost, ...]:
+    """Microsoft 365's MX for a domain: ``<domain-dashed>.mail.protection.outlook.com``."""
+    return (MxHost(f"{domain.replace('.', '-')}.mail.protection.outlook.com", 0),)
+
+
+@dataclass(frozen=True, slots=True)
+class DkimEntry:
+    """One DKIM record a sender needs at ``<selector>._domainkey.<domain>``."""
+
+    selector: str
+    type: str  # 'CNAME' or 'TXT'
+    content: str
+    needs_gateway_key: bool = False
+
+
+def spf_terms(stack: MailDomain, sender: Sender) -> tuple[str, ...]:
+    """The SPF terms a sender contributes to the domain's one SPF record."""
+    if sender.kind is SenderKind.SPF:
+        return sender.spf_terms
+    if sender.kind is SenderKind.GATEWAY:
+        terms: list[str] = []
+        for gateway in stack.gateways:
+            terms.append(f"ip4:{gateway.ipv4}")
+            if gateway.ipv6:
+                terms.append(f"ip6:{gateway.ipv6}")
+        return tuple(terms)
+    return (SPF_INCLUDES[sender.kind],)
+
+
+def return_path_domain(stack: MailDomain, sender: Sender, domain: str) -> str | None:
+    """The domain of the Return-Path (RFC5321.MailFrom, what SPF checks) a sender uses
+    for mail From ``domain``; None when it is the provider's own and unknown here."""
+    if sender.kind is SenderKind.ODOO:
+        # Odoo Online / Odoo.sh: bounce@<db>.odoo.com, never the customer's domain.
+        return stack.odoo.saas_host or domain
+    if sender.kind is SenderKind.MAILJET:
+        return None  # Mailjet's own bounce domain unless a custom Return-Path is set up
+    return domain  # gateway (bounce@domain), Google, Microsoft 365, raw SPF: the From domain
+
+
+def dkim_entries(stack: MailDomain, sender: Sender, domain: str, gateway_key: str | None) -> list[DkimEntry]:
+    """The DKIM records a sender needs for one domain."""
+    if sender.kind is SenderKind.ODOO:
+        return [DkimEntry(ODOO_DKIM_SELECTOR, "CNAME", ODOO_DKIM_TARGET)]
+    if sender.kind is SenderKind.GATEWAY:
+        content = dkim.txt_value(gateway_key or dkim.PENDING_KEY)
+        return [DkimEntry(stack.dkim.selector, "TXT", content, needs_gateway_key=True)]
+    if sender.kind is SenderKind.MICROSOFT:
+        dashed = domain.replace(".", "-")
+        return [
+            DkimEntry(sel, "CNAME", f"{sel}-{dashed}._domainkey.{sender.tenant}.onmicrosoft.com")
+            for sel in MICROSOFT_SELECTORS
+        ]
+    if sender.kind in (SenderKind.GOOGLE, SenderKind.MAILJET) and sender.dkim_key:
+        selector = sender.dkim_selector or DEFAULT_SELECTORS[sender.kind]
+        return [DkimEntry(selector, "TXT", dkim.txt_value(sender.dkim_key))]
+    return []

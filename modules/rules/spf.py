@@ -1,0 +1,162 @@
+"""SPF (RFC 7208), written once: build the one record per name, parse it, count its
+DNS-querying terms, and size it. The plan uses it before apply, the policy pack at
+preview, the checks after apply (recursively, through ``checks``' resolver)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mailstack.core.errors import RuleError
+
+#: RFC 7208 §4.6.4: at most 10 terms that cause DNS queries, recursively.
+LOOKUP_LIMIT = 10
+#: RFC 7208 §4.6.4: at most 2 "void" lookups (NXDOMAIN or no answer).
+VOID_LIMIT = 2
+#: RFC 7208 §4.6.4: an ``mx`` (or ``ptr``) term may name at most 10 hosts to look up.
+MX_ADDRESS_LIMIT = 10
+#: RFC 7208 §3.4: keep the answer within 512 bytes of UDP; 450 for the TXT itself is advised.
+SIZE_ADVISED = 450
+SIZE_LIMIT = 512
+
+LOOKUP_MECHANISMS = frozenset({"include", "a", "mx", "ptr", "exists"})
+MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
+MODIFIERS = frozenset({"redirect", "exp"})
+ALL_QUALIFIERS = ("~all", "-all")
+
+_TERM = re.compile(r"^(?P<qualifier>[+?~-]?)(?P<name>[a-z0-9]+)(?P<rest>[:/=].*)?$", re.I)
+_MODIFIER = re.compile(r"^(?P<name>[a-z][a-z0-9_.-]*)=(?P<value>.*)$", re.I)
+
+
+class SpfSyntaxError(RuleError):
+    """An SPF term or record that does not follow RFC 7208 §4.6.1 / §5."""
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One parsed SPF term: a mechanism (with qualifier) or a modifier."""
+
+    qualifier: str  # '+', '-', '~', '?' for mechanisms, '' for modifiers
+    name: str  # 'include', 'ip4', 'redirect', ...
+    value: str  # the part after ':' or '=', '' when absent (CIDR kept in value)
+    modifier: bool = False
+
+    @property
+    def queries_dns(self) -> bool:
+        """True for the terms RFC 7208 §4.6.4 counts against the 10-lookup limit."""
+        return self.name in LOOKUP_MECHANISMS or (self.modifier and self.name == "redirect")
+
+    def __str__(self) -> str:
+        if self.modifier:
+            return f"{self.name}={self.value}"
+        qualifier = "" if self.qualifier == "+" else self.qualifier
+        sep = ":" if self.value and not self.value.startswith("/") else ""
+        return f"{qualifier}{self.name}{sep}{self.value}"
+
+
+def parse_term(text: str) -> Term:
+    """Parse one SPF term; raise SpfSyntaxError naming it when it is not valid."""
+    modifier = _MODIFIER.match(text)
+    if modifier and modifier["name"].lower() not in MECHANISMS:
+        name = modifier["name"].lower()
+        if not modifier["value"] and name in MODIFIERS:
+            raise SpfSyntaxError(f"modifier {text!r} has no value")
+        return Term("", name, modifier["value"], modifier=True)
+    match = _TERM.match(text)
+    if not match or match["name"].lower() not in MECHANISMS:
+        raise SpfSyntaxError(f"{text!r} is not an SPF mechanism or modifier")
+    name = match["name"].lower()
+    rest = match["rest"] or ""
+    if rest.startswith("="):
+        raise SpfSyntaxError(f"{text!r}: mechanism {name} takes ':' not '='")
+    value = rest[1:] if rest.startswith(":") else rest
+    _check_value(text, name, value)
+    return Term(match["qualifier"] or "+", name, value)
+
+
+def _check_value(text: str, name: str, value: str) -> None:
+    if name in ("ip4", "ip6"):
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError as err:
+            raise SpfSyntaxError(f"{text!r}: {value!r} is not an {name} address or network") from err
+        if (name == "ip4") != (network.version == 4):
+            raise SpfSyntaxError(f"{text!r}: address family does not match {name}")
+    elif name in ("include", "exists") and not value:
+        raise SpfSyntaxError(f"{text!r}: {name} needs a domain")
+    elif name == "all" and value:
+        raise SpfSyntaxError(f"{text!r}: all takes no argument")
+
+
+def parse(record: str) -> list[Term]:
+    """Parse a whole SPF record (``v=spf1 ...``) into its terms."""
+    parts = record.split()
+    if not parts or parts[0].lower() != "v=spf1":
+        raise SpfSyntaxError("an SPF record starts with 'v=spf1'")
+    terms = [parse_term(part) for part in parts[1:]]
+    redirects = [t for t in terms if t.modifier and t.name == "redirect"]
+    if len(redirects) > 1 or len([t for t in terms if t.modifier and t.name == "exp"]) > 1:
+        raise SpfSyntaxError("redirect and exp may each appear at most once (RFC 7208 §6)")
+    return terms
+
+
+def is_spf(text: str) -> bool:
+    """True when a TXT value is an SPF record (RFC 7208 §4.5: 'v=spf1' then space or end)."""
+    lowered = text.lower()
+    return lowered == "v=spf1" or lowered.startswith("v=spf1 ")
+
+
+def lookup_count(terms: Iterable[Term]) -> int:
+    """Terms of this record that query DNS (not following includes: that needs I/O)."""
+    return sum(1 for term in terms if term.queries_dns)
+
+
+def size(record: str) -> int:
+    """The record's size in bytes as published."""
+    return len(record.encode("ascii"))
+
+
+def sender_term(text: str) -> Term:
+    """One term a sender contributes to the merged record; SpfSyntaxError when it is
+    invalid or cannot be merged: ``all`` (the record's ``all`` is set once, by the
+    stack's ``spf.all``), ``redirect`` (it ends evaluation) or a second ``v=spf1``."""
+    term = parse_term(text)
+    if term.name == "all" and not term.modifier:
+        raise SpfSyntaxError(f"{text!r}: the all term is set once, by mailstack:spf.all")
+    if term.modifier and term.name == "v":
+        raise SpfSyntaxError(f"{text!r}: give the terms only; mailstack writes v=spf1")
+    if term.modifier and term.name == "redirect":
+        raise SpfSyntaxError(f"{text!r}: redirect cannot be merged with other senders")
+    return term
+
+
+def build(terms: Iterable[str], all_term: str = "~all") -> str:
+    """One SPF record from sender terms: de-duplicated in first-seen order, ``all`` last.
+
+    Raises SpfSyntaxError for a term ``sender_term`` refuses or an ``all`` that is not
+    ~all/-all.
+    """
+    if all_term not in ALL_QUALIFIERS:
+        raise SpfSyntaxError(f"{all_term!r} is not one of {', '.join(ALL_QUALIFIERS)}")
+    seen: list[str] = []
+    for text in terms:
+        rendered = str(sender_term(text))
+        if rendered not in seen:
+            seen.append(rendered)
+    return " ".join(["v=spf1", *seen, all_term])
+
+
+def budget_problems(record: str) -> list[str]:
+    """Static problems of one record: over the lookup budget or over the size limit."""
+    problems = []
+    count = lookup_count(parse(record))
+    if count > LOOKUP_LIMIT:
+        problems.append(
+            f"SPF needs {count} DNS lookups at its top level, over the limit of "
+            f"{LOOKUP_LIMIT} (RFC 7208 §4.6.4)"
+        )
+    if size(record) > SIZE_LIMIT:
+        problems.append(f"SPF record is {size(record)} bytes, over {SIZE_LIMIT} (RFC 7208 §3.4)")
+    return problems
