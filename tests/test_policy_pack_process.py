@@ -32,7 +32,7 @@ ONLINE = project.stack_path("online")
 def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     config, _ = stack_config(ONLINE)
     env = {**os.environ, "PULUMI_CONFIG": json.dumps(config)}
-    env.pop("PYTHONPATH", None)  # the pack must find modules/ by itself, from a checkout
+    env.pop("PYTHONPATH", None)  # the pack imports the installed mailstack, no sys.path edit
     process = subprocess.Popen(
         # Pulumi's own runner for Python packs: `python -m pulumi.policy ENGINE PACK_DIR`
         # (the engine address is only used by programs that call back; the pack serves).

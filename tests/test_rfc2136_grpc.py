@@ -33,7 +33,6 @@ from mailstack.providers.rfc2136 import Rfc2136Provider
 from tests.ports import free_port
 from tests.servers import require_binary, require_root
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 URN = "urn:pulumi:test::mailstack::pulumi-python:dynamic/mailstack:Rfc2136Record::mail-txt-probe.lab.example"
 KEY = "mailstack-grpc"
 
@@ -63,8 +62,10 @@ def host(tmp_path: Path) -> Iterator[tuple[provider_pb2_grpc.ResourceProviderStu
     bind.add_tsig_key(KEY, "hmac-sha256", secret)
     bind.add_zone("lab.example", dynamic=True)
     process = subprocess.Popen(
+        # No PYTHONPATH: the pickled provider is imported from the installed package,
+        # as in Pulumi's provider host on a user's machine.
         [sys.executable, "-m", "pulumi.dynamic"], cwd=tmp_path, stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     try:
         assert process.stdout is not None
