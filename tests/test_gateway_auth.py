@@ -25,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mailstack.lab import binaries
 from mailstack import plan
 from mailstack.config.stack import from_config
 from mailstack.gateway import render
@@ -71,7 +72,7 @@ def set_sasl_password(sasldb: Path, user: str, realm: str, password: str) -> Non
     """What an administrator runs on a real gateway: the password on stdin (``-p``),
     the database root:postfix 0640 (smtpd runs as postfix, unchrooted)."""
     sasldb.parent.mkdir(mode=0o755, exist_ok=True)
-    subprocess.run(["saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", realm, user],
+    subprocess.run([binaries.binary("saslpasswd2"), "-p", "-c", "-f", str(sasldb), "-u", realm, user],
                    input=password.encode(), check=True, capture_output=True)
     postfix_gid = pwd.getpwnam("postfix").pw_gid
     os.chown(sasldb, 0, postfix_gid)

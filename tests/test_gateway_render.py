@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import project
+from mailstack.lab import binaries
 from mailstack import plan
 from mailstack.cli import main as cli
 from mailstack.config import stackfile
@@ -56,7 +57,7 @@ def written(tmp_path: Path, files: dict[str, render.RenderedFile]) -> Path:
     render.write(files, out)
     for relative in render.POSTMAP_FILES:
         if relative in files:
-            subprocess.run(["postmap", "-c", str(out / "postfix"), str(out / relative)], check=True)
+            subprocess.run([binaries.binary("postmap"), "-c", str(out / "postfix"), str(out / relative)], check=True)
     return out
 
 
@@ -72,15 +73,15 @@ def test_example_stacks_render_and_postfix_accepts_them(path: Path, tmp_path: Pa
         render.write(files, out)
         for relative in render.POSTMAP_FILES:
             if relative in files:
-                subprocess.run(["postmap", "-c", str(out / "postfix"), str(out / relative)], check=True)
-        postconf = subprocess.run(["postconf", "-c", str(out / "postfix"), "-n"], capture_output=True, text=True)
+                subprocess.run([binaries.binary("postmap"), "-c", str(out / "postfix"), str(out / relative)], check=True)
+        postconf = subprocess.run([binaries.binary("postconf"), "-c", str(out / "postfix"), "-n"], capture_output=True, text=True)
         assert postconf.returncode == 0 and postconf.stderr == "", postconf.stderr
         assert f"myhostname = {gateway.hostname}" in postconf.stdout
-        master = subprocess.run(["postconf", "-c", str(out / "postfix"), "-M"], capture_output=True, text=True)
+        master = subprocess.run([binaries.binary("postconf"), "-c", str(out / "postfix"), "-M"], capture_output=True, text=True)
         assert master.returncode == 0 and master.stderr == "", master.stderr
-        check = subprocess.run(["postfix", "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
+        check = subprocess.run([binaries.binary("postfix"), "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
         assert check.returncode == 0 and check.stderr == "", check.stderr
-        dkim = subprocess.run(["opendkim", "-n", "-x", str(out / "opendkim" / "opendkim.conf")], capture_output=True, text=True)
+        dkim = subprocess.run([binaries.binary("opendkim"), "-n", "-x", str(out / "opendkim" / "opendkim.conf")], capture_output=True, text=True)
         assert dkim.returncode == 0, dkim.stderr + dkim.stdout
 
 
@@ -92,9 +93,9 @@ def test_generated_config_is_accepted_with_every_option(tmp_path: Path, private_
     raw["inbound"]["acceptAll"] = True
     files = render.render(plan.build(from_config(raw)), dkim_private_key_pem=private_key_pem)
     out = written(tmp_path, files)
-    postconf = subprocess.run(["postconf", "-c", str(out / "postfix"), "-n"], capture_output=True, text=True)
+    postconf = subprocess.run([binaries.binary("postconf"), "-c", str(out / "postfix"), "-n"], capture_output=True, text=True)
     assert postconf.returncode == 0 and postconf.stderr == ""
-    check = subprocess.run(["postfix", "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
+    check = subprocess.run([binaries.binary("postfix"), "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
     assert check.returncode == 0 and check.stderr == "", check.stderr
     assert "postfix/sasl/smtpd.conf" in files and "postfix/relay_recipients" not in files
     assert "relay_recipient_maps = \n" in files["postfix/main.cf"].text
@@ -142,7 +143,7 @@ def test_an_outbound_only_gateway_receives_nothing(tmp_path: Path) -> None:
     assert [line for line in files["postfix/relay_recipients"].text.splitlines() if not line.startswith("#")] == []
     assert "*@example.org\tgw2026._domainkey.example.org" in files["opendkim/SigningTable"].text  # still signs
     out = written(tmp_path, files)
-    check = subprocess.run(["postfix", "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
+    check = subprocess.run([binaries.binary("postfix"), "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
     assert check.returncode == 0 and check.stderr == "", check.stderr
 
 

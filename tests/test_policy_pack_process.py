@@ -31,7 +31,9 @@ ONLINE = project.stack_path("online")
 @pytest.fixture(scope="module")
 def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     config, _ = stack_config(ONLINE)
-    env = {**os.environ, "PULUMI_CONFIG": json.dumps(config)}
+    # The engine runs Python packs unbuffered (as the Python language host does): the
+    # pack prints its port and the engine reads that line.
+    env = {**os.environ, "PULUMI_CONFIG": json.dumps(config), "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONPATH", None)  # the pack imports the installed mailstack, no sys.path edit
     process = subprocess.Popen(
         # Pulumi's own runner for Python packs: `python -m pulumi.policy ENGINE PACK_DIR`

@@ -65,7 +65,7 @@ def host(tmp_path: Path) -> Iterator[tuple[provider_pb2_grpc.ResourceProviderStu
         # No PYTHONPATH: the pickled provider is imported from the installed package,
         # as in Pulumi's provider host on a user's machine.
         [sys.executable, "-m", "pulumi.dynamic"], cwd=tmp_path, stdout=subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert process.stdout is not None

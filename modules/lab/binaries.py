@@ -25,6 +25,7 @@ PACKAGES = {
     "postqueue": "postfix",
     "opendkim": "opendkim",
     "opendkim-testmsg": "opendkim-tools",
+    "saslpasswd2": "sasl2-bin",
 }
 #: Where Debian installs programs, searched after PATH.
 SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
