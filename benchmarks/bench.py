@@ -20,12 +20,18 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from mailstack import plan as planning
+from mailstack.config import project, stackfile
+from mailstack.config.stack import from_config
+from mailstack.core.model import MailDomain
+from mailstack.core.record import Record
 
-from mailstack import stackfile  # noqa: E402
-from mailstack.config.stack import from_config  # noqa: E402
-from mailstack.plan.records import plan  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = project.at(ROOT)
+
+
+def plan(stack: MailDomain) -> tuple[Record, ...]:
+    return planning.build(stack).records
 
 DNS_GROUPS = ("spf", "dkim", "dmarc", "mx", "tls-rpt", "published", "odoo")
 ADDRESS, PORT = "127.0.60.2", 5391
@@ -55,7 +61,7 @@ def big_stack(alias_domains: int) -> dict[str, object]:
 
 def bench_plan() -> None:
     print("== load + plan (pure, no I/O)")
-    for path in stackfile.all_stacks():
+    for path in PROJECT.stacks():
         median, worst = timed(lambda: plan(stackfile.load(path)), 50)
         count = len(plan(stackfile.load(path)))
         print(f"{path.name:32} {count:4} records  median {median * 1000:6.2f} ms  max {worst * 1000:6.2f} ms")
@@ -72,7 +78,7 @@ def bench_plan() -> None:
 
 def bench_cli() -> None:
     print("== CLI cold start (`mailstack records`, a fresh interpreter each time)")
-    command = [sys.executable, "-m", "mailstack.cli.main", "records", "--stack", "onpremise", "--format", "json"]
+    command = [sys.executable, "-m", "mailstack.cli", "records", "--stack", "onpremise", "--format", "json"]
     median, worst = timed(lambda: subprocess.run(command, cwd=ROOT, check=True, capture_output=True), 5)
     print(f"records --stack onpremise: median {median:.2f} s, max {worst:.2f} s")
 
@@ -81,8 +87,8 @@ def bench_render() -> None:
     print("== render the gateway (Jinja, deterministic)")
     from mailstack.gateway import render
 
-    stack = stackfile.load(stackfile.stack_path("onpremise"))
-    median, worst = timed(lambda: render.render(stack), 20)
+    stack = stackfile.load(PROJECT.stack_path("onpremise"))
+    median, worst = timed(lambda: render.render(planning.build(stack)), 20)
     print(f"onpremise, {len(stack.gateways)} gateways: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
 
 
@@ -92,21 +98,20 @@ def bench_checks() -> None:
         print("skipped: needs root and named")
         return
     from mailstack.lab.bind import BindServer
-    from mailstack.plan.records import managed_zones
 
     with tempfile.TemporaryDirectory() as work:
         bind = BindServer(Path(work) / "bind", ADDRESS, PORT)
-        stacks = [p for p in stackfile.all_stacks() if "lab" not in p.name]
+        stacks = [p for p in PROJECT.stacks() if "lab" not in p.name]
         for path in stacks:
             stack = stackfile.load(path)
             records = plan(stack)
-            for zone in managed_zones(stack):
+            for zone in planning.build(stack).managed_zones:
                 if zone not in bind.zones:
                     bind.add_zone(zone, [r for r in records if r.name == zone or r.name.endswith("." + zone)])
         with bind:
             for path in stacks:
                 stack_name = path.name[len("Pulumi."):-len(".yaml")]
-                command = [sys.executable, "-m", "mailstack.cli.main", "check", "--stack", stack_name,
+                command = [sys.executable, "-m", "mailstack.cli", "check", "--stack", stack_name,
                            "--nameserver", f"{ADDRESS}:{PORT}", "--format", "json"]
                 for group in DNS_GROUPS:
                     command += ["--only", group]

@@ -17,13 +17,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests import project
 from mailstack.config import stackfile
 from mailstack.core.model import MailDomain
 from mailstack.core.record import Record
 from mailstack.lab.tls import self_signed
-from tests.project import planned as plan
 from mailstack.rules import dkim
+from tests import project
+from tests.project import planned as plan
 
 BIND_ADDRESS = "127.0.10.1"
 BIND_PORT = 5300

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import project
 from mailstack.cli import main as cli
 from mailstack.config import stackfile
+from tests import project
 from tests.checks_fixtures import dns_lab  # noqa: F401
 
 DNS_ONLY = ["--only", "spf", "--only", "dkim", "--only", "dmarc", "--only", "mx", "--only", "published"]

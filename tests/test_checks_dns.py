@@ -362,3 +362,13 @@ def test_stale_dkim_key_beside_the_declared_one(dns_lab) -> None:
 def test_truncated_udp_answer_is_retried_over_tcp(dns_lab) -> None:
     record = dns_lab.resolver().txt("big.broken.test").texts()[0]
     assert len(record) > 512 and record.endswith("-all")  # only TCP carries it whole
+
+
+def test_dmarc_alignment_never_counts_a_revoked_key(dns_lab) -> None:
+    """Regression (issue 9): the alignment check decided "a key is published" by a
+    substring test that took a revoked key (empty ``p=``) for a key. It now asks the
+    DKIM rule module, which knows the key is revoked: no aligned path, fail."""
+    revoked = run(context(dns_lab, stack=stack_from(declaration("dkim.broken.test", dkim={"selector": "revoked"}))), "dmarc")
+    assert statuses(revoked, "dmarc.alignment") == {FAIL}
+    good = run(context(dns_lab, stack=stack_from(declaration("dkim.broken.test", dkim={"selector": "good"}))), "dmarc")
+    assert statuses(good, "dmarc.alignment") == {PASS}

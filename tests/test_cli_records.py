@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests import project
 from mailstack.cli import main as cli
 from mailstack.config import stackfile
+from tests import project
 from tests.project import planned as plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ config:
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The real command in a child process: exit code, stdout and stderr as users see them."""
     return subprocess.run(
-        [sys.executable, "-m", "mailstack.cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "mailstack.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
 
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from mailstack import plan
-from tests import project
 from mailstack.config import stackfile
 from mailstack.config.stack import from_config
 from mailstack.core.errors import ConfigError, ConfigErrors, MailstackError, format_path
 from mailstack.core.model import Hosting, InboundMode, SenderKind
+from tests import project
 
 BASE: dict[str, Any] = {
     "domain": "example.com",

@@ -18,7 +18,6 @@ import dns.message
 import dns.query
 import pytest
 
-from tests import project
 from mailstack import plan as planning
 from mailstack.checks.dns.diff import (
     authoritative_servers,
@@ -34,8 +33,9 @@ from mailstack.core import txt
 from mailstack.core.record import Record
 from mailstack.lab import netns
 from mailstack.lab.bind import BindServer
-from tests.project import planned as plan
 from mailstack.rules import dkim
+from tests import project
+from tests.project import planned as plan
 from tests.pulumi_harness import public_pem, rsa_key
 from tests.servers import require_binary, require_root
 

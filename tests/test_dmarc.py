@@ -93,3 +93,21 @@ def test_validate_warnings_and_required_p() -> None:
 
 def test_report_authorization_name() -> None:
     assert dmarc.report_authorization_name("brand.example", "group.example") == "brand.example._report._dmarc.group.example"
+
+
+def test_relaxed_alignment_is_one_rule_by_organizational_domain() -> None:
+    """Regression (issue 9): the checks had their own alignment test (one name inside
+    the other) that called news.example.com and shop.example.com unaligned; RFC 7489
+    §3.1 relaxed alignment compares Organizational Domains (public suffix list)."""
+    assert dmarc.aligned("news.example.com", "shop.example.com", "r") is True
+    assert dmarc.aligned("news.example.com", "shop.example.com", "s") is False
+    assert dmarc.aligned("a.example.co.uk", "b.example.co.uk", "r") is True
+    assert dmarc.aligned("example.co.uk", "other.co.uk", "r") is False
+    import mailstack.checks.groups.dmarc as dmarc_checks
+
+    assert not hasattr(dmarc_checks, "_aligned"), "the checks use mailstack.rules.dmarc.aligned"
+
+
+def test_policy_discovery_walks_the_tree() -> None:
+    assert dmarc.policy_names("mail.shop.example.com") == ("_dmarc.mail.shop.example.com", "_dmarc.shop.example.com", "_dmarc.example.com")
+    assert dmarc.policy_names("Example.COM.") == ("_dmarc.example.com",)

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests import project
 from mailstack.config import stackfile
 from mailstack.core import zonefile
 from mailstack.core.record import Record
-from tests.project import planned as plan
 from mailstack.policy import resources as dns_resources
 from mailstack.providers.cloudflare import cloudflare_content
 from mailstack.rules import protection
+from tests import project
+from tests.project import planned as plan
 
 CF = dns_resources.CLOUDFLARE_RECORD
 DYNAMIC = "pulumi-python:dynamic/mailstack:Rfc2136Record"

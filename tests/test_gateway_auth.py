@@ -25,11 +25,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailstack.lab import binaries
 from mailstack import plan
 from mailstack.config.stack import from_config
 from mailstack.gateway import render
-from mailstack.lab import netns, smtp_tools
+from mailstack.lab import binaries, netns, smtp_tools
 from mailstack.lab.postfix import (
     OpenDkim,
     PostfixInstance,

@@ -10,13 +10,13 @@ from typing import Any
 import pulumi
 from pulumi.runtime import rpc
 
-from tests import project
 from mailstack import plan
 from mailstack.config import stackfile
 from mailstack.config.stack import from_config
 from mailstack.gateway import render
 from mailstack.providers.gateway import TYPE, GatewayArgs, GatewayServer, content_hash
 from mailstack.rules import dkim
+from tests import project
 from tests.pulumi_harness import Mocks, ProgramRun, config_string, run_program
 
 ONPREMISE = project.stack_path("onpremise")

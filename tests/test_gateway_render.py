@@ -15,8 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests import project
-from mailstack.lab import binaries
 from mailstack import plan
 from mailstack.cli import main as cli
 from mailstack.config import stackfile
@@ -24,8 +22,10 @@ from mailstack.config.gateway import parse_relay_host
 from mailstack.config.stack import from_config
 from mailstack.core.errors import ConfigErrors
 from mailstack.gateway import render
-from tests.project import planned
+from mailstack.lab import binaries
 from mailstack.rules import mta_sts
+from tests import project
+from tests.project import planned
 from tests.servers import require_binary
 
 GATEWAY_STACKS = [p for p in project.all_stacks() if stackfile.load(p).gateways]
@@ -359,3 +359,15 @@ def test_relay_host_round_trips_through_its_postfix_form(host: str, port: int) -
     parsed = parse_relay_host(f"[{host}]:{port}")
     assert parsed.port == port
     assert parse_relay_host(parsed.postfix) == parsed
+
+
+def test_render_out_on_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out`` naming an existing file: exit 2 naming --out, nothing written, no traceback."""
+    target = tmp_path / "not-a-dir"
+    target.write_text("keep me")
+    assert cli.main(["render", "--stack", "onpremise", "--out", str(target)]) == 2
+    assert f"--out {target}: is not a directory" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+    below = target / "sub"
+    assert cli.main(["render", "--stack", "onpremise", "--out", str(below)]) == 2
+    assert "cannot hold a directory" in capsys.readouterr().err

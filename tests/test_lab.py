@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from tests import project
 from mailstack import plan as planning
 from mailstack.config import stackfile
-from mailstack.lab import netns, roles
+from mailstack.lab import binaries, netns, roles
 from mailstack.lab.postfix import wait_for
 from mailstack.lab.recipient import received
 from mailstack.lab.state import LabState
 from mailstack.lab.topology import from_stack
+from tests import project
 from tests.servers import require_binary, require_root
 
 pytestmark = pytest.mark.servers
@@ -46,14 +46,17 @@ E2E_IDS = {
 
 
 def mailstack(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "mailstack.cli.main", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "mailstack.cli", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     if check and result.returncode:
         raise AssertionError(f"mailstack {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
 
 
-def in_lab(*command: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", NAMESPACE, *command], capture_output=True, text=True, input=input, cwd=PROJECT_ROOT, timeout=300)
+def in_lab(program: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a program inside the lab's namespace, by its resolved path (PATH may lack /usr/sbin)."""
+    path = program if os.path.isabs(program) else binaries.binary(program)
+    return subprocess.run([binaries.binary("ip"), "netns", "exec", NAMESPACE, path, *args], capture_output=True, text=True,
+                          input=input, timeout=300)
 
 
 @pytest.fixture(scope="module")

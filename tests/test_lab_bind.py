@@ -13,11 +13,11 @@ import dns.tsigkeyring
 import dns.update
 import pytest
 
-from tests import project
 from mailstack.config import stackfile
 from mailstack.core.errors import MailstackError
 from mailstack.lab import netns
 from mailstack.lab.bind import BindServer
+from tests import project
 from tests.project import planned as plan
 from tests.servers import require_binary, require_root
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import dns.resolver
 import pytest
 
-from tests import project
 from mailstack import plan as planning
 from mailstack.checks.dns.resolver import Resolver
 from mailstack.checks.engine.context import CheckContext
@@ -26,6 +25,7 @@ from mailstack.lab.bind import BindServer
 from mailstack.lab.state import LabState
 from mailstack.lab.topology import from_stack
 from mailstack.rules import dmarc
+from tests import project
 from tests.ports import free_port
 from tests.servers import require_binary, require_root
 

@@ -8,17 +8,17 @@ from typing import Any
 import dns.rdata
 import pytest
 
-from tests import project
+from mailstack import plan as planning
 from mailstack.config.stack import from_config
 from mailstack.core import names, zonefile
 from mailstack.core.errors import ConfigErrors, PlanError
 from mailstack.core.record import Record
-from mailstack import plan as planning
 from mailstack.plan.conflicts import conflicts
 from mailstack.plan.records import order_key
-from mailstack.rules.mx import NULL_MX
-from tests.project import planned
 from mailstack.rules import mta_sts, senders
+from mailstack.rules.mx import NULL_MX
+from tests import project
+from tests.project import planned
 
 ONLINE: dict[str, Any] = {
     "domain": "example.com",

@@ -33,14 +33,14 @@ from pulumi_policy import (
 from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
-from tests import project
 from mailstack.config import stackfile
 from mailstack.core import txt, zonefile
 from mailstack.core.record import Record
-from tests.project import planned as plan
 from mailstack.policy import policies
 from mailstack.policy.context import PREVIOUS_RECORDS_ENV
 from mailstack.rules import dkim, spf
+from tests import project
+from tests.project import planned as plan
 from tests.pulumi_harness import (
     Registered,
     public_pem,

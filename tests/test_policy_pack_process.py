@@ -19,9 +19,9 @@ import pytest
 from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from tests import project
 from mailstack.config import stackfile
 from mailstack.policy import policies
+from tests import project
 from tests.pulumi_harness import Registered, run_program, stack_config
 
 ROOT = Path(__file__).resolve().parent.parent

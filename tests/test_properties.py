@@ -16,18 +16,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests import project
 from mailstack import plan as planning
 from mailstack.config import stackfile
 from mailstack.config.stack import from_config
-from mailstack.core.model import MailDomain
 from mailstack.core import txt, zonefile
 from mailstack.core.errors import ConfigErrors
-from mailstack.core.model import SenderKind
+from mailstack.core.model import MailDomain, SenderKind
 from mailstack.core.record import Record
 from mailstack.plan.records import order_key
-from tests.project import planned as plan
 from mailstack.rules import spf
+from tests import project
+from tests.project import planned as plan
 
 PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=1200)
 

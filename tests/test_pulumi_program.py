@@ -21,14 +21,13 @@ import pulumi
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests import project
-from mailstack.config import stackfile
-from mailstack.core.model import MailDomain
 from mailstack import plan
+from mailstack.config import stackfile
 from mailstack.core import txt
+from mailstack.core.model import MailDomain, SenderKind
 from mailstack.core.record import Record
 from mailstack.rules import protection
-from mailstack.core.model import SenderKind
+from tests import project
 from tests.pulumi_harness import (
     PRIVATE_KEY_TOKEN,
     ZONE_TOKEN,

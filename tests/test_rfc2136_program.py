@@ -12,11 +12,11 @@ import pulumi
 import pytest
 from pulumi.runtime import rpc
 
-from tests import project
+from mailstack import plan
 from mailstack.config import stackfile
 from mailstack.core import zonefile
-from mailstack import plan
 from mailstack.providers.rfc2136 import Rfc2136Provider
+from tests import project
 from tests.pulumi_harness import PRIVATE_KEY_TOKEN, run_program, stack_config
 
 RFC2136 = "pulumi-python:dynamic/mailstack:Rfc2136Record"

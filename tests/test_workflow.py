@@ -15,10 +15,10 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from tests import project
 from mailstack.cli import main as cli
 from mailstack.config import stackfile
 from mailstack.policy import policies
+from tests import project
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "mail-dns.yml"

@@ -20,7 +20,6 @@ DEFAULT_NAMESPACE = "mslab"
 DEFAULT_STATE_DIR = "/var/lib/mailstack-lab"
 RECIPIENT_DOMAIN = "recipient.test"
 RECIPIENT_ADDRESS = "127.0.40.30"
-RECIPIENT_HOST = f"mx.{RECIPIENT_DOMAIN}"
 TSIG_KEY_NAME = "mailstack-lab"
 
 
