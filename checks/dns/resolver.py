@@ -156,7 +156,7 @@ class Answer:
 
 def _host(name: dns.name.Name) -> str:
     text = name.to_text()
-    return "." if text == "." else text.rstrip(".").lower()
+    return "." if text == "." else names.normalize(text)
 
 
 def system_servers() -> tuple[Server, ...]:
@@ -211,7 +211,7 @@ class Resolver:
         return self.query(name, "A").addresses() + self.query(name, "AAAA").addresses()
 
     def ptr(self, address: str) -> Answer:
-        return self.query(dns.reversename.from_address(address).to_text().rstrip("."), "PTR")
+        return self.query(names.normalize(dns.reversename.from_address(address).to_text()), "PTR")
 
     def cname(self, name: str) -> str | None:
         """The CNAME target of ``name`` itself, None when it has no CNAME."""

@@ -12,7 +12,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from mailstack.core import txt
+from mailstack.core import names, txt
 from mailstack.core.record import Record
 
 
@@ -56,9 +56,9 @@ def from_rdata(name: str, ttl: int, rdata: dns.rdata.Rdata) -> Record:
         return Record(name, rdtype, content, ttl)
     if rdtype == "MX":
         exchange = rdata.exchange.to_text(omit_final_dot=True) or "."  # type: ignore[attr-defined]
-        return Record(name, rdtype, exchange.lower(), ttl, int(rdata.preference))  # type: ignore[attr-defined]
+        return Record(name, rdtype, names.normalize(exchange) or ".", ttl, int(rdata.preference))  # type: ignore[attr-defined]
     if rdtype in ("CNAME", "NS", "PTR"):
-        return Record(name, rdtype, rdata.target.to_text(omit_final_dot=True).lower(), ttl)  # type: ignore[attr-defined]
+        return Record(name, rdtype, names.normalize(rdata.target.to_text()), ttl)  # type: ignore[attr-defined]
     return Record(name, rdtype, rdata.to_text(), ttl)
 
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mailstack.core import names
 from mailstack.lab.verdict import verify
 
 
@@ -40,10 +41,10 @@ class Recorder:
 
     def __init__(self, spool: Path, domains: Sequence[str]) -> None:
         self.spool = spool
-        self.domains = {d.lower() for d in domains}
+        self.domains = {names.normalize(d) for d in domains}
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:  # noqa: N802
-        domain = address.rsplit("@", 1)[-1].lower()
+        domain = names.normalize(address.rsplit("@", 1)[-1])
         if domain not in self.domains:
             return "550 5.7.1 relay access denied: not a domain of this server"
         envelope.rcpt_tos.append(address)
