@@ -57,7 +57,7 @@ class AuthLab:
     def submit(self, port: int, message_id: str, *, starttls: bool = True,
                auth: tuple[str, str] | None = None, recipient: str = "customer@foreign.test") -> dict[str, Any]:
         data = (
-            f"From: Odoo <notifications@example.net>\r\nTo: {recipient}\r\nSubject: auth\r\n"
+            f"From: Odoo <notifications@example.net>\r\nTo: {recipient}\r\nSubject: auth\r\nDate: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
             f"Message-Id: {message_id}\r\n\r\nHello over SMTP AUTH\r\n"
         ).encode()
         return smtp_tools.send(GATEWAY, port, "bounce@example.net", [recipient], data, netns=self.netns,

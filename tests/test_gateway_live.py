@@ -1,7 +1,8 @@
 """A rendered gateway, run for real: private Postfix + OpenDKIM + mailgate + Odoo stand-in
 inside a network namespace of our own (msgw-*), every address on loopback.
 
-Roles: the gateway listens on 127.0.20.10 (25, 587), Odoo submits from 127.0.20.20,
+Roles: the gateway listens on 127.0.20.10 (25 the MX, 587 Odoo's submission), Odoo
+submits from 127.0.20.20 on 587,
 an outside sender uses 127.0.20.30, the Odoo stand-in listens on 127.0.20.40:8069,
 and the relay host (a sink standing in for the Internet) on 127.0.20.50:25.
 """
@@ -56,8 +57,12 @@ class Lab:
     sink: smtp_tools.SmtpSink
     postfix: PostfixInstance
 
-    def send(self, source: str, mail_from: str, recipients: list[str], data: bytes) -> dict:
-        return smtp_tools.send(GATEWAY, 25, mail_from, recipients, data, netns=self.netns, source=source)
+    def send(self, source: str, mail_from: str, recipients: list[str], data: bytes, port: int = 25) -> dict:
+        return smtp_tools.send(GATEWAY, port, mail_from, recipients, data, netns=self.netns, source=source)
+
+    def submit(self, mail_from: str, recipients: list[str], data: bytes) -> dict:
+        """As Odoo submits: from its address, on the submission port."""
+        return self.send(ODOO, mail_from, recipients, data, port=587)
 
     def stored(self, message_id: str) -> list[dict]:
         return [m for m in self.standin.messages() if m["message_id"] == message_id]
@@ -129,7 +134,7 @@ def lab() -> Iterator[Lab]:
 
 def message(message_id: str, to: str, sender: str = "customer@outside.test", body: str = "Hello") -> bytes:
     text = (
-        f"From: Customer <{sender}>\r\nTo: {to}\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+        f"From: Customer <{sender}>\r\nTo: {to}\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nDate: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
         f"Message-Id: {message_id}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
         f"Content-Transfer-Encoding: 8bit\r\n\r\n{body}\r\nGrüße aus dem Lab, a long line {'x' * 900}\r\n"
     )
@@ -196,7 +201,7 @@ def test_outbound_from_odoo_is_dkim_signed_and_verifies_against_the_planned_reco
     records = planned(lab.stack, gateway_key=lab.public_key_pem)
     txt = next(r for r in records if r.name == "lab2026._domainkey.example.net" and r.type == "TXT")
     original = message("<outbound-1@example.net>", "Customer <customer@foreign.test>", sender="notifications@example.net")
-    result = lab.send(ODOO, "bounce@example.net", ["customer@foreign.test"], original)
+    result = lab.submit("bounce@example.net", ["customer@foreign.test"], original)
     assert result["rcpt"]["customer@foreign.test"][0] == 250 and result["data"][0] == 250
     relayed = wait_for(lambda: lab.relayed("<outbound-1@example.net>"), 60, what="relay to the relay host")
     envelope, raw = relayed[0]
@@ -266,3 +271,70 @@ def test_smtp_smuggling_with_a_bare_lf_end_of_data_is_not_a_second_message(lab: 
     assert b"RCPT TO:<support@example.net>" in stored[0]["raw"]  # the smuggled commands stayed content
     wait_for(lambda: not lab.postfix.queue(), 60, what="an empty queue")
     assert not lab.stored("<smuggled-2@outside.test>")
+
+
+def odoo_message(message_id: str, *, headers: list[str] | None = None, body: str = "Hello from Odoo\r\n") -> bytes:
+    """A message as Odoo builds it (one From at the stack's domain, Date, Message-Id),
+    with ``headers`` replacing the defaults of the same names."""
+    defaults = {"From": '"Odoo" <notifications@example.net>', "To": "customer@foreign.test", "Subject": "Order confirmed",
+                "Date": "Mon, 01 Jan 2024 10:00:00 +0000", "Message-Id": message_id}
+    lines = [f"{name}: {value}" for name, value in defaults.items() if not any(h.lower().startswith(name.lower() + ":") for h in headers or [])]
+    return ("\r\n".join([*lines, *(headers or [])]) + "\r\n\r\n" + body).encode()
+
+
+@pytest.mark.parametrize(("case", "headers", "body", "reply"), [
+    ("subject-1216", ["Subject: " + "s" * 1216], "Hello\r\n", "5.6.0 a header line is longer than 998 bytes"),
+    ("body-1500", [], "x" * 1500 + "\r\n", "5.6.0 a line is longer than 998 bytes"),
+    ("two-from", ["From: notifications@example.net", "From: notifications@example.net"], "Hello\r\n", "exactly one From field"),
+    ("foreign-from", ["From: ceo@bank.test"], "Hello\r\n", "5.7.1 From must be one address at example.net"),
+    ("two-addresses", ["From: notifications@example.net, ceo@bank.test"], "Hello\r\n", "5.7.1 From must be one address"),
+])
+def test_odoo_submission_refuses_what_would_be_delivered_broken_or_unsigned(lab: Lab, case: str, headers: list[str], body: str, reply: str) -> None:
+    """Lines over 998 bytes (Postfix's SMTP client would break them after OpenDKIM
+    signed: dkim=fail at the receiver), two From fields (signed h=From:From, passes
+    DMARC), a From outside the signed names (relayed unsigned): each refused at DATA
+    with the reason, never relayed."""
+    message_id = f"<refused-{case}@example.net>"
+    result = lab.submit("bounce@example.net", ["customer@foreign.test"], odoo_message(message_id, headers=headers, body=body))
+    assert result["rcpt"]["customer@foreign.test"][0] == 250
+    code, text = result["data"]
+    assert code == 550 and reply in text, (code, text)
+    assert not lab.relayed(message_id)
+
+
+def test_odoo_submission_without_a_from_is_refused(lab: Lab) -> None:
+    raw = b"To: customer@foreign.test\r\nSubject: no from\r\nDate: Mon, 01 Jan 2024 10:00:00 +0000\r\nMessage-Id: <refused-nofrom@example.net>\r\n\r\nHello\r\n"
+    result = lab.submit("bounce@example.net", ["customer@foreign.test"], raw)
+    code, text = result["data"]
+    assert code == 550 and "no From address" in text, (code, text)
+    assert not lab.relayed("<refused-nofrom@example.net>")
+
+
+def test_lines_up_to_998_bytes_are_signed_and_verify_after_relaying(lab: Lab) -> None:
+    records = planned(lab.stack, gateway_key=lab.public_key_pem)
+    txt = next(r for r in records if r.name == "lab2026._domainkey.example.net" and r.type == "TXT")
+    raw = odoo_message("<long-998@example.net>", headers=["Subject: " + "s" * (998 - len("Subject: "))], body="y" * 998 + "\r\n")
+    result = lab.submit("bounce@example.net", ["customer@foreign.test"], raw)
+    assert result["data"][0] == 250, result
+    _, relayed = wait_for(lambda: lab.relayed("<long-998@example.net>"), 60, what="relay to the relay host")[0]
+    assert max(len(line) for line in relayed.split(b"\r\n")) == 998  # not broken on the way
+    assert dkimpy.verify(relayed, dnsfunc=lambda name, timeout=5: txt.content.encode() if name.decode().rstrip(".") == txt.name else None)
+
+
+@pytest.mark.parametrize(("mail_from", "reply"), [
+    ("someone@bank.test", "Sender address rejected: the envelope sender must be an address at example.net"),
+    ("", "Sender address rejected: the envelope sender must be an address at example.net"),
+])
+def test_odoo_host_cannot_relay_with_a_foreign_envelope_sender(lab: Lab, mail_from: str, reply: str) -> None:
+    result = lab.submit(mail_from, ["victim@foreign.test"], odoo_message("<refused-sender@example.net>"))
+    code, text = result["rcpt"]["victim@foreign.test"]
+    assert code == 554 and reply in text, (code, text)
+    assert result["data"] is None
+
+
+def test_port_25_relays_for_nobody_not_even_odoos_host(lab: Lab) -> None:
+    """Port 25 is the MX: Odoo's own address may deliver to the relay domains there,
+    but relaying elsewhere needs the submission port and its checks."""
+    result = lab.send(ODOO, "bounce@example.net", ["victim@foreign.test"], odoo_message("<relay-25@example.net>"))
+    code, text = result["rcpt"]["victim@foreign.test"]
+    assert code == 554 and "Relay access denied" in text

@@ -150,7 +150,9 @@ def test_an_outbound_only_gateway_receives_nothing(tmp_path: Path) -> None:
 def test_never_an_open_relay_and_smuggling_and_limits() -> None:
     conf = main_cf(render.render(plan.build(from_config(base_config()))))
     assert conf["mynetworks"] == "10.0.0.5/32"
-    assert conf["smtpd_relay_restrictions"] == "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
+    # port 25 is the MX only: it relays for nobody, not even Odoo's host (Odoo submits on 587)
+    assert conf["smtpd_relay_restrictions"] == "reject_unauth_destination"
+    assert conf["smtpd_milters"] == "" and conf["local_header_rewrite_clients"] == ""
     assert conf["relayhost"] == "[smtp.relay.example]:587"
     assert conf["smtpd_forbid_bare_newline"] == "normalize"
     assert conf["smtpd_tls_security_level"] == "may"  # STARTTLS offered on port 25
@@ -181,7 +183,7 @@ def test_odoo_conf_mail_section_uses_odoo_17_keys() -> None:
     options = dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line and not line.startswith(";"))
     assert options == {
         "smtp_server": "mx1.example.org",
-        "smtp_port": "25",
+        "smtp_port": "587",
         "smtp_ssl": "False",
         "smtp_user": "False",
         "email_from": "notifications@example.org",
@@ -371,3 +373,21 @@ def test_render_out_on_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.Ca
     below = target / "sub"
     assert cli.main(["render", "--stack", "onpremise", "--out", str(below)]) == 2
     assert "cannot hold a directory" in capsys.readouterr().err
+
+
+def test_odoo_submits_on_587_only_with_its_senders_checked_before_signing() -> None:
+    files = render.render(plan.build(from_config(base_config())))
+    master = files["postfix/master.cf"].text
+    submission = master.split("\nsubmission ", 1)[1].split("\npickup", 1)[0]
+    assert "-o smtpd_sender_restrictions=check_sender_access,regexp:${config_directory}/submission_senders" in submission
+    assert "-o smtpd_milters=inet:127.0.0.1:8891" in submission
+    assert "-o cleanup_service_name=submission-cleanup" in submission
+    assert "-o header_checks=regexp:${config_directory}/submission_header_checks" in submission
+    assert "-o body_checks=regexp:${config_directory}/submission_line_checks" in submission
+    assert "-o milter_header_checks=regexp:${config_directory}/submission_milter_checks" in submission
+    senders = [line for line in files["postfix/submission_senders"].text.splitlines() if not line.startswith("#")]
+    assert senders[0] == "/@(brand\\.example|example\\.org)$/\tOK" and senders[1].startswith("/^/\tREJECT 5.7.1")
+    headers = files["postfix/submission_header_checks"].text
+    assert "/^.{999}/m\tREJECT 5.6.0" in headers and "@(brand\\.example|example\\.org)>" in headers
+    assert "RequiredHeaders         yes" in files["opendkim/opendkim.conf"].text
+    assert "smtp_port = 587\n" in files["odoo/odoo.conf"].text and "smtp_ssl = False\n" in files["odoo/odoo.conf"].text

@@ -349,3 +349,28 @@ def test_dmarc_at_the_alias_subdomain_only_below_a_non_organizational_domain() -
     assert org == {"_dmarc.example.com"}
     below = {r.name for r in records_of({"domain": "shop.example.org", "dns": {"zone": "example.org"}}) if r.purpose == "dmarc"}
     assert below == {"_dmarc.shop.example.org", "_dmarc.mail.shop.example.org"}
+
+
+def test_a_gateway_receiving_on_a_subdomain_signs_lists_and_publishes_spf_for_it() -> None:
+    """Odoo's alias domain is the name it receives on (mail.<domain>), and Odoo 17 sends
+    as notifications@/bounce@ that alias domain: the plan must treat it as a sending name
+    (SPF, DKIM), so the gateways sign it and from_filter lists it."""
+    from mailstack.gateway import render
+
+    stack = from_config({
+        "domain": "example.net",
+        "odoo": {"hosting": "onpremise", "url": "https://odoo.example.net", "database": "prod"},
+        "outbound": ["gateway"],
+        "inbound": {"mode": "gateway", "subdomain": "mail", "aliases": ["sales"]},
+        "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.10"}],
+        "dkim": {"selector": "gw"},
+    })
+    built = planning.build(stack, None)
+    assert built.sending_names["example.net"] == ("example.net", "mail.example.net")
+    found = triples(list(built.records))
+    assert ("mail.example.net", "TXT", "v=spf1 ip4:192.0.2.10 ~all", None) in found
+    assert ("mail.example.net", "MX", "mx1.example.net", 10) in found
+    assert "gw._domainkey.mail.example.net" in {r.name for r in built.records if r.purpose == "dkim"}
+    files = render.render(built)
+    assert "*@mail.example.net\tgw._domainkey.mail.example.net" in files["opendkim/SigningTable"].text
+    assert "from_filter = example.net,mail.example.net\n" in files["odoo/odoo.conf"].text

@@ -38,6 +38,8 @@ MAILGATE_TRANSPORT = "odoo"
 REQUIRED_LOCAL_PARTS = ("postmaster",)
 #: Rendered maps that need ``postmap`` before Postfix can read them.
 POSTMAP_FILES = ("postfix/transport", "postfix/relay_recipients")
+#: Where Odoo submits: the submission service (RFC 6409), never port 25.
+SUBMISSION_PORT = 587
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
 
@@ -85,6 +87,10 @@ def render(
         "postfix/main.cf": "postfix/main.cf.j2",
         "postfix/master.cf": "postfix/master.cf.j2",
         "postfix/transport": "postfix/transport.j2",
+        "postfix/submission_senders": "postfix/submission_senders.j2",
+        "postfix/submission_header_checks": "postfix/submission_header_checks.j2",
+        "postfix/submission_line_checks": "postfix/submission_line_checks.j2",
+        "postfix/submission_milter_checks": "postfix/submission_milter_checks.j2",
         "opendkim/opendkim.conf": "opendkim/opendkim.conf.j2",
         "opendkim/KeyTable": "opendkim/KeyTable.j2",
         "opendkim/SigningTable": "opendkim/SigningTable.j2",
@@ -141,9 +147,9 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "accept_all": plan.stack.inbound.accept_all,
         "signing_domains": plan.signing_domains,
         "submission_encrypt": submission_encrypt,
-        # Odoo submits on 587 when TLS or AUTH is required there, else on 25 as a
-        # trusted address; smtp_ssl is Odoo's STARTTLS switch.
-        "odoo_smtp_port": 587 if submission_encrypt else 25,
+        # Odoo submits on the submission port only (port 25 is the MX and relays for
+        # nobody); smtp_ssl is Odoo's STARTTLS switch, on when TLS or AUTH is required.
+        "odoo_smtp_port": SUBMISSION_PORT,
         # Odoo on the gateway itself (127.0.0.1 trusted, the default) connects over
         # loopback: through the public name it would arrive from a non-trusted address.
         "odoo_smtp_server": "127.0.0.1" if _trusts_localhost(settings.odoo_addresses) else gateway.hostname,
@@ -166,7 +172,14 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["postfix_network"] = postfix_network
+    env.filters["regex_name"] = regex_name
     return env
+
+
+def regex_name(name: str) -> str:
+    """A validated host or domain name as a POSIX regular expression matching exactly it
+    (letters, digits and hyphens are literal; only the dots need escaping)."""
+    return name.replace(".", r"\.")
 
 
 def postfix_network(network: str) -> str:

@@ -9,12 +9,20 @@ from mailstack.core import names
 from mailstack.core.model import InboundMode, MailDomain, MxHost
 
 
+#: Inbound modes in which Odoo receives on the inbound name itself, so that name is
+#: Odoo's alias domain: Odoo's servers (odoo-mx) or the own gateways relay it to Odoo.
+ALIAS_DOMAIN_MODES = (InboundMode.ODOO_MX, InboundMode.GATEWAY)
+
+
 def sending_names(stack: MailDomain, domain: str) -> tuple[str, ...]:
     """The names mail is sent from for one domain: the domain, and Odoo's inbound
-    subdomain when Odoo uses it as its alias domain (Odoo 17 sends notifications and
-    bounces from the alias domain, so it needs SPF and DKIM too)."""
+    subdomain when Odoo uses it as its alias domain — Odoo 17 sends notifications and
+    bounces from the alias domain (``notifications@``/``bounce@<alias domain>``), and
+    its alias domain is the name it receives on, whether Odoo's servers (odoo-mx) or the
+    own gateways (gateway) deliver that name to it. So the subdomain needs SPF and DKIM
+    too, and the gateways sign it."""
     found = [domain]
-    if stack.inbound.mode is InboundMode.ODOO_MX and stack.inbound.subdomain:
+    if stack.inbound.mode in ALIAS_DOMAIN_MODES and stack.inbound.subdomain:
         found.append(stack.inbound_domain(domain))
     return tuple(found)
 
