@@ -84,15 +84,24 @@ def for_stack(
     raw = stackfile.read_namespace(stack_file)
     disabled = disabled_checks(raw.get("checks"))
     stack = from_config(raw)
+    return for_plan(plan.build(stack, gateway_public_key), options, stack_file=stack_file, disabled=tuple(disabled),
+                    gateway_private_key=gateway_private_key)
+
+
+def for_plan(
+    built: plan.Plan, options: Options, *, stack_file: Path | None = None, disabled: tuple[str, ...] = (),
+    gateway_private_key: str | None = None,
+) -> Target:
+    """A run on a plan already made (the lab's, of its translated stack)."""
     ctx = CheckContext(
-        stack.domain,
+        built.stack.domain,
         _resolver(options),
-        plan=plan.build(stack, gateway_public_key),
+        plan=built,
         dkim_private_key=gateway_private_key.encode() if gateway_private_key else None,
         smtp=options.smtp,
         https=options.https,
     )
-    return Target(ctx, tuple(disabled), stack_file)
+    return Target(ctx, disabled, stack_file)
 
 
 def disabled_checks(section: Any) -> list[str]:

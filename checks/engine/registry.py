@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "mailstack.checks.groups.odoo",
     "mailstack.checks.groups.smtp",
     "mailstack.checks.groups.e2e",
+    "mailstack.checks.groups.e2e_inbound",
 )
 
 

@@ -20,6 +20,7 @@ from mailstack.checks.engine.finding import (
     warned,
 )
 from mailstack.checks.engine.registry import check
+from mailstack.checks.probes.dkim_dns import dnsfunc
 from mailstack.core import zonefile
 from mailstack.core.model import SenderKind
 from mailstack.core.record import Record
@@ -213,23 +214,6 @@ PROBE = (
     b"\r\n"
     b"This message is signed and verified locally; it is never sent.\r\n"
 )
-
-
-def dnsfunc(resolver: Resolver, errors: list[DnsError] | None = None) -> Callable[..., bytes | None]:
-    """A dkimpy ``dnsfunc`` answering from our resolver (TXT, CNAMEs followed).
-
-    dkimpy turns a DNS failure into "does not verify"; the DnsError is kept in
-    ``errors`` so the caller can report the check as undecided instead."""
-    def lookup(name: bytes | str, timeout: float = 5) -> bytes | None:
-        text = name.decode() if isinstance(name, bytes) else name
-        try:
-            answer = resolver.txt(text)
-        except DnsError as err:
-            if errors is not None:
-                errors.append(err)
-            raise dkimpy.DnsTimeoutError(str(err)) from err
-        return answer.texts()[0].encode() if answer.records else None
-    return lookup
 
 
 def sign_and_verify(resolver: Resolver, private_key: bytes, selector: str, domain: str) -> tuple[bool, str]:

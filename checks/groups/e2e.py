@@ -1,11 +1,18 @@
-"""The ``e2e`` group: prove delivery and routing with real messages (RFC 7208, 6376, 7489).
+"""The ``e2e`` group, outbound: every declared sender proven by a real message
+(RFC 7208, 6376, 7489).
 
-Outbound (``e2e.outbound.*``): one probe sent as Odoo sends it, judged by the recipient
-MTA: it arrived, SPF passed for the gateway's address, DKIM passed with d= the stack's
-domain (dkimpy, and OpenDKIM as an independent verifier), DMARC passed aligned.
-Inbound (``e2e.inbound.to|cc|bcc``): for each declared alias, one probe per header
-form from the outside sender via the domain's MX, found in Odoo by Message-ID, its
-body unchanged, routed to that alias.
+``e2e.outbound.<sender>`` — ``gateway``, ``odoo``, ``microsoft``, ``google``, ``mailjet``,
+and ``spf-<n>`` for the n-th raw SPF sender — sends one probe per sending name of the
+plan and one per route (each gateway, over IPv4 and, where it has one, IPv6), built the
+way that sender builds mail: From ``notifications@<name>``, the envelope sender of the
+sender's profile (``mailstack.rules.senders``: ``bounce@<db>.odoo.com`` on Odoo's
+servers, the service's bounce domain for Mailjet, ``bounce@<name>`` through a gateway).
+A gateway probe is submitted to the gateway's submission port from Odoo's address; a
+third party's to that service's submission endpoint (in the lab, the simulated
+service). The probe passes when the receiving server nobody here wrote (OpenDKIM,
+OpenDMARC, policyd-spf in the lab) says SPF pass, DKIM pass with ``d=<name>`` (senders
+that sign), DMARC pass — and the second opinion (pyspf, dkimpy,
+``mailstack.rules.dmarc``) agrees; a disagreement fails too.
 
 Probes send real mail, so the group only runs when ``MAILSTACK_E2E=1`` (``mailstack
 lab check`` sets it); otherwise each check reports ``skip`` and says how to enable it.
@@ -15,317 +22,255 @@ verdict of temperror, no arrival in time) is ``error``, never ``pass``.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from dataclasses import dataclass
-from typing import Any
 
+from mailstack.checks.dns.resolver import DnsError
 from mailstack.checks.engine.context import CheckContext
 from mailstack.checks.engine.finding import Finding, errored, failed, passed, skipped
 from mailstack.checks.engine.registry import check
 from mailstack.checks.probes import e2e as e2e_probe
-from mailstack.checks.probes.e2e import (
-    E2eSettings,
-    OdooClient,
-    Probe,
-    ProbeError,
-    ProbeRejected,
-)
-from mailstack.core.model import InboundMode
+from mailstack.checks.probes import verdicts
+from mailstack.checks.probes.e2e import E2eSettings, MaildirIndex, ProbeError, ProbeRejected
+from mailstack.core.model import MailDomain, Sender, SenderKind
+from mailstack.rules import senders
 
-MODES = ("to", "cc", "bcc")
 DISABLED = "end-to-end probes send real mail: set MAILSTACK_E2E=1 to run them (mailstack lab check does)"
+SENDER_IDS = {
+    SenderKind.GATEWAY: "gateway", SenderKind.ODOO: "odoo", SenderKind.MICROSOFT: "microsoft",
+    SenderKind.GOOGLE: "google", SenderKind.MAILJET: "mailjet",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class OutboundResult:
-    """The outbound probe and what the recipient recorded (None: not arrived / not sent)."""
-
-    probe: Probe | None
-    entry: dict[str, Any] | None
-    error: str = ""
-    rejected: str = ""
-
-
-def _settings(ctx: CheckContext) -> E2eSettings:
+def settings(ctx: CheckContext) -> E2eSettings:
     return ctx.memo("e2e:settings", E2eSettings.from_env)
 
 
-def _gate(ctx: CheckContext, check_id: str) -> Finding | None:
+def gate(ctx: CheckContext, check_id: str) -> Finding | None:
     """A skip finding when the group must not run here, else None."""
-    if not _settings(ctx).enabled:
+    if not settings(ctx).enabled:
         return skipped(check_id, DISABLED)
-    if ctx.stack is None or not ctx.stack.gateways:
-        return skipped(check_id, "needs a declaration with gateways (--stack/--stack-file)")
+    if ctx.stack is None:
+        return skipped(check_id, "needs a declaration (--stack/--stack-file)")
     return None
 
 
-# -- outbound --------------------------------------------------------------------------
-
-
-def _outbound(ctx: CheckContext) -> OutboundResult:
-    settings, stack = _settings(ctx), ctx.stack
-    assert stack is not None
-    if not settings.recipient or settings.recipient_spool is None:
-        return OutboundResult(None, None, error="no recipient MTA to judge the probe: set MAILSTACK_E2E_RECIPIENT and MAILSTACK_E2E_RECIPIENT_SPOOL")
-    domain = stack.domain
-    message_id = e2e_probe.new_message_id("out", domain)
-    mail_from = f"{stack.odoo.bounce}@{domain}"
-    headers = {
-        "From": f'"Odoo" <{stack.odoo.notifications}@{domain}>',
-        "To": settings.recipient,
-        "Subject": "mailstack e2e outbound probe",
-    }
-    raw, body = e2e_probe.build(message_id, headers, "outbound")
-    host, port = settings.submit or (stack.gateways[0].ipv4, 25)
-    try:
-        sent = e2e_probe.submit(host, port, mail_from, [settings.recipient], raw, source=settings.submit_source, helo=f"odoo.{domain}")
-    except ProbeRejected as err:
-        return OutboundResult(None, None, rejected=str(err))
-    except ProbeError as err:
-        return OutboundResult(None, None, error=str(err))
-    probe = Probe(message_id, mail_from, (settings.recipient,), raw, body, sent, "outbound")
-    entry = e2e_probe.wait_for_recipient(settings.recipient_spool, message_id, sent + settings.wait)
-    if entry is None:
-        return OutboundResult(probe, None, error=f"not arrived at {settings.recipient} within {settings.wait:g}s: delayed or lost (see the gateway's queue)")
-    return OutboundResult(probe, entry)
-
-
-def _judged(ctx: CheckContext, check_id: str) -> tuple[OutboundResult, Finding | None]:
-    """The shared outbound probe, or the finding that stops this check."""
-    gate = _gate(ctx, check_id)
-    if gate:
-        return OutboundResult(None, None), gate
-    result = ctx.memo("e2e:outbound", lambda: _outbound(ctx))
-    if result.rejected:
-        return result, failed(check_id, f"the gateway refused the outbound probe: {result.rejected}")
-    if result.entry is None:
-        return result, errored(check_id, f"outbound probe not judged: {result.error}")
-    return result, None
-
-
-def _elapsed(result: OutboundResult) -> str:
-    assert result.probe and result.entry
-    return f"{float(result.entry['received_at']) - result.probe.sent_at:.2f}s"
-
-
-@check("e2e.outbound.delivery", group="e2e", ref="RFC 5321 §3.6")
-def outbound_delivery(ctx: CheckContext) -> list[Finding]:
-    """An Odoo-style message submitted to the gateway reaches the recipient's MX."""
-    result, stop = _judged(ctx, "e2e.outbound.delivery")
-    if stop:
-        return [stop]
-    assert result.probe and result.entry
-    return [passed(
-        "e2e.outbound.delivery",
-        f"probe {result.probe.message_id} arrived at {', '.join(result.entry['rcpt_tos'])} in {_elapsed(result)} from {result.entry['client_ip']}",
-        detail=f"MAIL FROM {result.entry['mail_from']}, HELO {result.entry['helo']}",
-    )]
-
-
-def _verdict_finding(check_id: str, result: str, subject: str, reason: str, expected: str, ok: bool) -> Finding:
-    if result in ("temperror", "unavailable"):
-        return errored(check_id, f"{subject}: {result}, could not decide", detail=reason)
-    if ok:
-        return passed(check_id, f"{subject}: {result}", detail=reason, expected=expected, found=result)
-    return failed(check_id, f"{subject}: {result}", detail=reason, expected=expected, found=result)
-
-
-@check("e2e.outbound.spf", group="e2e", ref="RFC 7208 §2.6")
-def outbound_spf(ctx: CheckContext) -> list[Finding]:
-    """SPF passes at the recipient for the gateway's address and the bounce domain."""
-    result, stop = _judged(ctx, "e2e.outbound.spf")
-    if stop:
-        return [stop]
-    assert result.entry and ctx.stack
-    verdict = result.entry["verdict"]
-    gateways = {g.ipv4 for g in ctx.stack.gateways} | {g.ipv6 for g in ctx.stack.gateways if g.ipv6}
-    ok = verdict["spf"] == "pass" and result.entry["client_ip"] in gateways
-    subject = f"SPF for {result.entry['client_ip']} / {verdict['spf_domain']}"
-    return [_verdict_finding("e2e.outbound.spf", verdict["spf"], subject, verdict["spf_reason"], f"pass from a gateway ({', '.join(sorted(gateways))})", ok)]
-
-
-@check("e2e.outbound.dkim", group="e2e", ref="RFC 6376 §6")
-def outbound_dkim(ctx: CheckContext) -> list[Finding]:
-    """A DKIM signature with d= the stack's domain verifies at the recipient (dkimpy)."""
-    result, stop = _judged(ctx, "e2e.outbound.dkim")
-    if stop:
-        return [stop]
-    assert result.entry and ctx.stack
-    signatures = result.entry["verdict"]["dkim"]
-    domain = ctx.stack.domain
-    ours = [s for s in signatures if s["domain"] == domain]
-    found = "; ".join(f"d={s['domain']} s={s['selector']}: {s['result']}{' (' + s['reason'] + ')' if s['reason'] else ''}" for s in signatures) or "no DKIM-Signature"
-    ok = any(s["result"] == "pass" for s in ours)
-    return [_verdict_finding("e2e.outbound.dkim", "pass" if ok else "fail", f"DKIM d={domain}", found, f"a passing signature with d={domain}, s={ctx.stack.dkim.selector}", ok)]
-
-
-@check("e2e.outbound.dkim-opendkim", group="e2e", ref="RFC 6376 §6")
-def outbound_dkim_opendkim(ctx: CheckContext) -> list[Finding]:
-    """OpenDKIM's own verifier (opendkim-testmsg) agrees the signature is good."""
-    result, stop = _judged(ctx, "e2e.outbound.dkim-opendkim")
-    if stop:
-        return [stop]
-    assert result.entry
-    verdict = result.entry["verdict"]
-    return [_verdict_finding("e2e.outbound.dkim-opendkim", verdict["opendkim"], "opendkim-testmsg", verdict["opendkim_reason"], "pass", verdict["opendkim"] == "pass")]
-
-
-@check("e2e.outbound.dmarc", group="e2e", ref="RFC 7489 §3.1, §6.6")
-def outbound_dmarc(ctx: CheckContext) -> list[Finding]:
-    """DMARC passes at the recipient with an aligned identifier."""
-    result, stop = _judged(ctx, "e2e.outbound.dmarc")
-    if stop:
-        return [stop]
-    assert result.entry
-    verdict = result.entry["verdict"]
-    subject = f"DMARC for From domain {verdict['from_domain']} (p={verdict['dmarc_policy']})"
-    return [_verdict_finding("e2e.outbound.dmarc", verdict["dmarc"], subject, verdict["dmarc_reason"], "pass (aligned SPF or DKIM)", verdict["dmarc"] == "pass")]
-
-
-# -- inbound ---------------------------------------------------------------------------
+def maildir(ctx: CheckContext) -> MaildirIndex | None:
+    root = settings(ctx).maildir
+    return ctx.memo("e2e:maildir", lambda: MaildirIndex(root)) if root else None
 
 
 @dataclass(frozen=True, slots=True)
-class InboundResult:
-    """Per (mode, alias address): the probe and what Odoo holds for it."""
+class OutboundSpec:
+    """One outbound probe: who sends it, as whom, where it is submitted, where it goes."""
 
-    probes: dict[tuple[str, str], Probe]
-    found: dict[tuple[str, str], tuple[list[dict[str, Any]], float | None, str]]
-    error: str = ""
-    rejected: dict[tuple[str, str], str] | None = None
+    check_id: str
+    name: str  # the sending name (From domain, and the d= expected)
+    from_address: str
+    mail_from: str
+    recipient: str
+    submit: tuple[str, int]
+    source: str | None
+    route: str
+    signs: bool
+    expected_client: tuple[str, ...] = ()
+    note: str = ""
 
 
-def _targets(ctx: CheckContext) -> list[str]:
+def _signs(stack: MailDomain, sender: Sender, name: str, ctx: CheckContext) -> bool:
+    return bool(senders.dkim_entries(stack, sender, name, ctx.gateway_key))
+
+
+def _gateway_specs(ctx: CheckContext, sender: Sender, settings_: E2eSettings, check_id: str) -> list[OutboundSpec]:
     stack = ctx.stack
-    assert stack is not None
-    return [f"{alias}@{stack.inbound_domain(d)}" for d in stack.domains for alias in stack.inbound.aliases]
+    assert stack is not None and settings_.recipient
+    names = ctx.plan.all_sending_names if ctx.plan else (stack.domain,)
+    routes: list[tuple[tuple[str, int], str, str, tuple[str, ...]]] = []
+    if settings_.submit:
+        routes = [(endpoint, f"via {endpoint[0]}:{endpoint[1]}", settings_.recipient, ()) for endpoint in settings_.submit]
+    else:
+        for gateway in stack.gateways:
+            routes.append(((gateway.ipv4, e2e_probe.SUBMISSION_PORT), f"via {gateway.hostname} over IPv4", settings_.recipient, (gateway.ipv4,)))
+            if gateway.ipv6 and settings_.recipient_ipv6:
+                routes.append(((gateway.ipv4, e2e_probe.SUBMISSION_PORT), f"via {gateway.hostname} over IPv6", settings_.recipient_ipv6, (gateway.ipv6,)))
+    pairs = [(name, routes[0]) for name in names] + [(names[0], route) for route in routes[1:]]
+    odoo = stack.odoo
+    return [
+        OutboundSpec(check_id, name, f"{odoo.notifications}@{name}", f"{odoo.bounce}@{name}", recipient, endpoint,
+                     settings_.submit_source, route, _signs(stack, sender, name, ctx), expected)
+        for name, (endpoint, route, recipient, expected) in pairs
+    ]
 
 
-def _mx_address(ctx: CheckContext, domain: str) -> str:
-    """The address of the most preferred MX of ``domain`` (raises DnsError)."""
-    answer = ctx.resolver.query(domain, "MX")
-    hosts = sorted(answer.mx())
-    if not hosts:
-        raise ProbeError(f"{domain} has no MX")
-    addresses = ctx.resolver.addresses(hosts[0][1])
-    if not addresses:
-        raise ProbeError(f"MX {hosts[0][1]} has no address")
-    return addresses[0]
+def _third_party_specs(ctx: CheckContext, sender: Sender, sender_id: str, check_id: str) -> list[OutboundSpec]:
+    stack, settings_ = ctx.stack, settings(ctx)
+    assert stack is not None and settings_.recipient
+    names = ctx.plan.all_sending_names if ctx.plan else (stack.domain,)
+    endpoints = settings_.third_parties.get(sender_id, ())
+    pairs = [(name, endpoints[0]) for name in names] + [(names[0], e) for e in endpoints[1:]]
+    specs = []
+    for name, party in pairs:
+        from_address = f"{stack.odoo.notifications}@{name}"
+        return_domain = senders.return_path_domain(stack, sender, name)
+        if sender.kind is SenderKind.ODOO:
+            mail_from = f"{stack.odoo.bounce}@{return_domain}"
+        else:
+            mail_from = from_address  # the service keeps it, or rewrites it (Mailjet)
+        ipv6 = ":" in party.submit[0]
+        recipient = settings_.recipient_ipv6 if ipv6 and settings_.recipient_ipv6 else settings_.recipient
+        specs.append(OutboundSpec(check_id, name, from_address, mail_from, recipient, party.submit, party.source,
+                                  f"through {sender_id}'s servers ({party.submit[0]})", _signs(stack, sender, name, ctx), note=party.note))
+    return specs
 
 
-def _inbound(ctx: CheckContext) -> InboundResult:
-    settings, stack = _settings(ctx), ctx.stack
-    assert stack is not None
-    if not (settings.odoo_login and settings.odoo_password and stack.odoo.url and stack.odoo.database):
-        return InboundResult({}, {}, error="needs Odoo's URL and database (stack) and MAILSTACK_ODOO_LOGIN/MAILSTACK_ODOO_PASSWORD")
-    sender_domain = settings.sender.rsplit("@", 1)[1]
-    probes: dict[tuple[str, str], Probe] = {}
-    rejected: dict[tuple[str, str], str] = {}
-    for target in _targets(ctx):
-        domain = target.rsplit("@", 1)[1]
-        mx = _mx_address(ctx, domain)  # DnsError propagates: the check reports error
-        for mode in MODES:
-            message_id = e2e_probe.new_message_id(f"in-{mode}", sender_domain)
-            headers = {"From": settings.sender, "Subject": f"mailstack e2e inbound probe ({mode} {target})"}
-            if mode == "to":
-                headers["To"] = target
-            else:
-                headers["To"] = settings.sender
-                if mode == "cc":
-                    headers["Cc"] = target
-            raw, body = e2e_probe.build(message_id, headers, f"inbound-{mode}")
-            try:
-                sent = e2e_probe.submit(mx, 25, settings.sender, [target], raw, source=settings.sender_source, helo=f"mx.{sender_domain}")
-            except ProbeRejected as err:
-                rejected[(mode, target)] = str(err)
-                continue
-            probes[(mode, target)] = Probe(message_id, settings.sender, (target,), raw, body, sent, mode)
-    client = OdooClient(stack.odoo.url, stack.odoo.database, settings.odoo_login, settings.odoo_password)
-    found = {}
-    for key, probe in probes.items():
-        found[key] = e2e_probe.wait_for_odoo(client, probe.message_id, probe.sent_at + settings.wait)
-    return InboundResult(probes, found, rejected=rejected)
+@dataclass(frozen=True, slots=True)
+class Sent:
+    spec: OutboundSpec
+    message_id: str = ""
+    sent_at: float = 0.0
+    rejected: str = ""
+    error: str = ""
 
 
-def _stored_body(settings: E2eSettings, message_id: str) -> bytes | None:
-    """The body Odoo stored (lab stand-in's SQLite), None where not readable."""
-    if settings.odoo_store is None or not settings.odoo_store.exists():
-        return None
-    import sqlite3
+def _send(spec: OutboundSpec) -> Sent:
+    message_id = e2e_probe.new_message_id("out", spec.name)
+    headers = {"From": f'"Odoo" <{spec.from_address}>', "To": spec.recipient, "Subject": f"mailstack e2e outbound probe ({spec.check_id})"}
+    raw, _ = e2e_probe.build(message_id, headers, spec.check_id)
+    try:
+        sent_at = e2e_probe.submit(spec.submit[0], spec.submit[1], spec.mail_from, [spec.recipient], raw, source=spec.source, helo=f"odoo.{spec.name}")
+    except ProbeRejected as err:
+        return Sent(spec, message_id, rejected=str(err))
+    except ProbeError as err:
+        return Sent(spec, message_id, error=str(err))
+    return Sent(spec, message_id, sent_at)
 
-    with sqlite3.connect(settings.odoo_store) as db:
-        row = db.execute("SELECT raw FROM messages WHERE message_id = ? ORDER BY id", (message_id,)).fetchone()
-    if row is None:
-        return None
-    raw = bytes(row[0]).replace(b"\r\n", b"\n")
-    return raw.split(b"\n\n", 1)[1] if b"\n\n" in raw else b""
+
+def judge(ctx: CheckContext, sent: Sent) -> Finding:
+    """One probe's finding, from the receiver's headers and the second opinion."""
+    spec, settings_ = sent.spec, settings(ctx)
+    subject = f"{spec.from_address} {spec.route}"
+    if sent.rejected:
+        return failed(spec.check_id, f"{subject}: refused at submission: {sent.rejected}")
+    if sent.error:
+        return errored(spec.check_id, f"{subject}: not sent: {sent.error}")
+    index = maildir(ctx)
+    assert index is not None and settings_.authserv_id
+    delivery = index.wait(sent.message_id, sent.sent_at + settings_.wait)
+    if delivery is None:
+        return errored(spec.check_id, f"{subject}: {sent.message_id} not delivered to {spec.recipient} within {settings_.wait:g}s (see the sender's queue and log)")
+    receiver = verdicts.receiver_verdict(delivery.raw, settings_.authserv_id)
+    seen = verdicts.envelope(delivery.raw, settings_.authserv_id)
+    try:
+        second = verdicts.second_opinion(delivery.raw, seen, ctx.resolver)
+    except DnsError as err:
+        return errored(spec.check_id, f"{subject}: the second opinion could not query DNS: {err}", detail=receiver.summary())
+    detail = f"{receiver.judge}: {receiver.summary()}; {second.judge}: {second.summary()}; client {seen.client_ip}, MAIL FROM <{seen.mail_from}>"
+    if spec.note:
+        detail += f"; {spec.note}"
+    elapsed = f"{delivery.found_at - sent.sent_at:.2f}s"
+    results = (receiver.spf, receiver.dmarc, *(d.result for d in receiver.dkim))
+    if any(r in ("temperror",) for r in results):
+        return errored(spec.check_id, f"{subject}: the receiver could not decide: {receiver.summary()}", detail=detail)
+    problems = []
+    if receiver.spf != "pass":
+        problems.append(f"SPF {receiver.spf}")
+    if spec.signs and not receiver.dkim_passes(spec.name):
+        problems.append(f"no passing DKIM signature with d={spec.name} ({receiver.dkim_summary})")
+    if receiver.dmarc != "pass":
+        problems.append(f"DMARC {receiver.dmarc}")
+    if spec.expected_client and seen.client_ip not in spec.expected_client:
+        problems.append(f"sent from {seen.client_ip}, not {', '.join(spec.expected_client)}")
+    problems += [f"the judges disagree: {d}" for d in verdicts.disagreements(receiver, second)]
+    if problems:
+        return failed(spec.check_id, f"{subject}: {'; '.join(problems)}", detail=detail, expected="spf=pass dkim=pass dmarc=pass", found=receiver.summary())
+    return passed(spec.check_id, f"{subject}: {receiver.summary()} at {settings_.authserv_id} after {elapsed}", detail=detail)
 
 
-def _inbound_findings(ctx: CheckContext, mode: str) -> list[Finding]:
-    check_id = f"e2e.inbound.{mode}"
-    gate = _gate(ctx, check_id)
-    if gate:
-        return [gate]
-    if not ctx.stack or not ctx.stack.inbound.aliases:
-        return [skipped(check_id, "the stack declares no inbound aliases")]
-    if ctx.stack.inbound.mode is not InboundMode.GATEWAY:
-        return [skipped(check_id, f"inbound mode is {ctx.stack.inbound.mode.value}, not gateway")]
-    result = ctx.memo("e2e:inbound", lambda: _inbound(ctx))
-    if result.error:
-        return [errored(check_id, f"inbound probes not sent: {result.error}")]
-    settings = _settings(ctx)
+def _run(ctx: CheckContext, specs: list[OutboundSpec]) -> list[Finding]:
+    with cf.ThreadPoolExecutor(max_workers=min(8, len(specs))) as pool:
+        sent = list(pool.map(_send, specs))
+        return list(pool.map(lambda s: judge(ctx, s), sent))
+
+
+def _prerequisite(ctx: CheckContext, check_id: str) -> Finding | None:
+    settings_ = settings(ctx)
+    if not settings_.recipient or settings_.maildir is None or not settings_.authserv_id:
+        return errored(check_id, "no receiving server to judge the probe: set MAILSTACK_E2E_RECIPIENT, MAILSTACK_E2E_MAILDIR "
+                                 "and MAILSTACK_E2E_AUTHSERV_ID (mailstack lab check does)")
+    return None
+
+
+def _outbound(ctx: CheckContext, kind: SenderKind) -> list[Finding]:
+    sender_id = SENDER_IDS[kind]
+    check_id = f"e2e.outbound.{sender_id}"
+    stop = gate(ctx, check_id)
+    if stop:
+        return [stop]
+    assert ctx.stack is not None
+    sender = ctx.stack.sender(kind)
+    if sender is None:
+        return [skipped(check_id, f"the stack declares no {sender_id} sender")]
+    stop = _prerequisite(ctx, check_id)
+    if stop:
+        return [stop]
+    if kind is SenderKind.GATEWAY:
+        return _run(ctx, _gateway_specs(ctx, sender, settings(ctx), check_id))
+    if not settings(ctx).third_parties.get(sender_id):
+        return [skipped(check_id, f"needs {sender_id}'s servers to send a probe: MAILSTACK_E2E_THIRD_PARTIES names their submission "
+                                  "endpoint (the lab simulates them: mailstack lab check)")]
+    return _run(ctx, _third_party_specs(ctx, sender, sender_id, check_id))
+
+
+@check("e2e.outbound.gateway", group="e2e", ref="RFC 7208 §2.6, RFC 6376 §6, RFC 7489 §6.6")
+def outbound_gateway(ctx: CheckContext) -> list[Finding]:
+    """Mail Odoo submits to each gateway passes SPF, DKIM and DMARC at the receiver."""
+    return _outbound(ctx, SenderKind.GATEWAY)
+
+
+@check("e2e.outbound.odoo", group="e2e", ref="RFC 6376 §6, RFC 7489 §6.6; Odoo 17 docs (custom domain)")
+def outbound_odoo(ctx: CheckContext) -> list[Finding]:
+    """Mail Odoo's servers send for the domain passes DMARC through DKIM d=<domain>."""
+    return _outbound(ctx, SenderKind.ODOO)
+
+
+@check("e2e.outbound.microsoft", group="e2e", ref="RFC 7208 §2.6, RFC 6376 §6, RFC 7489 §6.6")
+def outbound_microsoft(ctx: CheckContext) -> list[Finding]:
+    """Mail Microsoft 365 sends for the domain passes SPF, DKIM (selector1) and DMARC."""
+    return _outbound(ctx, SenderKind.MICROSOFT)
+
+
+@check("e2e.outbound.google", group="e2e", ref="RFC 7208 §2.6, RFC 6376 §6, RFC 7489 §6.6")
+def outbound_google(ctx: CheckContext) -> list[Finding]:
+    """Mail Google Workspace sends for the domain passes SPF, DKIM and DMARC."""
+    return _outbound(ctx, SenderKind.GOOGLE)
+
+
+@check("e2e.outbound.mailjet", group="e2e", ref="RFC 6376 §6, RFC 7489 §6.6")
+def outbound_mailjet(ctx: CheckContext) -> list[Finding]:
+    """Mail Mailjet sends for the domain passes DMARC through DKIM (its Return-Path is Mailjet's)."""
+    return _outbound(ctx, SenderKind.MAILJET)
+
+
+@check("e2e.outbound.spf", group="e2e", ref="RFC 7208 §2.6, RFC 7489 §6.6")
+def outbound_spf(ctx: CheckContext) -> list[Finding]:
+    """Each raw SPF sender (finding ids ``e2e.outbound.spf-<n>``) passes SPF and DMARC."""
+    stop = gate(ctx, "e2e.outbound.spf")
+    if stop:
+        return [stop]
+    assert ctx.stack is not None
+    raw = [s for s in ctx.stack.outbound if s.kind is SenderKind.SPF]
+    if not raw:
+        return [skipped("e2e.outbound.spf", "the stack declares no raw SPF sender")]
+    stop = _prerequisite(ctx, "e2e.outbound.spf")
+    if stop:
+        return [stop]
     findings: list[Finding] = []
-    for target in _targets(ctx):
-        key = (mode, target)
-        if result.rejected and key in result.rejected:
-            findings.append(failed(check_id, f"{target} ({mode}): refused: {result.rejected[key]}"))
+    for number, sender in enumerate(raw, start=1):
+        sender_id = f"spf-{number}"
+        check_id = f"e2e.outbound.{sender_id}"
+        if not settings(ctx).third_parties.get(sender_id):
+            findings.append(skipped(check_id, f"no host to send as {' '.join(sender.spf_terms)}: MAILSTACK_E2E_THIRD_PARTIES names none "
+                                              "(the lab simulates ip4:, ip6:, a: and include: terms)"))
             continue
-        probe = result.probes[key]
-        records, when, last_error = result.found[key]
-        if not records:
-            why = f" (last error: {last_error})" if last_error else ""
-            findings.append(errored(check_id, f"{target} ({mode}): {probe.message_id} not in Odoo within {settings.wait:g}s{why}"))
-            continue
-        problems = []
-        if len(records) != 1:
-            problems.append(f"{len(records)} mail.message records (duplicate delivery)")
-        routes = records[0].get("routes")
-        if routes is not None and target not in routes:
-            problems.append(f"routed to {routes}, not {target} (original recipient lost)")
-        stored = _stored_body(settings, probe.message_id)
-        expected_body = probe.body.replace(b"\r\n", b"\n")
-        html_body = records[0].get("body")
-        token = probe.message_id.strip("<>").split("@", 1)[0]
-        if stored is not None:
-            body_note = "body byte-identical (line ends as delivered, LF)"
-            if stored != expected_body:
-                problems.append("the body Odoo stored differs from the body sent")
-        elif isinstance(html_body, str) and html_body:
-            body_note = "body not compared byte for byte (Odoo keeps an HTML rendering), probe token present"
-            if token not in html_body:
-                problems.append("the probe's text is missing from the body Odoo stored")
-        else:
-            body_note = "body not compared (Odoo returned no body)"
-        elapsed = f"{(when or probe.sent_at) - probe.sent_at:.2f}s"
-        if problems:
-            findings.append(failed(check_id, f"{target} ({mode}): {'; '.join(problems)}", detail=probe.message_id))
-        else:
-            findings.append(passed(check_id, f"{target} ({mode}): in Odoo after {elapsed}, {body_note}", detail=f"{probe.message_id} → mail.message {records[0].get('id')}"))
+        findings += _run(ctx, _third_party_specs(ctx, sender, sender_id, check_id))
     return findings
-
-
-@check("e2e.inbound.to", group="e2e", ref="Odoo 17 mail gateway (message_process)")
-def inbound_to(ctx: CheckContext) -> list[Finding]:
-    """A message To an alias reaches Odoo by MX → gateway → mailgate."""
-    return _inbound_findings(ctx, "to")
-
-
-@check("e2e.inbound.cc", group="e2e", ref="Odoo 17 mail gateway (message_process)")
-def inbound_cc(ctx: CheckContext) -> list[Finding]:
-    """A message with an alias in Cc reaches Odoo."""
-    return _inbound_findings(ctx, "cc")
-
-
-@check("e2e.inbound.bcc", group="e2e", ref="Odoo 17 mail gateway (Delivered-To routing)")
-def inbound_bcc(ctx: CheckContext) -> list[Finding]:
-    """A message Bcc'd to an alias reaches Odoo: the original recipient survives."""
-    return _inbound_findings(ctx, "bcc")

@@ -1,26 +1,32 @@
 """End-to-end probes: real messages through the real mail path, and where they arrive.
 
-Fetch side of the ``e2e`` checks (``mailstack.checks.groups.e2e`` evaluates). Everything that
-differs between the lab and production comes from ``E2eSettings``: the lab sets it
-through environment variables (``mailstack lab check``); against production the same
-variables name the outside sender, and Odoo's user and password (never in argv).
+Fetch side of the ``e2e`` checks (``mailstack.checks.groups.e2e`` and ``e2e_inbound``
+evaluate). Everything that differs between the lab and production comes from
+``E2eSettings``: the lab sets it through environment variables (``mailstack lab
+check``); against production the same variables name the receiving mailbox, the
+outside sender, and Odoo's user and password (never in argv).
 
-* Outbound: a message built like Odoo's (From the notifications address, envelope
-  sender the bounce address) is submitted to the gateway; the recipient MTA records it
-  with its SPF/DKIM/DMARC verdicts in a spool directory, where the probe looks for its
-  unique Message-ID.
+* Outbound: a message built the way its sender builds it (From the sending name, the
+  envelope sender the profile uses) is submitted to the sender's server — a gateway's
+  submission port as Odoo does, or the submission endpoint of a third party's service —
+  and looked for, by its unique Message-ID, in the receiving server's Maildir, where
+  ``mailstack.checks.probes.verdicts`` reads the verdicts that server added.
 * Inbound: one message per alias and header (To, Cc, Bcc) from the outside sender goes
-  to the domain's MX as DNS says (``ctx.resolver``); the probe then asks Odoo by
-  XML-RPC (``mail.message.search_read``) for each Message-ID.
+  to the MX hosts DNS names (``ctx.resolver``); the probe then asks Odoo by XML-RPC
+  (``mail.message.search_read``) for each Message-ID, or looks in the mailbox
+  provider's Maildir when the stack keeps its mailboxes there (IMAP, forwarding).
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import email.utils
 import json
 import os
 import smtplib
 import socket
+import threading
 import time
 import uuid
 import xmlrpc.client
@@ -31,6 +37,7 @@ from typing import Any
 ENV_PREFIX = "MAILSTACK_E2E"
 DEFAULT_WAIT = 60.0
 DEFAULT_SENDER = "probe@mailstack-check.invalid"
+SUBMISSION_PORT = 587
 #: Lines that test transparency on the way: dot-stuffing, mbox "From " escaping,
 #: 8-bit UTF-8, trailing spaces.
 BODY_LINES = (
@@ -46,11 +53,26 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"{ENV_PREFIX}_{name}", default)
 
 
-def _endpoint(text: str | None) -> tuple[str, int] | None:
-    if not text:
-        return None
-    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "25")
-    return host, int(port or 25)
+def endpoint(text: str, default_port: int = 25) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address → (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest.lstrip(":") or default_port)
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port or default_port)
+    return text, default_port
+
+
+@dataclass(frozen=True, slots=True)
+class ThirdParty:
+    """Where a probe for one non-gateway sender is submitted (a simulated service in
+    the lab), and what the report should say about it."""
+
+    submit: tuple[str, int]
+    source: str | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +80,25 @@ class E2eSettings:
     """Where probes go and where to look for them (from ``MAILSTACK_E2E_*``)."""
 
     enabled: bool = False
-    #: Where Odoo submits (default: the stack's first gateway, port 25) and from which address.
-    submit: tuple[str, int] | None = None
+    #: Where Odoo submits (default: every gateway's IPv4 address, submission port) and
+    #: from which address.
+    submit: tuple[tuple[str, int], ...] = ()
     submit_source: str | None = None
-    #: The outbound probe's recipient, and the recipient MTA's spool (lab).
+    #: The outbound probes' recipient, one reached over IPv6 only (proves a gateway's
+    #: ip6: term and AAAA), the receiving server's Maildir and its authserv-id.
     recipient: str | None = None
-    recipient_spool: Path | None = None
+    recipient_ipv6: str | None = None
+    maildir: Path | None = None
+    authserv_id: str | None = None
+    #: Submission endpoints of the third-party senders, by e2e sender id (odoo,
+    #: microsoft, google, mailjet, spf-<n>): ``MAILSTACK_E2E_THIRD_PARTIES``, a JSON file.
+    third_parties: dict[str, tuple[ThirdParty, ...]] = field(default_factory=dict)
     #: The outside sender of inbound probes and the address it connects from.
     sender: str = DEFAULT_SENDER
     sender_source: str | None = None
+    sender_source_ipv6: str | None = None
+    #: The local part of inbound probes where the stack declares no alias.
+    alias: str | None = None
     #: Odoo's login and password for XML-RPC (``MAILSTACK_ODOO_LOGIN``/``_PASSWORD``).
     odoo_login: str | None = None
     odoo_password: str | None = field(default=None, repr=False)
@@ -80,20 +112,34 @@ class E2eSettings:
         password_file = os.environ.get("MAILSTACK_ODOO_PASSWORD_FILE")
         if password is None and password_file:
             password = Path(password_file).read_text(encoding="utf-8").strip()
-        spool, store = _env("RECIPIENT_SPOOL"), _env("ODOO_STORE")
+        maildir, store, third = _env("MAILDIR"), _env("ODOO_STORE"), _env("THIRD_PARTIES")
         return cls(
             enabled=os.environ.get(ENV_PREFIX, "").lower() in ("1", "true", "yes"),
-            submit=_endpoint(_env("SUBMIT")),
+            submit=tuple(endpoint(e, SUBMISSION_PORT) for e in (_env("SUBMIT") or "").split(",") if e.strip()),
             submit_source=_env("SUBMIT_SOURCE"),
             recipient=_env("RECIPIENT"),
-            recipient_spool=Path(spool) if spool else None,
+            recipient_ipv6=_env("RECIPIENT_IPV6"),
+            maildir=Path(maildir) if maildir else None,
+            authserv_id=_env("AUTHSERV_ID"),
+            third_parties=_third_parties(Path(third)) if third else {},
             sender=_env("SENDER") or DEFAULT_SENDER,
             sender_source=_env("SENDER_SOURCE"),
+            sender_source_ipv6=_env("SENDER_SOURCE_IPV6"),
+            alias=_env("ALIAS"),
             odoo_login=os.environ.get("MAILSTACK_ODOO_LOGIN"),
             odoo_password=password,
             odoo_store=Path(store) if store else None,
             wait=float(_env("WAIT") or DEFAULT_WAIT),
         )
+
+
+def _third_parties(path: Path) -> dict[str, tuple[ThirdParty, ...]]:
+    """``{"odoo": [{"submit": "127.0.60.5:587", "source": null, "note": "..."}], ...}``."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        sender: tuple(ThirdParty(endpoint(e["submit"], SUBMISSION_PORT), e.get("source"), e.get("note", "")) for e in entries)
+        for sender, entries in data.items()
+    }
 
 
 class ProbeError(Exception):
@@ -144,6 +190,10 @@ def submit(host: str, port: int, probe_from: str, recipients: list[str], raw: by
     try:
         with smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout,
                           source_address=(source, 0) if source else None) as client:
+            # smtplib sends the final ".\r\n" as a segment of its own: without
+            # TCP_NODELAY each DATA waits ~40 ms for the delayed ACK.
+            if client.sock is not None:
+                client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.ehlo()
             code, reply = client.mail(probe_from, ["BODY=8BITMIME"] if client.has_extn("8bitmime") else [])
             _raise_for(code, reply, "MAIL FROM")
@@ -165,21 +215,55 @@ def _raise_for(code: int, reply: bytes, step: str) -> None:
         raise ProbeError(f"{step} deferred: {code} {text}")
 
 
-def wait_for_recipient(spool: Path, message_id: str, deadline: float) -> dict[str, Any] | None:
-    """The recipient MTA's record of ``message_id`` (verdicts included), None if it has
-    not arrived by ``deadline`` (a time.time() value)."""
-    while True:
-        for path in sorted(spool.glob("*.json")):
-            try:
-                entry = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
+def message_id_of(raw: bytes) -> str:
+    """The Message-ID header of a raw message ('' when absent)."""
+    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw).get("Message-ID", "")
+    return str(header).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message found in a Maildir: where, and its bytes as delivered."""
+
+    path: Path
+    raw: bytes
+    found_at: float
+
+
+class MaildirIndex:
+    """The messages of a Maildir tree (``*/new``, ``*/cur``) by Message-ID, read once
+    each; concurrent probes share one index."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._seen: dict[Path, str] = {}
+        self._lock = threading.Lock()
+
+    def _scan(self) -> None:
+        for path in [*self.root.glob("**/new/*"), *self.root.glob("**/cur/*")]:
+            if path in self._seen or not path.is_file():
                 continue
-            if entry.get("message_id") == message_id:
-                entry["path"] = str(path.with_suffix(".eml"))
-                return dict(entry)
-        if time.time() > deadline:
-            return None
-        time.sleep(0.2)
+            try:
+                with path.open("rb") as handle:
+                    head = handle.read(65536).split(b"\n\n", 1)[0]
+            except OSError:
+                continue
+            self._seen[path] = message_id_of(head + b"\n\n")
+
+    def find(self, message_id: str) -> list[Path]:
+        with self._lock:
+            self._scan()
+            return [p for p, m in self._seen.items() if m == message_id]
+
+    def wait(self, message_id: str, deadline: float) -> Delivery | None:
+        """The first delivery of ``message_id``; None if none by ``deadline`` (time.time())."""
+        while True:
+            found = self.find(message_id)
+            if found:
+                return Delivery(found[0], found[0].read_bytes(), time.time())
+            if time.time() > deadline:
+                return None
+            time.sleep(0.05)
 
 
 class _TimeoutTransport(xmlrpc.client.Transport):

@@ -1,9 +1,10 @@
-"""``mailstack lab up|check|status|down``: the whole on-premise mail path on loopback.
+"""``mailstack lab up|check|status|down``: any stack's whole mail path on loopback.
 
 The host side checks root and packages and creates the network namespace; then the
 command re-executes itself inside the namespace (``ip netns exec``), where it starts
-the servers, publishes the records through the RFC 2136 provider, and runs the check
-suite (``lab check`` takes ``mailstack check``'s output options and exit codes).
+the servers, publishes the records through the RFC 2136 provider's operations, and
+runs the check suite (``lab check`` takes ``mailstack check``'s output options and exit
+codes).
 """
 
 from __future__ import annotations
@@ -19,19 +20,23 @@ from mailstack.cli import options
 from mailstack.cli.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mailstack.config import stackfile
 from mailstack.core.errors import MailstackError
-from mailstack.lab import control
+from mailstack.lab import control, translate
 from mailstack.lab.binaries import binary
 from mailstack.lab.state import LabState
-from mailstack.lab.topology import DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, from_stack
+from mailstack.lab.topology import DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, Topology
+from mailstack.lab.topology import build as build_topology
 
 DEFAULT_STACK = "lab"
 FORMATS = ("text", "json", "junit", "sarif")
 
 HELP = """\
-Bring up the whole on-premise mail path on this machine, in a private network
-namespace on loopback only: BIND (the stack's zones, published by RFC 2136 with TSIG),
-the gateway (Postfix + OpenDKIM rendered from the stack, the mailgate), an Odoo
-XML-RPC stand-in, and a recipient mail server that verifies SPF, DKIM and DMARC.
+Rehearse a stack's whole mail path on this machine, in a private network namespace on
+loopback only: BIND (the stack's zones, published by RFC 2136 with TSIG whatever
+dns.provider says), one gateway per declared gateway host (Postfix + OpenDKIM rendered
+from the stack, the mailgate), an Odoo XML-RPC stand-in, the third parties the stack
+sends through (simulated), MTA-STS policy hosts, and an independent receiver (Postfix,
+policyd-spf, OpenDKIM, OpenDMARC) whose headers give the verdicts. Every declared
+address is mapped to a loopback address of the namespace (`lab status` shows how).
 Needs root. `lab check` runs the full check suite, end-to-end probes included."""
 
 
@@ -100,17 +105,16 @@ def _recorded_stack(state_dir: Path) -> Path:
 def run_up(args: argparse.Namespace) -> int:
     stack_file = _stack_file(args)
     stack = stackfile.load(stack_file)
-    topology = from_stack(stack, args.namespace)
+    topology = build_topology(stack, args.namespace)
     if control.inside(args.namespace):
-        state = LabState.load(args.state_dir)
-        planned = control.lab_plan(args.state_dir, stack)
-        if state.processes:
-            restarted = control.repair(args.state_dir, planned, topology)
+        lab = control.make_lab(args.state_dir, stack, topology)
+        if lab.state.processes:
+            restarted = control.repair(lab)
             if restarted:
                 print(f"restarted: {', '.join(restarted)}")
-            changes = control.provision_records(args.state_dir, planned, topology)
+            changes = lab.changes
         else:
-            changes = control.start(args.state_dir, planned, topology)
+            changes = control.start(lab)
         counts = {action: sum(1 for c in changes if c.action == action) for action in ("create", "update", "replace", "delete", "same")}
         print(f"records on {topology.bind_address}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n))
         return EXIT_OK
@@ -122,15 +126,41 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"error: the lab did not come up (exit {code} inside the namespace); everything it started was stopped", file=sys.stderr)
         return EXIT_USAGE
     print(("lab was already up" if prepared.running else "lab is up") + f" in namespace {args.namespace} ({time.monotonic() - started:.1f}s)")
-    _print_roles(args.state_dir, topology.addresses)
+    _print_roles(args.state_dir, topology)
     return EXIT_OK
 
 
-def _print_roles(state_dir: Path, addresses: dict[str, str]) -> None:
-    where = {"postfix": "gateway", "opendkim": "gateway"}
+def _role_host(role: str, topology: Topology) -> str:
+    """The addresses of the host a process serves (for the process table)."""
+    for host in topology.of_role("gateway"):
+        if role.startswith(f"gateway-{host.name}-"):
+            return " ".join(host.addresses)
+    single = {"bind": topology.bind, "odoo": topology.odoo}
+    if role in single:
+        return " ".join(single[role].addresses)
+    if role.startswith("receiver-"):
+        return " ".join(a for h in (*topology.of_role("receiver"), *topology.of_role("mailbox")) for a in h.addresses)
+    others = {"services": "sender", "mta-sts": "mta-sts"}
+    return " ".join(a for h in topology.of_role(others.get(role, role)) for a in h.addresses)
+
+
+def _print_roles(state_dir: Path, topology: Topology) -> None:
     for process, alive in control.processes(state_dir):
-        address = addresses.get(where.get(process.role, process.role), "")
-        print(f"  {process.role:<10} pid {process.pid:<8} {address:<15} {'running' if alive else 'NOT RUNNING'}")
+        print(f"  {process.role:<40} pid {process.pid:<8} {'running' if alive else 'NOT RUNNING':<12} {_role_host(process.role, topology)}"[:220])
+
+
+def _print_topology(topology: Topology, stack_notes: list[str]) -> None:
+    print("hosts (lo of the namespace; every name has A/AAAA and PTR):")
+    for host in topology.hosts:
+        print(f"  {host.name:<45} {' '.join(host.addresses):<40} {host.label}")
+    if topology.mapped:
+        print("declared addresses and the lab's in their place (the lab plans with these: SPF, A/AAAA, mynetworks):")
+        for mapped in topology.mapped:
+            print(f"  {mapped.key:<40} {mapped.declared:<28} -> {mapped.lab}")
+    for number, term in topology.unsimulated:
+        print(f"  raw SPF sender {number}: {term} is not simulated (the lab sends as ip4:, ip6:, a: and include: terms)")
+    for note in stack_notes:
+        print(f"  {note}")
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -160,9 +190,10 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"no lab is up in {args.state_dir}")
         return EXIT_FAILED
     stack = stackfile.load(Path(state.stack_file))
-    topology = from_stack(stack, args.namespace)
-    print(f"lab in namespace {args.namespace}, stack {state.stack_file}, state {args.state_dir}")
-    _print_roles(args.state_dir, topology.addresses)
+    topology = build_topology(stack, args.namespace)
+    print(f"lab in namespace {args.namespace}, stack {state.stack_file}, state {state.stack_root}")
+    _print_roles(args.state_dir, topology)
+    _print_topology(topology, translate.substitutions(stack))
     healthy = all(alive for _, alive in control.processes(args.state_dir))
     print("records (read back through the RFC 2136 provider):")
     code = _reexec(args, ["status"]) if healthy else EXIT_FAILED

@@ -26,6 +26,9 @@ PACKAGES = {
     "opendkim": "opendkim",
     "opendkim-testmsg": "opendkim-tools",
     "saslpasswd2": "sasl2-bin",
+    "opendmarc": "opendmarc",
+    "policyd-spf": "postfix-policyd-spf-python",
+    "useradd": "passwd",
 }
 #: Where Debian installs programs, searched after PATH.
 SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")

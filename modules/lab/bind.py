@@ -57,6 +57,9 @@ class BindServer:
     #: Send named's stderr to this file and start it in its own session, so it keeps
     #: running after the starting process exits (``mailstack lab up``).
     stderr_path: Path | None = None
+    #: The one NS name of every zone (its A record served by whoever holds that name);
+    #: None: each zone's own ``ns1.<zone>`` with a glue A record.
+    nameserver: str | None = None
 
     @property
     def pid(self) -> int | None:
@@ -89,13 +92,15 @@ class BindServer:
         ``update_key`` (default: every declared key).
         """
         origin = names.normalize(origin)
+        nameserver = self.nameserver or f"ns1.{origin}"
         lines = [
             f"$ORIGIN {origin}.",
             "$TTL 300",
-            f"@ 300 IN SOA ns1.{origin}. hostmaster.{origin}. {self.soa_serial} 3600 600 86400 60",
-            f"@ 300 IN NS ns1.{origin}.",
-            f"ns1.{origin}. 300 IN A {self.address}",
+            f"@ 300 IN SOA {nameserver}. hostmaster.{origin}. {self.soa_serial} 3600 600 86400 60",
+            f"@ 300 IN NS {nameserver}.",
         ]
+        if self.nameserver is None:
+            lines.append(f"ns1.{origin}. 300 IN A {self.address}")
         lines += zonefile.lines(records or ())
         lines += list(extra_lines)
         self.zones[origin] = _Zone(origin, lines, dynamic, update_key)
@@ -178,6 +183,8 @@ class BindServer:
         self.write()
         self.check()
         self.log_path.unlink(missing_ok=True)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT, 0o600)  # named keeps the mode it finds
+        os.close(fd)
         self.added_address = netns_tools.add_address(self.address, self.netns) or self.added_address
         command = [binary("named"), "-f", "-c", str(self.conf_path)]
         if self.netns:
@@ -197,7 +204,7 @@ class BindServer:
                 raise MailstackError(f"named exited at start: {error}{log[-2000:]}")
             if self.log_path.exists() and "running" in self.log_path.read_text(errors="replace"):
                 return
-            time.sleep(0.05)
+            time.sleep(0.01)
         self.stop()
         raise MailstackError(f"named did not start within {timeout:.0f}s on {self.address}:{self.port}")
 

@@ -1,63 +1,77 @@
 """``mailstack lab check`` inside the namespace: the whole check suite, e2e included.
 
 It runs the check suite as ``mailstack check`` does (``mailstack.checks.run``) on the
-lab's stack with the system resolver — inside the namespace that is the lab's BIND — and the lab's DKIM key
-pair, after pointing the ``e2e`` group at the lab's roles through its environment
-variables (``mailstack.checks.probes.e2e.E2eSettings``).
+lab's plan — the translated stack's (``mailstack.lab.translate``), so the expectations
+name the lab's addresses the records carry — with the system resolver (inside the
+namespace, the lab's BIND), the lab's gateway DKIM key pair and the lab CA for HTTPS
+(MTA-STS), after pointing the ``e2e`` group at the lab's roles through its
+environment variables (``mailstack.checks.probes.e2e.E2eSettings``): the independent
+receiver's mailbox and authserv-id, the simulated third parties' submission
+endpoints, the outside sender, Odoo's credentials.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 from pathlib import Path
 
 from mailstack.checks import run as check_run
-from mailstack.checks.engine.context import SmtpOptions
+from mailstack.checks.engine.context import HttpsOptions, SmtpOptions
 from mailstack.checks.engine.finding import exit_code
 from mailstack.config import stackfile
-from mailstack.lab.state import LabState
-from mailstack.lab.topology import from_stack
+from mailstack.lab import control, files, roles
+from mailstack.lab.receiver import AUTHSERV_ID
+from mailstack.lab.topology import RECIPIENT6_DOMAIN, RECIPIENT_DOMAIN
+from mailstack.lab.topology import build as build_topology
 
 PROBE_RECIPIENT = "probe"
 OUTSIDE_SENDER = "sender"
 
 
-def environment(state_dir: Path, stack_file: Path, namespace: str, wait: float) -> dict[str, str]:
+def third_parties(lab: roles.Lab) -> dict[str, list[dict[str, str | None]]]:
+    """The simulated services' submission endpoints, by e2e sender id."""
+    found: dict[str, list[dict[str, str | None]]] = {}
+    for relay in roles.simulation(lab).relays:
+        host = f"[{relay.listen}]" if ":" in relay.listen else relay.listen
+        found.setdefault(relay.id, []).append({"submit": f"{host}:{relay.port}", "source": None, "note": relay.note})
+    return found
+
+
+def environment(lab: roles.Lab, wait: float) -> dict[str, str]:
     """The ``MAILSTACK_E2E_*`` and Odoo credential variables for the lab's roles."""
-    stack = stackfile.load(stack_file)
-    topology = from_stack(stack, namespace)
-    state = LabState.load(state_dir)
+    state, topology = lab.state, lab.topology
+    parties = files.write(state.role_dir("services") / "third-parties.json", json.dumps(third_parties(lab), indent=1), 0o600)
+    receiver, receiver6 = topology.receiver, topology.receiver6
+    assert receiver.ipv4 and receiver6.ipv6 and topology.odoo.ipv4
     return {
         "MAILSTACK_E2E": "1",
-        "MAILSTACK_E2E_SUBMIT": f"{topology.gateway_address}:25",
-        "MAILSTACK_E2E_SUBMIT_SOURCE": topology.odoo_address,
-        "MAILSTACK_E2E_RECIPIENT": f"{PROBE_RECIPIENT}@{topology.recipient_domain}",
-        "MAILSTACK_E2E_RECIPIENT_SPOOL": str(state.root / "recipient" / "spool"),
-        "MAILSTACK_E2E_SENDER": f"{OUTSIDE_SENDER}@{topology.recipient_domain}",
-        "MAILSTACK_E2E_SENDER_SOURCE": topology.recipient_address,
-        "MAILSTACK_E2E_ODOO_STORE": str(state.root / "odoo" / "odoo-standin.sqlite3"),
+        "MAILSTACK_E2E_SUBMIT_SOURCE": topology.odoo.ipv4,
+        "MAILSTACK_E2E_RECIPIENT": f"{PROBE_RECIPIENT}@{RECIPIENT_DOMAIN}",
+        "MAILSTACK_E2E_RECIPIENT_IPV6": f"{PROBE_RECIPIENT}@{RECIPIENT6_DOMAIN}",
+        "MAILSTACK_E2E_MAILDIR": str(state.role_dir("receiver") / "mail"),
+        "MAILSTACK_E2E_AUTHSERV_ID": AUTHSERV_ID,
+        "MAILSTACK_E2E_THIRD_PARTIES": str(parties),
+        "MAILSTACK_E2E_SENDER": f"{OUTSIDE_SENDER}@{RECIPIENT_DOMAIN}",
+        "MAILSTACK_E2E_SENDER_SOURCE": receiver.ipv4,
+        "MAILSTACK_E2E_SENDER_SOURCE_IPV6": receiver6.ipv6,
+        "MAILSTACK_E2E_ALIAS": roles.PROBE_ALIAS,
+        "MAILSTACK_E2E_ODOO_STORE": str(state.role_dir("odoo") / "odoo-standin.sqlite3"),
         "MAILSTACK_E2E_WAIT": str(wait),
-        "MAILSTACK_ODOO_LOGIN": "admin",
-        "MAILSTACK_ODOO_PASSWORD_FILE": str(state.root / "odoo.password"),
+        "MAILSTACK_ODOO_LOGIN": roles.odoo_user(lab.stack)[0],
+        "MAILSTACK_ODOO_PASSWORD_FILE": str(state.secrets / "odoo.password"),
     }
-
-
-def key_files(state_dir: Path, stack_file: Path) -> tuple[Path, Path]:
-    """The lab's DKIM private key and a public-key file for ``--dkim-public-key``."""
-    stack = stackfile.load(stack_file)
-    state = LabState.load(state_dir)
-    private_pem = state.dkim_private_key(stack.dkim.selector, stack.dkim.bits)
-    public_path = state.root / "dkim" / f"{stack.dkim.selector}.public"
-    public_path.write_text(LabState.public_key_pem(private_pem), encoding="ascii")
-    return state.root / "dkim" / f"{stack.dkim.selector}.private", public_path
 
 
 def run(args: argparse.Namespace, stack_file: Path) -> int:
     """Run the check suite against the lab with ``lab check``'s options; its exit code."""
-    os.environ.update(environment(args.state_dir, stack_file, args.namespace, args.probe_wait))
-    private_key, public_key = key_files(args.state_dir, stack_file)
+    stack = stackfile.load(stack_file)
+    lab = control.make_lab(args.state_dir, stack, build_topology(stack, args.namespace))
+    os.environ.update(environment(lab, args.probe_wait))
+    state = lab.state
+    private_key = state.dkim_private_key(stack.dkim.selector, stack.dkim.bits)
     defaults = check_run.Options()
     settings = check_run.Options(
         timeout=args.timeout if args.timeout is not None else defaults.timeout,
@@ -66,13 +80,12 @@ def run(args: argparse.Namespace, stack_file: Path) -> int:
         workers=args.workers if args.workers is not None else defaults.workers,
         deadline=args.deadline,
         smtp=SmtpOptions(helo=socket.getfqdn()),
+        https=HttpsOptions(cafile=str(state.ca_file)),
     )
-    target = check_run.for_stack(
-        stack_file,
-        settings,
-        gateway_public_key=public_key.read_text(encoding="ascii"),
-        gateway_private_key=private_key.read_text(encoding="ascii"),
-    )
+    raw = stackfile.read_namespace(stack_file)
+    target = check_run.for_plan(lab.plan, settings, stack_file=stack_file, disabled=tuple(check_run.disabled_checks(raw.get("checks"))),
+                                gateway_private_key=private_key)
     findings = check_run.execute(target, settings)
     check_run.write_report(target, findings, args.format, args.output, verbose=args.verbose)
     return exit_code(findings, strict=args.strict)
+

@@ -2,13 +2,14 @@
 
 The host side (``prepare``/``down``/``processes``) checks root and packages, creates the
 namespace with its resolver, and stops processes by PID; the inside side
-(``start``/``provision_records``/``live_records``) runs in the namespace (the CLI
-re-executes itself there with ``ip netns exec``), so every server it starts, and every
-DNS, SMTP and XML-RPC call it makes, stays on the lab's loopback.
+(``start``/``repair``/``live_records``) runs in the namespace (the CLI re-executes
+itself there with ``ip netns exec``), so every server it starts, and every DNS, SMTP,
+HTTPS and XML-RPC call it makes, stays on the lab's loopback.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import importlib.util
 import os
 import shutil
@@ -19,17 +20,17 @@ from pathlib import Path
 from mailstack import plan as planning
 from mailstack.core.errors import MailstackError
 from mailstack.core.model import MailDomain
-from mailstack.lab import binaries, netns, postfix, provision, roles
+from mailstack.lab import binaries, netns, postfix, provision, roles, translate, users
 from mailstack.lab.binaries import binary
 from mailstack.lab.state import LabState, Process
-from mailstack.lab.topology import TSIG_KEY_NAME, Topology
+from mailstack.lab.topology import Topology
 from mailstack.plan import Plan
 
 #: Python modules the lab imports, and the PyPI distribution providing each.
-PYTHON_MODULES = {"aiosmtpd": "aiosmtpd", "spf": "pyspf", "dkim": "dkimpy", "publicsuffixlist": "publicsuffixlist"}
-#: Order of shutdown: senders first, DNS last.
-STOP_ORDER = ("postfix", "opendkim", "recipient", "odoo", "bind")
+PYTHON_MODULES = {"aiosmtpd": "aiosmtpd", "spf": "pyspf", "dkim": "dkimpy", "authres": "authres", "publicsuffixlist": "publicsuffixlist"}
 INSIDE_ENV = "MAILSTACK_LAB_INSIDE"
+#: Processes of these kinds get ``roles.MILTER_GRACE`` after SIGTERM (see there).
+MILTERS = ("opendkim", "opendmarc")
 
 
 class LabUnavailable(MailstackError):
@@ -40,7 +41,7 @@ def preflight() -> None:
     """Refuse early, saying exactly what to do: be root, install these packages."""
     if os.geteuid() != 0:
         raise LabUnavailable(
-            "the lab needs root: it creates a network namespace and runs BIND, Postfix and OpenDKIM "
+            "the lab needs root: it creates a network namespace and runs BIND, Postfix, OpenDKIM and OpenDMARC "
             "(run it with sudo, as root)"
         )
     missing = binaries.missing_packages()
@@ -48,11 +49,6 @@ def preflight() -> None:
         raise LabUnavailable(
             f"missing Debian package(s): {', '.join(missing)}; install with: "
             f"apt-get install -y --no-install-recommends {' '.join(missing)}"
-        )
-    if not postfix.runs_as(roles.MAILGATE_USER):
-        raise LabUnavailable(
-            f"the mailgate runs as {roles.MAILGATE_USER} with {postfix.mailgate_python()}, which that user cannot "
-            "run; install the system Python with: apt-get install -y --no-install-recommends python3"
         )
     absent = sorted({dist for module, dist in PYTHON_MODULES.items() if importlib.util.find_spec(module) is None})
     if absent:
@@ -70,21 +66,13 @@ def inside(namespace: str) -> bool:
 # -- host side -------------------------------------------------------------------------
 
 
-ROLES = frozenset({"bind", "odoo", "recipient", "opendkim", "postfix"})
-
-
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """What ``prepare`` found: a lab already running, one to repair, or a fresh one."""
 
     state: LabState
     running: bool
-    repair: frozenset[str] = frozenset()
-
-
-def dead_roles(state: LabState) -> frozenset[str]:
-    """The lab's roles without a live process."""
-    return ROLES - {p.role for p in state.processes if p.alive()}
+    repair: bool = False
 
 
 def check_state_dir(state_dir: Path) -> None:
@@ -99,37 +87,53 @@ def check_state_dir(state_dir: Path) -> None:
 
 
 def prepare(state_dir: Path, topology: Topology, stack_file: Path) -> Prepared:
-    """Host side of ``lab up``: a running lab is kept (idempotent), one with dead roles
-    is repaired in place (a restarted BIND keeps its zones), anything else is cleaned
-    up and its namespace (re)created with the lab's resolver."""
+    """Host side of ``lab up``: a running lab of the same stack is kept (idempotent),
+    one with dead processes is repaired in place; anything else — another stack, no
+    namespace — is brought down and its namespace (re)created with the lab's resolver."""
     preflight()
+    users.ensure()
+    if not postfix.runs_as(users.MAILGATE_USER):
+        raise LabUnavailable(
+            f"the mailgate runs as {users.MAILGATE_USER} with {postfix.mailgate_python()}, which that user cannot "
+            "run; install the system Python with: apt-get install -y --no-install-recommends python3"
+        )
     check_state_dir(state_dir)
     state = LabState.load(state_dir)
-    state.prepare()
-    os.chmod(state.root, 0o711)  # service users traverse to their role directories
     same_lab = state.namespace == topology.namespace and state.stack_file == str(stack_file.resolve())
     if same_lab and state.processes and netns.exists(topology.namespace):
-        dead = dead_roles(state)
-        return Prepared(state, not dead, dead)
-    if state.processes or netns.exists(topology.namespace):
-        down(state_dir, topology.namespace)
+        running = all(p.alive() for p in state.processes)
+        return Prepared(state, running, repair=not running)
+    if state.processes or netns.exists(topology.namespace) or (state.namespace and netns.exists(state.namespace)):
+        down(state_dir, state.namespace or topology.namespace)
+        if state.namespace != topology.namespace and netns.exists(topology.namespace):
+            down(state_dir, topology.namespace)
         state = LabState.load(state_dir)
     state.namespace, state.stack_file = topology.namespace, str(stack_file.resolve())
     state.processes = []
+    state.prepare()
     state.save()
     netns.create(topology.namespace, nameserver=topology.bind_address)
     return Prepared(state, False)
 
 
+def _stop(process: Process) -> str | None:
+    grace = roles.MILTER_GRACE if process.role.endswith(MILTERS) else 10.0
+    return f"{process.role} (pid {process.pid})" if process.stop(grace) else None
+
+
 def down(state_dir: Path, namespace: str, *, purge: bool = False) -> list[str]:
-    """Stop every recorded process by PID, then any process left in the namespace,
-    delete the namespace; ``purge`` also removes the state directory (keys included)."""
+    """Stop every recorded process by PID — the Postfix instances first (so no mail is
+    mid-flight through a milter), then the rest at once — then any process left in the
+    namespace; delete the namespace; empty the stack's mail queues (no old mail reaches
+    the next lab). ``purge`` also removes the state directory (keys included)."""
     state = LabState.load(state_dir)
+    namespace = state.namespace or namespace
+    masters = [p for p in state.processes if p.role.endswith("postfix")]
+    others = [p for p in state.processes if not p.role.endswith("postfix")]
     stopped: list[str] = []
-    order = {role: index for index, role in enumerate(STOP_ORDER)}
-    for process in sorted(state.processes, key=lambda p: order.get(p.role, -1)):
-        if process.stop():
-            stopped.append(f"{process.role} (pid {process.pid})")
+    with cf.ThreadPoolExecutor(max_workers=max(1, len(state.processes))) as pool:
+        for batch in (masters, others):
+            stopped += [name for name in pool.map(_stop, batch) if name]
     if netns.exists(namespace):
         for pid in _namespace_pids(namespace):
             # Only descendants of what we started can live in the lab's private
@@ -137,6 +141,9 @@ def down(state_dir: Path, namespace: str, *, purge: bool = False) -> list[str]:
             if Process("leftover", pid, "").stop():
                 stopped.append(f"leftover (pid {pid})")
         netns.delete(namespace)
+    if state.stack_file:
+        for queue in [*state.stack_root.glob("gateway-*/spool"), state.stack_root / "receiver" / "spool"]:
+            shutil.rmtree(queue, ignore_errors=True)
     state.forget()
     if purge and state.root.exists():
         shutil.rmtree(state.root)
@@ -153,63 +160,69 @@ def processes(state_dir: Path) -> list[tuple[Process, bool]]:
     return [(p, p.alive()) for p in LabState.load(state_dir).processes]
 
 
+# -- the stack as the lab runs it ---------------------------------------------------------
+
+
+def lab_plan(state: LabState, stack: MailDomain, topology: Topology) -> Plan:
+    """The plan of the translated stack (``mailstack.lab.translate``) with the lab's
+    gateway DKIM key and its keys for the third parties' declared ones."""
+    keys = {kind: LabState.public_key_b64(pem) for kind, pem in roles.third_party_keys(state, stack).items()}
+    public = LabState.public_key_pem(state.dkim_private_key(stack.dkim.selector, stack.dkim.bits))
+    return planning.build(translate.lab_stack(stack, topology, keys), public)
+
+
+def make_lab(state_dir: Path, stack: MailDomain, topology: Topology) -> roles.Lab:
+    state = LabState.load(state_dir)
+    return roles.Lab(state, stack, lab_plan(state, stack, topology), topology)
+
+
 # -- inside the namespace ----------------------------------------------------------------
 
 
-def lab_plan(state_dir: Path, stack: MailDomain) -> Plan:
-    """The stack's plan with the lab's own gateway DKIM key (kept in the state dir)."""
-    state = LabState.load(state_dir)
-    public = LabState.public_key_pem(state.dkim_private_key(stack.dkim.selector, stack.dkim.bits))
-    return planning.build(stack, public)
-
-
-def start(state_dir: Path, plan: Plan, topology: Topology) -> list[provision.Change]:
-    """Start every role (DNS first, then publish the records, then the mail path)."""
-    state = LabState.load(state_dir)
-    (state.root / "records.json").unlink(missing_ok=True)  # a fresh BIND has empty zones
-    # We run inside the lab's namespace: its lo must be up (else every 127.x packet is
-    # dropped) and carry each role's address.
-    result = subprocess.run([binary("ip"), "link", "set", "lo", "up"], capture_output=True, text=True)
+def add_addresses(topology: Topology) -> None:
+    """Bring lo up and give it every lab address (one ``ip -batch`` call)."""
+    commands = ["link set lo up"]
+    for address in topology.addresses:
+        if address == "127.0.0.1":
+            continue
+        # IPv6 on lo needs no duplicate address detection: usable at once
+        commands.append(f"addr replace {address}/128 dev lo nodad" if ":" in address else f"addr replace {address}/32 dev lo")
+    result = subprocess.run([binary("ip"), "-batch", "-"], input="\n".join(commands) + "\n", capture_output=True, text=True)
     if result.returncode:
-        raise MailstackError(f"ip link set lo up in namespace {topology.namespace}: {result.stderr.strip()}")
-    for address in topology.addresses.values():
-        netns.add_address(address)
-    roles.start_bind(state, plan, topology)
-    changes = provision_records(state_dir, plan, topology)
-    roles.start_odoo(state, plan, topology)
-    roles.start_recipient(state, topology)
-    roles.start_gateway(state, plan, topology)
-    return changes
+        raise MailstackError(f"ip -batch in namespace {topology.namespace}: {result.stderr.strip()}")
 
 
-def repair(state_dir: Path, plan: Plan, topology: Topology) -> list[str]:
-    """Restart the roles whose process died; the others keep running."""
-    state = LabState.load(state_dir)
-    dead = dead_roles(state)
-    if "bind" in dead:
-        roles.restart_bind(state)
-    if "odoo" in dead:
-        roles.start_odoo(state, plan, topology)
-    if "recipient" in dead:
-        roles.start_recipient(state, topology)
-    if dead & {"opendkim", "postfix"}:
+def start(lab: roles.Lab) -> list[provision.Change]:
+    """Start every role, DNS first (a fresh lab: empty zones and queues)."""
+    (lab.state.stack_root / "records.json").unlink(missing_ok=True)  # a fresh BIND has empty zones
+    add_addresses(lab.topology)
+    roles.start_all(lab, roles.for_lab(lab), fresh=True)
+    return lab.changes
+
+
+def repair(lab: roles.Lab) -> list[str]:
+    """Restart the roles one of whose processes died; the others keep running. A
+    restarted BIND keeps its zones (from its journal); the records are published again."""
+    state = lab.state
+    alive = {p.role for p in state.processes if p.alive()}
+    restarted = []
+    add_addresses(lab.topology)
+    for role in roles.for_lab(lab):
+        if not role.processes or all(name in alive for name in role.processes):
+            continue
         for process in state.processes:
-            if process.role in ("postfix", "opendkim"):
-                process.stop()
-        roles.start_gateway(state, plan, topology)
-    return sorted(dead)
-
-
-def provision_records(state_dir: Path, plan: Plan, topology: Topology) -> list[provision.Change]:
-    """Publish the plan's records with the RFC 2136 provider's operations (idempotent)."""
-    state = LabState.load(state_dir)
-    secret = state.tsig_secret()
-    key_name = plan.stack.dns.tsig_key_name or TSIG_KEY_NAME
-    wanted = provision.desired(plan, topology.bind_address, topology.bind_port, key_name, secret)
-    return provision.apply(wanted, state.root / "records.json", secret)
+            if process.role in role.processes:
+                _stop(process)
+        if isinstance(role, roles.Dns):
+            roles.restart_bind(state)
+        else:
+            role.start(lab, False)
+        restarted.append(role.name)
+    lab.changes = roles.publish(state, lab.plan, lab.topology)
+    return restarted
 
 
 def live_records(state_dir: Path) -> dict[str, list[str] | None]:
     """What BIND serves for each record set the lab published (``provider.read``)."""
     state = LabState.load(state_dir)
-    return provision.refresh(state.root / "records.json", state.tsig_secret())
+    return provision.refresh(state.stack_root / "records.json", state.tsig_secret())

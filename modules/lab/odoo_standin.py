@@ -307,16 +307,18 @@ class OdooStandIn:
         """Start the process and wait until it accepts connections."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "odoo-standin.ready").unlink(missing_ok=True)
-        log = open(self.workdir / "odoo-standin.log", "ab")
-        self.process = subprocess.Popen(self.command(), cwd=PROJECT_ROOT, stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        # Its database, log and password file hold mail and a secret: 0600, whatever
+        # the caller's umask.
+        fd = os.open(self.workdir / "odoo-standin.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.process = subprocess.Popen(self.command(), cwd=PROJECT_ROOT, stdout=fd, stderr=fd, start_new_session=True, umask=0o077)
+        os.close(fd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Odoo stand-in exited with {self.process.returncode}: see {self.workdir / 'odoo-standin.log'}")
             if self._ready():
                 return
-            time.sleep(0.1)
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"the Odoo stand-in did not listen on {self.address}:{self.port} within {timeout}s")
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import subprocess
@@ -41,7 +42,7 @@ from mailstack.core.errors import MailstackError
 from mailstack.gateway.layout import Layout
 from mailstack.gateway.render import POSTMAP_FILES, RenderedFile, mailgate_source
 from mailstack.lab.binaries import binary
-from mailstack.lab.process import stop_child
+from mailstack.lab.process import accepts, stop_child
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -105,7 +106,8 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
 
 
 def write_files(files: Mapping[str, RenderedFile], workdir: Path, prefix: str) -> list[Path]:
-    """Write the rendered files under ``prefix/`` into ``workdir`` with their modes."""
+    """Write the rendered files under ``prefix/`` into ``workdir`` with exactly their
+    modes (whatever the umask)."""
     written = []
     for relative, rendered in files.items():
         if not relative.startswith(prefix + "/"):
@@ -117,6 +119,7 @@ def write_files(files: Mapping[str, RenderedFile], workdir: Path, prefix: str) -
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, rendered.mode)
         with os.fdopen(fd, "wb") as handle:  # bytes: CRLF (MTA-STS) stays CRLF
             handle.write(rendered.text.encode("utf-8"))
+            os.fchmod(handle.fileno(), rendered.mode)
         written.append(target)
     return written
 
@@ -164,8 +167,25 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: floa
 
 def can_connect(address: str, port: int, netns: str | None = None) -> bool:
     """True when a TCP connection to address:port succeeds (inside netns if given)."""
+    if netns is None:
+        return accepts(address, port)
     code = f"import socket; socket.create_connection(({address!r}, {port}), timeout=2).close()"
     return _run([sys.executable, "-c", code], netns, check=False).returncode == 0
+
+
+def postfix_command(config_dir: Path, action: str, log: Path | None = None, netns: str | None = None) -> int:
+    """``postfix -c DIR <action>`` (start, which runs ``postfix check``'s fatal checks
+    itself); the master's PID once it runs. Postfix reports configuration errors only
+    to its log when stderr is not a terminal, so on failure ``postfix check`` runs again
+    under a pty to show them."""
+    started = _run([binary("postfix"), "-c", str(config_dir), action], netns, check=False)
+    if started.returncode:
+        shown = _run([binary("script"), "-qec", shlex.join([binary("postfix"), "-c", str(config_dir), "check"]), "/dev/null"],
+                     netns, check=False)
+        raise LabError(f"postfix -c {config_dir} {action}: {(started.stderr + shown.stdout).strip() or 'failed'}")
+    queue = Path(_run([binary("postconf"), "-c", str(config_dir), "-h", "queue_directory"], None).stdout.strip())
+    pid_file = queue / "pid" / "master.pid"
+    return int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, interval=0.02, what="master.pid"))
 
 
 @dataclass
@@ -203,6 +223,7 @@ class PostfixInstance:
             directory.mkdir(exist_ok=True)
         postfix_user = pwd.getpwnam("postfix")
         os.chown(data_dir, postfix_user.pw_uid, postfix_user.pw_gid)
+        os.chmod(data_dir, 0o700)
         settings = {
             "queue_directory": str(self.queue_dir),
             "data_directory": str(data_dir),
@@ -213,23 +234,13 @@ class PostfixInstance:
         for relative in POSTMAP_FILES:
             if relative in self.files:
                 _run([binary("postmap"), "-c", str(self.config_dir), str(self.workdir / relative)], None)
-        self.check()
-
-    def check(self) -> str:
-        """``postfix -c DIR check``; raises LabError with its complaints."""
-        result = _run([binary("postfix"), "-c", str(self.config_dir), "check"], self.netns, check=False)
-        if result.returncode or "fatal" in result.stderr:
-            raise LabError(f"postfix check: {result.stderr.strip()}")
-        return result.stderr
 
     def start(self) -> None:
-        """Install and start; returns once the master runs and SMTP accepts."""
+        """Install, check and start; returns once the master runs and SMTP accepts."""
         self.install()
-        _run([binary("postfix"), "-c", str(self.config_dir), "start"], self.netns)
-        pid_file = self.queue_dir / "pid" / "master.pid"
-        self.master_pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, what="master.pid"))
+        self.master_pid = postfix_command(self.config_dir, "start", netns=self.netns)
         address, _, port = self.files_smtp_endpoint()
-        wait_for(lambda: can_connect(address, int(port), self.netns), 30, what=f"SMTP on {address}:{port}")
+        wait_for(lambda: can_connect(address.strip("[]"), int(port), self.netns), 30, interval=0.02, what=f"SMTP on {address}:{port}")
 
     def files_smtp_endpoint(self) -> tuple[str, str, str]:
         """(address, ':', port) of the first inet service in master.cf."""
@@ -296,6 +307,8 @@ class OpenDkim:
     files: Mapping[str, RenderedFile]
     netns: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    #: Where its stdout and stderr go (it logs nothing else: there is no syslog).
+    log_path: Path | None = None
 
     @property
     def conf_path(self) -> Path:
@@ -306,12 +319,15 @@ class OpenDkim:
         return self.process.pid if self.process else None
 
     def install(self) -> None:
-        """Write the files; the key file is owned by the opendkim user, mode 0600."""
+        """Write the files; the key file is owned by the opendkim user, mode 0600, in
+        a 0700 directory of its own."""
         written = write_files(self.files, self.workdir, "opendkim")
         user = pwd.getpwnam("opendkim")
         for path in written:
             if "/keys/" in str(path):
                 os.chown(path, user.pw_uid, user.pw_gid)
+                os.chown(path.parent, user.pw_uid, user.pw_gid)
+                path.parent.chmod(0o700)
         self.check()
 
     def check(self) -> None:
@@ -325,18 +341,19 @@ class OpenDkim:
         command = [binary("opendkim"), "-f", "-x", str(self.conf_path)]
         if self.netns:
             command = [binary("ip"), "netns", "exec", self.netns, *command]
-        log = open(self.workdir / "opendkim.log", "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        log_path = self.log_path or self.workdir / "opendkim.log"
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.process = subprocess.Popen(command, stdout=fd, stderr=fd, start_new_session=True)
+        os.close(fd)
         socket_spec = next(line.split()[1] for line in self.conf_path.read_text().splitlines() if line.startswith("Socket"))
         port, _, address = socket_spec.removeprefix("inet:").partition("@")
 
         def ready() -> bool:
             if self.process and self.process.poll() is not None:
-                raise LabError(f"opendkim exited with {self.process.returncode}: see {self.workdir / 'opendkim.log'}")
-            return can_connect(address, int(port), self.netns)
+                raise LabError(f"opendkim exited with {self.process.returncode}: see {log_path}")
+            return can_connect(address.strip("[]"), int(port), self.netns)
 
-        wait_for(ready, 30, what=f"opendkim on {address}:{port}")
+        wait_for(ready, 30, interval=0.02, what=f"opendkim on {address}:{port}")
 
     def stop(self) -> None:
         stop_child(self.process, timeout=15)

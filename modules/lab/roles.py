@@ -1,82 +1,291 @@
-"""Start each role of the lab inside its network namespace, detached and recorded.
+"""The lab's roles: each starts its servers inside the namespace and records their PIDs.
 
-Called from inside the namespace (``mailstack.lab.control`` re-executes itself there),
-so every child inherits the namespace and its resolver (``/etc/netns/<ns>/resolv.conf``
-bind-mounted over ``/etc/resolv.conf`` by ``ip netns exec``). Each start records the
-PID in the state directory at once, so ``lab down`` finds it even after a crash.
+A role has a name, the names of the processes it records (``lab down`` stops those,
+``lab up`` restarts a role one of them died in), and ``start(lab, fresh)``. ``for_lab``
+lists the roles a stack needs — DNS, the records, Odoo, the independent receiver, one
+gateway per declared gateway host, the simulated third parties, the MTA-STS policy
+hosts — and ``start_all`` starts DNS first (everything resolves through it), then all
+the others at once, in threads: they are independent until mail flows, and their
+start-up is mostly waiting on child processes. A new kind of server (Dovecot for IMAP,
+postsrsd, a gateway in a container) is one more role here.
+
+Called from inside the namespace (``mailstack.lab.control`` re-executes itself
+there), so every child inherits the namespace and its resolver (``/etc/netns/<ns>/
+resolv.conf`` bind-mounted over ``/etc/resolv.conf`` by ``ip netns exec``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import subprocess
+import concurrent.futures as cf
+import json
+import shutil
 import sys
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from mailstack.core.record import Record
-from mailstack.gateway import render
+from mailstack.core.model import Gateway, InboundMode, MailDomain, SenderKind
+from mailstack.lab import files, gateway, provision, thirdparty, zones
 from mailstack.lab.binaries import binary
 from mailstack.lab.bind import BindServer
 from mailstack.lab.odoo_standin import OdooStandIn
-from mailstack.lab.postfix import (
-    OpenDkim,
-    PostfixInstance,
-    install_mailgate,
-    lab_layout,
-    wait_for,
-)
-from mailstack.lab.state import LabState, write_secret
-from mailstack.lab.tls import self_signed
-from mailstack.lab.topology import TSIG_KEY_NAME, Topology
+from mailstack.lab.postfix import LabError
+from mailstack.lab.process import spawn, until
+from mailstack.lab.receiver import Receiver
+from mailstack.lab.receiver import config as receiver_config
+from mailstack.lab.state import LabState, private_dir
+from mailstack.lab.topology import NAMESERVER, TSIG_KEY_NAME, Topology
+from mailstack.lab.translate import odoo_url
 from mailstack.plan import Plan
+from mailstack.rules import mta_sts
 
-MAILGATE_USER = "nobody"
 ODOO_LOGIN = "admin"
+#: The local part inbound probes use where the stack declares no alias and the
+#: receiving side takes any address Odoo has (Odoo's servers, a mailbox provider).
+PROBE_ALIAS = "probe"
+#: libmilter's listener looks at its stop flag every ~5 s (measured 4.5 s after
+#: SIGTERM); the lab's milters keep no state, so they get this long, then SIGKILL.
+MILTER_GRACE = 0.5
 
 
-def start_bind(state: LabState, plan: Plan, topology: Topology) -> BindServer:
-    """The lab's DNS: the stack's zones empty and dynamic (the provider fills them),
-    the recipient's zone and the reverse zones static."""
-    bind = BindServer(state.role_dir("bind"), topology.bind_address, topology.bind_port, stderr_path=state.root / "bind" / "named.stderr")
+@dataclass
+class Lab:
+    """What the roles of one lab share: its state, the stack, its plan and topology."""
+
+    state: LabState
+    declared: MailDomain
+    plan: Plan  # of the translated stack (mailstack.lab.translate)
+    topology: Topology
+    changes: list[provision.Change] = field(default_factory=list)
+
+    @property
+    def stack(self) -> MailDomain:
+        return self.plan.stack
+
+
+def odoo_aliases(plan: Plan) -> list[str]:
+    """Every address the Odoo stand-in routes: the declared aliases and Odoo's catchall
+    and bounce on each name Odoo receives on (and the probe alias there when mail
+    reaches it through Odoo's servers)."""
     stack = plan.stack
-    key_name = stack.dns.tsig_key_name or TSIG_KEY_NAME
-    bind.add_tsig_key(key_name, stack.dns.tsig_algorithm, state.tsig_secret())
-    for zone in plan.managed_zones:
-        bind.add_zone(zone, dynamic=True, update_key=key_name)
-    ttl = 300
-    recipient = topology.recipient_domain
-    bind.add_zone(
-        recipient,
-        [
-            Record(recipient, "MX", topology.recipient_host, ttl, 10),
-            Record(topology.recipient_host, "A", topology.recipient_address, ttl),
-            Record(recipient, "TXT", f"v=spf1 ip4:{topology.recipient_address} -all", ttl),
-            Record(f"_dmarc.{recipient}", "TXT", "v=DMARC1; p=none", ttl),
-        ],
+    local_parts = [*stack.inbound.aliases, stack.odoo.catchall, stack.odoo.bounce]
+    if stack.inbound.mode is InboundMode.GATEWAY:
+        domains: Sequence[str] = plan.relay_domains
+    else:
+        domains = sorted({stack.inbound_domain(d) for d in stack.domains})
+        local_parts.append(PROBE_ALIAS)
+    return sorted({f"{local}@{domain}" for domain in domains for local in local_parts})
+
+
+def mailbox_local_parts(stack: MailDomain) -> tuple[str, ...]:
+    """The mailboxes a mailbox provider hosts for the stack's domains in the lab."""
+    odoo = stack.odoo
+    return tuple(dict.fromkeys([*stack.inbound.aliases, odoo.catchall, odoo.bounce, odoo.notifications, "postmaster", PROBE_ALIAS]))
+
+
+def third_party_keys(state: LabState, stack: MailDomain) -> dict[SenderKind, str]:
+    """The simulated services' signing keys (PEM) of the stack's third-party senders."""
+    kinds = {s.kind for s in stack.outbound} & set(thirdparty.SIGNING_KINDS)
+    return {kind: state.private_key(thirdparty.key_name(kind)) for kind in sorted(kinds)}
+
+
+class Role:
+    """One part of the lab. Subclasses set ``name``/``processes`` and ``start``."""
+
+    name = ""
+    processes: tuple[str, ...] = ()
+
+    def start(self, lab: Lab, fresh: bool) -> None:
+        raise RuntimeError(f"{type(self).__name__} does not start anything")
+
+
+class Dns(Role):
+    """BIND: the stack's zones empty and dynamic, everything else static."""
+
+    name = "bind"
+    processes = ("bind",)
+
+    def start(self, lab: Lab, fresh: bool) -> None:
+        state, topology = lab.state, lab.topology
+        workdir = state.role_dir("bind")
+        if fresh:
+            shutil.rmtree(workdir)
+        private_dir(workdir)
+        keys = {kind: LabState.public_key_b64(pem) for kind, pem in third_party_keys(state, lab.declared).items()}
+        records = thirdparty.records(lab.plan, topology, keys)
+        zone_set = zones.build(lab.plan, topology, records)
+        bind = BindServer(workdir, topology.bind_address, topology.dns_port, stderr_path=files.log_file(workdir, "named.stderr"),
+                          nameserver=NAMESERVER)
+        stack = lab.stack
+        key_name = stack.dns.tsig_key_name or TSIG_KEY_NAME
+        bind.add_tsig_key(key_name, stack.dns.tsig_algorithm, state.tsig_secret())
+        for zone, initial in zone_set.dynamic.items():
+            bind.add_zone(zone, initial, dynamic=True, update_key=key_name)
+        for zone, content in {**zone_set.static, **zone_set.reverse}.items():
+            bind.add_zone(zone, content)
+        bind.start()
+        assert bind.pid is not None
+        state.record("bind", bind.pid, str(bind.conf_path))
+
+
+class Records(Role):
+    """The plan's records, published through the RFC 2136 provider's operations."""
+
+    name = "records"
+
+    def start(self, lab: Lab, fresh: bool) -> None:
+        lab.changes = publish(lab.state, lab.plan, lab.topology)
+
+
+def publish(state: LabState, plan: Plan, topology: Topology) -> list[provision.Change]:
+    """Publish the plan's records as ``pulumi up`` would (idempotent)."""
+    secret = state.tsig_secret()
+    key_name = plan.stack.dns.tsig_key_name or TSIG_KEY_NAME
+    wanted = provision.desired(plan, topology.bind_address, topology.dns_port, key_name, secret)
+    return provision.apply(wanted, state.stack_root / "records.json", secret)
+
+
+def odoo_user(stack: MailDomain) -> tuple[str, int]:
+    """The Odoo user the stand-in knows: the mailgate's (``gateway.mailgate.login`` or
+    ``uid``) when the stack has gateways, else ``admin`` with uid 2."""
+    mailgate = stack.gateway.mailgate if stack.gateway else None
+    login = mailgate.login if mailgate and mailgate.login else ODOO_LOGIN
+    uid = mailgate.uid if mailgate and mailgate.uid else 2
+    return login, uid
+
+
+def odoo_standin(state: LabState, plan: Plan, topology: Topology, netns: str | None = None) -> OdooStandIn:
+    """The Odoo stand-in with the stack's aliases (and Odoo's catchall and bounce)."""
+    stack = plan.stack
+    address = topology.odoo.ipv4
+    assert address is not None
+    login, uid = odoo_user(stack)
+    return OdooStandIn(
+        private_dir(state.role_dir("odoo")), address, 8069, database=stack.odoo.database or "odoo",
+        password=state.odoo_password(), aliases=odoo_aliases(plan), login_name=login, uid=uid, netns=netns,
     )
-    pointers = {
-        topology.gateway_address: topology.gateway_hostname,
-        topology.recipient_address: topology.recipient_host,
-        topology.bind_address: f"ns1.{stack.dns.zone}",
-        topology.odoo_address: f"odoo.{stack.domain}",
-    }
-    for zone in topology.reverse_zones:
-        records = [
-            Record(f"{address.split('.')[3]}.{zone}", "PTR", host, ttl)
-            for address, host in sorted(pointers.items())
-            if reverse_zone(address) == zone
-        ]
-        bind.add_zone(zone, records)
-    bind.start()
-    assert bind.pid is not None
-    state.record("bind", bind.pid, str(bind.conf_path))
-    return bind
 
 
-def reverse_zone(address: str) -> str:
-    """The /24 reverse zone of an IPv4 address (``c.b.a.in-addr.arpa`` for a.b.c.d)."""
-    a, b, c, _ = address.split(".")
-    return f"{c}.{b}.{a}.in-addr.arpa"
+class Odoo(Role):
+    name = "odoo"
+    processes = ("odoo",)
+
+    def start(self, lab: Lab, fresh: bool) -> None:
+        odoo = odoo_standin(lab.state, lab.plan, lab.topology)
+        odoo.start()
+        assert odoo.pid is not None
+        lab.state.record("odoo", odoo.pid, str(odoo.db_path))
+
+
+class IndependentReceiver(Role):
+    name = "receiver"
+    processes = ("receiver-opendkim", "receiver-opendmarc", "receiver-postfix")
+
+    def start(self, lab: Lab, fresh: bool) -> None:
+        stack = lab.stack
+        mailbox_domains = stack.domains if stack.inbound.mode in (InboundMode.IMAP, InboundMode.FORWARD) else ()
+        receiver = Receiver(lab.state, lab.topology, receiver_config(lab.topology, mailbox_domains, mailbox_local_parts(stack)))
+        if fresh:
+            shutil.rmtree(receiver.workdir / "spool", ignore_errors=True)
+        receiver.start()
+
+
+class GatewayHost(Role):
+    def __init__(self, host: Gateway) -> None:
+        self.host = host
+        self.name = gateway.role_name(host)
+        self.processes = (f"{self.name}-opendkim", f"{self.name}-postfix")
+
+    def start(self, lab: Lab, fresh: bool) -> None:
+        gateway.start(lab.state, lab.plan, self.host, fresh=fresh)
+
+
+def _python_service(lab: Lab, role: str, module: str, config: Mapping[str, object]) -> None:
+    workdir = private_dir(lab.state.role_dir(role))
+    config_path = files.write(workdir / "config.json", json.dumps(config, indent=1), 0o600)
+    ready = workdir / "ready"
+    ready.unlink(missing_ok=True)
+    log = files.log_file(workdir, f"{role}.log")
+    process = spawn([sys.executable, "-m", module, "--config", str(config_path), "--ready-file", str(ready)], log)
+    lab.state.record(role, process.pid, str(config_path))
+    until(ready.exists, 30, f"the lab's {role}", process, log)
+
+
+def simulation(lab: Lab) -> thirdparty.Simulation:
+    """What the simulated third parties run for this stack."""
+    state, topology = lab.state, lab.topology
+    key_files = {kind: str(state.key_path(thirdparty.key_name(kind))) for kind in third_party_keys(state, lab.declared)}
+    relays = thirdparty.relays(lab.declared, topology, key_files)
+    workdir = state.role_dir("services")
+    saas = []
+    if lab.stack.odoo.saas_host and lab.stack.inbound.mode is InboundMode.ODOO_MX:
+        chain, key = state.authority().issue([topology.odoo.name])
+        cert = files.write(workdir / "tls" / "chain.pem", chain)
+        key_path = files.write(workdir / "tls" / "key.pem", key, 0o600)
+        saas = thirdparty.saas_inbound(
+            lab.plan, topology, odoo_url=odoo_url(topology), login=odoo_user(lab.stack)[0], password_file=str(state.secrets / "odoo.password"),
+            cert=str(cert), key=str(key_path), local_parts=tuple(dict.fromkeys([*lab.stack.inbound.aliases, lab.stack.odoo.catchall, lab.stack.odoo.bounce, PROBE_ALIAS])),
+        )
+    return thirdparty.Simulation(tuple(relays), tuple(saas))
+
+
+class Services(Role):
+    """The simulated third parties' mail servers (``mailstack.lab.services``)."""
+
+    name = "services"
+    processes = ("services",)
+
+    def start(self, lab: Lab, fresh: bool) -> None:
+        _python_service(lab, "services", "mailstack.lab.services", simulation(lab).as_json())
+
+
+class MtaStsHosts(Role):
+    """``https://mta-sts.<domain>/.well-known/mta-sts.txt`` for every domain."""
+
+    name = "mta-sts"
+    processes = ("mta-sts",)
+
+    def start(self, lab: Lab, fresh: bool) -> None:
+        stack, topology = lab.stack, lab.topology
+        assert stack.mta_sts is not None
+        hosts = topology.of_role("mta-sts")
+        chain, key = lab.state.authority().issue([h.name for h in hosts])
+        workdir = private_dir(lab.state.role_dir("mta-sts"))
+        servers = []
+        for domain in stack.domains:
+            host = topology.host(f"mta-sts.{domain}")
+            mx = [m.host for m in lab.plan.mx_hosts[domain]]
+            if mx:
+                servers.append({"address": host.ipv4, "host": host.name, "policy": mta_sts.policy_text(stack.mta_sts.mode, mx, stack.mta_sts.max_age)})
+        config = {"cert": str(files.write(workdir / "chain.pem", chain)), "key": str(files.write(workdir / "key.pem", key, 0o600)),
+                  "servers": servers}
+        _python_service(lab, "mta-sts", "mailstack.lab.policy_server", config)
+
+
+def for_lab(lab: Lab) -> list[Role]:
+    """The roles a stack needs, DNS first."""
+    found: list[Role] = [Dns(), Records(), Odoo(), IndependentReceiver()]
+    found += [GatewayHost(g) for g in lab.stack.gateways]
+    if lab.declared.outbound or lab.stack.odoo.saas_host:
+        found.append(Services())
+    if lab.stack.mta_sts and lab.topology.of_role("mta-sts"):
+        found.append(MtaStsHosts())
+    return found
+
+
+def start_all(lab: Lab, roles: Sequence[Role], *, fresh: bool) -> None:
+    """DNS first, then every other role concurrently; the first failure is raised."""
+    first, rest = [r for r in roles if r.name == "bind"], [r for r in roles if r.name != "bind"]
+    for role in first:
+        role.start(lab, fresh)
+    with cf.ThreadPoolExecutor(max_workers=max(1, len(rest)), thread_name_prefix="role") as pool:
+        futures = {pool.submit(role.start, lab, fresh): role for role in rest}
+        errors = []
+        for future in cf.as_completed(futures):
+            error = future.exception()
+            if error is not None:
+                errors.append(f"{futures[future].name}: {error}")
+    if errors:
+        raise LabError("; ".join(sorted(errors)))
 
 
 def restart_bind(state: LabState) -> int:
@@ -86,120 +295,8 @@ def restart_bind(state: LabState) -> int:
     conf = workdir / "named.conf"
     log = workdir / "named.log"
     before = log.read_text(errors="replace").count("running") if log.exists() else 0
-    with open(workdir / "named.stderr", "ab") as stderr:
-        process = subprocess.Popen([binary("named"), "-f", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    process = spawn([binary("named"), "-f", "-c", str(conf)], files.log_file(workdir, "named.stderr"))
     state.record("bind", process.pid, str(conf))
-
-    def running() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"named exited with {process.returncode}: see {log}")
-        return log.exists() and log.read_text(errors="replace").count("running") > before
-
-    wait_for(running, 30, what="named to load its zones")
+    until(lambda: log.exists() and log.read_text(errors="replace").count("running") > before, 30, "named to load its zones", process)
     return process.pid
 
-
-def odoo_standin(state: LabState, plan: Plan, topology: Topology, netns: str | None = None) -> OdooStandIn:
-    """The Odoo stand-in with the stack's aliases (and Odoo's catchall and bounce)."""
-    stack = plan.stack
-    domains = plan.relay_domains
-    local_parts = (*stack.inbound.aliases, stack.odoo.catchall, stack.odoo.bounce)
-    return OdooStandIn(
-        state.role_dir("odoo"),
-        topology.odoo_address,
-        topology.odoo_port,
-        database=stack.odoo.database or "odoo",
-        password=state.odoo_password(),
-        aliases=[f"{local}@{domain}" for domain in domains for local in local_parts],
-        login_name=ODOO_LOGIN,
-        netns=netns,
-    )
-
-
-def start_odoo(state: LabState, plan: Plan, topology: Topology) -> OdooStandIn:
-    """Start the Odoo stand-in and record it."""
-    odoo = odoo_standin(state, plan, topology)
-    odoo.start()
-    assert odoo.pid is not None
-    state.record("odoo", odoo.pid, str(odoo.db_path))
-    return odoo
-
-
-def start_recipient(state: LabState, topology: Topology) -> int:
-    """The recipient MTA (``mailstack.lab.recipient``) on port 25 of its address."""
-    workdir = state.role_dir("recipient")
-    ready = workdir / "ready"
-    ready.unlink(missing_ok=True)
-    spool = workdir / "spool"
-    command = [
-        sys.executable, "-m", "mailstack.lab.recipient", "--address", topology.recipient_address, "--port", "25",
-        "--spool", str(spool), "--domain", topology.recipient_domain, "--ready-file", str(ready),
-    ]
-    with open(workdir / "recipient.log", "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-    state.record("recipient", process.pid, str(spool))
-
-    def started() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"the recipient MTA exited with {process.returncode}: see {workdir / 'recipient.log'}")
-        return ready.exists()
-
-    wait_for(started, 30, what="the recipient MTA")
-    return process.pid
-
-
-def lab_certificate(workdir: Path, hostname: str) -> tuple[Path, Path]:
-    """A self-signed certificate for the gateway's STARTTLS (made once)."""
-    cert_path, key_path = workdir / "tls" / "gateway.pem", workdir / "tls" / "gateway.key"
-    if cert_path.exists() and key_path.exists():
-        return cert_path, key_path
-    cert_pem, key_pem = self_signed([hostname])
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    cert_path.write_bytes(cert_pem)
-    write_secret(key_path, key_pem.decode())
-    return cert_path, key_path
-
-
-def render_gateway(state: LabState, plan: Plan, topology: Topology) -> tuple[Path, dict[str, render.RenderedFile]]:
-    """The gateway's files, rendered by ``mailstack.gateway.render`` with a layout in the state dir."""
-    workdir = state.role_dir("gateway")
-    workdir.chmod(0o755)
-    cert, key = lab_certificate(workdir, topology.gateway_hostname)
-    stack = plan.stack
-    assert stack.gateway is not None
-    settings = dataclasses.replace(
-        stack.gateway,
-        tls=dataclasses.replace(stack.gateway.tls, cert=str(cert), key=str(key)),
-        mailgate=dataclasses.replace(
-            stack.gateway.mailgate, password_file=str(workdir / "mailstack" / "odoo-password")
-        ),
-    )
-    layout = lab_layout(workdir, topology.gateway_address, mailgate_user=MAILGATE_USER)
-    pem = state.dkim_private_key(stack.dkim.selector, stack.dkim.bits)
-    files = render.render(plan, settings, pem, layout=layout)
-    return workdir, files
-
-
-def start_gateway(state: LabState, plan: Plan, topology: Topology) -> None:
-    """OpenDKIM, the mailgate and a private Postfix, all from the rendered files."""
-    workdir, files = render_gateway(state, plan, topology)
-    install_mailgate(files, workdir, state.odoo_password(), user=MAILGATE_USER)
-    opendkim = OpenDkim(workdir, files)
-    opendkim.start()
-    assert opendkim.pid is not None
-    state.record("opendkim", opendkim.pid, str(opendkim.conf_path))
-    postfix = PostfixInstance(
-        workdir,
-        files,
-        overrides={
-            # Only the gateway's address is "this host": the recipient's MX, also on
-            # lo in the namespace, must not look like a mail loop.
-            "inet_interfaces": topology.gateway_address,
-            # Send from the gateway's address, the one SPF authorises (Postfix does
-            # not pick it by itself for a loopback inet_interfaces).
-            "smtp_bind_address": topology.gateway_address,
-        },
-    )
-    postfix.start()
-    assert postfix.master_pid is not None
-    state.record("postfix", postfix.master_pid, "master")

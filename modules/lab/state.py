@@ -1,23 +1,41 @@
-"""The lab's state directory: what runs (PIDs), its secrets, and each role's files.
+"""The lab's state directory: what runs (PIDs), and each stack's own keys and files.
 
-Layout (all root-only, 0700 directory, secrets 0600):
-``state.json`` (namespace, stack file, every started process by role),
-``tsig.secret``, ``odoo.password``, ``dkim/<selector>.private`` (the lab's generated
-keys, kept across ``down``/``up`` so the published DKIM key stays the same),
-``records.json`` (the provider's state of each record set, without the secret), and
-one work directory per role (``bind/``, ``gateway/``, ``odoo/``, ``recipient/``).
+Layout::
+
+    <state dir>/state.json            namespace, stack file, every started process by role
+    <state dir>/stacks/<stack id>/    one directory per stack file, never shared:
+        secrets/                      0700 root: tsig.secret, odoo.password, the gateway's
+                                      DKIM key (dkim-<selector>.private), the simulated third
+                                      parties' keys, the lab CA's key
+        ca.pem                        the lab CA's certificate (public)
+        records.json                  the provider's state of each record set (no secret)
+        bind/ gateway-<host>/ receiver/ odoo/ services/ mta-sts/   one per role
+
+A stack's directory is its own: ``lab up`` on another stack file starts from that
+stack's keys, certificates and queues, never from the previous one's (a certificate
+for ``mx1.acme.test`` must not greet as another stack's gateway). Keys are kept across
+``down``/``up`` (the published DKIM key stays the same); queues are not (``lab down``
+empties them, so no old mail reaches the next lab).
+
+Files holding mail, logs, databases or secrets are 0600 in 0700 directories owned by
+the role that uses them; the state and stack directories themselves are 0711 so the
+service users can reach their own directory and list nothing.
 
 Processes are stopped by PID only, and only while ``/proc/<pid>/cmdline`` still
-mentions this state directory, so a recycled PID is never signalled.
+mentions their marker, so a recycled PID is never signalled.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import pwd
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +43,46 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mailstack.lab.tls import Authority
 
-def write_secret(path: Path, text: str) -> None:
-    """Create or replace a file readable by its owner only (never briefly wider)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+#: Traversable, not listable: service users reach their role directory below.
+TRAVERSE_MODE = 0o711
+PRIVATE_MODE = 0o700
+_LOCK = threading.Lock()
+
+
+def write_secret(path: Path, text: str | bytes, *, owner: str | None = None) -> None:
+    """Create or replace a file readable by its owner only (never briefly wider);
+    ``owner`` hands it to a service user."""
+    path.parent.mkdir(mode=PRIVATE_MODE, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.unlink(missing_ok=True)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(text)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(text.encode("ascii") if isinstance(text, str) else text)
+    if owner:
+        entry = pwd.getpwnam(owner)
+        os.chown(temporary, entry.pw_uid, entry.pw_gid)
     os.replace(temporary, path)
+
+
+def private_dir(path: Path, *, owner: str | None = None, group: int | None = None, mode: int = PRIVATE_MODE) -> Path:
+    """A directory (created if missing) with exactly ``mode``, owned by ``owner``."""
+    path.mkdir(parents=True, exist_ok=True)
+    if owner:
+        entry = pwd.getpwnam(owner)
+        os.chown(path, entry.pw_uid, entry.pw_gid if group is None else group)
+    os.chmod(path, mode)
+    return path
+
+
+def stack_id(stack_file: Path) -> str:
+    """The directory name of a stack's state: its stack name and a hash of its path
+    (two checkouts' ``Pulumi.lab.yaml`` do not share state)."""
+    resolved = stack_file.resolve()
+    name = resolved.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml") or "stack"
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    return f"{name}-{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,24 +103,34 @@ class Process:
         zombie = status.rsplit(")", 1)[-1].split()[0] == "Z"
         return not zombie and self.marker.encode() in cmdline
 
-    def stop(self, timeout: float = 10.0) -> bool:
-        """SIGTERM, wait, SIGKILL if needed; True when it had been running."""
+    def signal(self, number: int) -> bool:
+        """Send ``number`` while it is still ours; False when it is gone."""
         if not self.alive():
             return False
         try:
-            os.kill(self.pid, signal.SIGTERM)
+            os.kill(self.pid, number)
         except ProcessLookupError:
             return False
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until it exits (reaping it if it is our child); False on timeout."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.alive():
+        while self.alive():
             _reap(self.pid)
-            time.sleep(0.05)
-        if self.alive():
-            os.kill(self.pid, signal.SIGKILL)
-            while self.alive():
-                _reap(self.pid)
-                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
         _reap(self.pid)
+        return True
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """SIGTERM, wait, SIGKILL if needed; True when it had been running."""
+        if not self.signal(signal.SIGTERM):
+            return False
+        if not self.wait(timeout):
+            self.signal(signal.SIGKILL)
+            self.wait(30)
         return True
 
 
@@ -86,7 +144,7 @@ def _reap(pid: int) -> None:
 
 @dataclass
 class LabState:
-    """The state directory of one lab."""
+    """The state directory of one lab host and the stack it currently runs."""
 
     root: Path
     namespace: str = ""
@@ -97,15 +155,30 @@ class LabState:
     def state_file(self) -> Path:
         return self.root / "state.json"
 
+    @property
+    def stack_root(self) -> Path:
+        """The current stack's own directory (see the module docstring)."""
+        if not self.stack_file:
+            raise ValueError("no stack recorded in this state directory")
+        return self.root / "stacks" / stack_id(Path(self.stack_file))
+
+    @property
+    def secrets(self) -> Path:
+        return self.stack_root / "secrets"
+
     def role_dir(self, role: str) -> Path:
-        path = self.root / role
+        """A role's directory below the stack's (0711 until the role makes it its own)."""
+        path = self.stack_root / role
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def prepare(self) -> None:
-        """Create the directory, root-only."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        """Create the state and stack directories: root's, traversable only."""
+        for directory in (self.root, self.root / "stacks", *([self.stack_root] if self.stack_file else [])):
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, TRAVERSE_MODE)
+        if self.stack_file:
+            private_dir(self.secrets)
 
     @classmethod
     def load(cls, root: Path) -> LabState:
@@ -124,27 +197,30 @@ class LabState:
             "stack_file": self.stack_file,
             "processes": [{"role": p.role, "pid": p.pid, "marker": p.marker} for p in self.processes],
         }
-        temporary = self.root / ".state.json.tmp"
+        temporary = self.root / f".state.json.{os.getpid()}.{threading.get_ident()}.tmp"
         temporary.write_text(json.dumps(data, indent=1), encoding="utf-8")
         os.replace(temporary, self.state_file)
 
     def record(self, role: str, pid: int, marker: str | None = None) -> None:
-        """Remember a started process (saved at once: a crash later still finds it)."""
-        self.processes = [p for p in self.processes if p.role != role]
-        self.processes.append(Process(role, pid, marker or str(self.root)))
-        self.save()
+        """Remember a started process (saved at once: a crash later still finds it).
+        Roles start concurrently, so this is serialised."""
+        with _LOCK:
+            self.processes = [p for p in self.processes if p.role != role]
+            self.processes.append(Process(role, pid, marker or str(self.root)))
+            self.save()
 
     def forget(self) -> None:
         self.processes = []
         if self.state_file.exists():
             self.save()
 
-    # -- secrets and keys, generated once per state directory ---------------------
+    # -- secrets and keys, generated once per stack ------------------------------------
 
-    def _secret(self, name: str, generate: Any) -> str:
-        path = self.root / name
-        if not path.exists():
-            write_secret(path, generate())
+    def _secret(self, name: str, generate: Callable[[], str]) -> str:
+        path = self.secrets / name
+        with _LOCK:
+            if not path.exists():
+                write_secret(path, generate())
         return path.read_text(encoding="ascii").strip()
 
     def tsig_secret(self) -> str:
@@ -153,8 +229,8 @@ class LabState:
     def odoo_password(self) -> str:
         return self._secret("odoo.password", lambda: base64.urlsafe_b64encode(os.urandom(18)).decode())
 
-    def dkim_private_key(self, selector: str, bits: int) -> str:
-        """The lab's DKIM private key (PEM, PKCS#8), generated on first use."""
+    def private_key(self, name: str, bits: int = 2048) -> str:
+        """A lab RSA private key (PEM, PKCS#8) kept as ``secrets/<name>.private``."""
 
         def generate() -> str:
             key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
@@ -162,7 +238,30 @@ class LabState:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             ).decode()
 
-        return self._secret(f"dkim/{selector}.private", generate) + "\n"
+        return self._secret(f"{name}.private", generate) + "\n"
+
+    def key_path(self, name: str) -> Path:
+        """Where ``private_key(name)`` is kept."""
+        return self.secrets / f"{name}.private"
+
+    def dkim_private_key(self, selector: str, bits: int) -> str:
+        """The lab's gateway DKIM private key for a selector, generated on first use."""
+        return self.private_key(f"dkim-{selector}", bits)
+
+    def authority(self) -> Authority:
+        """The stack's lab CA, made on first use (its key in ``secrets/``)."""
+        cert_path, key_path = self.stack_root / "ca.pem", self.secrets / "ca.key"
+        with _LOCK:
+            if not (cert_path.exists() and key_path.exists()):
+                ca = Authority.create(f"mailstack lab CA ({stack_id(Path(self.stack_file))})")
+                write_secret(key_path, ca.key_pem)
+                cert_path.write_bytes(ca.cert_pem)
+                cert_path.chmod(0o644)
+        return Authority(cert_path.read_bytes(), key_path.read_bytes())
+
+    @property
+    def ca_file(self) -> Path:
+        return self.stack_root / "ca.pem"
 
     @staticmethod
     def public_key_pem(private_pem: str) -> str:
@@ -170,3 +269,10 @@ class LabState:
         return key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()
+
+    @staticmethod
+    def public_key_b64(private_pem: str) -> str:
+        """The base64 DER SubjectPublicKeyInfo: a DKIM record's ``p=`` value."""
+        key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+        der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(der).decode()

@@ -1,39 +1,91 @@
-"""Self-signed certificates for lab and test servers (STARTTLS, MTA-STS policy hosts).
+"""Certificates for lab and test servers: a lab CA and the certificates it issues.
 
 Real deployments take certificate paths from the stack (``mailstack:gateway.tls``);
-the lab and the tests need a certificate that names their loopback hosts, made here
-once so every role makes it the same way.
+the lab issues its own from one CA per stack, so that every TLS client in the lab can
+verify the chain the way a sending MTA or an MTA-STS fetcher does (``mailstack check
+--ca-file`` with the lab's CA): the gateways' STARTTLS certificates name their host,
+the MTA-STS policy hosts ``mta-sts.<domain>``. ``self_signed`` stays for tests that
+need one certificate and no chain.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return builder.not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=days))
 
 
 def self_signed(hostnames: Sequence[str], *, days: int = 365, ca: bool = False) -> tuple[bytes, bytes]:
     """(certificate PEM, PKCS#8 private key PEM) for ``hostnames`` (SANs; the first is
     also the CN). ``ca=True`` lets a client trust the certificate itself as its CA."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = _key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]), critical=False)
-    )
+    builder = _validity(x509.CertificateBuilder(), days).subject_name(name).issuer_name(name)
+    builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
+    builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]), critical=False)
     if ca:
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     cert = builder.sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return cert.public_bytes(serialization.Encoding.PEM), _pem(key)
+
+
+@dataclass(frozen=True, slots=True)
+class Authority:
+    """A CA (certificate and key, PEM) that issues the lab's server certificates."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    @classmethod
+    def create(cls, name: str, days: int = 3650) -> Authority:
+        """A new self-signed CA named ``name`` (may sign server certificates only)."""
+        key = _key()
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = _validity(x509.CertificateBuilder(), days).subject_name(subject).issuer_name(subject)
+        builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                          key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        cert = builder.sign(key, hashes.SHA256())
+        return cls(cert.public_bytes(serialization.Encoding.PEM), _pem(key))
+
+    def issue(self, hostnames: Sequence[str], *, days: int = 825) -> tuple[bytes, bytes]:
+        """(certificate PEM followed by the CA's, server key PEM) for ``hostnames``
+        (SANs, the first also the CN): a chain file as Postfix and Python servers load it."""
+        ca_cert = x509.load_pem_x509_certificate(self.cert_pem)
+        ca_key = serialization.load_pem_private_key(self.key_pem, password=None)
+        assert isinstance(ca_key, rsa.RSAPrivateKey)
+        key = _key()
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
+        builder = _validity(x509.CertificateBuilder(), days).subject_name(subject).issuer_name(ca_cert.subject)
+        builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]), critical=False)
+        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        cert = builder.sign(ca_key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem, _pem(key)

@@ -1,0 +1,61 @@
+"""Writing the lab's own configuration files: rendered from ``templates/lab/`` with
+the explicit mode (and owner) each one needs, whatever the process's umask."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from mailstack.lab.state import private_dir
+
+_ENV: jinja2.Environment | None = None
+
+
+def _environment() -> jinja2.Environment:
+    global _ENV
+    if _ENV is None:
+        _ENV = jinja2.Environment(
+            loader=jinja2.PackageLoader("mailstack.templates", "lab"),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            autoescape=False,
+        )
+    return _ENV
+
+
+def render(template: str, **values: Any) -> str:
+    """One lab template (``receiver/main.cf.j2``) rendered with ``values``."""
+    return _environment().get_template(template).render(**values)
+
+
+def write(path: Path, content: str | bytes, mode: int = 0o644, *, owner: str | None = None) -> Path:
+    """Write ``content`` to ``path`` with exactly ``mode`` (never briefly wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+        os.fchmod(handle.fileno(), mode)
+        if owner:
+            entry = pwd.getpwnam(owner)
+            os.fchown(handle.fileno(), entry.pw_uid, entry.pw_gid)
+    os.replace(temporary, path)
+    return path
+
+
+def log_file(directory: Path, name: str) -> Path:
+    """A log file that exists, 0600, in a 0700 root directory: daemons that open it
+    later (postlogd, named) keep the mode they find."""
+    private_dir(directory)
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    os.close(fd)
+    return path

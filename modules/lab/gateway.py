@@ -1,0 +1,101 @@
+"""The gateway role: one private Postfix + OpenDKIM per declared gateway host.
+
+Each gateway of the stack (primary and backup MX alike) runs the files
+``mailstack.gateway.render`` produces for *that* host, from the plan of the translated
+stack: its own address(es) on the namespace's lo, its own certificate from the lab
+CA, the mailgate into the Odoo stand-in as the dedicated user ``mslab-mailgate``. Its
+directory ``gateway-<host>/`` keeps the queue (emptied on every fresh start), the log
+(0600, 0700 directory), the DKIM key (0600 opendkim, 0700 directory) and the mailgate's
+files with Odoo's password (0600 mslab-mailgate, 0700 directory).
+
+Only lab settings differ from production, as main.cf overrides: the listening
+addresses and the source addresses of outgoing SMTP (Postfix would not pick a
+loopback alias by itself), so SPF sees the gateway's address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from functools import partial
+from pathlib import Path
+
+from mailstack.core.model import Gateway
+from mailstack.gateway import render
+from mailstack.gateway.render import RenderedFile, mailgate_source
+from mailstack.lab import files, users
+from mailstack.lab.postfix import OpenDkim, PostfixInstance, lab_layout, postfix_command
+from mailstack.lab.process import accepts, until
+from mailstack.lab.state import LabState, private_dir
+from mailstack.plan import Plan
+
+SUBMISSION_PORT = render.SUBMISSION_PORT
+
+
+def role_name(gateway: Gateway) -> str:
+    return f"gateway-{gateway.hostname}"
+
+
+def workdir(state: LabState, gateway: Gateway) -> Path:
+    return state.role_dir(role_name(gateway))
+
+
+def rendered(state: LabState, plan: Plan, gateway: Gateway) -> dict[str, RenderedFile]:
+    """The gateway's files as ``mailstack render`` makes them, with a layout in its
+    role directory and the lab's certificate and password file."""
+    work = workdir(state, gateway)
+    stack = plan.stack
+    assert stack.gateway is not None
+    settings = dataclasses.replace(
+        stack.gateway,
+        tls=dataclasses.replace(stack.gateway.tls, cert=str(work / "tls" / "chain.pem"), key=str(work / "tls" / "key.pem")),
+        mailgate=dataclasses.replace(stack.gateway.mailgate, password_file=str(work / "mailstack" / "odoo-password")),
+    )
+    layout = dataclasses.replace(
+        lab_layout(work, gateway.ipv4, mailgate_user=users.MAILGATE_USER),
+        smtp_service="smtp", submission_service="submission",
+        inet_protocols="all" if gateway.ipv6 else "ipv4",
+        maillog_file=str(work / "log" / "postfix.log"),
+        opendkim_pidfile=str(work / "run" / "opendkim.pid"),
+    )
+    pem = state.dkim_private_key(stack.dkim.selector, stack.dkim.bits)
+    return render.render(plan, settings, pem, gateway=gateway, layout=layout)
+
+
+def _install_mailgate(work: Path, files_: dict[str, RenderedFile], password: str) -> None:
+    directory = private_dir(work / "mailstack", owner=users.MAILGATE_USER)
+    files.write(directory / "mailgate.conf", files_["mailstack/mailgate.conf"].text, 0o600, owner=users.MAILGATE_USER)
+    files.write(directory / "mailgate.py", mailgate_source(), 0o700, owner=users.MAILGATE_USER)
+    files.write(directory / "odoo-password", password + "\n", 0o600, owner=users.MAILGATE_USER)
+
+
+def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None:
+    """OpenDKIM, then Postfix, for one gateway host; ``fresh`` empties its queue first."""
+    work = workdir(state, gateway)
+    if fresh:
+        shutil.rmtree(work / "spool", ignore_errors=True)
+    for sub in ("tls", "run"):
+        (work / sub).mkdir(exist_ok=True)
+        (work / sub).chmod(0o755)
+    files.log_file(work / "log", "postfix.log")
+    chain, key = state.authority().issue([gateway.hostname])
+    files.write(work / "tls" / "chain.pem", chain)
+    files.write(work / "tls" / "key.pem", key, 0o600)
+    files_ = rendered(state, plan, gateway)
+    _install_mailgate(work, files_, state.odoo_password())
+    name = role_name(gateway)
+    opendkim = OpenDkim(work, files_, log_path=files.log_file(work / "log", "opendkim.log"))
+    opendkim.start()
+    assert opendkim.pid is not None
+    state.record(f"{name}-opendkim", opendkim.pid, str(opendkim.conf_path))
+    addresses = [a for a in (gateway.ipv4, gateway.ipv6) if a]
+    overrides = {"inet_interfaces": ", ".join(addresses), "smtp_bind_address": gateway.ipv4}
+    if gateway.ipv6:
+        overrides["smtp_bind_address6"] = gateway.ipv6
+    postfix = PostfixInstance(work, files_, overrides=overrides)
+    postfix.install()
+    master = postfix_command(postfix.config_dir, "start")
+    state.record(f"{name}-postfix", master, "master")
+    for address in addresses:
+        for port in (25, SUBMISSION_PORT):
+            until(partial(accepts, address, port), 30, f"{gateway.hostname} on {address}:{port}")

@@ -1,0 +1,91 @@
+"""The stack the lab plans with: the same declaration, with the lab's addresses.
+
+The records a stack publishes carry its real addresses (SPF ``ip4:192.0.2.10``, the
+gateway's A record). Inside the lab those hosts run on loopback addresses of the
+namespace (``mailstack.lab.topology``), so SPF and A must name *those* addresses, or no
+probe could pass. Rather than patching records after the fact, the lab builds a
+translated ``MailDomain`` from the validated one with ``dataclasses.replace`` — every
+gateway, Odoo address and raw SPF address replaced by its lab address, DNS published
+by RFC 2136 to the lab's BIND whatever ``dns.provider`` says, third-party DKIM keys the
+stack declares (Google, Mailjet) replaced by the lab's own (it cannot hold the real
+private keys) — and hands it to ``mailstack.plan.build``: the production code path, so
+the lab proves the plan, the renderer and the provider as they run for real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+
+from mailstack.core.model import MailDomain, Sender, SenderKind
+from mailstack.lab.topology import ODOO_PORT, TSIG_KEY_NAME, Topology
+from mailstack.rules import spf
+
+#: Senders whose DKIM public key the stack declares (from the provider's console).
+DECLARED_KEY_SENDERS = (SenderKind.GOOGLE, SenderKind.MAILJET)
+
+
+def odoo_url(topology: Topology) -> str:
+    """The Odoo stand-in's base URL, which replaces ``odoo.url`` in the lab."""
+    return f"http://{topology.odoo.ipv4}:{ODOO_PORT}"
+
+
+def _lab_network(topology: Topology, value: str) -> str:
+    network = ipaddress.ip_network(value, strict=False)
+    if network.num_addresses == 1:
+        return topology.lab_value(str(network.network_address))
+    return topology.lab_value(str(network))
+
+
+def _term(topology: Topology, term: str) -> str:
+    parsed = spf.parse_term(term)
+    if parsed.name not in ("ip4", "ip6"):
+        return term  # include:/a: names are served by the lab as they are
+    prefix = term[: term.index(":") + 1]
+    return prefix + _lab_network(topology, parsed.value)
+
+
+def _sender(topology: Topology, sender: Sender, lab_keys: Mapping[SenderKind, str]) -> Sender:
+    if sender.kind is SenderKind.SPF:
+        return dataclasses.replace(sender, spf_terms=tuple(_term(topology, t) for t in sender.spf_terms))
+    if sender.kind in DECLARED_KEY_SENDERS and sender.dkim_key:
+        return dataclasses.replace(sender, dkim_key=lab_keys[sender.kind])
+    return sender
+
+
+def lab_stack(stack: MailDomain, topology: Topology, lab_keys: Mapping[SenderKind, str]) -> MailDomain:
+    """``stack`` as the lab runs it. ``lab_keys`` holds the lab's DKIM public key
+    (base64 DER) for each sender in ``DECLARED_KEY_SENDERS`` the stack declares."""
+    gateways = tuple(
+        dataclasses.replace(g, ipv4=topology.lab_value(g.ipv4), ipv6=topology.lab_value(g.ipv6) if g.ipv6 else None)
+        for g in stack.gateways
+    )
+    dns = dataclasses.replace(
+        stack.dns, provider="rfc2136", server=topology.bind_address, port=topology.dns_port, tsig_key_name=TSIG_KEY_NAME,
+    )
+    odoo = dataclasses.replace(stack.odoo, url=odoo_url(topology))
+    settings = stack.gateway
+    if settings is not None:
+        settings = dataclasses.replace(
+            settings,
+            odoo_addresses=tuple(_lab_network(topology, n) for n in settings.odoo_addresses),
+            relay_host=None,  # the lab's gateways deliver to the receiver themselves
+            mailgate=dataclasses.replace(settings.mailgate, url=odoo_url(topology)),
+        )
+    outbound = tuple(_sender(topology, s, lab_keys) for s in stack.outbound)
+    return dataclasses.replace(stack, gateways=gateways, dns=dns, odoo=odoo, gateway=settings, outbound=outbound)
+
+
+def substitutions(stack: MailDomain) -> list[str]:
+    """What the lab publishes differently from the declaration, in words (for the report)."""
+    notes = []
+    for sender in stack.outbound:
+        if sender.kind in DECLARED_KEY_SENDERS and sender.dkim_key:
+            notes.append(
+                f"{sender.kind.value}: the declared DKIM public key is replaced by the lab's own "
+                "(the lab cannot sign with the provider's private key)"
+            )
+    if stack.gateway and stack.gateway.relay_host:
+        notes.append(f"gateway.relayHost {stack.gateway.relay_host.postfix} is not simulated: the lab's gateways deliver directly")
+    return notes
