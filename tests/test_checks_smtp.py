@@ -36,7 +36,7 @@ from mailstack.core.model import MailDomain
 from mailstack.gateway import render
 from mailstack.lab import netns
 from mailstack.lab.postfix import PostfixInstance, lab_layout, make_workdir
-from mailstack.lab.roles import lab_certificate
+from mailstack.lab.tls import write_self_signed
 from tests.checks_fixtures import context, dns_lab, of, run  # noqa: F401
 from tests.servers import require_binary, require_root
 
@@ -109,7 +109,7 @@ def _run_instances() -> Iterator[dict[str, PostfixInstance]]:
             stack = declaration(name, address, aliases)
             workdir = make_workdir("mschk-smtp-")
             workdirs.append(workdir)
-            cert, key = lab_certificate(workdir, cert_name)
+            cert, key = write_self_signed(workdir, cert_name)
             assert stack.gateway is not None
             settings = dataclasses.replace(stack.gateway, tls=dataclasses.replace(stack.gateway.tls, cert=str(cert), key=str(key)))
             layout = lab_layout(workdir, address, smtp_port=SMTP_PORT, submission_port=SMTP_PORT + 1, milter_port=SMTP_PORT + 2)

@@ -1,10 +1,12 @@
-"""The lab's rules without servers: preflight messages, topology, state directory,
-DMARC alignment, the e2e gate; and the provisioning loop against a real BIND."""
+"""The lab's rules without servers: preflight messages, the topology and its address
+mapping, the translated stack, the zones, the state directory, the receiver's verdict
+headers, the e2e gate; and the provisioning loop against a real BIND."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import ipaddress
 import os
 import random
 from pathlib import Path
@@ -15,21 +17,34 @@ import pytest
 from mailstack import plan as planning
 from mailstack.checks.dns.resolver import Resolver
 from mailstack.checks.engine.context import CheckContext
-from mailstack.checks.groups.e2e import inbound_bcc, outbound_dkim
-from mailstack.checks.probes.e2e import E2eSettings
+from mailstack.checks.groups.e2e import outbound_gateway
+from mailstack.checks.groups.e2e_inbound import targets
+from mailstack.checks.probes.e2e import E2eSettings, endpoint
+from mailstack.checks.probes.verdicts import envelope, parse_received_spf, receiver_verdict
 from mailstack.config import stackfile
 from mailstack.core.errors import MailstackError, ProviderError
-from mailstack.core.model import Gateway
-from mailstack.lab import binaries, control, provision
+from mailstack.core.model import SenderKind
+from mailstack.lab import binaries, control, provision, thirdparty, translate, zones
 from mailstack.lab.bind import BindServer
 from mailstack.lab.state import LabState
-from mailstack.lab.topology import from_stack
+from mailstack.lab.topology import build as build_topology
 from mailstack.rules import dmarc
 from tests import project
 from tests.ports import free_port
 from tests.servers import require_binary, require_root
 
 LAB = project.stack_path("lab")
+def _public_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return LabState.public_key_b64(pem)
+
+
+KEY = _public_key()
+LAB_KEYS = {SenderKind.GOOGLE: KEY, SenderKind.MAILJET: KEY}
 
 
 def test_preflight_says_root_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,17 +62,97 @@ def test_preflight_names_the_missing_package_and_the_command(monkeypatch: pytest
     assert "apt-get install -y --no-install-recommends bind9 opendkim-tools" in str(caught.value)
 
 
-def test_topology_comes_from_the_lab_stack_and_stays_on_loopback() -> None:
+def test_the_lab_stack_keeps_its_loopback_addresses() -> None:
+    topology = build_topology(stackfile.load(LAB))
+    assert (topology.bind_address, topology.host("mx1.acme.test").ipv4, topology.odoo.ipv4) == ("127.0.40.2", "127.0.40.10", "127.0.40.20")
+    assert topology.mapped == ()  # nothing declared needs a stand-in address
+
+
+def test_declared_addresses_map_onto_the_namespaces_loopback_deterministically() -> None:
+    stack = stackfile.load(project.stack_path("onpremise"))
+    topology = build_topology(stack)
+    mapped = {m.key: (m.declared, m.lab) for m in topology.mapped}
+    assert mapped["gateways[0].ipv4"] == ("192.0.2.10", "127.0.50.1")
+    assert mapped["gateways[0].ipv6"] == ("2001:db8::10", "fd00:6c61:62:50::1")
+    assert mapped["gateways[1].ipv4"] == ("198.51.100.20", "127.0.50.2")
+    assert mapped["gateway.odooAddresses[0]"] == ("10.0.0.5", "127.0.50.3")
+    assert build_topology(stack) == topology, "the same stack maps the same way"
+    for address in topology.addresses:  # every lab address is on loopback or ULA (never routable)
+        parsed = ipaddress.ip_address(address)
+        assert parsed.is_loopback or parsed in ipaddress.ip_network("fd00:6c61:62::/48"), address
+    names = [h.name for h in topology.hosts]
+    assert len(names) == len(set(names)) and len(topology.pointers()) == sum(len(h.addresses) for h in topology.hosts)
+    assert "mta-sts.example.net" in names and "ns1.lab.test" in names
+
+
+def test_networks_keep_their_size_and_too_wide_ones_are_refused() -> None:
+    stack = stackfile.load(project.stack_path("onpremise-subdomain"))
+    topology = build_topology(stack)
+    assert topology.lab_value("10.20.0.0/24") == "127.0.70.0/24" and topology.odoo.ipv4 == "127.0.70.1"
+    wide = dataclasses.replace(stack, gateway=dataclasses.replace(stack.gateway, odoo_addresses=("10.0.0.0/8",)))
+    with pytest.raises(MailstackError, match="up to /16"):
+        build_topology(wide)
+
+
+def test_a_stack_managing_a_zone_the_lab_simulates_is_refused() -> None:
     stack = stackfile.load(LAB)
-    topology = from_stack(stack)
-    assert topology.addresses == {"bind": "127.0.40.2", "gateway": "127.0.40.10", "odoo": "127.0.40.20", "recipient": "127.0.40.30"}
-    assert topology.reverse_zones == ("40.0.127.in-addr.arpa",)
-    public = dataclasses.replace(stack, gateways=(Gateway("mx1.acme.test", "192.0.2.10"),))
-    with pytest.raises(MailstackError, match="loopback only"):
-        from_stack(public)
-    cloudflare = stackfile.load(project.stack_path("onpremise"))
-    with pytest.raises(MailstackError, match="RFC 2136"):
-        from_stack(cloudflare)
+    odoo = dataclasses.replace(stack, domain="odoo.com", dns=dataclasses.replace(stack.dns, zone="odoo.com"))
+    with pytest.raises(MailstackError, match="serves odoo.com itself"):
+        build_topology(odoo)
+
+
+def test_the_lab_plans_the_declaration_with_its_own_addresses_and_keys() -> None:
+    stack = stackfile.load(project.stack_path("onpremise-m365"))
+    topology = build_topology(stack)
+    lab = translate.lab_stack(stack, topology, LAB_KEYS)
+    assert lab.dns.provider == "rfc2136" and lab.dns.server == topology.bind_address
+    assert lab.odoo.url == f"http://{topology.odoo.ipv4}:8069"
+    google = lab.sender(SenderKind.GOOGLE)
+    assert google and google.dkim_key == KEY  # the declared key is replaced, and said so
+    assert any(n.startswith("google: the declared DKIM public key is replaced") for n in translate.substitutions(stack))
+    records = {(r.name, r.type): r.content for r in planning.build(lab).records}
+    assert records[("google._domainkey.contoso.example", "TXT")].endswith(f"p={KEY}")
+    onpremise = stackfile.load(project.stack_path("onpremise"))
+    plan = planning.build(translate.lab_stack(onpremise, build_topology(onpremise), {}), KEY)
+    found = {(r.name, r.type): r.content for r in plan.records}
+    assert found[("example.net", "TXT")] == "v=spf1 ip4:127.0.50.1 ip6:fd00:6c61:62:50::1 ip4:127.0.50.2 ~all"
+    assert found[("mx1.example.net", "AAAA")] == "fd00:6c61:62:50::1"
+    assert plan.stack.gateway and plan.stack.gateway.odoo_addresses == ("127.0.50.3",)
+
+
+def test_every_lab_host_has_an_address_record_and_a_pointer_in_some_zone() -> None:
+    for path in project.all_stacks():
+        stack = stackfile.load(path)
+        topology = build_topology(stack)
+        plan = planning.build(translate.lab_stack(stack, topology, LAB_KEYS), KEY)
+        keys = {kind: KEY for kind in thirdparty.SIGNING_KINDS}
+        zone_set = zones.build(plan, topology, thirdparty.records(plan, topology, keys))
+        served = [*plan.records, *(r for z in (*zone_set.dynamic.values(), *zone_set.static.values()) for r in z)]
+        pointers = {r.name: r.content for z in zone_set.reverse.values() for r in z}
+        for host in topology.hosts:
+            for address in host.addresses:
+                rdtype = "AAAA" if ":" in address else "A"
+                assert any(r.name == host.name and r.type == rdtype and r.content == address for r in served), (path.name, host.name)
+                assert pointers[ipaddress.ip_address(address).reverse_pointer] == host.name
+
+
+def test_third_parties_are_published_in_their_real_shapes() -> None:
+    stack = stackfile.load(project.stack_path("onpremise-m365"))
+    topology = build_topology(stack)
+    plan = planning.build(translate.lab_stack(stack, topology, LAB_KEYS))
+    records = {(r.name, r.type): r.content for r in thirdparty.records(plan, topology, {k: KEY for k in thirdparty.SIGNING_KINDS})}
+    office = topology.host("smtp.office365.com").ipv4
+    assert records[("spf.protection.outlook.com", "TXT")] == f"v=spf1 ip4:{office} -all"
+    assert records[("selector1-contoso-example._domainkey.contoso.onmicrosoft.com", "TXT")] == f"v=DKIM1; k=rsa; p={KEY}"
+    assert ("_spf.google.com", "TXT") in records
+    online = stackfile.load(project.stack_path("online"))
+    topology = build_topology(online)
+    plan = planning.build(translate.lab_stack(online, topology, {}), KEY)
+    records = {(r.name, r.type): r.content for r in thirdparty.records(plan, topology, {k: KEY for k in thirdparty.SIGNING_KINDS})}
+    assert records[("odoo._domainkey.odoo.com", "TXT")] == f"v=DKIM1; k=rsa; p={KEY}"
+    assert records[("examplecorp.odoo.com", "TXT")] == "v=spf1 include:_spf.odoo.com -all"
+    relays = {r.id: r for r in thirdparty.relays(online, topology, {SenderKind.ODOO: "/key"})}
+    assert relays["odoo"].selector == "odoo" and relays["odoo"].key_file == "/key"
 
 
 def test_state_dir_below_a_world_writable_directory_is_refused(tmp_path: Path) -> None:
@@ -66,17 +161,24 @@ def test_state_dir_below_a_world_writable_directory_is_refused(tmp_path: Path) -
     control.check_state_dir(Path("/var/lib/mailstack-lab"))
 
 
-def test_secrets_are_created_owner_only(tmp_path: Path) -> None:
-    root = tmp_path / "state"
-    state = LabState(root)
+def test_state_dir_too_long_for_unix_sockets_is_refused() -> None:
+    with pytest.raises(MailstackError, match="at most 45 characters"):
+        control.check_state_dir(Path("/var/lib") / ("x" * 40))
+
+
+def test_secrets_are_created_owner_only_per_stack(tmp_path: Path) -> None:
+    state = LabState(tmp_path / "state", stack_file=str(LAB))
     state.prepare()
     secret = state.tsig_secret()
     assert base64.b64decode(secret) and state.tsig_secret() == secret, "generated once"
     pem = state.dkim_private_key("lab", 2048)
     assert "PRIVATE KEY" in pem and state.dkim_private_key("lab", 2048) == pem
-    assert state.odoo_password()
-    for path in (root / "tsig.secret", root / "dkim" / "lab.private", root / "odoo.password", root / "dkim"):
+    assert state.odoo_password() and state.authority().cert_pem.startswith(b"-----BEGIN CERTIFICATE")
+    secrets = state.stack_root / "secrets"
+    for path in (secrets / "tsig.secret", secrets / "dkim-lab.private", secrets / "odoo.password", secrets / "ca.key", secrets):
         assert path.stat().st_mode & 0o077 == 0, path
+    other = LabState(tmp_path / "state", stack_file=str(project.stack_path("onpremise")))
+    assert other.stack_root != state.stack_root and other.stack_root.parent == state.stack_root.parent
 
 
 def test_dmarc_alignment_strict_relaxed_and_organizational_domain() -> None:
@@ -97,22 +199,75 @@ def test_e2e_checks_skip_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("MAILSTACK_E2E", raising=False)
     stack = stackfile.load(LAB)
     ctx = CheckContext(stack.domain, Resolver(), plan=planning.build(stack))
-    for check in (outbound_dkim, inbound_bcc):
-        [finding] = check(ctx)
+    from mailstack.checks.engine import registry
+
+    registry.load_builtin()
+    for check_id in ("e2e.outbound.gateway", "e2e.outbound.odoo", "e2e.inbound.gateway.bcc", "e2e.inbound.imap.to"):
+        [finding] = registry.get(check_id).function(ctx)
         assert finding.status == "skip" and "MAILSTACK_E2E=1" in finding.summary
+
+
+def test_e2e_without_a_receiving_mailbox_is_an_error_not_a_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MAILSTACK_E2E_RECIPIENT", "MAILSTACK_E2E_MAILDIR", "MAILSTACK_E2E_AUTHSERV_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAILSTACK_E2E", "1")
+    stack = stackfile.load(LAB)
+    [finding] = outbound_gateway(CheckContext(stack.domain, Resolver(), plan=planning.build(stack)))
+    assert finding.status == "error" and "MAILSTACK_E2E_MAILDIR" in finding.summary
 
 
 def test_e2e_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     password_file = tmp_path / "password"
     password_file.write_text("s3cret\n")
+    parties = tmp_path / "parties.json"
+    parties.write_text('{"odoo": [{"submit": "127.0.60.5:587", "note": "lab"}], "spf-1": [{"submit": "[fd00:6c61:62:50::1]:587"}]}')
     monkeypatch.setenv("MAILSTACK_E2E", "1")
-    monkeypatch.setenv("MAILSTACK_E2E_SUBMIT", "127.0.40.10:587")
+    monkeypatch.setenv("MAILSTACK_E2E_SUBMIT", "127.0.40.10:587,[fd00::1]:2525")
+    monkeypatch.setenv("MAILSTACK_E2E_THIRD_PARTIES", str(parties))
     monkeypatch.setenv("MAILSTACK_ODOO_LOGIN", "admin")
     monkeypatch.setenv("MAILSTACK_ODOO_PASSWORD_FILE", str(password_file))
     monkeypatch.delenv("MAILSTACK_ODOO_PASSWORD", raising=False)
     settings = E2eSettings.from_env()
-    assert settings.enabled and settings.submit == ("127.0.40.10", 587)
+    assert settings.enabled and settings.submit == (("127.0.40.10", 587), ("fd00::1", 2525))
+    assert settings.third_parties["odoo"][0].submit == ("127.0.60.5", 587) and settings.third_parties["spf-1"][0].submit == ("fd00:6c61:62:50::1", 587)
     assert settings.odoo_password == "s3cret" and "s3cret" not in repr(settings)
+    assert endpoint("mx.example.net") == ("mx.example.net", 25) and endpoint("2001:db8::1") == ("2001:db8::1", 25)
+
+
+def test_inbound_targets_are_the_aliases_or_the_probe_alias_where_any_address_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILSTACK_E2E_ALIAS", "probe")
+    lab = stackfile.load(LAB)
+    assert targets(CheckContext(lab.domain, Resolver(), plan=planning.build(lab)), "gateway") == ["sales@acme.test", "support@acme.test"]
+    online = stackfile.load(project.stack_path("online"))
+    assert targets(CheckContext(online.domain, Resolver(), plan=planning.build(online)), "odoo") == ["probe@mail.example.com"]
+
+
+#: Headers as the lab's receiver writes them (Postfix virtual, OpenDMARC, OpenDKIM,
+#: policyd-spf, Postfix), over a forged set that arrived with the message.
+DELIVERED = (
+    b"Return-Path: <bounce@acme.test>\n"
+    b"X-Original-To: probe@recipient.test\n"
+    b"Delivered-To: probe@recipient.test\n"
+    b"DMARC-Filter: OpenDMARC Filter v1.4.2 mx.recipient.test 32B0651E38C\n"
+    b"Authentication-Results: mx.recipient.test; dmarc=pass (p=reject dis=none) header.from=acme.test\n"
+    b"Authentication-Results: mx.recipient.test;\n\tdkim=pass (2048-bit key; unprotected) header.d=acme.test header.i=@acme.test header.a=rsa-sha256 header.s=lab header.b=BktaCDmd;\n\tdkim-atps=neutral\n"
+    b"Received-SPF: Pass (mailfrom) identity=mailfrom; client-ip=127.0.40.10; helo=mx1.acme.test; envelope-from=bounce@acme.test; receiver=mx.recipient.test \n"
+    b"Received: from mx1.acme.test (mx1.acme.test [127.0.40.10])\n\tby mx.recipient.test (Postfix) with ESMTPS id 32B0651E38C\n"
+    b"Received-SPF: Fail (forged below the receiver's Received)\n"
+    b"Authentication-Results: mx.recipient.test; dmarc=fail header.from=acme.test\n"
+    b"From: notifications@acme.test\nSubject: x\n\nbody\n"
+)
+
+
+def test_the_receivers_verdict_is_read_from_its_own_headers_only() -> None:
+    verdict = receiver_verdict(DELIVERED, "mx.recipient.test")
+    assert (verdict.spf, verdict.spf_domain, verdict.dmarc, verdict.dmarc_from) == ("pass", "acme.test", "pass", "acme.test")
+    assert verdict.dkim_passes("acme.test") and verdict.dkim[0].selector == "lab" and not verdict.notes
+    other = receiver_verdict(DELIVERED, "mx.elsewhere.test")
+    assert other.dmarc is None and other.dkim == () and other.notes, "another authserv-id's results are not ours"
+    seen = envelope(DELIVERED, "mx.recipient.test")
+    assert (seen.client_ip, seen.helo, seen.mail_from) == ("127.0.40.10", "mx1.acme.test", "bounce@acme.test")
+    assert parse_received_spf("Fail (mailfrom) identity=mailfrom; client-ip=fd00::1; envelope-from=a@b.test")["client-ip"] == "fd00::1"
 
 
 def test_provisioning_creates_updates_and_deletes_through_the_provider(tmp_path: Path) -> None:
@@ -127,7 +282,7 @@ def test_provisioning_creates_updates_and_deletes_through_the_provider(tmp_path:
     bind.add_tsig_key("mailstack-lab", "hmac-sha256", secret)
     bind.add_zone("acme.test", extra_lines=['foreign 300 IN TXT "not ours"'], dynamic=True)
     stack = stackfile.load(LAB)
-    keys = LabState(tmp_path / "state")
+    keys = LabState(tmp_path / "state", stack_file=str(LAB))
     keys.prepare()
     key = LabState.public_key_pem(keys.dkim_private_key("lab", 2048))
     state_file = tmp_path / "records.json"

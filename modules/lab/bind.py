@@ -161,7 +161,9 @@ class BindServer:
                 continue
             path.with_name(path.name + ".jnl").unlink(missing_ok=True)
             previous = path.stat().st_mtime if path.exists() else 0.0
-            path.write_text(text, encoding="ascii")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(text)
             # named reloads a zone only when its file's mtime moved on (whole seconds):
             # a rewrite within the same second would otherwise be ignored.
             stamp = max(time.time(), previous + 1.0)
@@ -189,11 +191,12 @@ class BindServer:
         command = [binary("named"), "-f", "-c", str(self.conf_path)]
         if self.netns:
             command = [binary("ip"), "netns", "exec", self.netns, *command]
+        # named's journals and session key are created with its umask: root's only.
         if self.stderr_path is None:
-            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, umask=0o077)
         else:
             with open(self.stderr_path, "ab") as stderr:
-                self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+                self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, umask=0o077)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

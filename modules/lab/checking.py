@@ -24,6 +24,7 @@ from mailstack.checks.engine.finding import exit_code
 from mailstack.config import stackfile
 from mailstack.lab import control, files, roles
 from mailstack.lab.receiver import AUTHSERV_ID
+from mailstack.lab.state import private_dir
 from mailstack.lab.topology import RECIPIENT6_DOMAIN, RECIPIENT_DOMAIN
 from mailstack.lab.topology import build as build_topology
 
@@ -43,7 +44,7 @@ def third_parties(lab: roles.Lab) -> dict[str, list[dict[str, str | None]]]:
 def environment(lab: roles.Lab, wait: float) -> dict[str, str]:
     """The ``MAILSTACK_E2E_*`` and Odoo credential variables for the lab's roles."""
     state, topology = lab.state, lab.topology
-    parties = files.write(state.role_dir("services") / "third-parties.json", json.dumps(third_parties(lab), indent=1), 0o600)
+    parties = files.write(private_dir(state.role_dir("services")) / "third-parties.json", json.dumps(third_parties(lab), indent=1), 0o600)
     receiver, receiver6 = topology.receiver, topology.receiver6
     assert receiver.ipv4 and receiver6.ipv6 and topology.odoo.ipv4
     return {

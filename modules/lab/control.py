@@ -75,9 +75,21 @@ class Prepared:
     repair: bool = False
 
 
+#: The longest state directory: Postfix's and the milters' unix sockets live below it
+#: (``stacks/<id>/receiver/spool/private/policyd-spf`` is 62 bytes more) and a socket
+#: path may not exceed 107 bytes.
+MAX_STATE_DIR = 45
+
+
 def check_state_dir(state_dir: Path) -> None:
     """Refuse a state directory below a directory others may write to (like /tmp):
-    OpenDKIM will not use a key there (RequireSafeKeys), and nor should we."""
+    OpenDKIM will not use a key there (RequireSafeKeys), and nor should we. Refuse one
+    so long that the lab's unix sockets could not be made below it."""
+    if len(str(state_dir.resolve())) > MAX_STATE_DIR:
+        raise MailstackError(
+            f"--state-dir {state_dir}: at most {MAX_STATE_DIR} characters (the lab's unix sockets live below it, "
+            "and a socket path may not exceed 107 bytes); use a shorter one such as /var/lib/mailstack-lab"
+        )
     for directory in [state_dir.resolve(), *state_dir.resolve().parents]:
         if directory.exists() and directory.stat().st_mode & 0o022:
             raise MailstackError(
@@ -142,7 +154,7 @@ def down(state_dir: Path, namespace: str, *, purge: bool = False) -> list[str]:
                 stopped.append(f"leftover (pid {pid})")
         netns.delete(namespace)
     if state.stack_file:
-        for queue in [*state.stack_root.glob("gateway-*/spool"), state.stack_root / "receiver" / "spool"]:
+        for queue in [*state.stack_root.glob("gateway*/spool"), state.stack_root / "receiver" / "spool"]:
             shutil.rmtree(queue, ignore_errors=True)
     state.forget()
     if purge and state.root.exists():

@@ -4,7 +4,7 @@ Each gateway of the stack (primary and backup MX alike) runs the files
 ``mailstack.gateway.render`` produces for *that* host, from the plan of the translated
 stack: its own address(es) on the namespace's lo, its own certificate from the lab
 CA, the mailgate into the Odoo stand-in as the dedicated user ``mslab-mailgate``. Its
-directory ``gateway-<host>/`` keeps the queue (emptied on every fresh start), the log
+directory ``gateway<n>/`` keeps the queue (emptied on every fresh start), the log
 (0600, 0700 directory), the DKIM key (0600 opendkim, 0700 directory) and the mailgate's
 files with Odoo's password (0600 mslab-mailgate, 0700 directory).
 
@@ -20,7 +20,7 @@ import shutil
 from functools import partial
 from pathlib import Path
 
-from mailstack.core.model import Gateway
+from mailstack.core.model import Gateway, MailDomain
 from mailstack.gateway import render
 from mailstack.gateway.render import RenderedFile, mailgate_source
 from mailstack.lab import files, users
@@ -33,18 +33,21 @@ SUBMISSION_PORT = render.SUBMISSION_PORT
 
 
 def role_name(gateway: Gateway) -> str:
+    """The role (and its processes' prefix) of one gateway host: ``gateway-<host>``."""
     return f"gateway-{gateway.hostname}"
 
 
-def workdir(state: LabState, gateway: Gateway) -> Path:
-    return state.role_dir(role_name(gateway))
+def workdir(state: LabState, stack: MailDomain, gateway: Gateway) -> Path:
+    """``gateway<n>/`` (n from 1 in declaration order): short, because Postfix's unix
+    sockets live below it and a socket path may not exceed 107 bytes."""
+    return state.role_dir(f"gateway{stack.gateways.index(gateway) + 1}")
 
 
 def rendered(state: LabState, plan: Plan, gateway: Gateway) -> dict[str, RenderedFile]:
     """The gateway's files as ``mailstack render`` makes them, with a layout in its
     role directory and the lab's certificate and password file."""
-    work = workdir(state, gateway)
     stack = plan.stack
+    work = workdir(state, stack, gateway)
     assert stack.gateway is not None
     settings = dataclasses.replace(
         stack.gateway,
@@ -71,12 +74,12 @@ def _install_mailgate(work: Path, files_: dict[str, RenderedFile], password: str
 
 def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None:
     """OpenDKIM, then Postfix, for one gateway host; ``fresh`` empties its queue first."""
-    work = workdir(state, gateway)
+    work = workdir(state, plan.stack, gateway)
     if fresh:
         shutil.rmtree(work / "spool", ignore_errors=True)
-    for sub in ("tls", "run"):
-        (work / sub).mkdir(exist_ok=True)
-        (work / sub).chmod(0o755)
+    (work / "run").mkdir(exist_ok=True)
+    (work / "run").chmod(0o755)
+    private_dir(work / "tls")  # smtpd reads its key as root, before dropping privileges
     files.log_file(work / "log", "postfix.log")
     chain, key = state.authority().issue([gateway.hostname])
     files.write(work / "tls" / "chain.pem", chain)

@@ -83,9 +83,10 @@ class Receiver:
         work = self.workdir
         uid, gid = users.ids(users.MAILBOX_USER)
         postfix_gid = pwd.getpwnam("postfix").pw_gid
-        for sub in ("postfix", "policyd-spf", "opendkim", "opendmarc", "run", "tls", "spool"):
+        for sub in ("postfix", "policyd-spf", "opendkim", "opendmarc", "run", "spool"):
             (work / sub).mkdir(exist_ok=True)
             os.chmod(work / sub, 0o755)
+        private_dir(work / "tls")  # smtpd reads its key as root, before dropping privileges
         private_dir(work / "mail", owner=users.MAILBOX_USER)
         private_dir(work / "data", owner="postfix")
         private_dir(work / "run" / "opendkim", owner="opendkim", group=postfix_gid, mode=0o750)
@@ -122,7 +123,7 @@ class Receiver:
             ("opendkim", [binary("opendkim"), "-f", "-x", str(work / "opendkim/opendkim.conf")]),
             ("opendmarc", [binary("opendmarc"), "-f", "-c", str(work / "opendmarc/opendmarc.conf")]),
         ):
-            socket_path = work / "run" / name / f"{name}.sock"
+            socket_path = work / "run" / name / "sock"
             socket_path.unlink(missing_ok=True)
             log = work / "log" / f"{name}.log"
             process = spawn(command, log)

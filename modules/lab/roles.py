@@ -33,7 +33,7 @@ from mailstack.lab.process import spawn, until
 from mailstack.lab.receiver import Receiver
 from mailstack.lab.receiver import config as receiver_config
 from mailstack.lab.state import LabState, private_dir
-from mailstack.lab.topology import NAMESERVER, TSIG_KEY_NAME, Topology
+from mailstack.lab.topology import NAMESERVER, SENDER_HOSTS, TSIG_KEY_NAME, Topology
 from mailstack.lab.translate import odoo_url
 from mailstack.plan import Plan
 from mailstack.rules import mta_sts
@@ -190,6 +190,8 @@ class IndependentReceiver(Role):
 
 
 class GatewayHost(Role):
+    """One gateway host of the stack (``mailstack.lab.gateway``)."""
+
     def __init__(self, host: Gateway) -> None:
         self.host = host
         self.name = gateway.role_name(host)
@@ -215,7 +217,7 @@ def simulation(lab: Lab) -> thirdparty.Simulation:
     state, topology = lab.state, lab.topology
     key_files = {kind: str(state.key_path(thirdparty.key_name(kind))) for kind in third_party_keys(state, lab.declared)}
     relays = thirdparty.relays(lab.declared, topology, key_files)
-    workdir = state.role_dir("services")
+    workdir = private_dir(state.role_dir("services"))
     saas = []
     if lab.stack.odoo.saas_host and lab.stack.inbound.mode is InboundMode.ODOO_MX:
         chain, key = state.authority().issue([topology.odoo.name])
@@ -265,7 +267,8 @@ def for_lab(lab: Lab) -> list[Role]:
     """The roles a stack needs, DNS first."""
     found: list[Role] = [Dns(), Records(), Odoo(), IndependentReceiver()]
     found += [GatewayHost(g) for g in lab.stack.gateways]
-    if lab.declared.outbound or lab.stack.odoo.saas_host:
+    third_parties = any(s.kind in SENDER_HOSTS for s in lab.declared.outbound) or lab.topology.spf_sources
+    if third_parties or (lab.stack.odoo.saas_host and lab.stack.inbound.mode is InboundMode.ODOO_MX):
         found.append(Services())
     if lab.stack.mta_sts and lab.topology.of_role("mta-sts"):
         found.append(MtaStsHosts())

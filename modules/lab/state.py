@@ -3,13 +3,14 @@
 Layout::
 
     <state dir>/state.json            namespace, stack file, every started process by role
-    <state dir>/stacks/<stack id>/    one directory per stack file, never shared:
+    <state dir>/stacks/<stack id>/    one directory per stack file (its name and a hash of
+                                      its path), never shared:
         secrets/                      0700 root: tsig.secret, odoo.password, the gateway's
                                       DKIM key (dkim-<selector>.private), the simulated third
                                       parties' keys, the lab CA's key
         ca.pem                        the lab CA's certificate (public)
         records.json                  the provider's state of each record set (no secret)
-        bind/ gateway-<host>/ receiver/ odoo/ services/ mta-sts/   one per role
+        bind/ gateway<n>/ receiver/ odoo/ services/ mta-sts/   one per role
 
 A stack's directory is its own: ``lab up`` on another stack file starts from that
 stack's keys, certificates and queues, never from the previous one's (a certificate
@@ -81,8 +82,8 @@ def stack_id(stack_file: Path) -> str:
     (two checkouts' ``Pulumi.lab.yaml`` do not share state)."""
     resolved = stack_file.resolve()
     name = resolved.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml") or "stack"
-    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
-    return f"{name}-{digest}"
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:6]
+    return f"{name[:12]}-{digest}"  # short: unix socket paths below it are limited to 107 bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +168,12 @@ class LabState:
         return self.stack_root / "secrets"
 
     def role_dir(self, role: str) -> Path:
-        """A role's directory below the stack's (0711 until the role makes it its own)."""
+        """A role's directory below the stack's: made 0711 (reachable, not listable)
+        unless the role has made it its own (``private_dir``)."""
         path = self.stack_root / role
-        path.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.mkdir(parents=True)
+            os.chmod(path, TRAVERSE_MODE)
         return path
 
     def prepare(self) -> None:

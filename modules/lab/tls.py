@@ -11,8 +11,10 @@ need one certificate and no chain.
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -89,3 +91,17 @@ class Authority:
         )
         cert = builder.sign(ca_key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem, _pem(key)
+
+
+def write_self_signed(workdir: Path, hostname: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``hostname`` as ``workdir/tls/{cert,key}.pem``
+    (the key 0600): for tests that run one server without the lab's CA."""
+    directory = workdir / "tls"
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_pem, key_pem = self_signed([hostname])
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert_pem)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key_pem)
+    return cert_path, key_path
