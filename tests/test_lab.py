@@ -476,8 +476,9 @@ def test_check_takes_mailstack_checks_output_options(lab: Lab, tmp_path: Path) -
 
 
 def test_each_stack_keeps_its_own_state_and_down_stops_everything(lab: Lab) -> None:
-    """Runs last for each stack: its own directory (keys, CA, queues) under the shared
-    state directory, then ``down`` leaves no process, namespace or queue behind."""
+    """Runs last for each stack (the fixture's ``down`` then finds nothing to stop): its
+    own directory (keys, CA, queues) under the shared state directory, then ``down``
+    leaves no process, namespace or queue behind."""
     state = lab.state
     assert state.stack_root.name.startswith(f"{lab.name[:12]}-") and (state.stack_root / "ca.pem").exists()
     others = [p for p in (STATE_DIR / "stacks").iterdir() if p != state.stack_root]
@@ -490,5 +491,4 @@ def test_each_stack_keeps_its_own_state_and_down_stops_everything(lab: Lab) -> N
     assert LabState.load(STATE_DIR).processes == [] and not list(state.stack_root.glob("*/spool"))
     status = mailstack("lab", "status", *lab.opts())
     assert status.returncode == 1 and "no lab is up" in status.stdout
-    mailstack("lab", "up", "--stack-file", str(lab.stack_file), *lab.opts(), check=True)  # the fixture takes it down
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mailstack.lab import files, users
 from mailstack.lab.binaries import binary
-from mailstack.lab.postfix import LabError, postfix_command
+from mailstack.lab.postfix import LabError, postfix_command, settle
 from mailstack.lab.process import accepts, spawn, unix_accepts, until
 from mailstack.lab.state import LabState, private_dir
 from mailstack.lab.topology import RECEIVER, RECIPIENT6_DOMAIN, RECIPIENT_DOMAIN, Topology
@@ -111,6 +111,7 @@ class Receiver:
         system_list = Path(SYSTEM_PSL).read_text(encoding="utf-8")
         files.write(work / "opendmarc/public_suffix_list.dat", system_list + LAB_SUFFIXES)
         files.write(work / "opendmarc/ignore.hosts", "# OpenDMARC ignores only this TEST-NET-1 address: every lab client is evaluated\n192.0.2.1\n")
+        settle(work / "postfix")
         chain, key = self.state.authority().issue(list(self.receiver.names))
         files.write(work / "tls/chain.pem", chain)
         files.write(work / "tls/key.pem", key, 0o600)

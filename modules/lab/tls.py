@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -26,7 +26,13 @@ def _key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _pem(key: rsa.RSAPrivateKey) -> bytes:
+def _ec_key() -> ec.EllipticCurvePrivateKey:
+    """The lab CA's and servers' keys: P-256 (RFC 8422), a hundred times faster to make
+    than RSA 2048 and taken by Postfix, Python's ssl and every client here."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
@@ -59,7 +65,7 @@ class Authority:
     @classmethod
     def create(cls, name: str, days: int = 3650) -> Authority:
         """A new self-signed CA named ``name`` (may sign server certificates only)."""
-        key = _key()
+        key = _ec_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         builder = _validity(x509.CertificateBuilder(), days).subject_name(subject).issuer_name(subject)
         builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -78,8 +84,8 @@ class Authority:
         (SANs, the first also the CN): a chain file as Postfix and Python servers load it."""
         ca_cert = x509.load_pem_x509_certificate(self.cert_pem)
         ca_key = serialization.load_pem_private_key(self.key_pem, password=None)
-        assert isinstance(ca_key, rsa.RSAPrivateKey)
-        key = _key()
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        key = _ec_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
         builder = _validity(x509.CertificateBuilder(), days).subject_name(subject).issuer_name(ca_cert.subject)
         builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
