@@ -62,7 +62,8 @@ INSTANCES: dict[str, tuple[str, list[str], str, dict[str, str]]] = {
     # name: (address, aliases rendered, certificate name, main.cf overrides)
     "good": ("127.0.10.21", ["sales", "support"], "mx.good.smtp.test", {}),
     # the classic open relay: every client is "my network"; no recipient list
-    "relay": ("127.0.10.22", ["sales"], "wrong.example", {"mynetworks": "0.0.0.0/0", "relay_recipient_maps": ""}),
+    "relay": ("127.0.10.22", ["sales"], "wrong.example", {"mynetworks": "0.0.0.0/0", "relay_recipient_maps": "",
+                                                          "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination"}),
     "plain": ("127.0.10.23", ["sales"], "mx.plain.smtp.test", {"smtpd_tls_security_level": "none"}),
     "refuse": ("127.0.10.24", ["sales"], "mx.refuse.smtp.test", {"smtpd_delay_reject": "no", "smtpd_helo_restrictions": "reject"}),
     # refuses every sender at RCPT time (as a HELO or sender-domain rule would)
