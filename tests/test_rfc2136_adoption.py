@@ -59,13 +59,7 @@ def _address() -> str:
 
 
 def stack_for(zone: str, tmp: Path, extra: str = "", dns: str = "") -> MailDomain:
-    """The lab stack for another domain (``acme.test`` → ``zone``), plus ``extra`` config
-    and ``dns`` keys inside ``mailstack:dns``."""
-    text = project.stack_path("lab").read_text(encoding="utf-8").replace("acme.test", zone) + extra
-    text = text.replace("    tsigAlgorithm: hmac-sha256\n", "    tsigAlgorithm: hmac-sha256\n" + dns)
-    path = tmp / f"Pulumi.{zone}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return stackfile.load(path)
+    return stackfile.load(project.lab_variant(tmp, zone, extra=extra, dns=dns))
 
 
 def seed_text(zone: str, *lines: str) -> str:

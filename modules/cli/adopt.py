@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         key = (change.live.name, change.live.type, change.live.content, change.live.priority)
         if change.action is Action.ADOPT:
             adopt[change.planned.key] = ids[key]
-        elif change.action is Action.CONFLICT and change.live.type == change.type and change.planned.key not in adopt:
+        elif change.action is Action.CONFLICT and change.live.type == change.planned.type and change.planned.key not in adopt:
             adopt[change.planned.key] = ids[key]
         elif change.action is Action.CONFLICT:
             problems.append(change.note)

@@ -35,7 +35,7 @@ def refine(decided: ChangeSet, adopt: Mapping[str, str]) -> ChangeSet:
                 f"import id into mailstack:dns.adopt ({key}: <zone_id>/<record_id>) —, or remove it from the zone")))
         elif change.action is Action.ADOPT and key is not None:
             result.append(replace(change, note=f"imported by id {adopt[key]}"))
-        elif change.action is Action.CONFLICT and key is not None and key in adopt and change.live is not None and change.live.type == change.type:
+        elif change.action is Action.CONFLICT and key is not None and key in adopt and change.live is not None and change.planned is not None and change.live.type == change.planned.type:
             result.append(replace(change, action=Action.UPDATE, note=f"imported by id {adopt[key]}, then updated to the planned value"))
         else:
             result.append(change)
