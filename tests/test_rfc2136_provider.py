@@ -233,3 +233,39 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     port = free_port(Bind.address)  # nothing listens there
     with pytest.raises(ProviderError, match=f"cannot reach {Bind.address}:{port}"):
         Rfc2136Provider().create(props("crud.example", [rec("crud.example", "crud.example", "TXT", '"x"')], port=port))
+
+
+def test_a_create_interrupted_between_zones_is_completed_by_the_engines_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine keeps no state for a failed create and calls create again on the next
+    `pulumi up`: the zone written before the crash reads back as planned (adopted), the
+    other is written, each record once."""
+    address = random.choice([f"127.0.112.{i}" for i in range(10, 250) if not netns.has_address(f"127.0.112.{i}")])
+    server = BindServer(tmp_path / "bind", address, free_port(address))
+    server.add_tsig_key(KEY, "hmac-sha256", Bind.secret)
+    server.add_zone("first.example", extra_lines=FOREIGN, dynamic=True)
+    server.add_zone("second.example", dynamic=True)
+    records = [rec("first.example", "first.example", "TXT", '"v=spf1 -all"'), rec("second.example", "second.example", "TXT", '"v=spf1 -all"'),
+               rec("second.example", "_dmarc.second.example", "TXT", '"v=DMARC1; p=none"')]
+    news = props("first.example", records, zones=["first.example", "second.example"], server=address, port=server.port)
+    real_send = wire.send
+
+    def send_then_crash(*args: Any) -> None:
+        real_send(*args)
+        server.kill()  # the primary dies right after the first zone's update
+
+    with server:
+        inputs = checked({}, news)
+        monkeypatch.setattr(wire, "send", send_then_crash)
+        with pytest.raises(ProviderError, match="cannot reach|no answer"):
+            Rfc2136Provider().create(inputs)
+        monkeypatch.setattr(wire, "send", real_send)
+        server.restart()
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers, resolver.port, resolver.lifetime = [address], server.port, 3
+        assert [r.to_text() for r in resolver.resolve("first.example", "TXT") if "spf" in r.to_text()] == ['"v=spf1 -all"']
+        with pytest.raises(dns.resolver.NoAnswer):
+            resolver.resolve("second.example", "TXT")
+        Rfc2136Provider().create(inputs)  # the retry
+        assert sorted(r.to_text() for r in resolver.resolve("first.example", "TXT")) == ['"google-site-verification=keep-me"', '"v=spf1 -all"']
+        assert [r.to_text() for r in resolver.resolve("second.example", "TXT")] == ['"v=spf1 -all"']
+        assert [r.to_text() for r in resolver.resolve("_dmarc.second.example", "TXT")] == ['"v=DMARC1; p=none"']
