@@ -49,7 +49,7 @@ KEY = "mailstack-adopt"
 ZONE_FILE = Path(__file__).parent / "zones" / "acme.test.zone"
 OLD_SPF = "v=spf1 include:_spf.google.com ~all"
 #: One zone per test in the module's BIND (each test starts from the seed as exported).
-ZONES = ("coexist.test", "conflict.test", "declared.test", "sharedmx.test", "race.test", "lostreply.test")
+ZONES = ("coexist.test", "conflict.test", "declared.test", "sharedmx.test", "race.test", "lostreply.test", "ttlfact.test")
 
 
 def _address() -> str:
@@ -229,6 +229,18 @@ def test_a_zone_changed_between_read_and_write_gets_nothing_written(bind, tmp_pa
     assert rrsets(server, zone) == before
     decided = provision.apply(wanted(plan, server), tmp_path / "records.json")  # planned again: fine
     assert decided.counts()["create"] == 5 and "someone-else=1" in asked(server, zone, "TXT")
+
+
+def test_bind_gives_a_whole_set_the_ttl_of_a_record_added_to_it(bind) -> None:
+    """Why a write into a shared set uses the set's TTL: BIND would otherwise change the
+    TTL of the foreign records beside it (measured here, not assumed)."""
+    _, server = bind
+    zone = "ttlfact.test"
+    assert rrsets(server, zone)[(zone, "TXT")][0] == 1
+    update = dns.update.UpdateMessage(f"{zone}.", keyring=server.keyring(), keyname=KEY, keyalgorithm="hmac-sha256")
+    update.add(f"{zone}.", 300, "TXT", '"added with another TTL"')
+    assert dns.query.tcp(update, server.address, port=server.port, timeout=3).rcode() == 0
+    assert rrsets(server, zone)[(zone, "TXT")][0] == 300, "every token at the apex now has TTL 300"
 
 
 class DropReplies:
