@@ -20,11 +20,14 @@ from pathlib import Path
 from mailstack import plan as planning
 from mailstack.core.errors import MailstackError
 from mailstack.core.model import MailDomain
+from mailstack.core.record import Record
 from mailstack.lab import binaries, netns, postfix, provision, roles, translate, users
 from mailstack.lab.binaries import binary
+from mailstack.lab.seed import Seed
 from mailstack.lab.state import LabState, Process
-from mailstack.lab.topology import Topology
+from mailstack.lab.topology import TSIG_KEY_NAME, Topology
 from mailstack.plan import Plan
+from mailstack.plan.changes import ChangeSet
 
 #: Python modules the lab imports, and the PyPI distribution providing each.
 PYTHON_MODULES = {"aiosmtpd": "aiosmtpd", "spf": "pyspf", "dkim": "dkimpy", "authres": "authres", "publicsuffixlist": "publicsuffixlist"}
@@ -98,10 +101,11 @@ def check_state_dir(state_dir: Path) -> None:
             )
 
 
-def prepare(state_dir: Path, topology: Topology, stack_file: Path) -> Prepared:
-    """Host side of ``lab up``: a running lab of the same stack is kept (idempotent),
-    one with dead processes is repaired in place; anything else — another stack, no
-    namespace — is brought down and its namespace (re)created with the lab's resolver."""
+def prepare(state_dir: Path, topology: Topology, stack_file: Path, seeds: tuple[str, ...] = ()) -> Prepared:
+    """Host side of ``lab up``: a running lab of the same stack (and seeds) is kept
+    (idempotent), one with dead processes is repaired in place; anything else — another
+    stack, other seed zones, no namespace — is brought down and its namespace
+    (re)created with the lab's resolver. ``seeds`` are the seed files' digests."""
     preflight()
     users.ensure()
     if not postfix.runs_as(users.MAILGATE_USER):
@@ -111,7 +115,9 @@ def prepare(state_dir: Path, topology: Topology, stack_file: Path) -> Prepared:
         )
     check_state_dir(state_dir)
     state = LabState.load(state_dir)
-    same_lab = state.namespace == topology.namespace and state.stack_file == str(stack_file.resolve())
+    # Seeds make a lab only when given: `lab up` without --seed-zone keeps a seeded lab.
+    same_seeds = not seeds or state.seeds == list(seeds)
+    same_lab = state.namespace == topology.namespace and state.stack_file == str(stack_file.resolve()) and same_seeds
     if same_lab and state.processes and netns.exists(topology.namespace):
         running = all(p.alive() for p in state.processes)
         return Prepared(state, running, repair=not running)
@@ -120,7 +126,7 @@ def prepare(state_dir: Path, topology: Topology, stack_file: Path) -> Prepared:
         if state.namespace != topology.namespace and netns.exists(topology.namespace):
             down(state_dir, topology.namespace)
         state = LabState.load(state_dir)
-    state.namespace, state.stack_file = topology.namespace, str(stack_file.resolve())
+    state.namespace, state.stack_file, state.seeds = topology.namespace, str(stack_file.resolve()), list(seeds)
     state.processes = []
     state.prepare()
     state.save()
@@ -183,9 +189,9 @@ def lab_plan(state: LabState, stack: MailDomain, topology: Topology) -> Plan:
     return planning.build(translate.lab_stack(stack, topology, keys), public)
 
 
-def make_lab(state_dir: Path, stack: MailDomain, topology: Topology) -> roles.Lab:
+def make_lab(state_dir: Path, stack: MailDomain, topology: Topology, seeds: tuple[Seed, ...] = ()) -> roles.Lab:
     state = LabState.load(state_dir)
-    return roles.Lab(state, stack, lab_plan(state, stack, topology), topology)
+    return roles.Lab(state, stack, lab_plan(state, stack, topology), topology, seeds)
 
 
 # -- inside the namespace ----------------------------------------------------------------
@@ -204,9 +210,11 @@ def add_addresses(topology: Topology) -> None:
         raise MailstackError(f"ip -batch in namespace {topology.namespace}: {result.stderr.strip()}")
 
 
-def start(lab: roles.Lab) -> list[provision.Change]:
-    """Start every role, DNS first (a fresh lab: empty zones and queues)."""
-    (lab.state.stack_root / "records.json").unlink(missing_ok=True)  # a fresh BIND has empty zones
+def start(lab: roles.Lab) -> ChangeSet | None:
+    """Start every role, DNS and the records first (a fresh lab: the zones empty or as
+    seeded, empty queues). A conflict with the seeded zones (ConflictError) leaves BIND
+    running with the zones exactly as seeded and starts nothing else."""
+    (lab.state.stack_root / roles.JOURNAL).unlink(missing_ok=True)  # a fresh BIND has only the seeded records
     add_addresses(lab.topology)
     roles.start_all(lab, roles.for_lab(lab), fresh=True)
     return lab.changes
@@ -234,7 +242,9 @@ def repair(lab: roles.Lab) -> list[str]:
     return restarted
 
 
-def live_records(state_dir: Path) -> dict[str, list[str] | None]:
-    """What BIND serves for each record set the lab published (``provider.read``)."""
-    state = LabState.load(state_dir)
-    return provision.refresh(state.stack_root / "records.json", state.tsig_secret())
+def live_records(lab: roles.Lab) -> list[tuple[Record, bool]]:
+    """Each record the lab published, and whether BIND serves it as written."""
+    state, plan, topology = lab.state, lab.plan, lab.topology
+    key_name = plan.stack.dns.tsig_key_name or TSIG_KEY_NAME
+    server = provision.desired(plan, topology.bind_address, topology.dns_port, key_name, state.tsig_secret())
+    return provision.live(state.stack_root / roles.JOURNAL, server)

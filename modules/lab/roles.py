@@ -21,10 +21,11 @@ import json
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from mailstack.core import zonefile
 from mailstack.core.model import Gateway, InboundMode, MailDomain, SenderKind
-from mailstack.lab import files, gateway, provision, thirdparty, zones
+from mailstack.lab import files, gateway, provision, thirdparty, translate, zones
 from mailstack.lab.binaries import binary
 from mailstack.lab.bind import BindServer
 from mailstack.lab.odoo_standin import OdooStandIn
@@ -32,10 +33,12 @@ from mailstack.lab.postfix import LabError
 from mailstack.lab.process import spawn, until
 from mailstack.lab.receiver import Receiver
 from mailstack.lab.receiver import config as receiver_config
+from mailstack.lab.seed import Seed
 from mailstack.lab.state import LabState, private_dir
 from mailstack.lab.topology import NAMESERVER, SENDER_HOSTS, TSIG_KEY_NAME, Topology
 from mailstack.lab.translate import odoo_url
 from mailstack.plan import Plan
+from mailstack.plan.changes import ChangeSet
 from mailstack.rules import mta_sts
 
 ODOO_LOGIN = "admin"
@@ -47,6 +50,10 @@ PROBE_ALIAS = "probe"
 MILTER_GRACE = 0.5
 
 
+#: The lab's journal of the records mailstack owns (``mailstack.lab.provision``).
+JOURNAL = "records.json"
+
+
 @dataclass
 class Lab:
     """What the roles of one lab share: its state, the stack, its plan and topology."""
@@ -55,7 +62,9 @@ class Lab:
     declared: MailDomain
     plan: Plan  # of the translated stack (mailstack.lab.translate)
     topology: Topology
-    changes: list[provision.Change] = field(default_factory=list)
+    #: The user's zones to load before the plan is applied (``--seed-zone``).
+    seeds: tuple[Seed, ...] = ()
+    changes: ChangeSet | None = None
 
     @property
     def stack(self) -> MailDomain:
@@ -118,8 +127,15 @@ class Dns(Role):
         stack = lab.stack
         key_name = stack.dns.tsig_key_name or TSIG_KEY_NAME
         bind.add_tsig_key(key_name, stack.dns.tsig_algorithm, state.tsig_secret())
+        seeded = {seed.origin: seed for seed in lab.seeds}
         for zone, initial in zone_set.dynamic.items():
-            bind.add_zone(zone, initial, dynamic=True, update_key=key_name)
+            if zone in seeded:
+                # The user's zone as it is (its addresses mapped like the stack's), the
+                # lab's own hosts in place of the seed's records at their names.
+                text = translate.seed_zone(seeded[zone].zone_text(), topology, {(r.name, r.type) for r in initial})
+                bind.add_zone_file(zone, text + "\n".join(zonefile.lines(initial)) + "\n", dynamic=True, update_key=key_name)
+            else:
+                bind.add_zone(zone, initial, dynamic=True, update_key=key_name)
         for zone, content in {**zone_set.static, **zone_set.reverse}.items():
             bind.add_zone(zone, content)
         bind.start()
@@ -136,12 +152,12 @@ class Records(Role):
         lab.changes = publish(lab.state, lab.plan, lab.topology)
 
 
-def publish(state: LabState, plan: Plan, topology: Topology) -> list[provision.Change]:
-    """Publish the plan's records as ``pulumi up`` would (idempotent)."""
-    secret = state.tsig_secret()
+def publish(state: LabState, plan: Plan, topology: Topology) -> ChangeSet:
+    """Publish the plan's records as ``pulumi up`` would: all or nothing, idempotent
+    (ConflictError: nothing written)."""
     key_name = plan.stack.dns.tsig_key_name or TSIG_KEY_NAME
-    wanted = provision.desired(plan, topology.bind_address, topology.dns_port, key_name, secret)
-    return provision.apply(wanted, state.stack_root / "records.json", secret)
+    wanted = provision.desired(plan, topology.bind_address, topology.dns_port, key_name, state.tsig_secret())
+    return provision.apply(wanted, state.stack_root / JOURNAL)
 
 
 def odoo_user(stack: MailDomain) -> tuple[str, int]:
@@ -276,8 +292,11 @@ def for_lab(lab: Lab) -> list[Role]:
 
 
 def start_all(lab: Lab, roles: Sequence[Role], *, fresh: bool) -> None:
-    """DNS first, then every other role concurrently; the first failure is raised."""
-    first, rest = [r for r in roles if r.name == "bind"], [r for r in roles if r.name != "bind"]
+    """DNS and the records first (a conflict with a seeded zone then leaves BIND up
+    with the zone as seeded and starts nothing else), then every other role at once;
+    their failures are raised together."""
+    first = [r for r in roles if r.name in ("bind", "records")]
+    rest = [r for r in roles if r not in first]
     for role in first:
         role.start(lab, fresh)
     with cf.ThreadPoolExecutor(max_workers=max(1, len(rest)), thread_name_prefix="role") as pool:

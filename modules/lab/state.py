@@ -2,14 +2,15 @@
 
 Layout::
 
-    <state dir>/state.json            namespace, stack file, every started process by role
+    <state dir>/state.json            namespace, stack file, seed zones, every started process by role
     <state dir>/stacks/<stack id>/    one directory per stack file (its name and a hash of
                                       its path), never shared:
         secrets/                      0700 root: tsig.secret, odoo.password, the gateway's
                                       DKIM key (dkim-<selector>.private), the simulated third
                                       parties' keys, the lab CA's key
         ca.pem                        the lab CA's certificate (public)
-        records.json                  the provider's state of each record set (no secret)
+        records.json                  the journal of the records mailstack owns
+                                      (``mailstack.lab.provision``; no secret)
         bind/ gateway<n>/ receiver/ odoo/ services/ mta-sts/   one per role
 
 A stack's directory is its own: ``lab up`` on another stack file starts from that
@@ -151,6 +152,8 @@ class LabState:
     namespace: str = ""
     stack_file: str = ""
     processes: list[Process] = field(default_factory=list)
+    #: The seed zones the lab was brought up with (``path sha256`` each).
+    seeds: list[str] = field(default_factory=list)
 
     @property
     def state_file(self) -> Path:
@@ -193,6 +196,7 @@ class LabState:
             state.namespace = data.get("namespace", "")
             state.stack_file = data.get("stack_file", "")
             state.processes = [Process(p["role"], int(p["pid"]), p["marker"]) for p in data.get("processes", [])]
+            state.seeds = [str(s) for s in data.get("seeds", [])]
         return state
 
     def save(self) -> None:
@@ -200,6 +204,7 @@ class LabState:
             "namespace": self.namespace,
             "stack_file": self.stack_file,
             "processes": [{"role": p.role, "pid": p.pid, "marker": p.marker} for p in self.processes],
+            "seeds": self.seeds,
         }
         temporary = self.root / f".state.json.{os.getpid()}.{threading.get_ident()}.tmp"
         temporary.write_text(json.dumps(data, indent=1), encoding="utf-8")

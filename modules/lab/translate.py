@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 
+from mailstack.core import names
 from mailstack.core.model import MailDomain, Sender, SenderKind
 from mailstack.lab.topology import ODOO_PORT, TSIG_KEY_NAME, Topology
 from mailstack.rules import spf
+
+_SPF_ADDRESS = re.compile(r"(?<![\w-])(ip[46]:)([0-9A-Fa-f:.]+(?:/\d+)?)")
 
 #: Senders whose DKIM public key the stack declares (from the provider's console).
 DECLARED_KEY_SENDERS = (SenderKind.GOOGLE, SenderKind.MAILJET)
@@ -63,6 +67,7 @@ def lab_stack(stack: MailDomain, topology: Topology, lab_keys: Mapping[SenderKin
     )
     dns = dataclasses.replace(
         stack.dns, provider="rfc2136", server=topology.bind_address, port=topology.dns_port, tsig_key_name=TSIG_KEY_NAME,
+        adopt=adopted(stack, topology),
     )
     odoo = dataclasses.replace(stack.odoo, url=odoo_url(topology))
     settings = stack.gateway
@@ -75,6 +80,47 @@ def lab_stack(stack: MailDomain, topology: Topology, lab_keys: Mapping[SenderKin
         )
     outbound = tuple(_sender(topology, s, lab_keys) for s in stack.outbound)
     return dataclasses.replace(stack, gateways=gateways, dns=dns, odoo=odoo, gateway=settings, outbound=outbound)
+
+
+def spf_text(topology: Topology, text: str) -> str:
+    """An SPF value (or TXT text) with its declared ``ip4:``/``ip6:`` terms mapped."""
+    def mapped(match: re.Match[str]) -> str:
+        try:
+            return match.group(1) + _lab_network(topology, match.group(2))
+        except ValueError:
+            return match.group(0)
+    return _SPF_ADDRESS.sub(mapped, text) if "v=spf1" in text else text
+
+
+def adopted(stack: MailDomain, topology: Topology) -> tuple[tuple[str, str], ...]:
+    """``dns.adopt`` as the lab applies it: on RFC 2136 the live values to take over,
+    mapped like the seeded zone's (so an old SPF is still recognised); a Cloudflare
+    stack's entries are import ids, which mean nothing to the lab's BIND: left out."""
+    if stack.dns.provider != "rfc2136":
+        return ()
+    return tuple((key, spf_text(topology, value)) for key, value in stack.dns.adopt)
+
+
+def seed_zone(text: str, topology: Topology, replaced: Iterable[tuple[str, str]]) -> str:
+    """A seed zone's text (absolute names, one record per line, as ``Seed.zone_text``)
+    with the declared addresses its A, AAAA and SPF records hold mapped as the stack's
+    are — the seed is the real zone, the lab runs the hosts on its own addresses — and
+    without the record sets at ``replaced`` (name, TYPE): hosts the lab publishes itself."""
+    dropped = set(replaced)
+    lines = []
+    for line in text.splitlines():
+        fields = line.split(None, 4)
+        if len(fields) == 5 and not line.startswith(("$", ";")):
+            name, ttl, klass, rdtype, rdata = fields
+            if (names.normalize(name), rdtype.upper()) in dropped:
+                continue
+            if rdtype.upper() in ("A", "AAAA"):
+                rdata = topology.lab_value(rdata.strip())
+            elif rdtype.upper() == "TXT":
+                rdata = spf_text(topology, rdata)
+            line = f"{name} {ttl} {klass} {rdtype} {rdata}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def substitutions(stack: MailDomain) -> list[str]:
