@@ -323,3 +323,23 @@ def test_provisioning_creates_updates_and_deletes_through_the_provider(tmp_path:
         assert resolve("foreign.acme.test", "TXT") == ['"not ours"'] and resolve("new.acme.test", "TXT") == []
         served = provision.live(state_file, wanted)
         assert len(served) == 4 and all(ok for _, ok in served)
+
+
+def test_a_seeded_real_zone_gets_the_same_address_mapping_as_the_stack() -> None:
+    """The seed holds the declared (real) addresses; the lab maps them as it maps the
+    stack's, so what production would find identical stays identical in the lab."""
+    stack = stackfile.load(project.stack_path("onpremise"))
+    topology = build_topology(stack)
+    seed = "\n".join([
+        'example.net. 3600 IN TXT "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 ip4:198.51.100.20 ~all"',
+        "mx1.example.net. 3600 IN A 192.0.2.10",
+        "www.example.net. 3600 IN A 192.0.2.80",
+        "odoo.example.net. 3600 IN A 203.0.113.5",
+    ])
+    text = translate.seed_zone(seed, topology, {("odoo.example.net", "A")})
+    assert 'example.net. 3600 IN TXT "v=spf1 ip4:127.0.50.1 ip6:fd00:6c61:62:50::1 ip4:127.0.50.2 ~all"' in text
+    assert "mx1.example.net. 3600 IN A 127.0.50.1" in text and "www.example.net. 3600 IN A 192.0.2.80" in text
+    assert "odoo.example.net" not in text, "the lab serves its own host there"
+    adopting = dataclasses.replace(stack, dns=dataclasses.replace(stack.dns, provider="rfc2136", adopt=(("txt-example.net", "v=spf1 ip4:192.0.2.10 -all"),)))
+    assert translate.adopted(adopting, topology) == (("txt-example.net", "v=spf1 ip4:127.0.50.1 -all"),)
+    assert translate.adopted(stack, topology) == (), "Cloudflare import ids mean nothing to the lab's BIND"
