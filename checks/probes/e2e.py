@@ -26,6 +26,7 @@ import json
 import os
 import smtplib
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -195,6 +196,14 @@ def submit(host: str, port: int, probe_from: str, recipients: list[str], raw: by
             if client.sock is not None:
                 client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.ehlo()
+            if client.has_extn("starttls"):
+                # As a sending MTA (and Odoo with smtp_ssl) does: encrypt when offered, so a
+                # submission port that requires TLS takes the probe. The certificate is
+                # judged by smtp.starttls, not here.
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                client.starttls(context=context)
+                client.ehlo()
             code, reply = client.mail(probe_from, ["BODY=8BITMIME"] if client.has_extn("8bitmime") else [])
             _raise_for(code, reply, "MAIL FROM")
             for recipient in recipients:
