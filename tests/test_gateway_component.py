@@ -4,17 +4,21 @@ from the generated key, and triggers that change exactly when rendered content d
 from __future__ import annotations
 
 import copy
+import dataclasses
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pulumi
+import pytest
 from pulumi.runtime import rpc
 
 from mailstack import plan
 from mailstack.config import stackfile
 from mailstack.config.stack import from_config
 from mailstack.gateway import render
-from mailstack.providers.gateway import TYPE, GatewayArgs, GatewayServer, content_hash
+from mailstack.providers.gateway import TYPE, GatewayArgs, GatewayServer, _write_secret, content_hash
 from mailstack.rules import dkim
 from tests import project
 from tests.pulumi_harness import Mocks, ProgramRun, config_string, run_program
@@ -117,7 +121,7 @@ def test_smtp_auth_password_goes_into_the_sasldb_through_stdin() -> None:
     create = command.inputs["create"]
     assert "hunter2" not in create
     assert "saslpasswd2 -p -c -f /etc/sasldb2 -u mx1.example.org odoo" in create
-    assert "chown root:postfix /etc/sasldb2; chmod 0640 /etc/sasldb2" in create
+    assert "chown root:postfix -- /etc/sasldb2; chmod 0640 -- /etc/sasldb2" in create
     # Without smtpAuth the secret configures nothing: no sasldb command.
     plain = run_values(base_values(), {"smtpAuthPassword": "hunter2-sasl"})
     assert not [r for r in plain.of_type(COMMAND) if r.name.endswith("-smtp-auth")]
@@ -182,3 +186,65 @@ def test_the_private_key_stays_secret_in_the_component() -> None:
     files = render.render(plan.build(stack), gateway=stack.gateways[0])
     mailgate_source = (project.ROOT / "modules" / "gateway" / "mailgate.py").read_text()
     assert built["server"].content_hash == content_hash(files, mailgate_source)
+
+
+# -- hostile paths: every value in a remote command is one shell word ------------------
+
+#: Paths mailgate.conf (INI) can hold but a shell would run: only quoting stops them.
+SHELL_HOSTILE = ["/etc/x;touch${IFS}/tmp/owned", "/etc/x`id>/tmp/owned`", "/etc/$(id)/it's"]
+
+
+def _component(password_file: str) -> list[Any]:
+    """The component's resources for a stack whose mailgate password file is
+    ``password_file``, the model built directly (as a future key could)."""
+    stack = from_config(base_values())
+    assert stack.gateway is not None
+    settings = dataclasses.replace(stack.gateway, mailgate=dataclasses.replace(stack.gateway.mailgate, password_file=password_file))
+    stack = dataclasses.replace(stack, gateway=settings)
+    mocks = Mocks()
+    pulumi.runtime.reset_options(project="mailstack", stack="unit")
+    pulumi.runtime.set_mocks(mocks, project="mailstack", stack="unit")
+
+    @pulumi.runtime.test
+    def build() -> pulumi.Output[Any]:
+        server = GatewayServer("gw", GatewayArgs(plan=plan.build(stack), gateway=stack.gateways[0], dkim_private_key_pem="PEM", odoo_password="pw"))
+        return server.activate.urn
+
+    build()
+    return mocks.resources
+
+
+def test_hostile_password_file_paths_are_quoted_exactly() -> None:
+    resources = {r.name: r for r in _component("/etc/x;touch${IFS}/tmp/owned")}
+    assert resources["gw-odoo-password"].inputs["create"] == (
+        "set -eu; umask 077; install -d -m 0755 -- '/etc/x;touch${IFS}/tmp'; "
+        "cat > '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
+        "chown -- root:mailgate '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
+        "chmod -- 0640 '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
+        "mv -f -- '/etc/x;touch${IFS}/tmp/owned.mailstack-new' '/etc/x;touch${IFS}/tmp/owned'"
+    )
+    quoted = {r.name: r for r in _component("/etc/$(id)/it's")}["gw-odoo-password"].inputs["create"]
+    assert quoted.startswith("set -eu; umask 077; install -d -m 0755 -- '/etc/$(id)'; cat > '/etc/$(id)/it'\"'\"'s.mailstack-new';")
+    assert resources["gw-dkim-key"].inputs["create"] == (
+        "set -eu; umask 077; install -d -m 0755 -- /etc/opendkim/keys; cat > /etc/opendkim/keys/gw.private.mailstack-new; "
+        "chown -- opendkim:opendkim /etc/opendkim/keys/gw.private.mailstack-new; "
+        "chmod -- 0600 /etc/opendkim/keys/gw.private.mailstack-new; "
+        "mv -f -- /etc/opendkim/keys/gw.private.mailstack-new /etc/opendkim/keys/gw.private"
+    )
+    assert resources["gw-dkim-key"].inputs["delete"] == "rm -f -- /etc/opendkim/keys/gw.private"
+
+
+@pytest.mark.parametrize("hostile", SHELL_HOSTILE)
+def test_a_real_shell_writes_the_secret_at_the_exact_hostile_path(hostile: str, tmp_path: Path) -> None:
+    """The command the component sends, run by dash: the secret lands at the path
+    as written, byte for byte, mode 0640, and nothing in the path runs."""
+    marker = tmp_path / "owned"
+    path = str(tmp_path) + hostile.replace("/tmp/owned", str(marker))
+    command = _write_secret(path, "root", "root", "0640")
+    result = subprocess.run(["/bin/sh", "-c", command], input="the-secret\n", capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    written = Path(path)
+    assert written.read_text() == "the-secret\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o640
+    assert not marker.exists(), "a command hidden in the path ran"
+    assert sorted(p.name for p in written.parent.iterdir()) == [written.name]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -77,12 +78,21 @@ def _part(relative: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", relative).strip("-").lower()
 
 
+def _q(*values: str) -> str:
+    """Values as shell words, each quoted (``shlex.quote``): a path with ``;`` or a
+    space stays one word and runs nothing."""
+    return " ".join(shlex.quote(value) for value in values)
+
+
 def _write_secret(path: str, owner: str, group: str, mode: str) -> str:
-    """Shell that writes stdin to ``path`` never readable by others, atomically."""
+    """Shell that writes stdin to ``path`` never readable by others, atomically.
+    Every value is quoted: the path comes from the stack (``mailgate.passwordFile``)."""
+    new = path + ".mailstack-new"
+    directory = posixpath.dirname(path) or "/"
     return (
-        f"set -eu; umask 077; install -d -m 0755 \"$(dirname {path})\"; cat > {path}.mailstack-new; "
-        f"chown {owner}:{group} {path}.mailstack-new; chmod {mode} {path}.mailstack-new; "
-        f"mv -f {path}.mailstack-new {path}"
+        f"set -eu; umask 077; install -d -m 0755 -- {_q(directory)}; cat > {_q(new)}; "
+        f"chown -- {_q(f'{owner}:{group}', new)}; chmod -- {_q(mode, new)}; "
+        f"mv -f -- {_q(new, path)}"
     )
 
 
@@ -90,10 +100,10 @@ def _sasl_password(sasldb: str, realm: str, user: str) -> str:
     """Shell that sets ``user@realm``'s SMTP AUTH password in the sasldb from stdin
     (``saslpasswd2 -p``: no prompt, nothing in argv) and leaves the database readable
     by smtpd only (root:postfix 0640; Debian creates it root:sasl 0660)."""
-    path, quoted_realm, quoted_user = shlex.quote(sasldb), shlex.quote(realm), shlex.quote(user)
+    path, quoted_realm, quoted_user = _q(sasldb), _q(realm), _q(user)
     return (
         f"set -eu; umask 027; saslpasswd2 -p -c -f {path} -u {quoted_realm} {quoted_user}; "
-        f"chown root:postfix {path}; chmod 0640 {path}"
+        f"chown root:postfix -- {path}; chmod 0640 -- {path}"
     )
 
 
@@ -128,11 +138,11 @@ class GatewayServer(pulumi.ComponentResource):
             create=(
                 "set -eu; export DEBIAN_FRONTEND=noninteractive; "
                 "echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; "
-                f"apt-get update -q; apt-get install -y -q {' '.join(package_list)}; "
-                f"id -u {layout.mailgate_user} >/dev/null 2>&1 || useradd --system --no-create-home "
-                f"--home-dir /nonexistent --shell /usr/sbin/nologin {layout.mailgate_user}; "
-                f"install -d -m 0755 {layout.mailstack_dir} $(dirname {mailgate_script}); "
-                f"install -d -m 0750 -o {opendkim_user} -g {opendkim_user} {layout.opendkim_dir}/keys"
+                f"apt-get update -q; apt-get install -y -q {_q(*package_list)}; "
+                f"id -u -- {_q(layout.mailgate_user)} >/dev/null 2>&1 || useradd --system --no-create-home "
+                f"--home-dir /nonexistent --shell /usr/sbin/nologin -- {_q(layout.mailgate_user)}; "
+                f"install -d -m 0755 -- {_q(layout.mailstack_dir, posixpath.dirname(mailgate_script))}; "
+                f"install -d -m 0750 -o {_q(opendkim_user)} -g {_q(opendkim_user)} -- {_q(layout.opendkim_dir + '/keys')}"
             ),
             opts=child,
         )
@@ -163,7 +173,7 @@ class GatewayServer(pulumi.ComponentResource):
             f"{name}-dkim-key",
             connection=connection,
             create=_write_secret(key_path, opendkim_user, opendkim_user, "0600"),
-            delete=f"rm -f {key_path}",
+            delete=f"rm -f -- {_q(key_path)}",
             stdin=self.dkim_private_key_pem,
             triggers=[key_hash],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[packages], additional_secret_outputs=["stdin"]),
@@ -186,22 +196,21 @@ class GatewayServer(pulumi.ComponentResource):
                 f"{name}-smtp-auth",
                 connection=connection,
                 create=_sasl_password(layout.sasldb_path, gateway.hostname, stack.gateway.smtp_auth.user),
-                delete=(f"saslpasswd2 -d -f {shlex.quote(layout.sasldb_path)} -u {shlex.quote(gateway.hostname)} "
-                        f"{shlex.quote(stack.gateway.smtp_auth.user)} || true"),
+                delete=f"saslpasswd2 -d -f {_q(layout.sasldb_path)} -u {_q(gateway.hostname)} {_q(stack.gateway.smtp_auth.user)} || true",
                 stdin=sasl_password,
                 triggers=[sasl_password.apply(lambda value: hashlib.sha256(value.encode()).hexdigest())],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[packages], additional_secret_outputs=["stdin"]),
             ))
 
-        public = " ".join(path for path, f in zip(self.remote_paths, files.values()) if not f.secret)
-        maps = " ".join(layout.host_path(r) for r in render_module.POSTMAP_FILES if r in files)
+        public = _q(*(path for path, f in zip(self.remote_paths, files.values()) if not f.secret))
+        maps = _q(*(layout.host_path(r) for r in render_module.POSTMAP_FILES if r in files))
         self.activate = remote.Command(
             f"{name}-activate",
             connection=connection,
             create=(
-                f"set -eu; chmod 0644 {public}; chmod 0755 {mailgate_script}; "
+                f"set -eu; chmod 0644 -- {public}; chmod 0755 -- {_q(mailgate_script)}; "
                 + (f"postmap {maps}; " if maps else "")
-                + f"postfix -c {layout.postfix_dir} check; systemctl daemon-reload; "
+                + f"postfix -c {_q(layout.postfix_dir)} check; systemctl daemon-reload; "
                 "systemctl enable opendkim postfix; systemctl restart opendkim; "
                 "systemctl reload-or-restart postfix"
             ),
