@@ -63,14 +63,18 @@ _CHECK_ID = re.compile(r"[a-z0-9-]{1,40}(?:\.[a-z0-9-]{1,40}){0,4}")
 _PATH_MAX = 4095
 
 
-def text(value: Any) -> str:
+def text(value: Any, *, lines: bool = False) -> str:
     """Any string of a stack: not blank, at most MAX_TEXT characters, no control or
-    invisible formatting characters; surrounding whitespace stripped."""
+    invisible formatting characters; surrounding whitespace stripped. ``lines``
+    allows line breaks and tabs, for the one value that is a PEM block (a third-party
+    DKIM key, of which only the base64 is kept)."""
     if not isinstance(value, str):
         raise ValueError(f"must be a string, not {_type_name(value)}")
     if len(value) > MAX_TEXT:
         raise ValueError(f"is {len(value)} characters long, over the limit of {MAX_TEXT}")
     for index, char in enumerate(value):
+        if lines and char in "\n\r\t":
+            continue
         if unicodedata.category(char) in _REFUSED_CATEGORIES:
             raise ValueError(f"{quote(value)} contains the control character U+{ord(char):04X} at position {index}")
     stripped = value.strip()

@@ -89,11 +89,12 @@ class ConfigReader:
             return None
         return list(value)
 
-    def convert(self, value: Any, path: Path, convert: Callable[[Any], T]) -> T | None:
-        """``convert(value)``; any string is checked by ``kinds.text`` first."""
+    def convert(self, value: Any, path: Path, convert: Callable[[Any], T], *, lines: bool = False) -> T | None:
+        """``convert(value)``; any string is checked by ``kinds.text`` first (``lines``:
+        line breaks allowed, for a PEM block)."""
         try:
             if isinstance(value, str):
-                kinds.text(value)
+                kinds.text(value, lines=lines)
             return convert(value)
         except (ValueError, TypeError) as err:
             self.fail(path, _bounded(str(err)))

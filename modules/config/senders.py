@@ -82,7 +82,7 @@ def _sender(reader: ConfigReader, item: Any, path: Path) -> Sender | None:
     if sender_kind in (SenderKind.GOOGLE, SenderKind.MAILJET):
         key = None
         if data.get("dkimKey") is not None:
-            key = reader.convert(data["dkimKey"], (*path, "dkimKey"), _third_party_key)
+            key = reader.convert(data["dkimKey"], (*path, "dkimKey"), _third_party_key, lines=True)
         selector = None
         if data.get("dkimSelector") is not None:
             selector = reader.convert(data["dkimSelector"], (*path, "dkimSelector"), kinds.label)
@@ -93,7 +93,7 @@ def _sender(reader: ConfigReader, item: Any, path: Path) -> Sender | None:
 def _third_party_key(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be the DKIM public key (base64) shown by the provider")
-    algorithm, key = dkim.usable_key(kinds.text(value))
+    algorithm, key = dkim.usable_key(kinds.text(value, lines=True))
     bits = dkim.key_bits(key)[1]
     if algorithm == "rsa" and bits > max(dkim.RSA_SIZES):
         raise ValueError(f"RSA key of {bits} bits is over {max(dkim.RSA_SIZES)}: RFC 8301 §3.2 has verifiers validate keys up to 4096 bits only")
