@@ -1,25 +1,32 @@
 """The Pulumi gateway component: one ``mailstack:gateway:Gateway`` per gateway host.
 
-It deploys over SSH (``pulumi_command.remote``) what ``mailstack.gateway.render`` renders for the
-host, in four steps, each a child resource named ``<name>-<part>``:
+It deploys over SSH (``pulumi_command.remote``, >= 1.2) what ``mailstack.gateway.render``
+renders for the host, in four steps, each a child resource named ``<name>-<part>``; the
+shell commands are ``mailstack.providers.gateway_commands``:
 
-1. ``packages``: install postfix, opendkim and python3, create the mailgate user and
-   the directories (once per host; idempotent commands).
+1. ``packages``: install postfix, opendkim and python3 (``apt-get update
+   --error-on=any``), create the mailgate user, every directory a file is copied into,
+   and OpenDKIM's key directory (0750). Re-runs only when its command changes.
 2. one ``CopyToRemote`` per rendered file (``StringAsset`` of its text), plus the
    stdlib-only mailgate script; each re-copies when its own text changes.
 3. ``dkim-key`` (and ``odoo-password`` when ``mailstack:odooPassword`` is set, and
    ``smtp-auth`` when ``gateway.smtpAuth`` and ``mailstack:smtpAuthPassword`` are): a
    ``remote.Command`` that writes the secret from **stdin** with ``umask 077`` and
-   chowns it (``smtp-auth``: ``saslpasswd2 -p`` reads it into the sasldb). Not CopyToRemote: that copies with the remote default mode, so a key
-   would be world-readable until something chmods it; stdin also keeps the secret out
-   of the command line. The PEM comes from the ``tls.PrivateKey`` of ``__main__.py``
-   (the same key whose public half is the DKIM TXT record) and stays a secret output.
-4. ``activate``: fix modes, ``postmap``, ``postfix check``, reload Postfix, restart
-   OpenDKIM. Its ``triggers`` are the hash of every rendered file (and of the key),
-   so it re-runs when, and only when, what is on the host should change.
+   chowns it (``smtp-auth``: ``saslpasswd2 -p`` reads it into the sasldb). Not
+   CopyToRemote: that copies with the remote default mode, so a key would be
+   world-readable until something chmods it; stdin also keeps the secret out of the
+   command line. The PEM comes from the ``tls.PrivateKey`` of ``__main__.py`` (the same
+   key whose public half is the DKIM TXT record) and stays a secret output. Their
+   ``delete`` removes what they wrote; a new secret replaces them deleting first.
+4. ``activate``: check the TLS certificate is on the host, fix modes, ``postmap``,
+   ``postfix check``, then restart OpenDKIM, reload Postfix and remove a previous
+   selector's key. Its ``triggers`` are the hash of every rendered file (and of the
+   key), so it re-runs when, and only when, what is on the host should change.
 
 The SSH private key is the Pulumi secret ``mailstack:sshPrivateKey`` (else the SSH
-agent is used); host, port and user come from ``gateways[].ssh`` of the stack.
+agent is used); host, port, user and the host's key (``hostKey``: the deploy refuses any
+other) come from ``gateways[].ssh`` of the stack. docs/gateway.md says what each step
+does on a Debian 12 host, as tests/test_gateway_deploy.py runs it on one.
 """
 
 from __future__ import annotations
