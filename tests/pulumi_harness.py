@@ -77,6 +77,8 @@ class Registered:
     parent: str = ""
     protect: bool = False
     custom: bool = True
+    #: The ``import`` resource option: the id of an existing resource to adopt.
+    import_id: str | None = None
     #: URNs of the resources it depends on (``depends_on`` and inputs from their outputs).
     dependencies: list[str] = field(default_factory=list)
     delete_before_replace: bool = False
@@ -123,7 +125,7 @@ class Mocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
-        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), custom=bool(args.custom)))
+        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), custom=bool(args.custom), import_id=args.resource_id or None))
         if args.typ == PRIVATE_KEY_TOKEN:
             key = rsa_key(int(args.inputs.get("rsaBits", 2048)))
             pem = public_pem(key)
@@ -162,7 +164,7 @@ class _Monitor(pulumi_mocks.MockMonitor):
                 # Components are not passed to new_resource when remote=False; keep them too.
                 self._mocks.resources.append(
                     Registered(request.type, request.name, {}, response.urn, request.parent, bool(request.protect), False,
-                               list(request.dependencies))
+                               dependencies=list(request.dependencies))
                 )
         return response
 
