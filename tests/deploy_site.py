@@ -25,6 +25,7 @@ import email.utils
 import posixpath
 import secrets
 import shlex
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -251,4 +252,5 @@ class Site:
         for host in self.hosts.values():
             lab_network.delete(host.netns)
         lab_network.delete(self.lab)
+        shutil.rmtree(self.workdir, ignore_errors=True)
         self.down_seconds = time.monotonic() - started
