@@ -196,15 +196,16 @@ class Deployer:
         if failures:
             raise DeployError(failures)
         removed = [old for name, old in self.state.items() if name not in program and (targets is None or name in targets)]
-        for old in _reverse_dependency_order([*self.pending_deletes, *removed]):
+        replaced = list(self.pending_deletes)
+        for old in _reverse_dependency_order([*replaced, *removed]):
             try:
                 await self._delete(old)
             except _StepFailed as err:
                 raise DeployError({old.name: str(err)}) from None
-            if old in self.pending_deletes:
-                self.pending_deletes.remove(old)
-            if self.state.get(old.name) is old:
-                del self.state[old.name]
+            if any(old is r for r in replaced):
+                self.pending_deletes = [r for r in self.pending_deletes if r is not old]
+            else:
+                del self.state[old.name]  # gone from the program: gone from the state
         return self.executed[start:]
 
     async def _create(self, resource: Resource) -> None:
