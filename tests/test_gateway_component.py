@@ -18,7 +18,8 @@ from mailstack import plan
 from mailstack.config import stackfile
 from mailstack.config.stack import from_config
 from mailstack.gateway import render
-from mailstack.providers.gateway import TYPE, GatewayArgs, GatewayServer, _write_secret, content_hash
+from mailstack.providers import gateway_commands
+from mailstack.providers.gateway import TYPE, GatewayArgs, GatewayServer, content_hash
 from mailstack.rules import dkim
 from tests import project
 from tests.pulumi_harness import Mocks, ProgramRun, config_string, run_program
@@ -121,7 +122,7 @@ def test_smtp_auth_password_goes_into_the_sasldb_through_stdin() -> None:
     create = command.inputs["create"]
     assert "hunter2" not in create
     assert "saslpasswd2 -p -c -f /etc/sasldb2 -u mx1.example.org odoo" in create
-    assert "chown root:postfix -- /etc/sasldb2; chmod 0640 -- /etc/sasldb2" in create
+    assert "chown root:postfix /etc/sasldb2; chmod 0640 /etc/sasldb2" in create
     # Without smtpAuth the secret configures nothing: no sasldb command.
     plain = run_values(base_values(), {"smtpAuthPassword": "hunter2-sasl"})
     assert not [r for r in plain.of_type(COMMAND) if r.name.endswith("-smtp-auth")]
@@ -188,6 +189,58 @@ def test_the_private_key_stays_secret_in_the_component() -> None:
     assert built["server"].content_hash == content_hash(files, mailgate_source)
 
 
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcKJUNUTddQpyK9d4LbK+fW+JXMpCEeYewqQxses4Ti"
+
+
+def test_the_host_key_is_pinned_when_declared() -> None:
+    values = base_values()
+    values["gateways"][0]["ssh"]["hostKey"] = HOST_KEY + " root@mx1"
+    run = run_values(values)
+    assert secret(run.named("gateway-mx1.example.org-packages").inputs["connection"])["hostKey"] == HOST_KEY
+    assert "hostKey" not in secret(run.named("gateway-mx2.example.org-packages").inputs["connection"])
+
+
+def test_packages_fail_on_an_unreachable_mirror_and_make_every_target_directory() -> None:
+    run = run_values(base_values())
+    create = run.named("gateway-mx1.example.org-packages").inputs["create"]
+    assert "apt-get update -q --error-on=any;" in create  # plain apt-get update exits 0 without its mirror
+    parents = {r.inputs["remotePath"].rsplit("/", 1)[0] for r in children(run, "mx1.example.org", COPY)}
+    assert {"/etc/mailstack/odoo", "/etc/systemd/system/opendkim.service.d", "/usr/local/lib/mailstack"} <= parents
+    made = create.split("umask 022; mkdir -p ", 1)[1].split(";", 1)[0].split()
+    assert sorted(parents) == made
+
+
+def test_secrets_are_replaced_delete_first_and_their_delete_removes_them() -> None:
+    """Created first, the old resource's delete would remove the file just written to
+    the same path (a new secret, or pulumi up --replace)."""
+    values = base_values()
+    values["gateway"]["smtpAuth"] = {"user": "odoo"}
+    run = run_values(values, {"odooPassword": "hunter2-odoo", "smtpAuthPassword": "hunter2-sasl"})
+    key = run.named("gateway-mx1.example.org-dkim-key")
+    password = run.named("gateway-mx1.example.org-odoo-password")
+    sasl = run.named("gateway-mx1.example.org-smtp-auth")
+    assert key.delete_before_replace and password.delete_before_replace and sasl.delete_before_replace
+    assert key.inputs["delete"] == "rm -f /etc/opendkim/keys/gw.private"
+    assert password.inputs["delete"] == "rm -f /etc/mailstack/odoo-password"
+    # A new selector moves the key (an update; activation removes the old selector's key),
+    # a new password file path replaces the password.
+    assert "/etc/opendkim/keys/gw.private" not in str(key.inputs["triggers"])
+    assert "/etc/mailstack/odoo-password" in str(password.inputs["triggers"])
+    assert "odoo" in str(sasl.inputs["triggers"]) and "mx1.example.org" in str(sasl.inputs["triggers"])
+    # The key directory keeps the packages step's 0750: made only when missing.
+    assert "test -d /etc/opendkim/keys || install -d -m 0755 /etc/opendkim/keys;" in key.inputs["create"]
+
+
+def test_activation_checks_the_certificate_reports_postfix_check_and_revives_the_instance() -> None:
+    create = run_values(base_values()).named("gateway-mx1.example.org-activate").inputs["create"]
+    assert "test -r /etc/ssl/certs/ssl-cert-snakeoil.pem || { echo 'mailstack: /etc/ssl/certs/ssl-cert-snakeoil.pem " \
+           "(mailstack:gateway.tls.cert) is missing on this host" in create
+    assert "script -qefc 'postfix -c /etc/postfix check' /dev/null >&2" in create  # stderr only on a terminal
+    assert create.index("postfix -c /etc/postfix check") < create.index("systemctl restart opendkim")
+    assert "systemctl reload-or-restart postfix postfix@-;" in create
+    assert create.rstrip().endswith("grep -qF -- \":$key\" /etc/opendkim/KeyTable || rm -f -- \"$key\"; done")
+
+
 # -- hostile paths: every value in a remote command is one shell word ------------------
 
 #: Paths mailgate.conf (INI) can hold but a shell would run: only quoting stops them.
@@ -217,21 +270,16 @@ def _component(password_file: str) -> list[Any]:
 def test_hostile_password_file_paths_are_quoted_exactly() -> None:
     resources = {r.name: r for r in _component("/etc/x;touch${IFS}/tmp/owned")}
     assert resources["gw-odoo-password"].inputs["create"] == (
-        "set -eu; umask 077; install -d -m 0755 -- '/etc/x;touch${IFS}/tmp'; "
+        "set -eu; umask 077; test -d '/etc/x;touch${IFS}/tmp' || install -d -m 0755 '/etc/x;touch${IFS}/tmp'; "
         "cat > '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
-        "chown -- root:mailgate '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
-        "chmod -- 0640 '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
-        "mv -f -- '/etc/x;touch${IFS}/tmp/owned.mailstack-new' '/etc/x;touch${IFS}/tmp/owned'"
+        "chown root:mailgate '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
+        "chmod 0640 '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
+        "mv -f '/etc/x;touch${IFS}/tmp/owned.mailstack-new' '/etc/x;touch${IFS}/tmp/owned'"
     )
+    assert resources["gw-odoo-password"].inputs["delete"] == "rm -f '/etc/x;touch${IFS}/tmp/owned'"
     quoted = {r.name: r for r in _component("/etc/$(id)/it's")}["gw-odoo-password"].inputs["create"]
-    assert quoted.startswith("set -eu; umask 077; install -d -m 0755 -- '/etc/$(id)'; cat > '/etc/$(id)/it'\"'\"'s.mailstack-new';")
-    assert resources["gw-dkim-key"].inputs["create"] == (
-        "set -eu; umask 077; install -d -m 0755 -- /etc/opendkim/keys; cat > /etc/opendkim/keys/gw.private.mailstack-new; "
-        "chown -- opendkim:opendkim /etc/opendkim/keys/gw.private.mailstack-new; "
-        "chmod -- 0600 /etc/opendkim/keys/gw.private.mailstack-new; "
-        "mv -f -- /etc/opendkim/keys/gw.private.mailstack-new /etc/opendkim/keys/gw.private"
-    )
-    assert resources["gw-dkim-key"].inputs["delete"] == "rm -f -- /etc/opendkim/keys/gw.private"
+    assert quoted.startswith("set -eu; umask 077; test -d '/etc/$(id)' || install -d -m 0755 '/etc/$(id)'; "
+                             "cat > '/etc/$(id)/it'\"'\"'s.mailstack-new';")
 
 
 @pytest.mark.parametrize("hostile", SHELL_HOSTILE)
@@ -240,7 +288,7 @@ def test_a_real_shell_writes_the_secret_at_the_exact_hostile_path(hostile: str, 
     as written, byte for byte, mode 0640, and nothing in the path runs."""
     marker = tmp_path / "owned"
     path = str(tmp_path) + hostile.replace("/tmp/owned", str(marker))
-    command = _write_secret(path, "root", "root", "0640")
+    command = gateway_commands.write_secret(path, "root", "root", "0640", str(Path(path).parent))
     result = subprocess.run(["/bin/sh", "-c", command], input="the-secret\n", capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     written = Path(path)

@@ -28,6 +28,9 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
 from mailstack.core import names
 from mailstack.core.errors import quote
 
@@ -273,6 +276,27 @@ def check_id(value: Any) -> str:
     if not _CHECK_ID.fullmatch(raw):
         raise ValueError(f"{quote(value)} is not a check id (e.g. spf.lookups)")
     return raw
+
+
+#: Host key types OpenSSH's sshd offers (``ssh -Q HostKeyAlgorithms``, without certificates).
+SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+
+
+def ssh_host_key(value: Any) -> str:
+    """An SSH host public key as ``/etc/ssh/ssh_host_*_key.pub`` holds it (``TYPE BASE64
+    [comment]``), returned as ``TYPE BASE64``: the key pulumi-command pins the host to."""
+    raw = text(value) if isinstance(value, str) else value
+    if not isinstance(raw, str) or not raw.isprintable():
+        raise ValueError(f"{quote(value)} is not an SSH public key line (TYPE BASE64, e.g. the host's ssh_host_ed25519_key.pub)")
+    fields = raw.split()
+    if len(fields) < 2 or fields[0] not in SSH_KEY_TYPES:
+        raise ValueError(f"{quote(raw[:40])} is not an SSH public key of type {', '.join(SSH_KEY_TYPES)}")
+    key = f"{fields[0]} {fields[1]}"
+    try:
+        serialization.load_ssh_public_key(key.encode("ascii"))
+    except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm) as err:
+        raise ValueError(f"{quote(key[:40])}...: not a valid {fields[0]} public key") from err
+    return key
 
 
 def _type_name(value: Any) -> str:

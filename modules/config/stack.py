@@ -221,13 +221,14 @@ def _gateways(reader: ConfigReader, value: Any) -> tuple[Gateway, ...] | None:
 
 
 def _ssh(reader: ConfigReader, value: Any, path: Path) -> SshTarget | None:
-    data = reader.mapping(value, path, ("user", "port", "host"))
+    data = reader.mapping(value, path, ("user", "port", "host", "hostKey"))
     if data is None:
         return None
     user = reader.string(data.get("user"), (*path, "user"), kinds.unix_user) or "root"
     port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=22)
     host = reader.string(data.get("host"), (*path, "host"), _ssh_host)
-    return SshTarget(user, port or 22, host)
+    host_key = reader.convert(data["hostKey"], (*path, "hostKey"), kinds.ssh_host_key) if data.get("hostKey") is not None else None
+    return SshTarget(user, port or 22, host, host_key)
 
 
 def _ssh_host(value: Any) -> str:
