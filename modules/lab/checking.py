@@ -83,9 +83,7 @@ def run(args: argparse.Namespace, stack_file: Path) -> int:
         smtp=SmtpOptions(helo=socket.getfqdn()),
         https=HttpsOptions(cafile=str(state.ca_file)),
     )
-    raw = stackfile.read_namespace(stack_file)
-    target = check_run.for_plan(lab.plan, settings, stack_file=stack_file, disabled=tuple(check_run.disabled_checks(raw.get("checks"))),
-                                gateway_private_key=private_key)
+    target = check_run.for_plan(lab.plan, settings, stack_file=stack_file, disabled=stack.checks.disable, gateway_private_key=private_key)
     findings = check_run.execute(target, settings)
     check_run.write_report(target, findings, args.format, args.output, verbose=args.verbose)
     return exit_code(findings, strict=args.strict)

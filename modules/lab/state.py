@@ -53,10 +53,22 @@ PRIVATE_MODE = 0o700
 _LOCK = threading.Lock()
 
 
+def private_directories(path: Path) -> None:
+    """``mkdir -p`` whose every created directory is 0700 whatever the umask (mkdir's
+    ``mode`` only narrows the umask's result, and ``parents=True`` ignores it)."""
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, PRIVATE_MODE)
+
+
 def write_secret(path: Path, text: str | bytes, *, owner: str | None = None) -> None:
-    """Create or replace a file readable by its owner only (never briefly wider);
-    ``owner`` hands it to a service user."""
-    path.parent.mkdir(mode=PRIVATE_MODE, parents=True, exist_ok=True)
+    """Create or replace a file readable by its owner only (never briefly wider), in
+    directories created 0700; ``owner`` hands it to a service user."""
+    private_directories(path.parent)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.unlink(missing_ok=True)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
