@@ -346,6 +346,14 @@ def test_lab_secrets_are_in_0700_directories_whatever_the_umask(umask_000: None,
     state.prepare()
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     assert stat.S_IMODE(state.root.stat().st_mode) == 0o700
+    # once the lab runs, the service users must reach their role directories: the
+    # parents prepare created are opened too (traversable, never listable)
+    state = LabState(tmp_path / "lab-state" / "lab", stack_file=str(project.stack_path("lab")))
+    state.prepare()
+    state.open_to_roles()
+    for directory in (tmp_path / "lab-state", state.root, state.root / "stacks", state.stack_root):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o711, directory
+    assert stat.S_IMODE(state.secrets.stat().st_mode) == 0o700
 
 
 # -- --stack NAME is a name, never a path -----------------------------------------------

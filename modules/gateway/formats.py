@@ -180,6 +180,14 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "mailstack/mailgate.conf.j2": ini,
     "odoo/odoo.conf.j2": ini,
     "systemd/opendkim.conf.j2": systemd_exec,
+    # the lab's independent receiver (mailstack.lab.receiver)
+    "lab/receiver/main.cf.j2": main_cf,
+    "lab/receiver/master.cf.j2": master_cf,
+    "lab/receiver/mailboxes.j2": postfix_table,
+    "lab/receiver/opendkim.conf.j2": opendkim,
+    "lab/receiver/opendmarc.conf.j2": opendkim,
+    "lab/receiver/unbound.conf.j2": opendkim,
+    "lab/receiver/policyd-spf.conf.j2": ini,
 }
 
 

@@ -129,6 +129,7 @@ def prepare(state_dir: Path, topology: Topology, stack_file: Path, seeds: tuple[
     state.namespace, state.stack_file, state.seeds = topology.namespace, str(stack_file.resolve()), list(seeds)
     state.processes = []
     state.prepare()
+    state.open_to_roles()
     state.save()
     netns.create(topology.namespace, nameserver=topology.bind_address)
     return Prepared(state, False)

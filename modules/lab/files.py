@@ -1,8 +1,10 @@
-"""Writing the lab's own configuration files: rendered from ``templates/lab/`` with
-the explicit mode (and owner) each one needs, whatever the process's umask."""
+"""Writing the lab's own configuration files: rendered from ``templates/lab/`` (every
+value checked for its file's format) with the explicit mode (and owner) each one needs,
+whatever the process's umask."""
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 from pathlib import Path
@@ -10,28 +12,21 @@ from typing import Any
 
 import jinja2
 
+from mailstack.gateway import render as gateway_render
 from mailstack.lab.state import private_dir
 
-_ENV: jinja2.Environment | None = None
 
-
+@functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    global _ENV
-    if _ENV is None:
-        _ENV = jinja2.Environment(
-            loader=jinja2.PackageLoader("mailstack.templates", "lab"),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            autoescape=False,
-        )
-    return _ENV
+    """The gateway's template environment, built once (each template compiles once)."""
+    return gateway_render.new_environment()
 
 
 def render(template: str, **values: Any) -> str:
-    """One lab template (``receiver/main.cf.j2``) rendered with ``values``."""
-    return _environment().get_template(template).render(**values)
+    """One lab template (``receiver/main.cf.j2``, in ``templates/lab/``) rendered with
+    ``values``, every value checked for its file's format as the gateway's are
+    (``mailstack.gateway.formats``)."""
+    return _environment().get_template(f"lab/{template}").render(**values)
 
 
 def write(path: Path, content: str | bytes, mode: int = 0o644, *, owner: str | None = None) -> Path:

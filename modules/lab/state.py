@@ -53,9 +53,10 @@ PRIVATE_MODE = 0o700
 _LOCK = threading.Lock()
 
 
-def private_directories(path: Path) -> None:
+def private_directories(path: Path) -> list[Path]:
     """``mkdir -p`` whose every created directory is 0700 whatever the umask (mkdir's
-    ``mode`` only narrows the umask's result, and ``parents=True`` ignores it)."""
+    ``mode`` only narrows the umask's result, and ``parents=True`` ignores it); the
+    directories it created, outermost first."""
     missing: list[Path] = []
     while not path.exists():
         missing.append(path)
@@ -63,6 +64,7 @@ def private_directories(path: Path) -> None:
     for directory in reversed(missing):
         directory.mkdir(exist_ok=True)
         os.chmod(directory, PRIVATE_MODE)
+    return list(reversed(missing))
 
 
 def write_secret(path: Path, text: str | bytes, *, owner: str | None = None) -> None:
@@ -166,6 +168,8 @@ class LabState:
     processes: list[Process] = field(default_factory=list)
     #: The seed zones the lab was brought up with (``path sha256`` each).
     seeds: list[str] = field(default_factory=list)
+    #: The missing parents ``prepare`` created (``open_to_roles`` opens them too).
+    _created: list[Path] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def state_file(self) -> Path:
@@ -192,12 +196,24 @@ class LabState:
         return path
 
     def prepare(self) -> None:
-        """Create the state and stack directories: root's, traversable only."""
-        for directory in (self.root, self.root / "stacks", *([self.stack_root] if self.stack_file else [])):
-            directory.mkdir(parents=True, exist_ok=True)
-            os.chmod(directory, TRAVERSE_MODE)
+        """Create the state directory, root-only (0700, and so is every parent it
+        creates); with a stack, its directory and ``secrets/`` below it."""
+        self._created = private_directories(self.root)
+        os.chmod(self.root, PRIVATE_MODE)
         if self.stack_file:
+            for directory in (self.root / "stacks", self.stack_root):
+                directory.mkdir(exist_ok=True)
+                os.chmod(directory, PRIVATE_MODE)
             private_dir(self.secrets)
+
+    def open_to_roles(self) -> None:
+        """Let the service users (postfix, opendkim, the mailgate's user, ...) reach their
+        role directory: the state, ``stacks/`` and stack directories become 0711 —
+        traversable, not listable; everything worth hiding is in 0700 directories below.
+        So do the parents ``prepare`` created (``--state-dir /var/lib/a/lab`` with no
+        ``a``): a 0700 parent would keep every service user out."""
+        for directory in (*self._created, self.root, self.root / "stacks", self.stack_root):
+            os.chmod(directory, TRAVERSE_MODE)
 
     @classmethod
     def load(cls, root: Path) -> LabState:
