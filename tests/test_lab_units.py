@@ -20,7 +20,7 @@ from mailstack.checks.engine.context import CheckContext
 from mailstack.checks.groups.e2e import outbound_gateway
 from mailstack.checks.groups.e2e_inbound import targets
 from mailstack.checks.probes.e2e import E2eSettings, endpoint
-from mailstack.checks.probes.verdicts import envelope, parse_received_spf, receiver_verdict
+from mailstack.checks.probes.verdicts import DkimResult, Verdict, disagreements, envelope, parse_received_spf, receiver_verdict
 from mailstack.config import stackfile
 from mailstack.core.errors import MailstackError
 from mailstack.core.model import SenderKind
@@ -269,6 +269,19 @@ def test_the_receivers_verdict_is_read_from_its_own_headers_only() -> None:
     seen = envelope(DELIVERED, "mx.recipient.test")
     assert (seen.client_ip, seen.helo, seen.mail_from) == ("127.0.40.10", "mx1.acme.test", "bounce@acme.test")
     assert parse_received_spf("Fail (mailfrom) identity=mailfrom; client-ip=fd00::1; envelope-from=a@b.test")["client-ip"] == "fd00::1"
+
+
+def test_the_receiver_and_the_second_opinion_disagreeing_is_named() -> None:
+    """A disagreement fails the e2e finding (``checks.groups.e2e.judge`` adds each to
+    its problems): every result the two judges give is compared, none hidden."""
+    receiver = receiver_verdict(DELIVERED, "mx.recipient.test")
+    same = Verdict("dkimpy/pyspf", "pass", "acme.test", (DkimResult("pass", "acme.test", "lab"),), "pass", "acme.test")
+    assert disagreements(receiver, same) == []
+    other = dataclasses.replace(same, spf="softfail", dkim=(DkimResult("fail", "acme.test", "lab"), DkimResult("pass", "relay.test", "s")),
+                                dmarc="fail")
+    found = disagreements(receiver, other)
+    assert [line.split(":")[0] for line in found] == ["SPF", "DKIM d=acme.test", "DKIM d=relay.test", "DMARC"], found
+    assert "receiver mx.recipient.test pass, dkimpy/pyspf softfail" in found[0]
 
 
 def test_provisioning_creates_updates_and_deletes_through_the_provider(tmp_path: Path) -> None:
