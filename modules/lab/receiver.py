@@ -12,7 +12,9 @@ a verdict here. The configuration follows /work/research/receiver.md, whose pitf
 it avoids: policyd-spf's default ``skip_addresses`` skips all of 127.0.0.0/8,
 libunbound answers ``.test`` with NXDOMAIN unless told ``local-zone nodefault``,
 OpenDMARC ignores 127.0.0.1 by default and reads OpenDKIM's result (so OpenDKIM comes
-first), forged Authentication-Results are removed (``RemoveARAll``).
+first), forged Authentication-Results are removed (``RemoveARAll``). It is the project's
+one receiver configuration: the gateway deploy tests start this class too
+(``tests/receiver.py``, in their own namespace, ``netns``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from mailstack.lab import files, users
 from mailstack.lab.binaries import binary
-from mailstack.lab.postfix import LabError, postfix_command, settle
-from mailstack.lab.process import accepts, spawn, unix_accepts, until
+from mailstack.lab.postfix import LabError, can_connect, postfix_command, settle
+from mailstack.lab.process import spawn, unix_accepts, until
 from mailstack.lab.state import LabState, private_dir
 from mailstack.lab.topology import RECEIVER, RECIPIENT6_DOMAIN, RECIPIENT_DOMAIN, Topology
 
@@ -52,6 +54,12 @@ class ReceiverConfig:
     #: Mailboxes of the mailbox provider's domains (unknown ones refused at RCPT).
     mailboxes: tuple[str, ...]
     names: tuple[str, ...]  # every host name it answers as (its TLS certificate)
+    #: Where OpenDKIM's libunbound asks (the lab's BIND) and on which port.
+    nameserver: str
+    dns_port: int = 53
+    #: Its own name: myhostname and the authserv-id of every verdict header it adds.
+    hostname: str = AUTHSERV_ID
+    domain: str = RECIPIENT_DOMAIN
 
 
 def config(topology: Topology, mailbox_domains: Sequence[str], local_parts: Sequence[str]) -> ReceiverConfig:
@@ -63,24 +71,42 @@ def config(topology: Topology, mailbox_domains: Sequence[str], local_parts: Sequ
         catchall_domains=(RECIPIENT_DOMAIN, RECIPIENT6_DOMAIN),
         mailboxes=mailboxes,
         names=tuple(h.name for h in hosts),
+        nameserver=topology.bind_address,
+        dns_port=topology.dns_port,
     )
 
 
 class Receiver:
-    """The receiver's four daemons in one role directory (``receiver/``)."""
+    """The receiver's four daemons in one directory: the lab's ``receiver/`` role, or
+    a test's own (``tests/receiver.py``, in a namespace of the test's: ``netns``).
+    ``record`` is told every daemon started (the lab's journal of PIDs)."""
 
-    def __init__(self, state: LabState, topology: Topology, receiver: ReceiverConfig) -> None:
-        self.state = state
-        self.topology = topology
+    def __init__(self, workdir: Path, receiver: ReceiverConfig, certificate: tuple[bytes, bytes], *,
+                 netns: str | None = None, record: Callable[[str, int, str], None] | None = None) -> None:
+        self.workdir = workdir
         self.receiver = receiver
-        self.workdir = state.role_dir("receiver")
+        self.certificate = certificate
+        self.netns = netns
+        self.record = record
+        #: What ``start`` started, for a caller without a journal (``tests/receiver.py``).
+        self.milters: list[subprocess.Popen[bytes]] = []
+        self.master_pid: int | None = None
+
+    @classmethod
+    def of_lab(cls, state: LabState, receiver: ReceiverConfig) -> Receiver:
+        """The lab's receiver: its role directory, a certificate of the stack's lab CA."""
+        return cls(state.role_dir("receiver"), receiver, state.authority().issue(list(receiver.names)), record=state.record)
 
     @property
     def maildir(self) -> Path:
         return self.workdir / "mail"
 
+    def catchall(self, domain: str) -> Path:
+        """The Maildir of every local part of a catch-all domain."""
+        return self.maildir / domain / "catchall"
+
     def install(self) -> None:
-        work = self.workdir
+        work, receiver = self.workdir, self.receiver
         uid, gid = users.ids(users.MAILBOX_USER)
         postfix_gid = pwd.getpwnam("postfix").pw_gid
         for sub in ("postfix", "policyd-spf", "opendkim", "opendmarc", "run", "spool"):
@@ -93,13 +119,13 @@ class Receiver:
         private_dir(work / "run" / "opendmarc", owner="opendmarc", group=postfix_gid, mode=0o750)
         files.log_file(work / "log", "postfix.log")
         values = {
-            "workdir": work, "hostname": AUTHSERV_ID, "domain": RECIPIENT_DOMAIN, "addresses": self.receiver.addresses,
-            "ipv6": any(":" in a for a in self.receiver.addresses),
-            "networks": [f"[{a}]/128" if ":" in a else f"{a}/32" for a in self.receiver.addresses],
-            "domains": sorted({*self.receiver.catchall_domains, *(m.split("@")[1] for m in self.receiver.mailboxes)}),
+            "workdir": work, "hostname": receiver.hostname, "domain": receiver.domain, "addresses": receiver.addresses,
+            "ipv6": any(":" in a for a in receiver.addresses),
+            "networks": [f"[{a}]/128" if ":" in a else f"{a}/32" for a in receiver.addresses],
+            "domains": sorted({*receiver.catchall_domains, *(m.split("@")[1] for m in receiver.mailboxes)}),
             "mail_user": users.MAILBOX_USER, "uid": uid, "gid": gid,
-            "catchall_domains": self.receiver.catchall_domains, "nameserver": self.topology.bind_address,
-            "port": self.topology.dns_port, "local_zones": ["test."],
+            "catchall_domains": receiver.catchall_domains, "nameserver": receiver.nameserver,
+            "port": receiver.dns_port, "local_zones": ["test."],
         }
         for template, target in (
             ("main.cf.j2", "postfix/main.cf"), ("master.cf.j2", "postfix/master.cf"),
@@ -107,14 +133,17 @@ class Receiver:
             ("unbound.conf.j2", "opendkim/unbound.conf"), ("opendmarc.conf.j2", "opendmarc/opendmarc.conf"),
         ):
             files.write(work / target, files.render(f"receiver/{template}", **values))
-        files.write(work / "postfix/mailboxes", files.render("receiver/mailboxes.j2", **{**values, "mailbox_addresses": self.receiver.mailboxes}))
+        files.write(work / "postfix/mailboxes", files.render("receiver/mailboxes.j2", **{**values, "mailbox_addresses": receiver.mailboxes}))
         system_list = Path(SYSTEM_PSL).read_text(encoding="utf-8")
         files.write(work / "opendmarc/public_suffix_list.dat", system_list + LAB_SUFFIXES)
         files.write(work / "opendmarc/ignore.hosts", "# OpenDMARC ignores only this TEST-NET-1 address: every lab client is evaluated\n192.0.2.1\n")
         settle(work / "postfix")
-        chain, key = self.state.authority().issue(list(self.receiver.names))
+        chain, key = self.certificate
         files.write(work / "tls/chain.pem", chain)
         files.write(work / "tls/key.pem", key, 0o600)
+
+    def _command(self, command: list[str]) -> list[str]:
+        return [binary("ip"), "netns", "exec", self.netns, *command] if self.netns else command
 
     def start(self) -> None:
         """Milters first (Postfix tempfails mail while they are missing), then Postfix."""
@@ -127,13 +156,16 @@ class Receiver:
             socket_path = work / "run" / name / "sock"
             socket_path.unlink(missing_ok=True)
             log = work / "log" / f"{name}.log"
-            process = spawn(command, log)
-            self.state.record(f"receiver-{name}", process.pid, str(work))
+            process = spawn(self._command(command), log)  # ip netns exec execs: the PID is the milter's
+            self.milters.append(process)
+            if self.record:
+                self.record(f"receiver-{name}", process.pid, str(work))
             until(partial(unix_accepts, socket_path), 30, f"the receiver's {name}", process, log)
-        master = postfix_command(work / "postfix", "start", work / "log" / "postfix.log")
-        self.state.record("receiver-postfix", master, "master")
+        self.master_pid = postfix_command(work / "postfix", "start", work / "log" / "postfix.log", netns=self.netns)
+        if self.record:
+            self.record("receiver-postfix", self.master_pid, "master")
         first = self.receiver.addresses[0]
-        until(lambda: accepts(first, 25), 30, f"the receiver's SMTP on {first}:25")
+        until(lambda: can_connect(first, 25, self.netns), 30, f"the receiver's SMTP on {first}:25")
 
 
 def check_config(workdir: Path) -> None:

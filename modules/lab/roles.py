@@ -199,7 +199,7 @@ class IndependentReceiver(Role):
     def start(self, lab: Lab, fresh: bool) -> None:
         stack = lab.stack
         mailbox_domains = stack.domains if stack.inbound.mode in (InboundMode.IMAP, InboundMode.FORWARD) else ()
-        receiver = Receiver(lab.state, lab.topology, receiver_config(lab.topology, mailbox_domains, mailbox_local_parts(stack)))
+        receiver = Receiver.of_lab(lab.state, receiver_config(lab.topology, mailbox_domains, mailbox_local_parts(stack)))
         if fresh:
             shutil.rmtree(receiver.workdir / "spool", ignore_errors=True)
         receiver.start()
