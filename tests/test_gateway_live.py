@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import email
 import os
+import pwd
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from mailstack import plan
 from mailstack.config.stack import from_config
 from mailstack.core.model import MailDomain
 from mailstack.gateway import render
-from mailstack.lab import netns, smtp_tools
+from mailstack.lab import netns, smtp_tools, users
 from mailstack.lab.odoo_standin import OdooStandIn
 from mailstack.lab.postfix import (
     OpenDkim,
@@ -87,7 +89,8 @@ def lab() -> Iterator[Lab]:
     require_root()
     for binary in ("postfix", "postconf", "postmap", "postqueue", "opendkim", "ip"):
         require_binary(binary)
-    require(runs_as("nobody"), f"a python3 the unprivileged mailgate user can run ({mailgate_python()}; apt-get install python3)")
+    users.ensure((users.MAILGATE_USER,))  # the mailgate's own user, as on a real host (never nobody)
+    require(runs_as(users.MAILGATE_USER), f"a python3 the unprivileged mailgate user can run ({mailgate_python()}; apt-get install python3)")
     name = f"msgw-live-{os.getpid()}"
     workdir = make_workdir("msgw-live-")
     started: list = []
@@ -159,6 +162,14 @@ def test_inbound_alias_reaches_odoo_byte_exact_with_the_original_recipient(lab: 
     assert added["Delivered-To"] == "sales+quote@example.net"  # the envelope recipient, not rewritten
     assert added["Return-Path"] == "<customer@outside.test>"
     assert stored[0]["routes"] == "sales+quote@example.net,sales@example.net"  # Delivered-To and To
+
+
+def test_the_mailgate_runs_as_its_own_user_with_its_password_file_private(lab: Lab) -> None:
+    """Not ``nobody``, whose uid unrelated services share: the password file it reads
+    is 0600 and its own, and Postfix pipes to it as that user (a delivery above ran)."""
+    assert f" user={users.MAILGATE_USER} " in (lab.workdir / "postfix" / "master.cf").read_text()
+    info = (lab.workdir / "secret" / "odoo-password").stat()
+    assert pwd.getpwuid(info.st_uid).pw_name == users.MAILGATE_USER and stat.S_IMODE(info.st_mode) == 0o600
 
 
 def test_bcc_alias_arrives_through_delivered_to(lab: Lab) -> None:

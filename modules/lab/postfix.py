@@ -41,6 +41,7 @@ from typing import Any
 from mailstack.core.errors import MailstackError
 from mailstack.gateway.layout import Layout
 from mailstack.gateway.render import POSTMAP_FILES, RenderedFile, mailgate_source
+from mailstack.lab import users
 from mailstack.lab.binaries import binary
 from mailstack.lab.process import accepts, stop_child
 
@@ -82,7 +83,7 @@ def runs_as(user: str, python: str | None = None) -> bool:
 
 
 def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_port: int = 587,
-               milter_port: int = 8891, mailgate_user: str = "nobody") -> Layout:
+               milter_port: int = 8891, mailgate_user: str = users.MAILGATE_USER) -> Layout:
     """A Layout with every file under ``workdir`` and listeners on ``address``.
 
     The mailgate runs as ``mailgate_user`` with the system Python on a copy of
@@ -124,10 +125,14 @@ def write_files(files: Mapping[str, RenderedFile], workdir: Path, prefix: str) -
     return written
 
 
-def install_mailgate(files: Mapping[str, RenderedFile], workdir: Path, password: str, *, user: str = "nobody") -> Path:
+def install_mailgate(files: Mapping[str, RenderedFile], workdir: Path, password: str, *, user: str = users.MAILGATE_USER) -> Path:
     """Put the mailgate, its config and its password file (0600, owned by ``user``)
     where ``lab_layout`` points master.cf; the password file path is the one in the
-    rendered mailgate.conf, so render with ``mailgate.passwordFile`` inside workdir."""
+    rendered mailgate.conf, so render with ``mailgate.passwordFile`` inside workdir.
+    ``user`` is a user of the mailgate's own (created if missing), never ``nobody``,
+    whose uid every unrelated service shares."""
+    if user == users.MAILGATE_USER:
+        users.ensure((user,))
     write_files(files, workdir, "mailstack")
     script = workdir / "mailstack" / "mailgate.py"
     script.write_text(mailgate_source(), encoding="utf-8")
