@@ -521,3 +521,38 @@ def test_each_stack_keeps_its_own_state_and_down_stops_everything(lab: Lab) -> N
     status = mailstack("lab", "status", *lab.opts())
     assert status.returncode == 1 and "no lab is up" in status.stdout
 
+
+
+# -- a user's own stack: Odoo authenticating at the gateways (gateway.smtpAuth) -----------
+
+def test_a_stack_with_smtp_auth_is_proven_with_the_login_and_refused_without_it(tmp_path: Path) -> None:
+    """No example stack uses ``gateway.smtpAuth``: a user's copy of onpremise with it. The
+    probes log in as Odoo from an address outside ``odooAddresses`` (the lab's outside
+    sender), so only the gateway's real Cyrus SASL login lets them through: passing at the
+    receiver with the login, ``535`` with a wrong password."""
+    require_root()
+    stack_file = tmp_path / "Pulumi.auth.yaml"
+    text = project.stack_path("onpremise").read_text(encoding="utf-8")
+    stack_file.write_text(text.replace("    odooAddresses: [10.0.0.5]\n", "    odooAddresses: [10.0.0.5]\n    smtpAuth:\n      user: odoo\n"))
+    assert stackfile.load(stack_file).gateway.smtp_auth is not None  # type: ignore[union-attr]
+    namespace, state_dir = f"mslabu{uuid.uuid4().hex[:6]}", Path("/var/lib/mailstack-lab-tests") / uuid.uuid4().hex[:8]
+    opts = ("--state-dir", str(state_dir), "--namespace", namespace)
+
+    def check(**env: str) -> list[dict[str, str]]:
+        result = subprocess.run([sys.executable, "-m", "mailstack.cli", "lab", "check", "--only", "e2e", "--format", "json", *opts],
+                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+        assert result.stdout, result.stderr
+        return [f for f in json.loads(result.stdout)["checks"] if f["id"] == "e2e.outbound.gateway"]
+
+    try:
+        mailstack("lab", "up", "--stack-file", str(stack_file), *opts, check=True)
+        proven = check()
+        assert len(proven) == 3 and all(f["status"] == "pass" and "with SMTP AUTH as odoo" in f["summary"] for f in proven), proven
+        log = next((LabState.load(state_dir).stack_root / "gateway1" / "log").glob("postfix.log")).read_text()
+        assert "sasl_method=PLAIN, sasl_username=odoo" in log
+        refused = check(MAILSTACK_E2E_SUBMIT_PASSWORD="not-the-password")
+        assert refused and all(f["status"] == "fail" and "AUTH refused: 535" in f["summary"] for f in refused), refused
+    finally:
+        mailstack("lab", "down", "--purge", *opts)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    assert not netns.exists(namespace)

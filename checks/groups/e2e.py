@@ -23,7 +23,7 @@ verdict of temperror, no arrival in time) is ``error``, never ``pass``.
 from __future__ import annotations
 
 import concurrent.futures as cf
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailstack.checks.dns.resolver import DnsError
 from mailstack.checks.engine.context import CheckContext
@@ -75,6 +75,8 @@ class OutboundSpec:
     signs: bool
     expected_client: tuple[str, ...] = ()
     note: str = ""
+    #: SMTP AUTH (user, password) at the submission port (``gateway.smtpAuth``).
+    login: tuple[str, str] | None = field(default=None, repr=False)
 
 
 def _signs(stack: MailDomain, sender: Sender, name: str, ctx: CheckContext) -> bool:
@@ -93,11 +95,14 @@ def _gateway_specs(ctx: CheckContext, sender: Sender, settings_: E2eSettings, ch
             routes.append(((gateway.ipv4, e2e_probe.SUBMISSION_PORT), f"via {gateway.hostname} over IPv4", settings_.recipient, (gateway.ipv4,)))
             if gateway.ipv6 and settings_.recipient_ipv6:
                 routes.append(((gateway.ipv4, e2e_probe.SUBMISSION_PORT), f"via {gateway.hostname} over IPv6", settings_.recipient_ipv6, (gateway.ipv6,)))
+    if settings_.submit_login:  # what proves Odoo's SMTP AUTH: only the login lets it through
+        routes = [(endpoint, f"{route} with SMTP AUTH as {settings_.submit_login[0]}", recipient, expected)
+                  for endpoint, route, recipient, expected in routes]
     pairs = [(name, routes[0]) for name in names] + [(names[0], route) for route in routes[1:]]
     odoo = stack.odoo
     return [
         OutboundSpec(check_id, name, f"{odoo.notifications}@{name}", f"{odoo.bounce}@{name}", recipient, endpoint,
-                     settings_.submit_source, route, _signs(stack, sender, name, ctx), expected)
+                     settings_.submit_source, route, _signs(stack, sender, name, ctx), expected, login=settings_.submit_login)
         for name, (endpoint, route, recipient, expected) in pairs
     ]
 
@@ -137,7 +142,8 @@ def _send(spec: OutboundSpec) -> Sent:
     headers = {"From": f'"Odoo" <{spec.from_address}>', "To": spec.recipient, "Subject": f"mailstack e2e outbound probe ({spec.check_id})"}
     raw, _ = e2e_probe.build(message_id, headers, spec.check_id)
     try:
-        sent_at = e2e_probe.submit(spec.submit[0], spec.submit[1], spec.mail_from, [spec.recipient], raw, source=spec.source, helo=f"odoo.{spec.name}")
+        sent_at = e2e_probe.submit(spec.submit[0], spec.submit[1], spec.mail_from, [spec.recipient], raw, source=spec.source, helo=f"odoo.{spec.name}",
+                                   login=spec.login)
     except ProbeRejected as err:
         return Sent(spec, message_id, rejected=str(err))
     except ProbeError as err:

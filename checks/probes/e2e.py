@@ -85,6 +85,9 @@ class E2eSettings:
     #: from which address.
     submit: tuple[tuple[str, int], ...] = ()
     submit_source: str | None = None
+    #: Odoo's SMTP AUTH login on the submission port (``gateway.smtpAuth``):
+    #: ``MAILSTACK_E2E_SUBMIT_USER`` and ``_SUBMIT_PASSWORD`` (or ``_SUBMIT_PASSWORD_FILE``).
+    submit_login: tuple[str, str] | None = field(default=None, repr=False)
     #: The outbound probes' recipient, one reached over IPv6 only (proves a gateway's
     #: ip6: term and AAAA), the receiving server's Maildir and its authserv-id.
     recipient: str | None = None
@@ -114,10 +117,15 @@ class E2eSettings:
         if password is None and password_file:
             password = Path(password_file).read_text(encoding="utf-8").strip()
         maildir, store, third = _env("MAILDIR"), _env("ODOO_STORE"), _env("THIRD_PARTIES")
+        submit_user, submit_password = _env("SUBMIT_USER"), os.environ.get(f"{ENV_PREFIX}_SUBMIT_PASSWORD")
+        submit_password_file = _env("SUBMIT_PASSWORD_FILE")
+        if submit_password is None and submit_password_file:
+            submit_password = Path(submit_password_file).read_text(encoding="utf-8").strip()
         return cls(
             enabled=os.environ.get(ENV_PREFIX, "").lower() in ("1", "true", "yes"),
             submit=tuple(endpoint(e, SUBMISSION_PORT) for e in (_env("SUBMIT") or "").split(",") if e.strip()),
             submit_source=_env("SUBMIT_SOURCE"),
+            submit_login=(submit_user, submit_password or "") if submit_user else None,
             recipient=_env("RECIPIENT"),
             recipient_ipv6=_env("RECIPIENT_IPV6"),
             maildir=Path(maildir) if maildir else None,
@@ -185,9 +193,11 @@ def new_message_id(kind: str, domain: str) -> str:
 
 
 def submit(host: str, port: int, probe_from: str, recipients: list[str], raw: bytes, *,
-           source: str | None, helo: str, timeout: float = 30.0) -> float:
+           source: str | None, helo: str, timeout: float = 30.0, login: tuple[str, str] | None = None) -> float:
     """One SMTP transaction; returns the time DATA was accepted. 5xx → ProbeRejected,
-    anything else that stops it → ProbeError."""
+    anything else that stops it → ProbeError. ``login``: SMTP AUTH (user, password)
+    after STARTTLS, as Odoo does with ``smtp_user``; a server without AUTH or one that
+    refuses the login refuses the probe."""
     try:
         with smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout,
                           source_address=(source, 0) if source else None) as client:
@@ -204,6 +214,14 @@ def submit(host: str, port: int, probe_from: str, recipients: list[str], raw: by
                 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
                 client.starttls(context=context)
                 client.ehlo()
+            if login is not None:
+                try:
+                    client.login(*login)
+                except smtplib.SMTPAuthenticationError as err:
+                    reply = err.smtp_error
+                    _raise_for(err.smtp_code, reply if isinstance(reply, bytes) else str(reply).encode(), "AUTH")
+                except smtplib.SMTPNotSupportedError as err:
+                    raise ProbeRejected(f"AUTH refused: the server offers no AUTH after STARTTLS ({err})") from err
             code, reply = client.mail(probe_from, ["BODY=8BITMIME"] if client.has_extn("8bitmime") else [])
             _raise_for(code, reply, "MAIL FROM")
             for recipient in recipients:

@@ -63,6 +63,23 @@ def environment(lab: roles.Lab, wait: float) -> dict[str, str]:
         "MAILSTACK_E2E_WAIT": str(wait),
         "MAILSTACK_ODOO_LOGIN": roles.odoo_user(lab.stack)[0],
         "MAILSTACK_ODOO_PASSWORD_FILE": str(state.secrets / "odoo.password"),
+        **smtp_auth(lab),
+    }
+
+
+def smtp_auth(lab: roles.Lab) -> dict[str, str]:
+    """With ``gateway.smtpAuth``: the probes log in as Odoo, and submit from an address
+    outside ``odooAddresses`` (the outside sender's), so nothing but the login lets them
+    through — the gateway's SASL set-up is proven, not bypassed by ``mynetworks``."""
+    settings = lab.stack.gateway
+    if settings is None or settings.smtp_auth is None:
+        return {}
+    lab.state.smtp_auth_password()  # made on first use, before the gateways start
+    assert lab.topology.receiver.ipv4
+    return {
+        "MAILSTACK_E2E_SUBMIT_USER": settings.smtp_auth.user,
+        "MAILSTACK_E2E_SUBMIT_PASSWORD_FILE": str(lab.state.secrets / "smtp-auth.password"),
+        "MAILSTACK_E2E_SUBMIT_SOURCE": lab.topology.receiver.ipv4,
     }
 
 

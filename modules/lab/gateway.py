@@ -6,7 +6,10 @@ stack: its own address(es) on the namespace's lo, its own certificate from the l
 CA, the mailgate into the Odoo stand-in as the dedicated user ``mslab-mailgate``. Its
 directory ``gateway<n>/`` keeps the queue (emptied on every fresh start), the log
 (0600, 0700 directory), the DKIM key (0600 opendkim, 0700 directory) and the mailgate's
-files with Odoo's password (0600 mslab-mailgate, 0700 directory).
+files with Odoo's password (0600 mslab-mailgate, 0700 directory). With
+``gateway.smtpAuth``, ``sasl/sasldb2`` holds Odoo's login (``saslpasswd2 -p``, the
+password on stdin as docs/gateway.md tells a real gateway; 0640 root:postfix in a 0750
+directory, since smtpd reads it as postfix).
 
 Only lab settings differ from production, as main.cf overrides: the listening
 addresses and the source addresses of outgoing SMTP (Postfix would not pick a
@@ -16,7 +19,10 @@ loopback alias by itself), so SPF sees the gateway's address.
 from __future__ import annotations
 
 import dataclasses
+import os
+import pwd
 import shutil
+import subprocess
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +30,8 @@ from mailstack.core.model import Gateway, MailDomain
 from mailstack.gateway import render
 from mailstack.gateway.render import RenderedFile, mailgate_source
 from mailstack.lab import files, users
-from mailstack.lab.postfix import OpenDkim, PostfixInstance, lab_layout, postfix_command
+from mailstack.lab.binaries import binary
+from mailstack.lab.postfix import LabError, OpenDkim, PostfixInstance, lab_layout, postfix_command
 from mailstack.lab.process import accepts, until
 from mailstack.lab.state import LabState, private_dir
 from mailstack.plan import Plan
@@ -60,9 +67,29 @@ def rendered(state: LabState, plan: Plan, gateway: Gateway) -> dict[str, Rendere
         inet_protocols="all" if gateway.ipv6 else "ipv4",
         maillog_file=str(work / "log" / "postfix.log"),
         opendkim_pidfile=str(work / "run" / "opendkim.pid"),
+        sasldb_path=str(sasldb(work)),
     )
     pem = state.dkim_private_key(stack.dkim.selector, stack.dkim.bits)
     return render.render(plan, settings, pem, gateway=gateway, layout=layout)
+
+
+def sasldb(work: Path) -> Path:
+    return work / "sasl" / "sasldb2"
+
+
+def _install_sasldb(work: Path, realm: str, user: str, password: str) -> None:
+    """Odoo's SMTP AUTH login, as a real gateway gets it (``saslpasswd2 -p``)."""
+    postfix_gid = pwd.getpwnam("postfix").pw_gid
+    path = sasldb(work)
+    private_dir(path.parent, group=postfix_gid, mode=0o750)
+    os.chown(path.parent, 0, postfix_gid)
+    path.unlink(missing_ok=True)
+    result = subprocess.run([binary("saslpasswd2"), "-p", "-c", "-f", str(path), "-u", realm, user], input=password,
+                            capture_output=True, text=True, timeout=30)
+    if result.returncode:
+        raise LabError(f"saslpasswd2 for {user}@{realm}: {(result.stderr or result.stdout).strip()}")
+    os.chown(path, 0, postfix_gid)
+    path.chmod(0o640)
 
 
 def _install_mailgate(work: Path, files_: dict[str, RenderedFile], password: str) -> None:
@@ -86,6 +113,9 @@ def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None
     files.write(work / "tls" / "key.pem", key, 0o600)
     files_ = rendered(state, plan, gateway)
     _install_mailgate(work, files_, state.odoo_password())
+    settings = plan.stack.gateway
+    if settings is not None and settings.smtp_auth is not None:
+        _install_sasldb(work, gateway.hostname, settings.smtp_auth.user, state.smtp_auth_password())
     name = role_name(gateway)
     opendkim = OpenDkim(work, files_, log_path=files.log_file(work / "log", "opendkim.log"))
     opendkim.start()

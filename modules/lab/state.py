@@ -266,6 +266,10 @@ class LabState:
     def odoo_password(self) -> str:
         return self._secret("odoo.password", lambda: base64.urlsafe_b64encode(os.urandom(18)).decode())
 
+    def smtp_auth_password(self) -> str:
+        """Odoo's SMTP AUTH password at the gateways (``gateway.smtpAuth``)."""
+        return self._secret("smtp-auth.password", lambda: base64.urlsafe_b64encode(os.urandom(18)).decode())
+
     def private_key(self, name: str, bits: int = 2048) -> str:
         """A lab RSA private key (PEM, PKCS#8) kept as ``secrets/<name>.private``."""
 
