@@ -49,7 +49,7 @@ def observations(ctx: CheckContext) -> list[SmtpObservation]:
         seen: set[str] = set()
         for domain in ctx.domains:
             name = recipient_domain(ctx, domain)
-            mx = mx_checks.observe(ctx, name)
+            mx = ctx.wait(lambda: mx_checks.observe(ctx, name))  # the mx group's observation
             if mx.error:
                 results.append(SmtpObservation(name, "", ctx.smtp.port, error=f"MX lookup failed: {mx.error}"))
                 continue
