@@ -31,14 +31,19 @@ class Progress:
         self.failing = 0
         self._start = time.monotonic()
         self._lock = threading.Lock()
+        self._drawn = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def done(self, index: int, findings: Sequence[Finding]) -> None:
-        """One target finished (called from the engine's thread)."""
+        """One target finished (called from the engine's thread); redrawn at once when
+        the last redraw is a tick old, or it was the last target."""
         with self._lock:
             self.finished += 1
             self.failing += exit_code(findings, strict=self.strict)
+            due = self.finished == self.total or time.monotonic() - self._drawn >= INTERVAL
+        if due:
+            self._draw()
 
     def line(self) -> str:
         with self._lock:
@@ -47,8 +52,11 @@ class Progress:
         return f"[{finished:>{width}}/{self.total} targets] {failing} failing, {time.monotonic() - self._start:.1f} s"
 
     def _draw(self) -> None:
-        self.stream.write("\r\033[K" + self.line())
-        self.stream.flush()
+        line = self.line()
+        with self._lock:
+            self._drawn = time.monotonic()
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
 
     def _tick(self) -> None:
         while not self._stop.wait(INTERVAL):
@@ -64,5 +72,6 @@ class Progress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.stream.write("\r\033[K")
-        self.stream.flush()
+        with self._lock:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

@@ -190,13 +190,24 @@ class Dns:
     tsig_algorithm: str = "hmac-sha256"
     #: Let a change delete MX and planned mail records (the policy pack refuses otherwise).
     allow_delete: bool = False
+    #: ``alias_zones`` by domain, with each entry's position (built once: a plan asks
+    #: for the zone of every record, and a stack may have a thousand alias domains).
+    _alias_index: dict[str, tuple[int, str]] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, tuple[int, str]] = {}
+        for position, (domain, zone) in enumerate(self.alias_zones):
+            index.setdefault(domain, (position, zone))
+        object.__setattr__(self, "_alias_index", index)
 
     def zone_of(self, name: str) -> str:
-        """The zone a name's records live in: an explicit alias zone, the main zone
-        when the name is below it, else the name itself (an alias domain's own zone)."""
-        for domain, zone in self.alias_zones:
-            if within(name, domain):
-                return zone
+        """The zone a name's records live in: an explicit alias zone (the first listed
+        whose domain the name is at or below), the main zone when the name is below
+        it, else the name itself (an alias domain's own zone)."""
+        labels = name.split(".")
+        found = [self._alias_index[s] for s in (".".join(labels[i:]) for i in range(len(labels))) if s in self._alias_index]
+        if found:
+            return min(found)[1]
         if within(name, self.zone):
             return self.zone
         return name

@@ -4,6 +4,7 @@ preview, the checks after apply (recursively, through ``checks``' resolver)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -56,8 +57,12 @@ class Term:
         return f"{qualifier}{self.name}{sep}{self.value}"
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_term(text: str) -> Term:
-    """Parse one SPF term; raise SpfSyntaxError naming it when it is not valid."""
+    """Parse one SPF term; raise SpfSyntaxError naming it when it is not valid.
+
+    Cached (a Term is immutable): a stack of many domains plans and checks the same
+    SPF terms once per domain."""
     modifier = _MODIFIER.match(text)
     if modifier and modifier["name"].lower() not in MECHANISMS:
         name = modifier["name"].lower()
@@ -150,6 +155,11 @@ def build(terms: Iterable[str], all_term: str = "~all") -> str:
 
 def budget_problems(record: str) -> list[str]:
     """Static problems of one record: over the lookup budget or over the size limit."""
+    return list(_budget_problems(record))
+
+
+@functools.lru_cache(maxsize=1024)
+def _budget_problems(record: str) -> tuple[str, ...]:
     problems = []
     count = lookup_count(parse(record))
     if count > LOOKUP_LIMIT:
@@ -159,4 +169,4 @@ def budget_problems(record: str) -> list[str]:
         )
     if size(record) > SIZE_LIMIT:
         problems.append(f"SPF record is {size(record)} bytes, over {SIZE_LIMIT} (RFC 7208 §3.4)")
-    return problems
+    return tuple(problems)
