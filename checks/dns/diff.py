@@ -67,8 +67,7 @@ def selector_names(plan: Plan) -> list[str]:
 def stale_selectors(names_: Sequence[str], resolver: Resolver) -> list[RecordDiff]:
     """EXTRA for a key (TXT) or alias (CNAME) live at an undeclared selector name."""
     diffs: list[RecordDiff] = []
-    for name in names_:
-        seen = published.fetch_one(resolver, name, "TXT")
+    for name, seen in zip(names_, published.fetch_each(resolver, [(name, "TXT") for name in names_])):
         selector = name.split(".", 1)[0]
         if seen.error is not None:
             diffs.append(RecordDiff(Change.UNKNOWN, name, "TXT", None, (), str(seen.error)))

@@ -100,6 +100,13 @@ def fetch_one(resolver: Resolver, name: str, type_: str) -> Observed:
     return loop.run(observe_one(resolver.aio, name, type_))
 
 
+def fetch_each(resolver: Resolver, keys: Sequence[tuple[str, str]]) -> list[Observed]:
+    """``observe_one`` for many (name, type) at once, for blocking callers, in order."""
+    async def each() -> list[Observed]:
+        return list(await asyncio.gather(*(observe_one(resolver.aio, *key) for key in keys)))
+    return loop.run(each())
+
+
 def fetch(planned: Iterable[Record], resolver: Resolver) -> dict[tuple[str, str], Observed]:
     """``observe`` for blocking callers (``mailstack diff``)."""
     return loop.run(observe(planned, resolver.aio))
