@@ -71,8 +71,8 @@ def test_render_loads_no_pulumi_no_lab(tmp_path: Path) -> None:
     assert not prefixed(modules, *PULUMI, "mailstack.lab", "mailstack.checks", "mailstack.providers")
 
 
-@pytest.mark.parametrize("command", ["check", "diff"])
-def test_check_and_diff_load_no_pulumi_no_lab(tmp_path: Path, command: str) -> None:
+@pytest.mark.parametrize("command", ["check", "diff", "plan"])
+def test_check_diff_plan_load_no_pulumi_no_lab(tmp_path: Path, command: str) -> None:
     """Each asks a loopback address nothing answers on (its checks error, exit 1 or 2)."""
     args = ["--stack", "online", "--nameserver", f"{ADDRESS}:9", "--timeout", "0.2"]
     code, modules = loaded(tmp_path, command, *args, *(["--only", "spf"] if command == "check" else []))

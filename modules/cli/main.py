@@ -25,8 +25,10 @@ from mailstack.core.errors import ConfigErrors, MailstackError
 COMMANDS: dict[str, tuple[str, str]] = {
     "records": ("mailstack.cli.records", "print the planned DNS records"),
     "render": ("mailstack.cli.render", "render the gateway servers' configuration"),
+    "plan": ("mailstack.cli.plan", "decide the change against live DNS: create/update/delete/conflict (nothing written)"),
     "check": ("mailstack.cli.check", "verify the live mail domains"),
     "diff": ("mailstack.cli.diff", "compare the planned records with live DNS (drift detection)"),
+    "adopt": ("mailstack.cli.adopt", "print the mailstack:dns.adopt import ids for records already in a Cloudflare zone"),
     "lab": ("mailstack.cli.lab", "run the whole mail path locally and check it"),
 }
 

@@ -1,7 +1,8 @@
 """Options and argument readers several subcommands share, written once: the stack to
 read (``--stack``/``--stack-file``/``--project-dir``), the DNS servers to ask
-(``--nameserver``/``--timeout``/``--wait``/``--interval``) and the gateway's DKIM keys
-given as PEM files. Each reader turns a bad argument into a MailstackError naming it.
+(``--nameserver``/``--timeout``/``--wait``/``--interval``), the gateway's DKIM keys
+given as PEM files and what mailstack owned before (``--owned``). Each reader turns a
+bad argument into a MailstackError naming it.
 
 Building a parser imports nothing heavy (the config reader, dnspython and cryptography
 are imported by the readers, when a command runs), so ``--help`` stays fast."""
@@ -9,6 +10,7 @@ are imported by the readers, when a command runs), so ``--help`` stays fast."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ from mailstack.core.errors import MailstackError
 if TYPE_CHECKING:
     from mailstack.config import project
     from mailstack.core.model import MailDomain
+    from mailstack.core.record import Record
 
 
 def add_stack_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> argparse._MutuallyExclusiveGroup:
@@ -99,3 +102,33 @@ def gateway_public_key(path: Path | None) -> str | None:
         except dkim.DkimKeyError as err:
             raise MailstackError(f"--dkim-public-key {path}: {err}") from err
     return key
+
+
+def add_owned_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--owned", metavar="FILE", type=Path,
+        help="the records mailstack wrote before: `pulumi stack output records --json`, `mailstack records "
+             "--format json` of the deployed stack, or the lab's records.json (default: none, so nothing live is "
+             "taken for mailstack's)",
+    )
+
+
+def owned_records(path: Path | None) -> list[Record]:
+    """``--owned FILE``: a JSON list of records (``name, type, content, ttl, priority``),
+    or a journal ``{"owned": [...], "pending": [...]}`` of ``{zone, name, type, ttl, value}``."""
+    from mailstack.core import zonefile
+    from mailstack.core.record import Record
+
+    text = read_text(path, "--owned")
+    if text is None:
+        return []
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and ("owned" in data or "pending" in data):
+            items = [*(data.get("owned") or []), *(data.get("pending") or [])]
+            return [zonefile.from_text(str(i["name"]), str(i["type"]), int(i["ttl"]), str(i["value"])) for i in items]
+        if not isinstance(data, list):
+            raise ValueError("not a JSON list of records")
+        return [Record.from_json(item) for item in data]
+    except (ValueError, KeyError, TypeError) as err:
+        raise MailstackError(f"--owned {path}: {err}") from err

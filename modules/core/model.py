@@ -190,6 +190,9 @@ class Dns:
     tsig_algorithm: str = "hmac-sha256"
     #: Let a change delete MX and planned mail records (the policy pack refuses otherwise).
     allow_delete: bool = False
+    #: Existing records mailstack takes over, by planned record key: on Cloudflare the
+    #: import id (``<zone_id>/<record_id>``), on RFC 2136 the live value it replaces.
+    adopt: tuple[tuple[str, str], ...] = ()
     #: ``alias_zones`` by domain, with each entry's position (built once: a plan asks
     #: for the zone of every record, and a stack may have a thousand alias domains).
     _alias_index: dict[str, tuple[int, str]] = field(init=False, repr=False, compare=False, hash=False)
