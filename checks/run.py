@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mailstack import plan
 from mailstack.checks.defaults import (
@@ -41,7 +40,7 @@ from mailstack.checks.report.outcome import Outcome
 from mailstack.config import stackfile
 from mailstack.config.stack import from_config
 from mailstack.core import names
-from mailstack.core.errors import ConfigError, ConfigErrors, MailstackError
+from mailstack.core.errors import MailstackError
 
 
 
@@ -108,9 +107,7 @@ def for_stack(
 ) -> Target:
     """A run on a declared stack: expectations from its plan (made with the gateway's
     DKIM public key when known, so that record compares by content)."""
-    raw = stackfile.read_namespace(stack_file)
-    disabled = disabled_checks(raw.get("checks"))
-    stack = from_config(raw)
+    stack = from_config(stackfile.read_namespace(stack_file))
     ctx = CheckContext(
         stack.domain,
         resolver or resolver_for(options),
@@ -119,16 +116,7 @@ def for_stack(
         smtp=options.smtp,
         https=options.https,
     )
-    return Target(ctx, tuple(disabled), stack_file)
-
-
-def disabled_checks(section: Any) -> list[str]:
-    """``mailstack:checks: {disable: [ids]}`` of a stack file."""
-    section = section or {}
-    value = section.get("disable", []) if isinstance(section, dict) else None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigErrors([ConfigError(("checks", "disable"), "must be a list of check ids")])
-    return value
+    return Target(ctx, stack.checks.disable, stack_file)
 
 
 def selection(target: Target, options: Options) -> list[registry.Check]:

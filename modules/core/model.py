@@ -77,6 +77,9 @@ class SshTarget:
     user: str = "root"
     port: int = 22
     host: str | None = None  # defaults to the gateway's ipv4
+    #: The host's SSH public key (``ssh-ed25519 AAAA...``): the deploy refuses any
+    #: other. None: pulumi-command accepts whatever key the host presents.
+    host_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +308,13 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Checks:
+    """``mailstack:checks``: check ids ``mailstack check`` skips for this stack."""
+
+    disable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MailDomain:
     """The whole validated declaration of one stack."""
 
@@ -322,6 +332,8 @@ class MailDomain:
     tls_rpt: TlsRpt | None = None
     #: How the own gateways are run (``mailstack:gateway``); set whenever gateways exist.
     gateway: GatewaySettings | None = None
+    #: What the check suite skips (``mailstack:checks``).
+    checks: Checks = field(default_factory=Checks)
 
     @property
     def domains(self) -> tuple[str, ...]:
