@@ -82,6 +82,14 @@ def test_check_diff_plan_load_no_pulumi_no_lab(tmp_path: Path, command: str) -> 
         assert "mailstack.checks.groups.spf" in modules  # it did run the checks
 
 
+def test_lab_loads_no_pulumi(tmp_path: Path) -> None:
+    """The lab needs the lab, never Pulumi (``lab status`` reads its state: none here)."""
+    code, modules = loaded(tmp_path, "lab", "status", "--state-dir", str(tmp_path / "no-lab"), "--namespace", "ms14-none")
+    assert code in (0, 1, 2)
+    assert "mailstack.cli.lab" in modules
+    assert not prefixed(modules, *PULUMI, "mailstack.providers")
+
+
 def test_check_help_loads_no_check_group(tmp_path: Path) -> None:
     code, modules = loaded(tmp_path, "check", "--help")
     assert code == 0
