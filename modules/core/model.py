@@ -230,6 +230,12 @@ DEFAULT_TLS_KEY = "/etc/ssl/private/ssl-cert-snakeoil.key"
 DEFAULT_PASSWORD_FILE = "/etc/mailstack/odoo-password"
 #: Odoo's uid of the first administrator (uid 1 is __system__, which cannot log in).
 DEFAULT_UID = 2
+#: Mailgate runs at once (Postfix's ``<transport>_destination_concurrency_limit``): each
+#: is one process and one XML-RPC call in flight at Odoo. See docs/gateway.md for the
+#: measured effect.
+DEFAULT_MAILGATE_CONCURRENCY = 8
+#: Postfix's default_process_limit: more mailgates than that never run at once.
+MAX_MAILGATE_CONCURRENCY = 100
 DEFAULT_SIZE_LIMIT = 36700160  # 35 MiB: Odoo attachments grow ~37% in base64
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
@@ -286,6 +292,8 @@ class Mailgate:
     login: str | None = None
     password_file: str = DEFAULT_PASSWORD_FILE
     timeout: int = 60
+    #: Deliveries to Odoo at once (one mailgate process each).
+    concurrency: int = DEFAULT_MAILGATE_CONCURRENCY
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,11 @@ class Layout:
     inet_protocols: str = "all"
     #: The unprivileged user Postfix's pipe runs the mailgate as (never root).
     mailgate_user: str = "mailgate"
-    #: argv prefix of the mailgate: the stdlib-only script, copied to the host.
-    mailgate_command: tuple[str, ...] = ("/usr/bin/python3", "/usr/local/lib/mailstack/mailgate.py")
-    mailgate_concurrency: int = 4
+    #: argv prefix of the mailgate: the stdlib-only script, copied to the host (the
+    #: last word). ``-I -S``: isolated from PYTHON* variables and the user's and site
+    #: packages (it needs neither), which also saves the start-up of ``site`` once per
+    #: message.
+    mailgate_command: tuple[str, ...] = ("/usr/bin/python3", "-I", "-S", "/usr/local/lib/mailstack/mailgate.py")
     #: Recipients per mailgate run: all of a message's (Odoo processes it once).
     mailgate_recipient_limit: int = 50
     #: Cyrus sasldb with Odoo's SMTP AUTH user (``gateway.smtpAuth``); root:postfix 0640,

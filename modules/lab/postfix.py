@@ -100,7 +100,7 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
         submission_service=f"{address}:{submission_port}",
         inet_protocols="ipv4",
         mailgate_user=mailgate_user,
-        mailgate_command=(mailgate_python(), str(workdir / "mailstack" / "mailgate.py")),
+        mailgate_command=(mailgate_python(), "-I", "-S", str(workdir / "mailstack" / "mailgate.py")),
     )
 
 
