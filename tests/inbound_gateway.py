@@ -13,6 +13,7 @@ per-client rate limits stay at their defaults.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -102,9 +103,11 @@ def _nothing(component: str) -> AbstractContextManager[None]:
 
 @contextmanager
 def inbound_gateway(prefix: str, concurrency: int,
-                    around: Callable[[str], AbstractContextManager[None]] = _nothing) -> Iterator[Gateway]:
+                    around: Callable[[str], AbstractContextManager[None]] = _nothing,
+                    mailgate_prefix: tuple[str, ...] = ()) -> Iterator[Gateway]:
     """The gateway of ``stack_config`` running in namespace ``<prefix>-<pid>``;
-    ``around(component)`` wraps each component's start (the benchmark's cgroups)."""
+    ``around(component)`` wraps each component's start and ``mailgate_prefix`` goes in
+    front of the mailgate's argv in master.cf (the benchmark's CPU accounting)."""
     name = f"{prefix}-{os.getpid()}"
     workdir = make_workdir(f"{prefix}-")
     started: list[Server] = []
@@ -112,8 +115,10 @@ def inbound_gateway(prefix: str, concurrency: int,
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()).decode()
+        layout = lab_layout(workdir, GATEWAY)
+        layout = dataclasses.replace(layout, mailgate_command=(*mailgate_prefix, *layout.mailgate_command))
         files = render.render(plan.build(from_config(stack_config(workdir, concurrency))),
-                              dkim_private_key_pem=private_pem, layout=lab_layout(workdir, GATEWAY))
+                              dkim_private_key_pem=private_pem, layout=layout)
         netns.create(name, nameserver="127.0.114.53")  # nothing answers there: no lookups leave
         standin = OdooStandIn(workdir / "odoo", STANDIN, 8069, password=PASSWORD, netns=name,
                               aliases=[f"{a}@example.net" for a in ALIASES])
