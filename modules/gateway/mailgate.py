@@ -50,7 +50,13 @@ import stat
 import sys
 import xmlrpc.client
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
-from typing import Any, NamedTuple, NoReturn, Sequence
+
+# Postfix starts this once per message, so what it imports is paid per message: no
+# ``typing`` at run time (annotations are strings here; mypy reads the names below),
+# no ``dataclasses`` (it imports ``inspect``, ``ast``, ``dis``, ``tokenize``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, Sequence
 from xml.parsers.expat import ExpatError
 
 EX_OK = 0
@@ -91,19 +97,19 @@ class MailgateExit(Exception):
         super().__init__(reason)
 
 
-class Config(NamedTuple):
-    """Where Odoo is and who we are there; ``password`` was read from a file.
+class Config:
+    """Where Odoo is and who we are there; ``password`` was read from a file."""
 
-    A NamedTuple, not a dataclass: ``dataclasses`` imports ``inspect`` (and ``ast``,
-    ``dis``, ``tokenize``), about a fifth of this process's start-up, and Postfix
-    starts one process per message."""
+    __slots__ = ("url", "database", "password", "uid", "login", "timeout")
 
-    url: str
-    database: str
-    password: str
-    uid: int | None = 2
-    login: str | None = None
-    timeout: float = 60.0
+    def __init__(self, url: str, database: str, password: str, uid: int | None = 2,
+                 login: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url
+        self.database = database
+        self.password = password
+        self.uid = uid
+        self.login = login
+        self.timeout = timeout
 
 
 class _TimeoutTransport(xmlrpc.client.Transport):
