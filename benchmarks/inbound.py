@@ -172,10 +172,10 @@ def run(args: argparse.Namespace, concurrency: int, alone: dict[str, float]) -> 
             time.sleep(1)  # Postfix writes its last log lines
             queue = gw.postfix.queue()
             log = gw.postfix.log()
+            routed = gw.routed()
         values, statuses = delays(log)
-        counts = Counter(stored)
-        lost = len(expected - set(counts))
-        duplicated = sum(1 for mid in expected if counts[mid] > 1)
+        lost = len(expected - set(routed))
+        duplicated = sum(1 for routes in routed.values() if max(routes.values(), default=0) > 1)
         n = len(expected)
         accept_span = max(sent["accepted"].values(), default=sent["started"]) - sent["started"]
         total_span = done - sent["started"]

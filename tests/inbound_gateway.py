@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -87,6 +88,16 @@ class Gateway:
     def stored(self) -> list[str]:
         """The Message-Id of every message Odoo stored, duplicates kept."""
         return [str(m["message_id"]) for m in self.standin.messages()]
+
+    def routed(self) -> dict[str, Counter[str]]:
+        """How often Odoo routed each Message-Id to each alias. Odoo posts a message
+        once per route (one record per alias it names); a message processed twice
+        would show a count of 2."""
+        routes: dict[str, Counter[str]] = {}
+        for stored in self.standin.messages():
+            counter = routes.setdefault(str(stored["message_id"]), Counter())
+            counter.update(route for route in str(stored["routes"]).split(",") if route)
+        return routes
 
     def send(self, messages: int, connections: int, first: int = 0) -> dict[str, Any]:
         """Run ``send_all`` inside the namespace: {"started", "accepted", "failures"}."""
