@@ -60,31 +60,29 @@ BEFORE = "c3c87b4cffd814595adb4658b8354d04c9e88aec"
 class MailgateTimes:
     """The CPU time of every mailgate run inside the pipeline: master.cf's argv starts
     with a small ``sh`` script that runs the mailgate, appends its ``times`` (the CPU of
-    its children) to a file and exits with the mailgate's status. (A mailgate cannot
-    join a cgroup itself: ``ip netns exec`` mounts a sysfs of its own over /sys.)"""
+    its children) to a file of its own PID and exits with the mailgate's status — one
+    file per PID, so two runs never interleave their lines. (A mailgate cannot join a
+    cgroup itself: ``ip netns exec`` mounts a sysfs of its own over /sys.)"""
 
     def __init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="ms14-times-", dir="/run"))
-        self.directory.chmod(0o755)
-        self.log = self.directory / "times"
-        self.log.touch(mode=0o666)
-        self.log.chmod(0o666)  # written by the mailgate user
         script = self.directory / "timed"
-        script.write_text(f'#!/bin/sh\n"$@"\nstatus=$?\ntimes >> {self.log}\nexit $status\n')
+        script.write_text(f'#!/bin/sh\n"$@"\nstatus=$?\ntimes >> {self.directory}/times.$$\nexit $status\n')
         script.chmod(0o755)
+        self.directory.chmod(0o1777)  # written by the mailgate user
         self.wrapper = (str(script),)
 
     def seconds(self) -> tuple[int, float]:
         """(mailgate runs, their CPU seconds): ``times`` prints the shell's own user and
         system time, then its children's, as ``0m0.040000s 0m0.008000s``."""
-        lines = self.log.read_text().splitlines()
-        children = lines[1::2]
-        total = 0.0
-        for line in children:
-            for field in line.split():
-                minutes, _, seconds = field.rstrip("s").partition("m")
-                total += 60 * float(minutes) + float(seconds)
-        return len(children), total
+        runs, total = 0, 0.0
+        for path in self.directory.glob("times.*"):
+            for line in path.read_text().splitlines()[1::2]:
+                runs += 1
+                for field in line.split():
+                    minutes, _, seconds = field.rstrip("s").partition("m")
+                    total += 60 * float(minutes) + float(seconds)
+        return runs, total
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
