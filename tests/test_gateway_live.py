@@ -25,7 +25,7 @@ from mailstack.config.stack import from_config
 from mailstack.core.model import MailDomain
 from mailstack.gateway import render
 from mailstack.lab import netns, smtp_tools
-from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import (
     OpenDkim,
     PostfixInstance,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mailstack.config import gateway as gateway_settings
+from mailstack.config import odoo as odoo_settings
 from mailstack.config.dns import read_dns
 from mailstack.config.inbound import read_inbound
 from mailstack.config.kinds import database_name, local_part
@@ -31,7 +32,7 @@ from mailstack.core.errors import ConfigErrors
 from mailstack.core.model import Gateway, Hosting, MailDomain, Odoo, SshTarget
 
 #: Keys that hold secrets: known, so not "unknown", but never part of the model.
-SECRET_KEYS = frozenset({"tsigSecret", "sshPrivateKey", "odooPassword", "smtpAuthPassword"})
+SECRET_KEYS = frozenset({"tsigSecret", "sshPrivateKey", "odooPassword", "smtpAuthPassword", "imapPassword"})
 #: Keys other parts of mailstack read from the same namespace (gateway rendering, lab,
 #: the check suite's `checks: {disable: [...]}`).
 EXTENSION_KEYS: set[str] = {"gateway", "lab", "checks"}
@@ -76,7 +77,7 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
         raise ConfigErrors(reader.errors)
     assert domain and odoo and outbound is not None and inbound and dkim and spf_options
     assert dmarc_options and dns and gateways is not None
-    return MailDomain(
+    stack = MailDomain(
         domain=domain,
         alias_domains=aliases,
         odoo=odoo,
@@ -91,6 +92,10 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
         dns=dns,
         gateway=gateway,
     )
+    odoo_settings.cross_check(reader, stack)
+    if reader.errors:
+        raise ConfigErrors(reader.errors)
+    return stack
 
 
 def _domain(reader: ConfigReader, value: Any) -> str | None:
@@ -116,7 +121,8 @@ def _alias_domains(reader: ConfigReader, value: Any, domain: str | None) -> tupl
 
 def _odoo(reader: ConfigReader, value: Any) -> Odoo | None:
     path: Path = ("odoo",)
-    fields = ("hosting", "database", "url", "host", "bounce", "catchall", "notifications")
+    fields = ("hosting", "database", "url", "host", "bounce", "catchall", "notifications",
+              "login", "manage", "companies", "outgoingServer")
     data = reader.mapping(value, path, fields)
     if data is None:
         return None
@@ -142,13 +148,20 @@ def _odoo(reader: ConfigReader, value: Any) -> Odoo | None:
     for part in ("bounce", "catchall", "notifications"):
         if data.get(part) is not None:
             local_parts[part] = reader.convert(data[part], (*path, part), local_part)
+    login = "admin"
+    if data.get("login") is not None:
+        login = reader.convert(data["login"], (*path, "login"), odoo_settings.login) or "admin"
+    manage = odoo_settings.read_manage(reader, data.get("manage"), (*path, "manage"))
+    companies = odoo_settings.read_companies(reader, data.get("companies"), (*path, "companies"))
+    outgoing = odoo_settings.read_outgoing(reader, data.get("outgoingServer"), (*path, "outgoingServer"))
     if hosting is None:
         return None
     if hosting in ("online", "sh") and data.get("database") is None and data.get("host") is None:
         reader.fail((*path, "database"), f"is required for hosting {hosting} (the <db> of <db>.odoo.com)")
     if hosting == "onpremise" and url is None:
         reader.fail((*path, "url"), "is required for hosting onpremise (Odoo's base URL for XML-RPC)")
-    return Odoo(Hosting(hosting), database, url, host, **{k: v for k, v in local_parts.items() if v})
+    return Odoo(Hosting(hosting), database, url, host, **{k: v for k, v in local_parts.items() if v},
+                login=login, manage=manage, companies=companies, outgoing_server=outgoing)
 
 
 def _gateways(reader: ConfigReader, value: Any) -> tuple[Gateway, ...] | None:

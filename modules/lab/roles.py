@@ -17,7 +17,7 @@ from mailstack.core.record import Record
 from mailstack.gateway import render
 from mailstack.lab.binaries import binary
 from mailstack.lab.bind import BindServer
-from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import (
     OpenDkim,
     PostfixInstance,
