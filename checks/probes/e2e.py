@@ -132,6 +132,18 @@ def build(message_id: str, headers: dict[str, str], label: str) -> tuple[bytes, 
     return raw, body.encode("utf-8")
 
 
+def probe_sender(sender: str, message_id: str) -> str:
+    """The sender of one inbound probe: ``local+<probe token>@domain``. Odoo 17's loop
+    detection (``_detect_loop_sender``) drops the 21st message one address sends within
+    120 minutes (``mail.gateway.loop.threshold``/``minutes``), so probes from one fixed
+    address would stop reaching Odoo after a few check runs."""
+    local, _, domain = sender.rpartition("@")
+    if "+" in local:
+        return sender
+    token = message_id.strip("<>").split("@", 1)[0].rsplit("-", 1)[-1][:12]
+    return f"{local}+{token}@{domain}"
+
+
 def new_message_id(kind: str, domain: str) -> str:
     """A unique Message-ID per probe: probes never collide with each other or earlier runs."""
     return f"<mailstack-e2e-{kind}-{uuid.uuid4().hex}@{domain}>"
@@ -210,15 +222,24 @@ class OdooClient:
     def messages(self, message_id: str) -> list[dict[str, Any]]:
         """The mail.message records with this Message-ID. Raises OSError (Odoo
         unreachable) or xmlrpc.client.Fault; PermissionError for bad credentials."""
+        return self._search_read("mail.message", [["message_id", "=", message_id]], ["message_id", "model", "res_id", "body"])
+
+    def alias_model(self, address: str) -> str | None:
+        """The model of the alias whose full address is ``address`` (None: no alias)."""
+        found = self._search_read("mail.alias", [["alias_full_name", "=", address]], ["alias_model_id"])
+        if not found or not found[0].get("alias_model_id"):
+            return None
+        model_id = found[0]["alias_model_id"][0]
+        models = self._search_read("ir.model", [["id", "=", model_id]], ["model"])
+        return str(models[0]["model"]) if models else None
+
+    def _search_read(self, model: str, domain: list[Any], fields: list[str]) -> list[dict[str, Any]]:
         if self.uid is None:
             uid = self._proxy("common").authenticate(self.database, self.login, self.password, {})
             if not uid:
                 raise PermissionError(f"Odoo refused login {self.login!r} on database {self.database!r}")
             self.uid = int(uid)  # type: ignore[arg-type]
-        result = self._proxy("object").execute_kw(
-            self.database, self.uid, self.password, "mail.message", "search_read",
-            [[["message_id", "=", message_id]]], {"fields": ["message_id", "model", "res_id", "body", "routes"]},
-        )
+        result = self._proxy("object").execute_kw(self.database, self.uid, self.password, model, "search_read", [domain], {"fields": fields})
         return list(result)  # type: ignore[arg-type]
 
 

@@ -38,6 +38,7 @@ from mailstack.core.model import (
 
 _KEYS = (
     "odooAddresses", "smtpAuth", "relayHost", "tls", "messageSizeLimit", "rateLimits", "mailgate", "deploy",
+    "recipientCheck", "recipientRefresh",
 )
 
 
@@ -67,10 +68,12 @@ def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_databas
     rates = _rates(reader, data.get("rateLimits"), (*path, "rateLimits"))
     mailgate = _mailgate(reader, data.get("mailgate"), (*path, "mailgate"), odoo_url, odoo_database)
     deploy = reader.boolean(data.get("deploy"), (*path, "deploy"), default=True)
+    check = reader.choice(data.get("recipientCheck"), (*path, "recipientCheck"), ("odoo", "static"), default="odoo")
+    refresh = reader.integer(data.get("recipientRefresh"), (*path, "recipientRefresh"), 10, 3600, default=60)
     if len(reader.errors) > errors_before:
         return None
-    assert tls and rates and mailgate and size is not None
-    return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates, deploy)
+    assert tls and rates and mailgate and size is not None and check and refresh is not None
+    return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates, deploy, check, refresh)
 
 
 def parse_relay_host(value: Any) -> RelayHost:

@@ -68,7 +68,7 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
     gateway = gateway_settings.read(
         reader,
         raw.get("gateway"),
-        odoo_url=odoo.url if odoo else None,
+        odoo_url=odoo.rpc_url if odoo else None,
         odoo_database=odoo.database if odoo else None,
         has_gateways=bool(gateways) or bool(raw.get("gateways")),
     )

@@ -357,6 +357,11 @@ class GatewaySettings:
     #: Let ``pulumi up`` push the configuration over SSH (the Gateway component);
     #: false renders only (``mailstack render``), for hosts managed another way.
     deploy: bool = True
+    #: How RCPT TO is validated: ``odoo`` asks Odoo's live aliases (mailstack-aliasd,
+    #: the static list as fallback), ``static`` uses the declared list only.
+    recipient_check: str = "odoo"
+    #: Seconds mailstack-aliasd keeps Odoo's answer (a miss re-asks after 10 s).
+    recipient_refresh: int = 60
 
 
 @dataclass(frozen=True, slots=True)

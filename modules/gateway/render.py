@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.resources
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,6 @@ def render(
     templates = {
         "postfix/main.cf": "postfix/main.cf.j2",
         "postfix/master.cf": "postfix/master.cf.j2",
-        "postfix/transport": "postfix/transport.j2",
         "opendkim/opendkim.conf": "opendkim/opendkim.conf.j2",
         "opendkim/KeyTable": "opendkim/KeyTable.j2",
         "opendkim/SigningTable": "opendkim/SigningTable.j2",
@@ -93,8 +93,16 @@ def render(
         "odoo/odoo.conf": "odoo/odoo.conf.j2",
         "systemd/opendkim.service.d/mailstack.conf": "systemd/opendkim.conf.j2",
     }
+    if stack.forwards_through_gateways:
+        templates["postfix/odoo_redirect"] = "postfix/odoo_redirect.j2"
+        templates["postsrsd/postsrsd"] = "postsrsd/postsrsd.j2"
+    else:
+        templates["postfix/transport"] = "postfix/transport.j2"
     if not stack.inbound.accept_all:
         templates["postfix/relay_recipients"] = "postfix/relay_recipients.j2"
+        if settings.recipient_check == "odoo" and plan.relay_domains:
+            templates["mailstack/aliasd.conf"] = "mailstack/aliasd.conf.j2"
+            templates["systemd/mailstack-aliasd.service"] = "systemd/mailstack-aliasd.service.j2"
     if settings.smtp_auth:
         templates["postfix/sasl/smtpd.conf"] = "postfix/sasl_smtpd.conf.j2"
     for relative, template in templates.items():
@@ -113,23 +121,54 @@ def mailgate_source() -> str:
     return importlib.resources.files("mailstack.gateway").joinpath("mailgate.py").read_text(encoding="utf-8")
 
 
+def aliasd_source() -> str:
+    """mailstack-aliasd (``mailstack.gateway.aliasd``, standard library only), the RCPT
+    validation service copied to a gateway host beside the mailgate."""
+    return importlib.resources.files("mailstack.gateway").joinpath("aliasd.py").read_text(encoding="utf-8")
+
+
+def uses_aliasd(files: Mapping[str, RenderedFile]) -> bool:
+    """True when the rendered gateway validates recipients with mailstack-aliasd."""
+    return "mailstack/aliasd.conf" in files
+
+
 def key_path(selector: str) -> str:
     """The rendered path of the gateway's DKIM private key for a selector."""
     return f"opendkim/keys/{selector}.private"
 
 
 def accepted_recipients(plan: Plan) -> list[str]:
-    """Addresses accepted at RCPT time (without ``+extension``): Odoo's bounce,
-    catchall and notifications, postmaster (RFC 5321 §4.5.1) and the declared aliases,
-    on every relay domain."""
+    """The declared addresses accepted at RCPT time: Odoo's bounce and catchall,
+    postmaster (RFC 5321 §4.5.1) and the declared aliases, on every relay domain —
+    exactly, no ``+detail`` (Odoo 17 strips none). Not ``notifications@``: Odoo routes
+    it only as a reply and bounces anything else. With ``gateway.recipientCheck: odoo``
+    this is mailstack-aliasd's fallback while Odoo cannot be asked."""
     odoo = plan.stack.odoo
-    local_parts = {odoo.bounce, odoo.catchall, odoo.notifications, *REQUIRED_LOCAL_PARTS, *plan.stack.inbound.aliases}
+    local_parts = {odoo.bounce, odoo.catchall, *REQUIRED_LOCAL_PARTS, *plan.stack.inbound.aliases}
     return sorted(f"{local}@{domain}" for domain in plan.relay_domains for local in local_parts)
+
+
+def _relay_recipient_maps(plan: Plan, settings: GatewaySettings, layout: Layout) -> tuple[str, str]:
+    """main.cf's ``relay_recipient_maps`` and a comment saying what it does."""
+    if plan.stack.inbound.accept_all:
+        return "", "inbound.acceptAll: every recipient is accepted."
+    if settings.recipient_check == "odoo":
+        return (f"socketmap:inet:{layout.aliasd_host}:{layout.aliasd_port}:odoo",
+                "mailstack-aliasd answers from Odoo's live aliases; while Odoo cannot be asked, the "
+                "declared addresses (relay_recipients) are accepted and others get a 4xx.")
+    return "hash:${config_directory}/relay_recipients", "gateway.recipientCheck static: the declared addresses only."
 
 
 def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Layout) -> dict[str, Any]:
     submission_encrypt = settings.tls.required or settings.smtp_auth is not None
+    recipient_maps, recipient_comment = _relay_recipient_maps(plan, settings, layout)
+    stack = plan.stack
     return {
+        "relay_recipient_maps": recipient_maps,
+        "recipient_check_comment": recipient_comment,
+        "forward": stack.forwards_through_gateways,
+        "saas_host": stack.odoo.saas_host or "",
+        "srs_exclude": [d for d in stack.domains if d != stack.domain],
         "stack": plan.stack,
         "settings": settings,
         "gateway": gateway,
@@ -166,7 +205,13 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["postfix_network"] = postfix_network
+    env.filters["regex_escape"] = regex_escape
     return env
+
+
+def regex_escape(text: str) -> str:
+    """A literal for a Postfix regexp table (POSIX ERE): metacharacters escaped."""
+    return re.sub(r"([.\\^$*+?()\[\]{}|/])", r"\\\1", text)
 
 
 def postfix_network(network: str) -> str:

@@ -81,7 +81,7 @@ def runs_as(user: str, python: str | None = None) -> bool:
 
 
 def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_port: int = 587,
-               milter_port: int = 8891, mailgate_user: str = "nobody") -> Layout:
+               milter_port: int = 8891, mailgate_user: str = "nobody", aliasd_port: int = 10027) -> Layout:
     """A Layout with every file under ``workdir`` and listeners on ``address``.
 
     The mailgate runs as ``mailgate_user`` with the system Python on a copy of
@@ -101,6 +101,9 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
         inet_protocols="ipv4",
         mailgate_user=mailgate_user,
         mailgate_command=(mailgate_python(), str(workdir / "mailstack" / "mailgate.py")),
+        aliasd_host=address,
+        aliasd_port=aliasd_port,
+        aliasd_command=(mailgate_python(), str(workdir / "mailstack" / "aliasd.py")),
     )
 
 

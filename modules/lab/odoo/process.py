@@ -54,8 +54,15 @@ def seed(odoo: Odoo, company: str, alias_domains: Sequence[str], aliases: Sequen
         module, _, name = CRON_XMLID.partition(".")
         env["ir.model.data"].create({"module": module, "name": name, "model": "ir.cron", "res_id": cron, "noupdate": True})
         domain_ids: dict[str, int] = {}
-        for domain in alias_domains:
-            created = env["mail.alias.domain"].create({"name": domain})
+        for spec in alias_domains:
+            # NAME[,bounce=...,catchall=...,default_from=...]
+            domain, *options = spec.split(",")
+            values = dict(option.partition("=")[::2] for option in options)
+            record = {"name": domain}
+            for key, field_name in (("bounce", "bounce_alias"), ("catchall", "catchall_alias"), ("default_from", "default_from")):
+                if values.get(key):
+                    record[field_name] = values[key]
+            created = env["mail.alias.domain"].create(record)
             assert isinstance(created, int)
             domain_ids[domain] = created
         for spec in aliases:
@@ -224,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--uid", type=int, default=2)
     parser.add_argument("--behaviour", default="ok", help=f"one of {', '.join(BEHAVIOURS)} or slow:SECONDS")
     parser.add_argument("--company", default=DEFAULT_COMPANY)
-    parser.add_argument("--alias-domain", action="append", default=[])
+    parser.add_argument("--alias-domain", action="append", default=[], help="NAME[,bounce=B,catchall=C,default_from=F] (repeat)")
     parser.add_argument("--alias", action="append", default=[], help="local@domain[=model] (repeat)")
     parser.add_argument("--partner", action="append", default=[], help="a known contact's e-mail (repeat)")
     parser.add_argument("--odoo-conf", type=Path, help="odoo.conf with the [options] smtp_* keys")
