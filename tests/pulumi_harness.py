@@ -70,6 +70,8 @@ class Registered:
     parent: str = ""
     protect: bool = False
     custom: bool = True
+    #: URNs of the resources it was registered to depend on (``depends_on``).
+    dependencies: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -139,12 +141,14 @@ class _Monitor(pulumi_mocks.MockMonitor):
                 resource.urn = response.urn
                 resource.parent = request.parent
                 resource.protect = bool(request.protect)
+                resource.dependencies = list(request.dependencies)
                 break
         else:
             if request.type != "pulumi:pulumi:Stack":
                 # Components are not passed to new_resource when remote=False; keep them too.
                 self._mocks.resources.append(
-                    Registered(request.type, request.name, {}, response.urn, request.parent, bool(request.protect), False)
+                    Registered(request.type, request.name, {}, response.urn, request.parent, bool(request.protect), False,
+                               list(request.dependencies))
                 )
         return response
 

@@ -138,6 +138,8 @@ def cross_check(reader: ConfigReader, stack: MailDomain) -> None:
     odoo = stack.odoo
     if odoo.manage and not odoo.rpc_url:
         reader.fail(("odoo", "url"), "is required when odoo.manage is set (mailstack reaches Odoo's XML-RPC there)")
+    if odoo.manage and not odoo.database:
+        reader.fail(("odoo", "database"), "is required when odoo.manage is set (the database mailstack logs into)")
     if odoo.manages(OdooSetting.INCOMING_SERVER):
         imap = stack.inbound.imap
         if stack.inbound.mode is not InboundMode.IMAP:

@@ -122,7 +122,7 @@ def _alias_domains(reader: ConfigReader, value: Any, domain: str | None) -> tupl
 def _odoo(reader: ConfigReader, value: Any) -> Odoo | None:
     path: Path = ("odoo",)
     fields = ("hosting", "database", "url", "host", "bounce", "catchall", "notifications",
-              "login", "manage", "companies", "outgoingServer")
+              "login", "manage", "companies", "outgoingServer", "adopt")
     data = reader.mapping(value, path, fields)
     if data is None:
         return None
@@ -154,6 +154,7 @@ def _odoo(reader: ConfigReader, value: Any) -> Odoo | None:
     manage = odoo_settings.read_manage(reader, data.get("manage"), (*path, "manage"))
     companies = odoo_settings.read_companies(reader, data.get("companies"), (*path, "companies"))
     outgoing = odoo_settings.read_outgoing(reader, data.get("outgoingServer"), (*path, "outgoingServer"))
+    adopt = reader.boolean(data.get("adopt"), (*path, "adopt"))
     if hosting is None:
         return None
     if hosting in ("online", "sh") and data.get("database") is None and data.get("host") is None:
@@ -161,7 +162,7 @@ def _odoo(reader: ConfigReader, value: Any) -> Odoo | None:
     if hosting == "onpremise" and url is None:
         reader.fail((*path, "url"), "is required for hosting onpremise (Odoo's base URL for XML-RPC)")
     return Odoo(Hosting(hosting), database, url, host, **{k: v for k, v in local_parts.items() if v},
-                login=login, manage=manage, companies=companies, outgoing_server=outgoing)
+                login=login, manage=manage, companies=companies, outgoing_server=outgoing, adopt=adopt)
 
 
 def _gateways(reader: ConfigReader, value: Any) -> tuple[Gateway, ...] | None:

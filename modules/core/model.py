@@ -89,6 +89,9 @@ class Odoo:
     companies: tuple[tuple[str, str], ...] = ()
     #: ``odoo.outgoingServer``; None: derived from the gateways.
     outgoing_server: OutgoingServer | None = None
+    #: ``odoo.adopt``: take over a same-named record mailstack did not create (its values
+    #: are kept and restored on delete) instead of refusing.
+    adopt: bool = False
 
     def manages(self, setting: OdooSetting) -> bool:
         """True when ``odoo.manage`` lists ``setting``."""

@@ -180,14 +180,36 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "accept_all": plan.stack.inbound.accept_all,
         "signing_domains": plan.signing_domains,
         "submission_encrypt": submission_encrypt,
-        # Odoo submits on 587 when TLS or AUTH is required there, else on 25 as a
-        # trusted address; smtp_ssl is Odoo's STARTTLS switch.
-        "odoo_smtp_port": 587 if submission_encrypt else 25,
-        # Odoo on the gateway itself (127.0.0.1 trusted, the default) connects over
-        # loopback: through the public name it would arrive from a non-trusted address.
-        "odoo_smtp_server": "127.0.0.1" if _trusts_localhost(settings.odoo_addresses) else gateway.hostname,
-        "odoo_smtp_ssl": submission_encrypt,
+        "odoo_smtp_port": odoo_smtp(settings, gateway).port,
+        "odoo_smtp_server": odoo_smtp(settings, gateway).host,
+        "odoo_smtp_ssl": odoo_smtp(settings, gateway).starttls,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class OdooSmtp:
+    """Where Odoo submits its mail to this gateway: odoo.conf's smtp_* options, and the
+    ``ir.mail_server`` mailstack declares when it manages Odoo's outgoing server."""
+
+    host: str
+    port: int
+    #: STARTTLS (odoo.conf's ``smtp_ssl``, ``ir.mail_server.smtp_encryption = starttls``).
+    starttls: bool
+    user: str | None
+
+
+def odoo_smtp(settings: GatewaySettings, gateway: Gateway) -> OdooSmtp:
+    """Odoo's submission to ``gateway``: port 587 with STARTTLS when TLS or SMTP AUTH
+    is required there, else 25 from a trusted address; Odoo on the gateway itself
+    (127.0.0.1 trusted, the default) connects over loopback — through the public name
+    it would arrive from a non-trusted address."""
+    encrypt = settings.tls.required or settings.smtp_auth is not None
+    return OdooSmtp(
+        host="127.0.0.1" if _trusts_localhost(settings.odoo_addresses) else gateway.hostname,
+        port=587 if encrypt else 25,
+        starttls=encrypt,
+        user=settings.smtp_auth.user if settings.smtp_auth else None,
+    )
 
 
 def _trusts_localhost(networks: tuple[str, ...]) -> bool:

@@ -193,6 +193,11 @@ class Model:
                         self.env.update(other._name, record["id"], {name: False})
         for record_id in targets:
             self.env.delete(self._name, record_id)
+        if self._name != "ir.model.data":
+            # BaseModel.unlink also deletes the external ids of the deleted records.
+            for data in self.env.rows("ir.model.data"):
+                if data.get("model") == self._name and data.get("res_id") in targets:
+                    self.env.delete("ir.model.data", data["id"])
         self._after_unlink(targets)
         return True
 
