@@ -32,13 +32,18 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_TEXT = 200
 
 
+#: How the characters a value may not hold are named in messages.
+_FORBIDDEN_NAMES = {" ": "spaces", '"': "quotes", "\\": "backslashes"}
+
+
 def text(value: Any, what: str = "value", *, forbid: str = "") -> str:
     """A short single-line string: no control characters, at most 200 characters."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"must be a non-empty string ({what})")
     stripped = value.strip()
     if _CONTROL.search(stripped) or any(c in stripped for c in forbid):
-        raise ValueError(f"{what} must not contain control characters{' or ' + ' '.join(forbid) if forbid else ''}")
+        named = ", ".join(["control characters", *(_FORBIDDEN_NAMES[c] for c in forbid)])
+        raise ValueError(f"{what} must not contain {named}")
     if len(stripped) > MAX_TEXT:
         raise ValueError(f"{what} is longer than {MAX_TEXT} characters")
     return stripped

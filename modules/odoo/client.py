@@ -92,8 +92,9 @@ class OdooClient:
         try:
             return getattr(self._proxy(service), method)(*args)
         except xmlrpc.client.Fault as fault:
-            text = str(fault.faultString)
-            raise OdooRefused(int(fault.faultCode), _last_line(text).replace(self.password, "********") if self.password else _last_line(text)) from None
+            # Fault 1 carries a traceback (its last line says it); 2-4 carry Odoo's message.
+            text = _last_line(str(fault.faultString)) if fault.faultCode == 1 else " ".join(str(fault.faultString).split())[:500]
+            raise OdooRefused(int(fault.faultCode), text.replace(self.password, "********") if self.password else text) from None
         except xmlrpc.client.ProtocolError as err:
             raise OdooUnreachable(f"{self.url}: HTTP {err.errcode} {err.errmsg}") from None
         except (TimeoutError, socket.timeout):

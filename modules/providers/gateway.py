@@ -14,8 +14,10 @@ host, in four steps, each a child resource named ``<name>-<part>``:
    would be world-readable until something chmods it; stdin also keeps the secret out
    of the command line. The PEM comes from the ``tls.PrivateKey`` of ``__main__.py``
    (the same key whose public half is the DKIM TXT record) and stays a secret output.
-4. ``activate``: fix modes, ``postmap``, ``postfix check``, reload Postfix, restart
-   OpenDKIM. Its ``triggers`` are the hash of every rendered file (and of the key),
+4. ``activate``: fix modes, ``postmap``, ``postfix check``, restart OpenDKIM,
+   mailstack-aliasd (RCPT validation against Odoo's aliases, its stdlib-only script
+   copied beside the mailgate) and, for ``inbound.mode: forward``, postsrsd; reload
+   Postfix. Its ``triggers`` are the hash of every rendered file (and of the key),
    so it re-runs when, and only when, what is on the host should change.
 
 The SSH private key is the Pulumi secret ``mailstack:sshPrivateKey`` (else the SSH
@@ -42,6 +44,8 @@ TYPE = "mailstack:gateway:Gateway"
 PACKAGES = ("postfix", "opendkim", "opendkim-tools", "python3", "ssl-cert")
 #: Cyrus SASL with sasldb for ``gateway.smtpAuth`` (the password: ``saslpasswd2 -p``, stdin).
 SASL_PACKAGES = ("libsasl2-modules", "sasl2-bin")
+#: SRS for ``inbound.mode: forward`` (senders rewritten into the stack's domain).
+SRS_PACKAGES = ("postsrsd",)
 
 
 @dataclass
@@ -63,10 +67,11 @@ class GatewayArgs:
     layout: Layout = field(default_factory=Layout)
 
 
-def content_hash(files: dict[str, render_module.RenderedFile], mailgate_source: str) -> str:
-    """sha256 over every rendered file (path, mode, text) and the mailgate script."""
+def content_hash(files: dict[str, render_module.RenderedFile], mailgate_source: str, *scripts: str) -> str:
+    """sha256 over every rendered file (path, mode, text), the mailgate script and any
+    other script copied to the host (mailstack-aliasd)."""
     document = json.dumps(
-        {"files": [[path, f.mode, f.text] for path, f in sorted(files.items())], "mailgate": mailgate_source},
+        {"files": [[path, f.mode, f.text] for path, f in sorted(files.items())], "mailgate": mailgate_source, "scripts": list(scripts)},
         sort_keys=True,
     )
     return hashlib.sha256(document.encode()).hexdigest()
@@ -97,6 +102,17 @@ def _sasl_password(sasldb: str, realm: str, user: str) -> str:
     )
 
 
+def _activate_services(layout: Layout, aliasd: bool, forward: bool) -> str:
+    """Shell that (re)starts mailstack-aliasd and postsrsd before Postfix reloads (they
+    answer its lookups): the aliasd script executable, both enabled and restarted."""
+    commands = []
+    if aliasd:
+        commands.append(f"chmod 0755 {shlex.quote(layout.aliasd_command[-1])}; systemctl enable mailstack-aliasd; systemctl restart mailstack-aliasd; ")
+    if forward:
+        commands.append("systemctl enable postsrsd; systemctl restart postsrsd; ")
+    return "".join(commands)
+
+
 class GatewayServer(pulumi.ComponentResource):
     """Configure one gateway host from the stack; see the module docstring."""
 
@@ -108,7 +124,10 @@ class GatewayServer(pulumi.ComponentResource):
         stack, gateway, layout = args.plan.stack, args.gateway, args.layout
         files = render_module.render(args.plan, gateway=gateway, layout=layout)  # no key: pushed as a secret below
         mailgate_source = render_module.mailgate_source()
-        self.content_hash = content_hash(files, mailgate_source)
+        aliasd = render_module.uses_aliasd(files)
+        forward = stack.forwards_through_gateways
+        scripts = [render_module.aliasd_source()] if aliasd else []
+        self.content_hash = content_hash(files, mailgate_source, *scripts)
         self.remote_paths = [layout.host_path(relative) for relative in files]
         connection = remote.ConnectionArgs(
             host=gateway.ssh.host or gateway.ipv4,
@@ -121,7 +140,7 @@ class GatewayServer(pulumi.ComponentResource):
         mailgate_script = layout.mailgate_command[-1]
         key_path = layout.host_path(render_module.key_path(stack.dkim.selector))
 
-        package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ())]
+        package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ()), *(SRS_PACKAGES if forward else ())]
         packages = remote.Command(
             f"{name}-packages",
             connection=connection,
@@ -146,6 +165,15 @@ class GatewayServer(pulumi.ComponentResource):
                 remote_path=layout.host_path(relative),
                 source=pulumi.StringAsset(rendered.text),
                 triggers=[hashlib.sha256(rendered.text.encode()).hexdigest()],
+                opts=after_packages,
+            ))
+        if aliasd:
+            copies.append(remote.CopyToRemote(
+                f"{name}-aliasd",
+                connection=connection,
+                remote_path=layout.aliasd_command[-1],
+                source=pulumi.StringAsset(scripts[0]),
+                triggers=[hashlib.sha256(scripts[0].encode()).hexdigest()],
                 opts=after_packages,
             ))
         copies.append(remote.CopyToRemote(
@@ -203,7 +231,8 @@ class GatewayServer(pulumi.ComponentResource):
                 + (f"postmap {maps}; " if maps else "")
                 + f"postfix -c {layout.postfix_dir} check; systemctl daemon-reload; "
                 "systemctl enable opendkim postfix; systemctl restart opendkim; "
-                "systemctl reload-or-restart postfix"
+                + _activate_services(layout, aliasd, forward)
+                + "systemctl reload-or-restart postfix"
             ),
             triggers=[self.content_hash, key_hash],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*copies, *secrets]),
