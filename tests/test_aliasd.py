@@ -106,14 +106,11 @@ def test_never_asked_and_unreachable_is_never_accept_all() -> None:
     assert aliases.decide("random@example.net")[0] == "TEMP"
 
 
-def test_static_source_and_srs_addresses() -> None:
+def test_static_source() -> None:
     fetcher, clock = Fetcher(set()), Clock()
     static = make(fetcher, clock, source="static")
     assert static.decide("sales@example.net") == ("OK", "") and static.decide("x@example.net") == ("NOTFOUND", "")
     assert fetcher.calls == 0
-    forward = make(fetcher, clock, source="static", accept_srs=True)
-    assert forward.decide("SRS0=HHH=TT=outside.test=ann@example.net") == ("OK", "")
-    assert forward.decide("SRS0=HHH=TT=outside.test=ann@other.test") == ("NOTFOUND", "")
 
 
 def test_routed_mirrors_odoo_17(tmp_path: Path, sink) -> None:  # noqa: F811
@@ -178,5 +175,5 @@ def test_config_file(tmp_path: Path) -> None:
     password.chmod(0o600)
     config = aliasd.load_config(str(conf))
     assert config.static == {"sales@example.net"} and config.login == "admin" and config.password == "secret"
-    assert config.listen == ("127.0.113.40", 10027) and config.refresh == 60.0 and not config.accept_srs
+    assert config.listen == ("127.0.113.40", 10027) and config.refresh == 60.0
     assert "secret" not in repr(config)

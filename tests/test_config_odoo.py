@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mailstack import plan
 from mailstack.config.stack import from_config
 from mailstack.core.errors import ConfigErrors
 from mailstack.core.model import ImapMailbox, OdooSetting, OutgoingServer
@@ -58,6 +59,12 @@ def test_forward_through_the_gateways() -> None:
     assert stack.gateway is not None and stack.gateway.mailgate.url == "https://acme.odoo.com"
     elsewhere = from_config({**BASE, "inbound": {"mode": "forward", "mx": "google"}})
     assert not elsewhere.forwards_through_gateways
+    # The gateway sends the redirected mail with SRS0=…@example.com: SPF must list it.
+    planned = plan.build(stack)
+    [spf] = [r for r in planned.records if r.purpose == "spf" and r.name == "example.com"]
+    assert spf.content == "v=spf1 include:_spf.odoo.com ip4:192.0.2.10 ~all"
+    assert [(m.host, m.priority) for m in planned.mx_hosts["example.com"]] == [("mx1.example.com", 10)]
+    assert planned.relay_domains == ("example.com",)
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [

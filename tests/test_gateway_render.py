@@ -129,7 +129,11 @@ def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None
     for domain in ("example.org", "brand.example"):
         for local in ("catchall", "bounce", "postmaster", "sales", "jobs"):
             assert f"{local}@{domain}" in recipients
-    assert len(recipients) == 12
+    assert len(recipients) == 10  # not notifications@: Odoo routes it only as a reply
+    assert conf["relay_recipient_maps"] == "socketmap:inet:127.0.0.1:10027:odoo"  # mailstack-aliasd asks Odoo
+    assert conf["recipient_delimiter"] == ""  # Odoo 17 strips no +detail
+    aliasd = files["mailstack/aliasd.conf"].text
+    assert "static_file = /etc/postfix/relay_recipients" in aliasd and "domains = brand.example,example.org" in aliasd
 
 
 def test_an_outbound_only_gateway_receives_nothing(tmp_path: Path) -> None:

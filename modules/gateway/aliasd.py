@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import configparser
 import os
-import re
 import socket
 import socketserver
 import ssl
@@ -48,8 +47,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAP_NAME = "odoo"
-#: An SRS address (SRS0=hash=tt=domain=local@, SRS1=...), as postsrsd writes them.
-SRS = re.compile(r"^srs[01][-=+]")
 MAX_REQUEST = 1024
 REQUIRED_LOCAL_PARTS = ("postmaster",)
 
@@ -70,9 +67,6 @@ class Config:
     refresh: float = 60.0
     retry: float = 10.0
     timeout: float = 10.0
-    #: inbound.mode forward: SRS addresses (bounces of redirected mail) are accepted
-    #: for postsrsd's reverse map.
-    accept_srs: bool = False
 
 
 class Unreachable(Exception):
@@ -161,8 +155,6 @@ class Aliases:
     def decide(self, address: str) -> tuple[str, str]:
         """``("OK"|"NOTFOUND"|"TEMP", reason)`` for one recipient."""
         address = address.strip().lower()
-        if self.config.accept_srs and SRS.match(address) and address.rpartition("@")[2] in self.config.domains:
-            return "OK", ""
         if self.config.source == "static":
             return ("OK", "") if address in self.config.static else ("NOTFOUND", "")
         with self.lock:
@@ -278,7 +270,6 @@ def load_config(path: str) -> Config:
         static=static, source=source, url=values.get("url", ""), database=values.get("database", ""),
         uid=int(values["uid"]) if values.get("uid") else None, login=values.get("login") or None, password=password,
         refresh=float(values.get("refresh", "60")), retry=float(values.get("retry", "10")), timeout=float(values.get("timeout", "10")),
-        accept_srs=values.get("accept_srs", "no") == "yes",
     )
 
 

@@ -35,6 +35,8 @@ from mailstack.rules import mta_sts
 TEMPLATES_PACKAGE = "mailstack.templates"
 #: The pipe transport in master.cf that runs the mailgate.
 MAILGATE_TRANSPORT = "odoo"
+#: The cleanup service of the MX's smtpd in forward mode (redirect + SRS), master.cf.
+REDIRECT_CLEANUP = "odoo-redirect"
 #: Odoo's local parts every gateway accepts, whatever the stack declares on top.
 REQUIRED_LOCAL_PARTS = ("postmaster",)
 #: Rendered maps that need ``postmap`` before Postfix can read them.
@@ -167,6 +169,7 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "relay_recipient_maps": recipient_maps,
         "recipient_check_comment": recipient_comment,
         "forward": stack.forwards_through_gateways,
+        "redirect_cleanup": REDIRECT_CLEANUP,
         "saas_host": stack.odoo.saas_host or "",
         "srs_exclude": [d for d in stack.domains if d != stack.domain],
         "stack": plan.stack,

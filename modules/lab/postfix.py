@@ -215,7 +215,9 @@ class PostfixInstance:
         _run([binary("postconf"), "-c", str(self.config_dir), "-e", *(f"{k}={v}" for k, v in settings.items())], None)
         for relative in POSTMAP_FILES:
             if relative in self.files:
-                _run([binary("postmap"), "-c", str(self.config_dir), str(self.workdir / relative)], None)
+                # In the instance's namespace: postmap reads main.cf, whose inet_interfaces
+                # may name addresses that exist only there.
+                _run([binary("postmap"), "-c", str(self.config_dir), str(self.workdir / relative)], self.netns)
         self.check()
 
     def check(self) -> str:
