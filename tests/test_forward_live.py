@@ -29,7 +29,7 @@ from mailstack.lab import netns, smtp_tools
 from mailstack.lab.aliasd import AliasDaemon
 from mailstack.lab.bind import BindServer
 from mailstack.lab.odoo import OdooStandIn
-from mailstack.lab.odoo_mx import OdooMx
+from mailstack.lab.maildir_mx import MaildirMx, OdooMx
 from mailstack.lab.postfix import OpenDkim, PostfixInstance, install_mailgate, lab_layout, make_workdir, mailgate_python, runs_as, wait_for
 from mailstack.lab.postsrsd import Postsrsd
 from mailstack.lab.tls import self_signed
@@ -45,7 +45,7 @@ PASSWORD = "fwd-odoo-pw"
 class Forwarding:
     netns: str
     gateway: PostfixInstance
-    odoo_mx: OdooMx
+    odoo_mx: MaildirMx
     standin: OdooStandIn
 
     def send(self, mail_from: str, to: str, message_id: str, *, source: str = OUTSIDE, host: str = GATEWAY) -> dict:

@@ -33,6 +33,7 @@ BUILTIN_MODULES = (
     "mailstack.checks.groups.imap",
     "mailstack.checks.groups.smtp",
     "mailstack.checks.groups.e2e",
+    "mailstack.checks.groups.e2e_imap",
 )
 
 

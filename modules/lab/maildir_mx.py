@@ -1,14 +1,15 @@
-"""Odoo Online's MX for ``<db>.odoo.com`` in the lab: a receiver nobody here wrote.
+"""A receiving MX nobody here wrote: Debian's Postfix delivering a domain into a Maildir.
 
-What stands for Odoo's own mail servers when a stack redirects its aliases there
-(``inbound.mode: forward`` through the gateways): Debian's Postfix judging SPF with
-Debian's ``postfix-policyd-spf-python`` (its verdict in an ``Authentication-Results``
-header, parsed with ``authres`` by whoever reads the mail), delivering every message for
-``<db>.odoo.com`` into a Maildir. Configured as /work/research/receiver.md found works:
-policyd-spf's ``skip_addresses`` set to a harmless TEST-NET address (its default skips
-all of 127.0.0.0/8, an empty value crashes it), ``TestOnly`` so verdicts are recorded,
-not enforced. No chroot, ``maillog_file``, ``postfix check`` before start, stopped by
-the master's PID.
+Two third parties of the lab are one: **Odoo Online's MX** for ``<db>.odoo.com`` (where
+a forward-mode gateway redirects aliases: ``OdooMx``), which judges SPF with Debian's
+``postfix-policyd-spf-python`` (its verdict in an ``Authentication-Results`` header,
+parsed with ``authres``), and the **mailbox provider** of an imap-mode stack
+(``MailboxHost``), which delivers every address of the domain into the one mailbox
+Odoo fetches, in Dovecot's Maildir. Configured as /work/research/receiver.md found
+works: policyd-spf's ``skip_addresses`` set to a harmless TEST-NET address (its default
+skips all of 127.0.0.0/8, an empty value crashes it), ``TestOnly`` so verdicts are
+recorded, not enforced. No chroot, ``maillog_file``, ``postfix check`` before start,
+stopped by the master's PID.
 """
 
 from __future__ import annotations
@@ -27,18 +28,22 @@ import authres
 from mailstack.lab.binaries import binary
 from mailstack.lab.postfix import LabError, _alive, _run, can_connect, wait_for
 
-MAILDIR_USER = "nobody"
-
-
 @dataclass
-class OdooMx:
-    """The MX of ``domain`` (``<db>.odoo.com``) on ``address:25`` inside ``netns``."""
+class MaildirMx:
+    """The MX of ``domain`` on ``address:25`` inside ``netns``: every address of the
+    domain into the Maildir ``mail_base/mailbox`` (owned by ``user``); with ``spf``,
+    policyd-spf records its verdict."""
 
     workdir: Path
     address: str
     hostname: str
     domain: str
     netns: str | None = None
+    spf_check: bool = True
+    #: Where the Maildirs live and the one this domain's mail goes to (relative, "/" ended).
+    mail_base: Path | None = None
+    mailbox: str = ""
+    user: str = "nobody"
     master_pid: int | None = None
 
     @property
@@ -46,8 +51,12 @@ class OdooMx:
         return self.workdir / "postfix"
 
     @property
+    def base(self) -> Path:
+        return self.mail_base or self.workdir / "mail"
+
+    @property
     def maildir(self) -> Path:
-        return self.workdir / "mail" / self.domain
+        return self.base / (self.mailbox or f"{self.domain}/")
 
     def install(self) -> None:
         work = self.workdir
@@ -56,9 +65,12 @@ class OdooMx:
         os.chmod(work, 0o755)
         postfix = pwd.getpwnam("postfix")
         os.chown(work / "data", postfix.pw_uid, postfix.pw_gid)
-        nobody = pwd.getpwnam(MAILDIR_USER)
-        for directory in (work / "mail", self.maildir):
-            os.chown(directory, nobody.pw_uid, nobody.pw_gid)
+        owner = pwd.getpwnam(self.user)
+        for directory in (self.base, self.maildir, *self.maildir.parents):
+            if directory == self.base.parent:
+                break
+            os.chown(directory, owner.pw_uid, owner.pw_gid)
+        policy = "check_policy_service unix:private/policyd-spf, " if self.spf_check else ""
         (work / "policyd-spf" / "policyd-spf.conf").write_text(
             "debugLevel = 1\nTestOnly = 1\nHELO_reject = False\nMail_From_reject = False\nPermError_reject = False\n"
             "TempError_Defer = False\nskip_addresses = 192.0.2.0/32\nHeader_Type = AR\nHide_Receiver = No\n"
@@ -84,13 +96,13 @@ biff = no
 append_dot_mydomain = no
 smtputf8_enable = no
 virtual_mailbox_domains = {self.domain}
-virtual_mailbox_base = {work}/mail
-virtual_mailbox_maps = inline:{{ @{self.domain}={self.domain}/ }}
-virtual_uid_maps = static:{nobody.pw_uid}
-virtual_gid_maps = static:{nobody.pw_gid}
+virtual_mailbox_base = {self.base}
+virtual_mailbox_maps = inline:{{ @{self.domain}={self.maildir.relative_to(self.base)}/ }}
+virtual_uid_maps = static:{owner.pw_uid}
+virtual_gid_maps = static:{owner.pw_gid}
 policyd-spf_time_limit = 3600
 smtpd_helo_required = yes
-smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service unix:private/policyd-spf, permit
+smtpd_recipient_restrictions = reject_unauth_destination, {policy}permit
 alias_maps =
 alias_database =
 """)
@@ -147,9 +159,21 @@ alias_database =
                     return str(result.result), str(getattr(result, "smtp_mailfrom", "") or "")
         return "none", ""
 
-    def __enter__(self) -> OdooMx:
+    def __enter__(self) -> MaildirMx:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def OdooMx(workdir: Path, address: str, hostname: str, domain: str, netns: str | None = None) -> MaildirMx:  # noqa: N802
+    """Odoo Online's MX for ``<db>.odoo.com``: judges SPF, keeps every message."""
+    return MaildirMx(workdir, address, hostname, domain, netns)
+
+
+def MailboxHost(workdir: Path, address: str, hostname: str, domain: str, maildirs: Path, mailbox: str, user: str,  # noqa: N802
+                netns: str | None = None) -> MaildirMx:
+    """The mailbox provider of an imap-mode stack: every address of ``domain`` into the
+    Maildir ``maildirs/mailbox`` (Dovecot's, owned by its mail user)."""
+    return MaildirMx(workdir, address, hostname, domain, netns, spf_check=False, mail_base=maildirs, mailbox=mailbox, user=user)
