@@ -159,6 +159,8 @@ def test_a_wrong_imap_password_fails_create_and_leaves_nothing(dovecot: Dovecot,
         assert IMAP_PASSWORD not in str(caught.value) and ODOO_PASSWORD not in str(caught.value)
         rpc = OdooClient(odoo.url, "odoo", "admin", ODOO_PASSWORD)
         assert rpc.search_read("fetchmail.server", [], ["id"]) == [] and rpc.search_read("ir.model.data", [["module", "=", "mailstack"]], ["id"]) == []
+        cron = rpc.search_read("ir.cron", [["name", "=", "Mail: Fetchmail Service"]], ["interval_number", "active"])[0]
+        assert (cron["interval_number"], cron["active"]) == (5, False)  # as before the attempt
 
 
 class _Resolver:

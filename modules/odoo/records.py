@@ -158,15 +158,23 @@ def _confirm(odoo: OdooClient, props: Mapping[str, Any], server_id: int, cron_be
             raise OdooRefused(2, f"Odoo has no model {model!r} (mailstack:inbound.imap.model): is its app installed?")
         object_id = int(found[0])
     odoo.call("fetchmail.server", "write", [server_id], {"object_id": object_id})
-    odoo.call("fetchmail.server", "button_confirm_login", [server_id])
+    # The interval first: confirming activates the cron, whose next run Odoo schedules
+    # from the interval it has then (ir.cron.nextcall).
+    before = cron_before
     module, _, name = FETCHMAIL_CRON.partition(".")
     marks = odoo.search_read("ir.model.data", [["module", "=", module], ["name", "=", name]], ["res_id"])
-    if not marks:
-        return cron_before
-    cron_id = int(marks[0]["res_id"])
-    current = odoo.call("ir.cron", "read", [cron_id], ["interval_number", "interval_type"])[0]
-    before = cron_before if cron_before is not None else int(current["interval_number"]) * (60 if current["interval_type"] == "hours" else 1)
-    odoo.call("ir.cron", "write", [cron_id], {"interval_number": int(props["interval"]), "interval_type": "minutes"})
+    if marks:
+        cron_id = int(marks[0]["res_id"])
+        current = odoo.call("ir.cron", "read", [cron_id], ["interval_number", "interval_type"])[0]
+        if before is None:
+            before = int(current["interval_number"]) * {"hours": 60, "days": 1440}.get(str(current["interval_type"]), 1)
+        odoo.call("ir.cron", "write", [cron_id], {"interval_number": int(props["interval"]), "interval_type": "minutes"})
+    try:
+        odoo.call("fetchmail.server", "button_confirm_login", [server_id])
+    except OdooRefused:
+        if marks and cron_before is None and before is not None:
+            odoo.call("ir.cron", "write", [int(marks[0]["res_id"])], {"interval_number": before, "interval_type": "minutes"})
+        raise
     return before
 
 
