@@ -39,6 +39,7 @@ if stack.dns.provider == "cloudflare":
             zones=planned.zones,
             gateway_public_key_pem=dkim_key.public_key_pem if dkim_key else None,
             allow_delete=stack.dns.allow_delete,
+            adopt=dict(stack.dns.adopt),
         ),
     )
     pulumi.export("zoneIds", dns.zone_ids)
@@ -61,6 +62,7 @@ elif stack.dns.provider == "rfc2136":
             tsig_secret=tsig_secret,
             gateway_public_key_pem=dkim_key.public_key_pem if dkim_key else None,
             allow_delete=stack.dns.allow_delete,
+            adopt=dict(stack.dns.adopt),
         ),
     )
     odoo_after.append(rfc2136_dns)

@@ -72,6 +72,8 @@ class Registered:
     custom: bool = True
     #: URNs of the resources it was registered to depend on (``depends_on``).
     dependencies: list[str] = field(default_factory=list)
+    #: The ``import`` resource option: the id of an existing resource to adopt.
+    import_id: str | None = None
 
 
 @dataclass
@@ -111,7 +113,7 @@ class Mocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
-        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), custom=bool(args.custom)))
+        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), custom=bool(args.custom), import_id=args.resource_id or None))
         if args.typ == PRIVATE_KEY_TOKEN:
             pem = public_pem(rsa_key(int(args.inputs.get("rsaBits", 2048))))
             self.public_keys[args.name] = pem

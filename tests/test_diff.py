@@ -155,7 +155,7 @@ def test_zone_serving_the_plan_is_equal(primary: BindServer, capsys: pytest.Capt
     assert code == 0 and f"{len(ONLINE_RECORDS)} as declared, 0 missing, 0 different, 0 extra, 0 errors" in text
 
 
-def test_drifted_zone_shows_missing_different_and_extra(primary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_drifted_zone_shows_missing_different_extra_and_unmanaged(primary: BindServer, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     kept = [r for r in ONLINE_RECORDS if r.name != "_dmarc.example.com" and not (r.name == "example.com" and r.type == "TXT")]
     mailjet_key = dkim.txt_value(public_pem(rsa_key(2048)))
     replace(
@@ -176,26 +176,50 @@ def test_drifted_zone_shows_missing_different_and_extra(primary: BindServer, cap
         ("missing", "_dmarc.example.com", "TXT"),
         ("different", "example.com", "TXT"),
         ("extra", "mail.example.com", "TXT"),
-        ("extra", "mail.example.com", "MX"),
-        ("extra", "mailjet._domainkey.example.com", "TXT"),
-        ("extra", "selector1._domainkey.example.com", "CNAME"),
+        ("unmanaged", "mail.example.com", "MX"),
+        ("unmanaged", "mailjet._domainkey.example.com", "TXT"),
+        ("unmanaged", "selector1._domainkey.example.com", "CNAME"),
     }
     records = {(r["change"], r["name"], r["type"]): r for r in document["servers"][0]["records"]}
     different = records[("different", "example.com", "TXT")]
     assert different["declared"]["content"] == "v=spf1 include:_spf.odoo.com ~all"
     assert [r["content"] for r in different["live"]] == ["v=spf1 include:_spf.google.com ~all"]
     assert records[("extra", "mail.example.com", "TXT")]["note"] == "a second SPF record"
-    assert records[("extra", "mail.example.com", "MX")]["live"][0] == {
+    assert records[("unmanaged", "mail.example.com", "MX")]["live"][0] == {
         "name": "mail.example.com", "type": "MX", "content": "backup.example.net", "ttl": 300, "priority": 20
     }
-    assert records[("extra", "mailjet._domainkey.example.com", "TXT")]["live"][0]["content"] == mailjet_key
-    assert "stale DKIM selector selector1" in records[("extra", "selector1._domainkey.example.com", "CNAME")]["note"]
+    assert "receives mail for mail.example.com too" in records[("unmanaged", "mail.example.com", "MX")]["note"]
+    assert records[("unmanaged", "mailjet._domainkey.example.com", "TXT")]["live"][0]["content"] == mailjet_key
+    assert "DKIM selector selector1, which the stack does not declare" in records[("unmanaged", "selector1._domainkey.example.com", "CNAME")]["note"]
 
     code, text = run_diff(capsys, "--stack", "online", "--nameserver", ns(primary))
     assert code == 1
     assert "  different example.com TXT\n            declared: v=spf1 include:_spf.odoo.com ~all\n            live:     v=spf1 include:_spf.google.com ~all" in text
-    assert "  missing   _dmarc.example.com TXT" in text
-    assert "1 missing, 1 different, 4 extra, 0 errors" in text
+    assert "  missing   _dmarc.example.com TXT" in text and "  unmanaged mail.example.com MX\n" in text
+    assert "1 missing, 1 different, 1 extra, 0 errors; 3 unmanaged (not mailstack's, left alone)" in text
+
+    # the previous deployment's records say which of them were mailstack's: those are stale
+    previous = [*ONLINE_RECORDS, Record("mailjet._domainkey.example.com", "TXT", mailjet_key, 300),
+                Record("selector1._domainkey.example.com", "CNAME", "selector1-example-com._domainkey.old.onmicrosoft.com", 300)]
+    owned = tmp_path / "previous.json"
+    owned.write_text(json.dumps([r.as_json() for r in previous]), encoding="utf-8")
+    code, document = run_json(capsys, "--stack", "online", "--nameserver", ns(primary), "--owned", str(owned))
+    assert code == 1
+    assert {c for c in changes(document) if c[0] in ("extra", "unmanaged")} == {
+        ("extra", "mail.example.com", "TXT"),
+        ("unmanaged", "mail.example.com", "MX"),
+        ("extra", "mailjet._domainkey.example.com", "TXT"),
+        ("extra", "selector1._domainkey.example.com", "CNAME"),
+    }
+    records = {(r["change"], r["name"], r["type"]): r for r in document["servers"][0]["records"]}
+    assert "stale DKIM selector selector1: mailstack's" in records[("extra", "selector1._domainkey.example.com", "CNAME")]["note"]
+
+
+def test_unmanaged_records_alone_are_not_drift(primary: BindServer, capsys: pytest.CaptureFixture[str]) -> None:
+    replace(primary, ONLINE_RECORDS, ['@ 300 IN TXT "google-site-verification=abc"', "mail 300 IN MX 50 backup.example.net."])
+    code, document = run_json(capsys, "--stack", "online", "--nameserver", ns(primary))
+    assert code == 0 and document["equal"] is True
+    assert changes(document) == {("unmanaged", "example.com", "TXT"), ("unmanaged", "mail.example.com", "MX")}
 
 
 def test_gateway_key_compared_by_presence_or_by_content(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,9 @@ from tests import project
 from tests.project import planned as plan
 
 CF = dns_resources.CLOUDFLARE_RECORD
-DYNAMIC = "pulumi-python:dynamic/mailstack:Rfc2136Record"
+#: Any dynamic resource carrying one record set (``values``) is read as records too.
+DYNAMIC = "pulumi-python:dynamic/some:RecordSet"
+RFC2136 = "pulumi-python:dynamic/mailstack:Rfc2136ZoneRecords"
 PLANNED = [r for path in project.all_stacks() for r in plan(stackfile.load(path))]
 
 
@@ -35,6 +37,17 @@ def test_every_planned_record_round_trips_through_both_providers(record: Record)
     assert dns_resources.to_records(CF, cloudflare_inputs(record)) == [record]
     values = {"name": record.name, "type": record.type, "ttl": record.ttl, "values": [zonefile.rdata_text(record)], "zone": "z"}
     assert dns_resources.to_records(DYNAMIC, values) == [record]
+
+
+@pytest.mark.parametrize("path", project.all_stacks(), ids=lambda p: p.name)
+def test_a_stack_round_trips_through_the_rfc2136_record_list(path) -> None:  # type: ignore[no-untyped-def]
+    from mailstack.rfc2136.resource import record_maps
+
+    records = plan(stackfile.load(path))
+    props = {"zones": ["z"], "records": record_maps(records, lambda _: "z"), "server": "192.0.2.53"}
+    assert sorted(dns_resources.to_records(RFC2136, props)) == sorted(records)
+    props["records"][0] = {**props["records"][0], "type": "MX", "value": "not an mx"}
+    assert len(dns_resources.parsable_records(RFC2136, props)) == len(records) - 1
 
 
 @given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=1200))

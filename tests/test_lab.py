@@ -39,6 +39,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: and a second run's `lab down` must never reach this run's processes.
 NAMESPACE = f"mslabt{uuid.uuid4().hex[:6]}"
 STACK_FILE = project.stack_path("lab")
+#: The lab runs on a copy of a real zone: every check must pass on top of what is there.
+SEED = Path(__file__).parent / "zones" / "acme.test.zone"
 E2E_IDS = {
     "e2e.outbound.delivery", "e2e.outbound.spf", "e2e.outbound.dkim", "e2e.outbound.dkim-opendkim",
     "e2e.outbound.dmarc", "e2e.inbound.to", "e2e.inbound.cc", "e2e.inbound.bcc",
@@ -68,7 +70,7 @@ def lab() -> Iterator[Path]:
     state_dir.parent.mkdir(mode=0o755, exist_ok=True)
     common = ("--state-dir", str(state_dir), "--namespace", NAMESPACE)
     try:
-        mailstack("lab", "up", *common, check=True)
+        mailstack("lab", "up", *common, "--seed-zone", str(SEED), check=True)
         yield state_dir
     finally:
         mailstack("lab", "down", "--purge", *common)
@@ -90,12 +92,33 @@ def test_up_is_idempotent_and_status_reads_the_records_back(lab: Path) -> None:
     before = {p.role: p.pid for p in LabState.load(lab).processes}
     assert set(before) == {"bind", "odoo", "recipient", "opendkim", "postfix", "aliasd"}
     again = mailstack("lab", "up", *opts(lab), check=True)
-    assert "already up" in again.stdout and "5 same" in again.stdout
+    assert "already up" in again.stdout and "5 same, 8 unmanaged" in again.stdout
     assert {p.role: p.pid for p in LabState.load(lab).processes} == before
     status = mailstack("lab", "status", *opts(lab), check=True)
-    for record_id in ("acme.test/MX@acme.test", "lab._domainkey.acme.test/TXT@acme.test", "mx1.acme.test/A@acme.test"):
-        assert record_id in status.stdout
+    for line in ("served  acme.test MX 10 mx1.acme.test", "served  lab._domainkey.acme.test TXT v=DKIM1", "served  mx1.acme.test A 127.0.40.10"):
+        assert line in status.stdout
     assert "ABSENT" not in status.stdout and "NOT RUNNING" not in status.stdout
+
+
+def dig(name: str, rdtype: str) -> list[str]:
+    """What the lab's BIND answers, asked with dig inside the namespace (not our code)."""
+    result = in_lab("dig", "+short", "+norecurse", "@127.0.40.2", name, rdtype)
+    assert result.returncode == 0, result.stderr
+    return sorted(line for line in result.stdout.splitlines() if line)
+
+
+def test_the_seeded_zones_records_are_served_beside_the_plan(lab: Path) -> None:
+    assert dig("acme.test", "TXT") == sorted([
+        '"MS=ms48213579"', '"facebook-domain-verification=w1x2y3z4a5b6c7d8e9f0g1h2i3j4k5"',
+        '"google-site-verification=3Kq1xR0yHc9Jd2m6wQp0Zs8aVbNtLfU4eGiO7kYhXcM"', '"v=spf1 ip4:127.0.40.10 -all"',
+    ])
+    assert dig("acme.test", "MX") == ["10 mx1.acme.test."]
+    assert dig("www.acme.test", "CNAME") == ["acme-web.pages.example."]
+    assert dig("anything.acme.test", "A") == ["192.0.2.80"], "the wildcard"
+    assert dig("support.acme.test", "MX") == ["10 mx.helpdesk.example."]
+    assert dig("support.acme.test", "TXT") == ['"v=spf1 include:mail.helpdesk.example ~all"']
+    assert dig("acme.test", "CAA") == ['0 iodef "mailto:security@acme.test"', '0 issue "letsencrypt.org"']
+    assert dig("acme.test", "SOA")[0].split()[2] == "2051234568", "the seed's serial, bumped once by the one update"
 
 
 def test_check_is_all_green_with_every_e2e_probe(lab: Path) -> None:

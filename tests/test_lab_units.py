@@ -20,10 +20,11 @@ from mailstack.checks.probes.e2e import E2eSettings
 from mailstack.config import stackfile
 from mailstack.core.errors import MailstackError, ProviderError
 from mailstack.core.model import Gateway
-from mailstack.lab import binaries, control, provision
+from mailstack.lab import binaries, control, netns, provision
 from mailstack.lab.bind import BindServer
 from mailstack.lab.state import LabState
 from mailstack.lab.topology import from_stack
+from mailstack.rfc2136.sync import ConflictError
 from mailstack.rules import dmarc
 from tests import project
 from tests.ports import free_port
@@ -117,11 +118,12 @@ def test_e2e_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_provisioning_creates_updates_and_deletes_through_the_provider(tmp_path: Path) -> None:
     """provision.apply is the lab's `pulumi up`: a changed declaration updates in place,
-    a set no longer declared is deleted, and a foreign set stops the run untouched."""
+    a record no longer declared is deleted (with allowDelete for mail records), and a
+    conflict with a foreign record stops the whole run with nothing written."""
     require_root()
     require_binary("named")
     secret = base64.b64encode(os.urandom(32)).decode()
-    address = f"127.0.40.{random.randint(100, 199)}"  # concurrent runs: own address and port
+    address = random.choice([f"127.0.112.{i}" for i in range(10, 250) if not netns.has_address(f"127.0.112.{i}")])
     port = free_port(address)
     bind = BindServer(tmp_path / "bind", address, port)
     bind.add_tsig_key("mailstack-lab", "hmac-sha256", secret)
@@ -142,22 +144,27 @@ def test_provisioning_creates_updates_and_deletes_through_the_provider(tmp_path:
 
     with bind:
         wanted = provision.desired(planning.build(stack, key), address, port, "mailstack-lab", secret)
-        assert [c.action for c in provision.apply(wanted, state_file, secret)] == ["create"] * 5
-        assert secret not in state_file.read_text(), "the state file never holds the TSIG secret"
-        assert [c.action for c in provision.apply(wanted, state_file, secret)] == ["same"] * 5
+        assert provision.apply(wanted, state_file).counts()["create"] == 5
+        assert secret not in state_file.read_text(), "the journal never holds the TSIG secret"
+        assert provision.apply(wanted, state_file).counts()["same"] == 5
 
         changed = dataclasses.replace(stack, dmarc=dataclasses.replace(stack.dmarc, policy="quarantine"))
         wanted = provision.desired(planning.build(changed, key), address, port, "mailstack-lab", secret)
-        assert sorted(c.action for c in provision.apply(wanted, state_file, secret)) == ["same"] * 4 + ["update"]
+        decided = provision.apply(wanted, state_file)
+        assert (decided.counts()["update"], decided.counts()["same"]) == (1, 4)
         assert "p=quarantine" in resolve("_dmarc.acme.test", "TXT")[0]
 
-        fewer = [w for w in wanted if w["name"] != "_dmarc.acme.test"]
-        assert [c.action for c in provision.apply(fewer, state_file, secret)][-1] == "delete"
+        fewer = {**wanted, "records": [r for r in wanted["records"] if r["name"] != "_dmarc.acme.test"]}
+        with pytest.raises(ConflictError, match="allowDelete"):
+            provision.apply(fewer, state_file)
+        assert provision.apply({**fewer, "allowDelete": True}, state_file).counts()["delete"] == 1
         assert resolve("_dmarc.acme.test", "TXT") == []
         assert resolve("foreign.acme.test", "TXT") == ['"not ours"']
 
-        clash = [{**fewer[0], "name": "foreign.acme.test", "type": "TXT", "values": ['"ours"']}]
-        with pytest.raises(ProviderError, match="left untouched"):
-            provision.apply(fewer + clash, state_file, secret)
-        assert resolve("foreign.acme.test", "TXT") == ['"not ours"']
-        assert provision.refresh(state_file, secret)["acme.test/MX@acme.test"] == ["10 mx1.acme.test."]
+        clash = {**fewer, "records": [*fewer["records"], {"zone": "acme.test", "name": "foreign.acme.test", "type": "CNAME", "ttl": 300, "value": "x.example."},
+                                       {"zone": "acme.test", "name": "new.acme.test", "type": "TXT", "ttl": 300, "value": '"new"'}]}
+        with pytest.raises(ConflictError, match="foreign.acme.test holds TXT 'not ours'"):
+            provision.apply(clash, state_file)
+        assert resolve("foreign.acme.test", "TXT") == ['"not ours"'] and resolve("new.acme.test", "TXT") == []
+        served = provision.live(state_file, wanted)
+        assert len(served) == 4 and all(ok for _, ok in served)

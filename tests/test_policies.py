@@ -50,7 +50,7 @@ from tests.pulumi_harness import (
 )
 
 CF = "cloudflare:index/dnsRecord:DnsRecord"
-DYNAMIC = "pulumi-python:dynamic/mailstack:Rfc2136Record"
+DYNAMIC = "pulumi-python:dynamic/mailstack:Rfc2136ZoneRecords"
 STACKS = project.all_stacks()
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policy"
 
@@ -119,6 +119,30 @@ def record_resource(resources: list[Registered], name: str, rtype: str) -> Regis
     matches = [r for r in resources if r.inputs.get("name") == name and r.inputs.get("type") == rtype]
     assert len(matches) == 1, f"{name} {rtype}: {len(matches)} resources"
     return matches[0]
+
+
+def rfc2136_resource(resources: list[Registered]) -> Registered:
+    [found] = [r for r in resources if r.type == DYNAMIC]
+    return found
+
+
+def set_values(resources: list[Registered], name: str, rtype: str, values: list[str]) -> None:
+    """Replace the values at (name, type) in the RFC 2136 resource's record list."""
+    resource = rfc2136_resource(resources)
+    items = resource.inputs["records"]
+    template = next(i for i in items if (i["name"], i["type"]) == (name, rtype))
+    kept = [i for i in items if (i["name"], i["type"]) != (name, rtype)]
+    resource.inputs["records"] = kept + [{**template, "value": v} for v in values]
+
+
+def drop_record(resources: list[Registered], name: str, rtype: str) -> None:
+    """Remove a planned record: its Cloudflare resource, or its item of the RFC 2136 list."""
+    matches = [r for r in resources if r.inputs.get("name") == name and r.inputs.get("type") == rtype]
+    if matches:
+        resources.remove(matches[0])
+        return
+    resource = rfc2136_resource(resources)
+    resource.inputs["records"] = [i for i in resource.inputs["records"] if (i["name"], i["type"]) != (name, rtype)]
 
 
 def only(found: list[Violation], policy: str) -> list[Violation]:
@@ -329,7 +353,7 @@ def test_cname_beside_other_records_is_refused() -> None:
 )
 def test_domain_without_spf_dmarc_or_dkim_is_refused(stack_file: Path, name: str, rtype: str, words: str) -> None:
     resources = resources_of(stack_file)
-    resources.remove(record_resource(resources, name, rtype))
+    drop_record(resources, name, rtype)
     # Removing a planned record is also a deletion: allow it, to see this policy alone.
     found = violations(resources, {"planned-records-kept": {"allowDelete": True}})
     assert names(found) == {"domains-authenticated"}, found
@@ -374,28 +398,47 @@ def test_deletion_against_previous_deployment(tmp_path: Path, monkeypatch: pytes
 # -- RFC 2136 record sets and values unknown during preview ------------------------------
 
 
-def test_rfc2136_record_sets_are_checked_like_cloudflare_records() -> None:
+def test_rfc2136_records_are_checked_like_cloudflare_records() -> None:
     resources = resources_of(LAB)
-    spf_set = record_resource(resources, "acme.test", "TXT")
-    assert spf_set.type == DYNAMIC
+    assert rfc2136_resource(resources).protect
     terms = " ".join(f"include:spf{i}.example.org" for i in range(11))
-    spf_set.inputs["values"] = [zonefile.rdata_text(Record("acme.test", "TXT", f"v=spf1 {terms} -all", 300))]
+    set_values(resources, "acme.test", "TXT", [zonefile.rdata_text(Record("acme.test", "TXT", f"v=spf1 {terms} -all", 300))])
     assert names(violations(resources)) == {"spf-valid"}
 
-    spf_set.inputs["values"] = ['"v=spf1 -all"', '"v=spf1 include:spf.mailjet.com -all"']
+    set_values(resources, "acme.test", "TXT", ['"v=spf1 -all"', '"v=spf1 include:spf.mailjet.com -all"'])
     found = violations(resources)
     assert names(found) == {"spf-single-per-name"} and "acme.test would have 2 SPF records" in found[0][1]
 
-    mx_set = record_resource(resources, "acme.test", "MX")
-    spf_set.inputs["values"] = ['"v=spf1 ip4:127.0.40.10 -all"']
-    mx_set.inputs["values"] = ["10 mx1.acme.test.", "not an mx"]
+    set_values(resources, "acme.test", "TXT", ['"v=spf1 ip4:127.0.40.10 -all"'])
+    set_values(resources, "acme.test", "MX", ["10 mx1.acme.test.", "not an mx"])
     found = violations(resources)
     assert [(n, m) for n, m, _ in found if n != "planned-records-kept"] == [
         ("record-values-parse", "acme.test MX: 'not an mx' is not valid rdata: expecting an integer")
     ]
 
-    mx_set.inputs["values"] = ["10 127.0.40.10."]
+    set_values(resources, "acme.test", "MX", ["10 127.0.40.10."])
     assert names(violations(resources)) == {"mail-target-not-ip", "planned-records-kept"}
+
+
+def test_an_unprotected_rfc2136_resource_with_mx_is_refused() -> None:
+    resources = resources_of(LAB)
+    rfc2136_resource(resources).protect = False
+    (found,) = only(violations(resources), "mx-protected")
+    assert "acme.test MX must be registered with protect=True" in found[1]
+
+
+def test_an_rfc2136_value_unknown_at_preview_still_counts_as_present() -> None:
+    resources = resources_of(LAB)
+    resource = rfc2136_resource(resources)
+    resource.inputs["records"] = [
+        {**i, "value": UNKNOWN_STRING_VALUE} if i["name"] == "lab._domainkey.acme.test" else i for i in resource.inputs["records"]
+    ]
+    resource.inputs = unknown_checking_proxy(resource.inputs)  # type: ignore[assignment]
+    stack_found: list[Violation] = []
+    for policy in policies.all_policies():
+        if isinstance(policy, StackValidationPolicy):
+            policy.validate(stack_args(resources), lambda m, u=None, n=policy.name: stack_found.append((n, m, u)))
+    assert stack_found == []
 
 
 def test_unknown_dkim_content_at_preview_still_counts_as_present() -> None:

@@ -410,3 +410,35 @@ def test_engine_boolean_strings() -> None:
         }
     )
     assert "_mta-sts.example.net" in {r.inputs["name"] for r in cf_records(run)}
+
+
+# -- adopting records that already exist on Cloudflare ------------------------------------
+
+ZONE_ID = "023e105f4ecef8ad9ca31a8372d0c353"
+SPF_ID, MX_ID = "372e67954025e0ba6aaa6d586b9e0b59", "9b2542913adbe8c0e50fc6d755cd4c9c"
+
+
+def _online_with_dns(**dns: Any) -> dict[str, str]:
+    config, _ = stack_config(project.stack_path("online"))
+    config["mailstack:dns"] = json.dumps({"provider": "cloudflare", "zone": "example.com", "ttl": 3600, **dns})
+    return config
+
+
+def test_adopt_sets_the_import_option_for_exactly_the_listed_records() -> None:
+    adopt = {"txt-example.com": f"{ZONE_ID}/{SPF_ID}", "mx-mail.example.com-10-examplecorp.odoo.com": f"{ZONE_ID}/{MX_ID}"}
+    run = run_program(project.stack_path("online"), config=_online_with_dns(adopt=adopt))
+    imported = {(r.inputs["name"], r.inputs["type"]): r.import_id for r in cf_records(run) if r.import_id}
+    assert imported == {("example.com", "TXT"): f"{ZONE_ID}/{SPF_ID}", ("mail.example.com", "MX"): f"{ZONE_ID}/{MX_ID}"}
+    assert len(cf_records(run)) == 6 and sum(1 for r in cf_records(run) if r.import_id is None) == 4
+    # the adopted records are registered with the planned inputs, as Pulumi's import compares them
+    spf = next(r for r in cf_records(run) if r.import_id == f"{ZONE_ID}/{SPF_ID}")
+    assert txt_strings(spf.inputs["content"]) == ["v=spf1 include:_spf.odoo.com ~all"] and spf.protect
+    without = run_program(project.stack_path("online"))
+    assert all(r.import_id is None for r in cf_records(without))
+
+
+def test_adopt_ids_and_keys_are_validated_before_any_resource() -> None:
+    with pytest.raises(pulumi.RunError, match=r"mailstack:dns.adopt.txt-example.com: 'abc' is not a Cloudflare import id"):
+        run_program(project.stack_path("online"), config=_online_with_dns(adopt={"txt-example.com": "abc"}))
+    with pytest.raises(pulumi.RunError, match=r"mailstack:dns.adopt.txt-www.example.com: txt-www.example.com is not a record this stack plans \(its keys: "):
+        run_program(project.stack_path("online"), config=_online_with_dns(adopt={"txt-www.example.com": f"{ZONE_ID}/{SPF_ID}"}))

@@ -1,11 +1,12 @@
-"""The Pulumi program for an rfc2136 stack under mocks: one dynamic resource per record
-set, values equal to the plan byte for byte (the DKIM key from the generated key), the
-TSIG secret kept secret, nothing on Cloudflare."""
+"""The Pulumi program for an rfc2136 stack under mocks: one dynamic resource holding every
+planned record (the provider decides all writes before the first), values equal to the
+plan byte for byte (the DKIM key from the generated key), the TSIG secret kept secret,
+protected while it holds mail records, ``dns.adopt`` passed on, nothing on Cloudflare."""
 
 from __future__ import annotations
 
+import json
 import pickle
-from collections import defaultdict
 
 import dill
 import pulumi
@@ -19,7 +20,7 @@ from mailstack.providers.rfc2136 import Rfc2136Provider
 from tests import project
 from tests.pulumi_harness import PRIVATE_KEY_TOKEN, run_program, stack_config
 
-RFC2136 = "pulumi-python:dynamic/mailstack:Rfc2136Record"
+RFC2136 = "pulumi-python:dynamic/mailstack:Rfc2136ZoneRecords"
 COMPONENT = "mailstack:dns:Rfc2136Records"
 SECRET = "c2VjcmV0LW9mLXRoZS1sYWItdHNpZy1rZXk="
 LAB = project.stack_path("lab")
@@ -39,35 +40,43 @@ def test_lab_stack_is_rfc2136() -> None:
     assert stack.dns.server and stack.dns.tsig_key_name
 
 
-def test_one_resource_per_record_set_with_the_planned_values() -> None:
+def test_one_resource_holds_every_planned_record_with_its_value() -> None:
     run = run_lab()
     stack = stackfile.load(LAB)
     assert run.of_type("cloudflare:index/dnsRecord:DnsRecord") == []
     [component] = run.of_type(COMPONENT)
-    resources = run.of_type(RFC2136)
-    assert all(r.parent == component.urn for r in resources)
+    [resource] = run.of_type(RFC2136)
+    assert resource.parent == component.urn and resource.name == "mail-rfc2136"
+    inputs = resource.inputs
+    assert inputs["server"] == stack.dns.server and inputs["port"] == stack.dns.port and inputs["zones"] == ["acme.test"]
+    assert inputs["tsigKeyName"] == "mailstack-lab" and inputs["tsigAlgorithm"] == "hmac-sha256"
+    assert rpc.is_rpc_secret(inputs["tsigSecret"]), "the TSIG secret must reach the engine as a secret"
+    assert rpc.unwrap_rpc_secret(inputs["tsigSecret"]) == SECRET
+    assert inputs["adopt"] == {} and inputs["allowDelete"] is False
+    assert resource.protect, "it holds MX, SPF, DKIM and DMARC records"
 
     pem = run.public_keys[run.of_type(PRIVATE_KEY_TOKEN)[0].name]
-    expected: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for record in plan.build(stack, pem).records:
-        expected[(record.name, record.type)].append(zonefile.rdata(record).to_text())
+    expected = sorted((r.name, r.type, r.ttl, zonefile.rdata(r).to_text()) for r in plan.build(stack, pem).records)
+    found = sorted((r["name"], r["type"], int(r["ttl"]), r["value"]) for r in rpc.unwrap_rpc_secret(inputs["records"]))
+    assert found == expected
+    assert all(r["zone"] == "acme.test" for r in inputs["records"])
+    [dkim_value] = [r["value"] for r in inputs["records"] if r["name"] == "lab._domainkey.acme.test"]
+    assert '" "' in dkim_value, "a 2048-bit key spans two TXT strings"
 
-    found = {}
-    for resource in resources:
-        inputs = resource.inputs
-        key = (inputs["name"], inputs["type"])
-        assert resource.name == f"mail-{inputs['type'].lower()}-{inputs['name']}"
-        assert inputs["server"] == stack.dns.server and inputs["port"] == stack.dns.port
-        assert inputs["zone"] == "acme.test" and inputs["ttl"] == 300
-        assert inputs["tsigKeyName"] == "mailstack-lab" and inputs["tsigAlgorithm"] == "hmac-sha256"
-        assert rpc.is_rpc_secret(inputs["tsigSecret"]), "the TSIG secret must reach the engine as a secret"
-        assert rpc.unwrap_rpc_secret(inputs["tsigSecret"]) == SECRET
-        found[key] = sorted(rpc.unwrap_rpc_secret(inputs["values"]))
-    assert found == {key: sorted(values) for key, values in expected.items()}
-    dkim_values = found[("lab._domainkey.acme.test", "TXT")]
-    assert len(dkim_values) == 1 and '" "' in dkim_values[0], "a 2048-bit key spans two TXT strings"
-    mail_critical = {r.inputs["type"] for r in resources if r.protect}
-    assert {"MX", "TXT"} <= mail_critical
+
+def test_adopt_and_allow_delete_reach_the_resource() -> None:
+    config, secrets = stack_config(LAB)
+    config["mailstack:tsigSecret"] = SECRET
+    dns = json.loads(config["mailstack:dns"])
+    dns.update(allowDelete=True, adopt={"txt-acme.test": "v=spf1 include:_spf.google.com ~all"})
+    config["mailstack:dns"] = json.dumps(dns)
+    [resource] = run_program(config=config, secret_keys=secrets).of_type(RFC2136)
+    assert resource.inputs["adopt"] == {"txt-acme.test": "v=spf1 include:_spf.google.com ~all"}
+    assert resource.inputs["allowDelete"] is True and resource.protect is False
+    dns["adopt"] = {"txt-nowhere.acme.test": "x"}
+    config["mailstack:dns"] = json.dumps(dns)
+    with pytest.raises(pulumi.RunError, match=r"mailstack:dns.adopt.txt-nowhere.acme.test: .*is not a record this stack plans"):
+        run_program(config=config, secret_keys=secrets)
 
 
 def test_the_provider_travels_pickled_and_importable() -> None:

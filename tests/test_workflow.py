@@ -98,7 +98,8 @@ def test_every_mailstack_command_parses() -> None:
             args = parser.parse_args(argv)  # SystemExit (a failure) on an unknown option
             assert args.handler is not None
             used.setdefault(argv[0], []).append(" ".join(argv))
-    assert {"records", "diff", "check"} <= set(used), used
+    assert {"records", "plan", "diff", "check"} <= set(used), used
+    assert any("--owned previous-records.json" in c for c in used["plan"]), used["plan"]
     deploy = [" ".join(a) for s in run_scripts("deploy") for a in commands(s, "mailstack")]
     assert any(c.startswith("diff ") and "--wait" in c for c in deploy), deploy
     assert any(c.startswith("check ") and "--wait" in c and "--format junit --output report.xml" in c for c in deploy), deploy

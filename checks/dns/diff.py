@@ -8,8 +8,9 @@ The comparison itself is the check suite's (``mailstack.checks.dns.published``: 
   and dropped cannot be found by listing. What can be asked is a *known* name: the
   selectors of every sender profile mailstack knows (odoo, google, mailjet,
   selector1/2 of Microsoft 365) and the stack's own gateway selector, at every name the
-  stack sends from. A key or CNAME there that the plan does not declare is reported as
-  an extra record. A selector with any other name is invisible to this diff.
+  stack sends from. A key or CNAME there that the plan does not declare is ``extra``
+  when it is mailstack's (``owned``: the previous deployment's records), else
+  ``unmanaged``. A selector with any other name is invisible to this diff.
 - **several servers.** ``diff_servers`` asks each server on its own, so a secondary that
   has not transferred the new zone yet shows as drift, and ``wait_until_agreed`` polls
   the zone's authoritative servers until all of them serve the plan or a deadline
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailstack.checks.dns import published
 from mailstack.checks.dns.published import Change, RecordDiff
@@ -64,30 +65,35 @@ def selector_names(plan: Plan) -> list[str]:
     return found
 
 
-def stale_selectors(names_: Sequence[str], resolver: Resolver) -> list[RecordDiff]:
-    """EXTRA for a key (TXT) or alias (CNAME) live at an undeclared selector name."""
-    diffs: list[RecordDiff] = []
-    for name in names_:
-        seen = published.fetch_one(resolver, name, "TXT")
-        selector = name.split(".", 1)[0]
-        if seen.error is not None:
-            diffs.append(RecordDiff(Change.UNKNOWN, name, "TXT", None, (), str(seen.error)))
-        elif seen.cname is not None:
-            live = Record(name, "CNAME", seen.cname, 0)
-            diffs.append(RecordDiff(Change.EXTRA, name, "CNAME", None, (live,), f"stale DKIM selector {selector}: not declared by the stack"))
-        else:
-            diffs += [
-                RecordDiff(Change.EXTRA, name, "TXT", None, (record,), f"stale DKIM selector {selector}: not declared by the stack")
-                for record in seen.records
-            ]
-    return diffs
+def observe(plan: Plan, resolver: Resolver) -> dict[tuple[str, str], published.Observed]:
+    """The diff's only I/O, behind one function: every planned (name, type) and the TXT
+    at every known selector name (the check engine may make this asynchronous)."""
+    return published.fetch(plan.records, resolver, [(name, "TXT") for name in selector_names(plan)])
 
 
-def diff(plan: Plan, resolver: Resolver) -> list[RecordDiff]:
-    """Every planned record's live state, then the extra records of managed kinds."""
-    observed = published.fetch(plan.records, resolver)
-    result = published.compare(plan.records, observed, gateway_key_known=plan.gateway_key is not None)
-    return result + stale_selectors(selector_names(plan), resolver)
+def diff(plan: Plan, resolver: Resolver, owned: Sequence[Record] = ()) -> list[RecordDiff]:
+    """Every planned record's live state, then the other records at the names looked at.
+
+    ``owned`` are the records mailstack wrote before (the ``records`` stack output, the
+    lab's journal): one of them live but no longer planned is ``extra`` (drift); a record
+    nobody told us is mailstack's is ``unmanaged`` (shown, not drift).
+    """
+    selectors = selector_names(plan)
+    result = published.compare(
+        plan.records, observe(plan, resolver), gateway_key_known=plan.gateway_key is not None,
+        owned=owned, extra_names=selectors,
+    )
+    return [_selector_note(d) if d.name in selectors else d for d in result]
+
+
+def _selector_note(item: RecordDiff) -> RecordDiff:
+    selector = item.name.split(".", 1)[0]
+    if item.change is Change.EXTRA:
+        return replace(item, note=f"stale DKIM selector {selector}: mailstack's, no longer declared by the stack")
+    if item.change is Change.UNMANAGED:
+        return replace(item, note=f"a key at DKIM selector {selector}, which the stack does not declare: left alone "
+                                  "(if it is a stale selector of mailstack's, pass --owned or delete it)")
+    return item
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +116,9 @@ class ServerDiff:
         return not self.drift and not self.errors
 
 
-def diff_servers(plan: Plan, servers: Sequence[Server], *, timeout: float) -> list[ServerDiff]:
+def diff_servers(plan: Plan, servers: Sequence[Server], *, timeout: float, owned: Sequence[Record] = ()) -> list[ServerDiff]:
     """The diff against each server on its own."""
-    return [ServerDiff(str(server), tuple(diff(plan, Resolver((server,), timeout)))) for server in servers]
+    return [ServerDiff(str(server), tuple(diff(plan, Resolver((server,), timeout), owned))) for server in servers]
 
 
 def authoritative_servers(zones: Sequence[str], resolver: Resolver, port: int = 53) -> list[Server]:
@@ -177,6 +183,7 @@ def wait_for_stack(
     *,
     timeout: float,
     interval: float = 2.0,
+    owned: Sequence[Record] = (),
 ) -> WaitResult:
     """``--wait`` of ``diff`` and ``check``: poll the servers that must serve the plan
     (``nameservers``, else the NS hosts of the stack's zones) until all of them do."""
@@ -187,7 +194,7 @@ def wait_for_stack(
     if not servers:
         servers = authoritative_servers(list(plan.managed_zones), Resolver((), timeout))
     return wait_until_agreed(
-        lambda: diff_servers(plan, servers, timeout=timeout),
+        lambda: diff_servers(plan, servers, timeout=timeout, owned=owned),
         seconds,
         interval=interval,
     )

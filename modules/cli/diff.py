@@ -27,10 +27,11 @@ FORMATS = ("text", "json")
 
 HELP = """\
 Compare the records planned for a stack with what DNS serves for the same names:
-missing records, records with other content (both values shown), and extra records of
-the kinds mailstack manages (a second SPF record, an MX beside the planned ones, a DKIM
-key at a known selector the stack does not declare). DNS cannot list a zone's names, so
-only known selector names are looked at (see docs/ci-gate.md).
+missing records, records with other content (both values shown), extra records (one
+that conflicts with the plan, like a second SPF record, or one of mailstack's that the
+stack no longer declares: --owned names them), and unmanaged records (someone else's
+beside the planned ones: shown, never drift). DNS cannot list a zone's names, so only
+known DKIM selector names are looked at besides the planned ones (see docs/ci-gate.md).
 
 Without --wait the names are asked through --nameserver (or the system resolver). With
 --wait SECONDS each authoritative server of the stack's zones (their NS records, or the
@@ -51,22 +52,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     options.add_dns_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     parser.add_argument("--dkim-public-key", metavar="PEM", type=Path, help="the gateway's DKIM public key (PEM file), to compare its content too")
+    options.add_owned_argument(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     stack = options.load_stack(args)
     planned = plan.build(stack, options.gateway_public_key(args.dkim_public_key))
+    owned = options.owned_records(args.owned)
     if args.wait is None:
         try:
             resolver = Resolver.from_strings(args.nameserver, args.timeout)
         except ValueError as err:
             raise MailstackError(f"--nameserver: {err}") from err
         label = ", ".join(str(s) for s in resolver.servers) or "the system resolver"
-        results = [ServerDiff(label, tuple(diff(planned, resolver)))]
+        results = [ServerDiff(label, tuple(diff(planned, resolver, owned)))]
         outcome = WaitResult(results, 1, all(r.agrees for r in results))
     else:
-        outcome = wait_for_stack(planned, args.nameserver, args.wait, timeout=args.timeout, interval=args.interval)
+        outcome = wait_for_stack(planned, args.nameserver, args.wait, timeout=args.timeout, interval=args.interval, owned=owned)
     name = args.stack or str(args.stack_file)
     print(render_json(name, outcome, args.wait) if args.format == "json" else render_text(name, outcome, args.wait))
     return exit_code(outcome.results)
@@ -84,7 +87,7 @@ def exit_code(results: list[ServerDiff]) -> int:
 def _line(item: RecordDiff) -> str:
     label = "error" if item.change is Change.UNKNOWN else item.change.value
     text = f"  {label:<9} {item.name} {item.type}"
-    if item.declared is not None and item.change is not Change.EXTRA:
+    if item.declared is not None:
         text += f"\n            declared: {item.declared.value}"
     for live in item.live:
         text += f"\n            live:     {live.value}"
@@ -103,7 +106,7 @@ def render_text(stack: str, outcome: WaitResult, wait: float | None) -> str:
         same = counts["same"] + counts["present"]
         lines.append(
             f"  {same} as declared, {counts['missing']} missing, {counts['different']} different, "
-            f"{counts['extra']} extra, {counts['error']} errors"
+            f"{counts['extra']} extra, {counts['error']} errors; {counts['unmanaged']} unmanaged (not mailstack's, left alone)"
         )
     if wait is not None:
         verdict = "all servers serve the plan" if outcome.agreed else f"servers still differ after {wait:g}s"

@@ -9,23 +9,33 @@ suite (``lab check`` takes ``mailstack check``'s output options and exit codes).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from mailstack import plan as planning
 from mailstack.cli import options
 from mailstack.cli.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mailstack.config import stackfile
 from mailstack.core.errors import MailstackError
-from mailstack.lab import control
+from mailstack.core.model import MailDomain
+from mailstack.lab import control, seed
 from mailstack.lab.binaries import binary
 from mailstack.lab.state import LabState
-from mailstack.lab.topology import DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, from_stack
+from mailstack.lab.topology import DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, Topology, from_stack
+from mailstack.plan.changes import Action
+from mailstack.rfc2136.sync import ConflictError
 
 DEFAULT_STACK = "lab"
 FORMATS = ("text", "json", "junit", "sarif")
+#: Exit code of ``lab up`` inside the namespace when the plan conflicts with the seeded
+#: zones: the host side then keeps BIND up (and says so) instead of tearing it down.
+INSIDE_CONFLICT = 3
+#: The order ``lab up`` reports its record changes in.
+REPORTED = (Action.CREATE, Action.UPDATE, Action.DELETE, Action.ADOPT, Action.SAME, Action.UNMANAGED)
 
 HELP = """\
 Bring up the whole on-premise mail path on this machine, in a private network
@@ -46,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     up = actions.add_parser("up", help="start the lab (idempotent)")
     options.add_stack_arguments(up, required=False)
+    up.add_argument("--seed-zone", metavar="FILE", type=Path, action="append", default=[],
+                    help="load this BIND zone file (an export of the real zone) into the lab before the plan is applied (repeatable)")
     common(up)
     up.set_defaults(handler=run_up)
 
@@ -97,32 +109,57 @@ def _recorded_stack(state_dir: Path) -> Path:
     return Path(state.stack_file)
 
 
+def _seeds(args: argparse.Namespace, stack_plan: planning.Plan) -> tuple[seed.Seed, ...]:
+    """The --seed-zone files, parsed and checked against the plan (SeedError: exit 2)."""
+    seeds = tuple(seed.load(Path(path).resolve()) for path in args.seed_zone)
+    seed.check(seeds, stack_plan)
+    return seeds
+
+
+def _digest(seeds: tuple[seed.Seed, ...]) -> tuple[str, ...]:
+    return tuple(f"{s.path} {hashlib.sha256(s.path.read_bytes()).hexdigest()}" for s in seeds)
+
+
 def run_up(args: argparse.Namespace) -> int:
     stack_file = _stack_file(args)
     stack = stackfile.load(stack_file)
     topology = from_stack(stack, args.namespace)
+    seeds = _seeds(args, planning.build(stack))
     if control.inside(args.namespace):
-        state = LabState.load(args.state_dir)
-        planned = control.lab_plan(args.state_dir, stack)
-        if state.processes:
-            restarted = control.repair(args.state_dir, planned, topology)
-            if restarted:
-                print(f"restarted: {', '.join(restarted)}")
-            changes = control.provision_records(args.state_dir, planned, topology)
-        else:
-            changes = control.start(args.state_dir, planned, topology)
-        counts = {action: sum(1 for c in changes if c.action == action) for action in ("create", "update", "replace", "delete", "same")}
-        print(f"records on {topology.bind_address}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n))
-        return EXIT_OK
+        return _up_inside(args, stack, topology, seeds)
     started = time.monotonic()
-    prepared = control.prepare(args.state_dir, topology, stack_file)
-    code = _reexec(args, ["up", "--stack-file", str(stack_file)])
+    prepared = control.prepare(args.state_dir, topology, stack_file, _digest(seeds))
+    code = _reexec(args, ["up", "--stack-file", str(stack_file), *(f"--seed-zone={s.path}" for s in seeds)])
+    if code == INSIDE_CONFLICT:
+        print(f"the lab's BIND is left up in namespace {args.namespace} with the zones exactly as seeded, nothing of "
+              "the plan written: inspect them (ip netns exec … dig), then `mailstack lab down`", file=sys.stderr)
+        return EXIT_USAGE
     if code != EXIT_OK:
         control.down(args.state_dir, args.namespace)
         print(f"error: the lab did not come up (exit {code} inside the namespace); everything it started was stopped", file=sys.stderr)
         return EXIT_USAGE
     print(("lab was already up" if prepared.running else "lab is up") + f" in namespace {args.namespace} ({time.monotonic() - started:.1f}s)")
     _print_roles(args.state_dir, topology.addresses)
+    return EXIT_OK
+
+
+def _up_inside(args: argparse.Namespace, stack: MailDomain, topology: Topology, seeds: tuple[seed.Seed, ...]) -> int:
+    """Inside the namespace: start or repair the roles and publish the records."""
+    state = LabState.load(args.state_dir)
+    planned = control.lab_plan(args.state_dir, stack)
+    try:
+        if state.processes:
+            restarted = control.repair(args.state_dir, planned, topology)
+            if restarted:
+                print(f"restarted: {', '.join(restarted)}")
+            changes = control.provision_records(args.state_dir, planned, topology)
+        else:
+            changes = control.start(args.state_dir, planned, topology, seeds)
+    except ConflictError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return INSIDE_CONFLICT
+    counts = changes.counts()
+    print(f"records on {topology.bind_address}: " + ", ".join(f"{counts[a.value]} {a.value}" for a in REPORTED if counts[a.value]))
     return EXIT_OK
 
 
@@ -151,8 +188,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     if control.inside(args.namespace):
-        for resource_id, values in sorted(control.live_records(args.state_dir).items()):
-            print(f"  {resource_id:<45} {'; '.join(values) if values is not None else 'ABSENT'}"[:200])
+        state = LabState.load(args.state_dir)
+        stack = stackfile.load(Path(state.stack_file))
+        planned = control.lab_plan(args.state_dir, stack)
+        for record, served in control.live_records(args.state_dir, planned, from_stack(stack, args.namespace)):
+            print(f"  {'served' if served else 'ABSENT':<7} {record.name} {record.type} {record.value}"[:200])
         return EXIT_OK
     control.preflight()
     state = LabState.load(args.state_dir)

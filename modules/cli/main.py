@@ -12,12 +12,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mailstack.cli import check, diff, lab, records, render
+from mailstack.cli import adopt, check, diff, lab, plan, records, render
 from mailstack.cli.codes import EXIT_OK, EXIT_USAGE
 from mailstack.core.errors import ConfigErrors, MailstackError
 
 #: The subcommands, in --help order.
-COMMANDS = (records, render, check, diff, lab)
+COMMANDS = (records, render, plan, check, diff, adopt, lab)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,17 +1,22 @@
 """Options and argument readers several subcommands share, written once: the stack to
 read (``--stack``/``--stack-file``/``--project-dir``), the DNS servers to ask
-(``--nameserver``/``--timeout``/``--wait``/``--interval``) and the gateway's DKIM keys
-given as PEM files. Each reader turns a bad argument into a MailstackError naming it."""
+(``--nameserver``/``--timeout``/``--wait``/``--interval``), the gateway's DKIM keys
+given as PEM files and what mailstack owned before (``--owned``). Each reader turns a
+bad argument into a MailstackError naming it."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import json
+
 from mailstack.checks.dns.resolver import DEFAULT_TIMEOUT
 from mailstack.config import project, stackfile
+from mailstack.core import zonefile
 from mailstack.core.errors import MailstackError
 from mailstack.core.model import MailDomain
+from mailstack.core.record import Record
 from mailstack.rules import dkim
 
 
@@ -82,3 +87,30 @@ def gateway_public_key(path: Path | None) -> str | None:
         except dkim.DkimKeyError as err:
             raise MailstackError(f"--dkim-public-key {path}: {err}") from err
     return key
+
+
+def add_owned_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--owned", metavar="FILE", type=Path,
+        help="the records mailstack wrote before: `pulumi stack output records --json`, `mailstack records "
+             "--format json` of the deployed stack, or the lab's records.json (default: none, so nothing live is "
+             "taken for mailstack's)",
+    )
+
+
+def owned_records(path: Path | None) -> list[Record]:
+    """``--owned FILE``: a JSON list of records (``name, type, content, ttl, priority``),
+    or a journal ``{"owned": [...], "pending": [...]}`` of ``{zone, name, type, ttl, value}``."""
+    text = read_text(path, "--owned")
+    if text is None:
+        return []
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and ("owned" in data or "pending" in data):
+            items = [*(data.get("owned") or []), *(data.get("pending") or [])]
+            return [zonefile.from_text(str(i["name"]), str(i["type"]), int(i["ttl"]), str(i["value"])) for i in items]
+        if not isinstance(data, list):
+            raise ValueError("not a JSON list of records")
+        return [Record.from_json(item) for item in data]
+    except (ValueError, KeyError, TypeError) as err:
+        raise MailstackError(f"--owned {path}: {err}") from err

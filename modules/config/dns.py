@@ -6,6 +6,8 @@ does not contain the domain, is refused before any provider is touched.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from mailstack.config.reader import ConfigReader, Path
@@ -15,7 +17,7 @@ from mailstack.core.model import Dns
 
 def read_dns(reader: ConfigReader, value: Any, domain: str | None, aliases: tuple[str, ...]) -> Dns | None:
     path: Path = ("dns",)
-    fields = ("provider", "zone", "ttl", "aliasZones", "server", "port", "tsigKeyName", "tsigAlgorithm", "allowDelete")
+    fields = ("provider", "zone", "ttl", "aliasZones", "server", "port", "tsigKeyName", "tsigAlgorithm", "allowDelete", "adopt")
     data = reader.mapping(value, path, fields)
     if data is None:
         return None
@@ -62,9 +64,42 @@ def read_dns(reader: ConfigReader, value: Any, domain: str | None, aliases: tupl
             if data.get(key) is not None:
                 reader.fail((*path, key), "only applies to provider rfc2136")
     allow_delete = reader.boolean(data.get("allowDelete"), (*path, "allowDelete"))
+    adopt = _adopt(reader, data.get("adopt"), (*path, "adopt"), provider)
     if provider is None or ttl is None:
         return None
-    return Dns(provider, zone, ttl, tuple(alias_zones), server, port or 53, key_name, algorithm, allow_delete)
+    return Dns(provider, zone, ttl, tuple(alias_zones), server, port or 53, key_name, algorithm, allow_delete, adopt)
+
+
+#: A Cloudflare import id of ``cloudflare.DnsRecord``: ``<zone_id>/<dns_record_id>``.
+_CLOUDFLARE_IMPORT_ID = re.compile(r"^[0-9a-f]{32}/[0-9a-f]{32}$")
+_RECORD_KEY = re.compile(r"^[a-z0-9]+-[a-z0-9_.*-]+$")
+
+
+def _adopt(reader: ConfigReader, value: Any, path: Path, provider: str | None) -> tuple[tuple[str, str], ...]:
+    """``dns.adopt``: planned record key → what to take over. Keys are checked against the
+    plan later (``mailstack.plan``); here their form and the values' kind per provider."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        reader.fail(path, "must be a mapping of planned record keys (as `mailstack records --format json` names them) to what is adopted")
+        return ()
+    adopted: list[tuple[str, str]] = []
+    for key, item in value.items():
+        where = (*path, str(key))
+        if not isinstance(key, str) or not _RECORD_KEY.match(key):
+            reader.fail(where, "is not a record key such as txt-example.com or mx-example.com-10-mx1.example.com")
+            continue
+        if not isinstance(item, str) or not item.strip():
+            reader.fail(where, "must be a non-empty string")
+            continue
+        text = item.strip()
+        if provider == "cloudflare" and not _CLOUDFLARE_IMPORT_ID.match(text):
+            reader.fail(where, f"{text[:80]!r} is not a Cloudflare import id <zone_id>/<record_id> (32 hex digits each; see `mailstack adopt`)")
+        elif provider == "rfc2136" and (len(text) > 4096 or any(ord(c) < 32 for c in text)):
+            reader.fail(where, "must be the live record's value on one line (at most 4096 characters)")
+        else:
+            adopted.append((key, text))
+    return tuple(sorted(adopted))
 
 
 def _server_address(value: Any) -> str:

@@ -262,6 +262,9 @@ class Dns:
     tsig_algorithm: str = "hmac-sha256"
     #: Let a change delete MX and planned mail records (the policy pack refuses otherwise).
     allow_delete: bool = False
+    #: Existing records mailstack takes over, by planned record key: on Cloudflare the
+    #: import id (``<zone_id>/<record_id>``), on RFC 2136 the live value it replaces.
+    adopt: tuple[tuple[str, str], ...] = ()
 
     def zone_of(self, name: str) -> str:
         """The zone a name's records live in: an explicit alias zone, the main zone

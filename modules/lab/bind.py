@@ -1,8 +1,9 @@
 """Run a private, authoritative BIND (named) on a loopback address.
 
 Zones are written from ``Record`` values through ``mailstack.core.zonefile`` (plus raw lines
-for deliberately broken fixtures), so a zone served here is byte for byte what the plan
-says. Dynamic zones accept RFC 2136 updates signed with a TSIG key. The server runs in
+for deliberately broken fixtures), or from a whole zone file (a seed zone), so a zone
+served here is byte for byte what the plan or the seed says. Dynamic zones accept RFC
+2136 updates and zone transfers signed with their TSIG key. The server runs in
 the foreground as a child process (optionally inside a network namespace) and is
 stopped by PID; nothing survives ``stop()``.
 """
@@ -100,6 +101,11 @@ class BindServer:
         lines += list(extra_lines)
         self.zones[origin] = _Zone(origin, lines, dynamic, update_key)
 
+    def add_zone_file(self, origin: str, text: str, dynamic: bool = False, update_key: str | None = None) -> None:
+        """Serve ``origin`` from a whole zone file's text (a seed zone, as given)."""
+        origin = names.normalize(origin)
+        self.zones[origin] = _Zone(origin, text.splitlines(), dynamic, update_key)
+
     def replace_zone(self, origin: str, records: Iterable[Record] | None = None, extra_lines: Iterable[str] = ()) -> None:
         """Rewrite a static zone with new content and reload (a bumped SOA serial)."""
         zone = self.zones[names.normalize(origin)]
@@ -137,9 +143,12 @@ class BindServer:
         for zone in self.zones.values():
             parts += [f'zone "{zone.origin}" {{', "  type primary;", f'  file "{work}/{zone.origin}.zone";']
             if zone.dynamic:
+                # The updating key may also transfer the zone: mailstack reads the whole
+                # zone before it writes (mailstack.rfc2136.wire.transfer).
                 allowed = [zone.update_key] if zone.update_key else list(self.keys)
                 grants = " ".join(f'key "{k}";' for k in allowed) or "none;"
                 parts.append(f"  allow-update {{ {grants} }};")
+                parts.append(f"  allow-transfer {{ {grants} }};")
             parts.append("};")
         return "\n".join(parts) + "\n"
 
@@ -201,6 +210,37 @@ class BindServer:
         self.stop()
         raise MailstackError(f"named did not start within {timeout:.0f}s on {self.address}:{self.port}")
 
+    def restart(self, timeout: float = 15.0) -> None:
+        """Start named again on the files as they are (a dynamic zone's journal kept),
+        as after a crash: ``start`` would rewrite the zone files from their content."""
+        if self.process and self.process.poll() is None:
+            return
+        before = self.log_path.read_text(errors="replace").count("running") if self.log_path.exists() else 0
+        self.added_address = netns_tools.add_address(self.address, self.netns) or self.added_address
+        command = [binary("named"), "-f", "-c", str(self.conf_path)]
+        if self.netns:
+            command = [binary("ip"), "netns", "exec", self.netns, *command]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                raise MailstackError(f"named exited at restart: see {self.log_path}")
+            if self.log_path.exists() and self.log_path.read_text(errors="replace").count("running") > before:
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise MailstackError(f"named did not restart within {timeout:.0f}s on {self.address}:{self.port}")
+
+    def kill(self) -> None:
+        """Kill named at once (SIGKILL), as a crash would: nothing is flushed."""
+        if self.process:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            if self.process.stderr:
+                self.process.stderr.close()
+            self.process = None
+
     def reload(self) -> None:
         """Re-read configuration and zones (SIGHUP), as ``rndc reload`` would."""
         self.write()
@@ -211,6 +251,7 @@ class BindServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop named by PID and wait for it to exit."""
         if not self.process:
+            self._release_address()
             return
         stop_child(self.process, timeout)
         if self.process.stderr:

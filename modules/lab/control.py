@@ -19,11 +19,14 @@ from pathlib import Path
 from mailstack import plan as planning
 from mailstack.core.errors import MailstackError
 from mailstack.core.model import MailDomain
+from mailstack.core.record import Record
 from mailstack.lab import binaries, netns, postfix, provision, roles
 from mailstack.lab.binaries import binary
+from mailstack.lab.seed import Seed
 from mailstack.lab.state import LabState, Process
 from mailstack.lab.topology import TSIG_KEY_NAME, Topology
 from mailstack.plan import Plan
+from mailstack.plan.changes import ChangeSet
 
 #: Python modules the lab imports, and the PyPI distribution providing each.
 PYTHON_MODULES = {"aiosmtpd": "aiosmtpd", "spf": "pyspf", "dkim": "dkimpy", "publicsuffixlist": "publicsuffixlist"}
@@ -98,7 +101,7 @@ def check_state_dir(state_dir: Path) -> None:
             )
 
 
-def prepare(state_dir: Path, topology: Topology, stack_file: Path) -> Prepared:
+def prepare(state_dir: Path, topology: Topology, stack_file: Path, seeds: tuple[str, ...] = ()) -> Prepared:
     """Host side of ``lab up``: a running lab is kept (idempotent), one with dead roles
     is repaired in place (a restarted BIND keeps its zones), anything else is cleaned
     up and its namespace (re)created with the lab's resolver."""
@@ -107,14 +110,16 @@ def prepare(state_dir: Path, topology: Topology, stack_file: Path) -> Prepared:
     state = LabState.load(state_dir)
     state.prepare()
     os.chmod(state.root, 0o711)  # service users traverse to their role directories
-    same_lab = state.namespace == topology.namespace and state.stack_file == str(stack_file.resolve())
+    # Seeds make a lab only when given: `lab up` without --seed-zone keeps a seeded lab.
+    same_seeds = not seeds or state.seeds == list(seeds)
+    same_lab = state.namespace == topology.namespace and state.stack_file == str(stack_file.resolve()) and same_seeds
     if same_lab and state.processes and netns.exists(topology.namespace):
         dead = dead_roles(state)
         return Prepared(state, not dead, dead)
     if state.processes or netns.exists(topology.namespace):
         down(state_dir, topology.namespace)
         state = LabState.load(state_dir)
-    state.namespace, state.stack_file = topology.namespace, str(stack_file.resolve())
+    state.namespace, state.stack_file, state.seeds = topology.namespace, str(stack_file.resolve()), list(seeds)
     state.processes = []
     state.save()
     netns.create(topology.namespace, nameserver=topology.bind_address)
@@ -163,10 +168,12 @@ def lab_plan(state_dir: Path, stack: MailDomain) -> Plan:
     return planning.build(stack, public)
 
 
-def start(state_dir: Path, plan: Plan, topology: Topology) -> list[provision.Change]:
-    """Start every role (DNS first, then publish the records, then the mail path)."""
+def start(state_dir: Path, plan: Plan, topology: Topology, seeds: tuple[Seed, ...] = ()) -> ChangeSet:
+    """Start every role (DNS first, its zones seeded, then publish the records, then the
+    mail path). A conflict with the seeded zones (ConflictError) leaves BIND running with
+    the zones exactly as seeded and starts nothing else."""
     state = LabState.load(state_dir)
-    (state.root / "records.json").unlink(missing_ok=True)  # a fresh BIND has empty zones
+    (state.root / JOURNAL).unlink(missing_ok=True)  # a fresh BIND has only the seeded records
     # We run inside the lab's namespace: its lo must be up (else every 127.x packet is
     # dropped) and carry each role's address.
     result = subprocess.run([binary("ip"), "link", "set", "lo", "up"], capture_output=True, text=True)
@@ -174,7 +181,7 @@ def start(state_dir: Path, plan: Plan, topology: Topology) -> list[provision.Cha
         raise MailstackError(f"ip link set lo up in namespace {topology.namespace}: {result.stderr.strip()}")
     for address in topology.addresses.values():
         netns.add_address(address)
-    roles.start_bind(state, plan, topology)
+    roles.start_bind(state, plan, topology, seeds)
     changes = provision_records(state_dir, plan, topology)
     roles.start_odoo(state, plan, topology)
     roles.start_recipient(state, topology)
@@ -200,16 +207,21 @@ def repair(state_dir: Path, plan: Plan, topology: Topology) -> list[str]:
     return sorted(dead)
 
 
-def provision_records(state_dir: Path, plan: Plan, topology: Topology) -> list[provision.Change]:
-    """Publish the plan's records with the RFC 2136 provider's operations (idempotent)."""
+JOURNAL = "records.json"
+
+
+def provision_records(state_dir: Path, plan: Plan, topology: Topology) -> ChangeSet:
+    """Publish the plan's records with the RFC 2136 resource's operations, all or
+    nothing (idempotent: a second run writes nothing)."""
     state = LabState.load(state_dir)
-    secret = state.tsig_secret()
     key_name = plan.stack.dns.tsig_key_name or TSIG_KEY_NAME
-    wanted = provision.desired(plan, topology.bind_address, topology.bind_port, key_name, secret)
-    return provision.apply(wanted, state.root / "records.json", secret)
+    wanted = provision.desired(plan, topology.bind_address, topology.bind_port, key_name, state.tsig_secret())
+    return provision.apply(wanted, state.root / JOURNAL)
 
 
-def live_records(state_dir: Path) -> dict[str, list[str] | None]:
-    """What BIND serves for each record set the lab published (``provider.read``)."""
+def live_records(state_dir: Path, plan: Plan, topology: Topology) -> list[tuple[Record, bool]]:
+    """Each record the lab published, and whether BIND serves it as written."""
     state = LabState.load(state_dir)
-    return provision.refresh(state.root / "records.json", state.tsig_secret())
+    key_name = plan.stack.dns.tsig_key_name or TSIG_KEY_NAME
+    server = provision.desired(plan, topology.bind_address, topology.bind_port, key_name, state.tsig_secret())
+    return provision.live(state.root / JOURNAL, server)

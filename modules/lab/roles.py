@@ -26,6 +26,7 @@ from mailstack.lab.postfix import (
     lab_layout,
     wait_for,
 )
+from mailstack.lab.seed import Seed
 from mailstack.lab.state import LabState, write_secret
 from mailstack.lab.tls import self_signed
 from mailstack.lab.topology import TSIG_KEY_NAME, Topology
@@ -35,15 +36,19 @@ MAILGATE_USER = "nobody"
 ODOO_LOGIN = "admin"
 
 
-def start_bind(state: LabState, plan: Plan, topology: Topology) -> BindServer:
-    """The lab's DNS: the stack's zones empty and dynamic (the provider fills them),
-    the recipient's zone and the reverse zones static."""
+def start_bind(state: LabState, plan: Plan, topology: Topology, seeds: tuple[Seed, ...] = ()) -> BindServer:
+    """The lab's DNS: the stack's zones dynamic (the provider fills them), empty or as
+    seeded (``--seed-zone``), the recipient's zone and the reverse zones static."""
     bind = BindServer(state.role_dir("bind"), topology.bind_address, topology.bind_port, stderr_path=state.root / "bind" / "named.stderr")
     stack = plan.stack
     key_name = stack.dns.tsig_key_name or TSIG_KEY_NAME
     bind.add_tsig_key(key_name, stack.dns.tsig_algorithm, state.tsig_secret())
+    seeded = {seed.origin: seed for seed in seeds}
     for zone in plan.managed_zones:
-        bind.add_zone(zone, dynamic=True, update_key=key_name)
+        if zone in seeded:
+            bind.add_zone_file(zone, seeded[zone].zone_text(), dynamic=True, update_key=key_name)
+        else:
+            bind.add_zone(zone, dynamic=True, update_key=key_name)
     ttl = 300
     recipient = topology.recipient_domain
     bind.add_zone(

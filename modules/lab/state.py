@@ -4,7 +4,7 @@ Layout (all root-only, 0700 directory, secrets 0600):
 ``state.json`` (namespace, stack file, every started process by role),
 ``tsig.secret``, ``odoo.password``, ``dkim/<selector>.private`` (the lab's generated
 keys, kept across ``down``/``up`` so the published DKIM key stays the same),
-``records.json`` (the provider's state of each record set, without the secret), and
+``records.json`` (the journal of the records mailstack owns, ``mailstack.lab.provision``), and
 one work directory per role (``bind/``, ``gateway/``, ``odoo/``, ``recipient/``).
 
 Processes are stopped by PID only, and only while ``/proc/<pid>/cmdline`` still
@@ -92,6 +92,8 @@ class LabState:
     namespace: str = ""
     stack_file: str = ""
     processes: list[Process] = field(default_factory=list)
+    #: The seed zones the lab was brought up with (``path sha256`` each).
+    seeds: list[str] = field(default_factory=list)
 
     @property
     def state_file(self) -> Path:
@@ -116,6 +118,7 @@ class LabState:
             state.namespace = data.get("namespace", "")
             state.stack_file = data.get("stack_file", "")
             state.processes = [Process(p["role"], int(p["pid"]), p["marker"]) for p in data.get("processes", [])]
+            state.seeds = [str(s) for s in data.get("seeds", [])]
         return state
 
     def save(self) -> None:
@@ -123,6 +126,7 @@ class LabState:
             "namespace": self.namespace,
             "stack_file": self.stack_file,
             "processes": [{"role": p.role, "pid": p.pid, "marker": p.marker} for p in self.processes],
+            "seeds": self.seeds,
         }
         temporary = self.root / ".state.json.tmp"
         temporary.write_text(json.dumps(data, indent=1), encoding="utf-8")

@@ -85,6 +85,7 @@ def build(stack: MailDomain, gateway_key: str | None = None) -> Plan:
     zones = facts.managed_zones(stack)
     records = all_records(stack, gateway_key, zones)
     problems = conflicts.find(records)
+    problems += _unplanned_adoptions(stack, records)
     if problems:
         raise PlanError(_errors(problems), problems)
     return Plan(
@@ -96,6 +97,16 @@ def build(stack: MailDomain, gateway_key: str | None = None) -> Plan:
         relay_domains=facts.relay_domains(stack),
         gateway_key=gateway_key,
     )
+
+
+def _unplanned_adoptions(stack: MailDomain, records: list[Record]) -> list[conflicts.Problem]:
+    """``dns.adopt`` names planned records by key; a key the plan lacks is a typo."""
+    keys = sorted({r.key for r in records})
+    return [
+        conflicts.Problem("adopt-key", key, f" is not a record this stack plans (its keys: {', '.join(keys)})", ("dns", "adopt", key))
+        for key, _ in stack.dns.adopt
+        if key not in keys
+    ]
 
 
 #: Problems with the same text at several names (the SPF record is shared) are one error.

@@ -108,7 +108,8 @@ def stack_records(resources: Iterable[PolicyResource]) -> list[StackRecord]:
             found += [StackRecord(r, resource.urn, known=False) for r in records]
             continue
         except dns_resources.RecordInputError:
-            continue  # the record-values-parse policy reports it on the resource
+            # the record-values-parse policy reports it on the resource; the rest counts
+            records = dns_resources.parsable_records(resource.resource_type, resource.props)
         found += [StackRecord(r, resource.urn) for r in records]
     return found
 
@@ -117,7 +118,18 @@ def _partly_known(resource: PolicyResource) -> list[Record]:
     try:
         if not dns_resources.is_dns_record(resource.resource_type, resource.props):
             return []
+        if dns_resources.is_record_list(resource.props):
+            return [_item_partly_known(item) for item in resource.props["records"] or ()]
         name, rtype = str(resource.props["name"]), str(resource.props["type"])
     except UnknownValueError:
         return []
     return [Record(names.normalize(name), rtype.upper(), UNKNOWN, 0)]
+
+
+def _item_partly_known(item: Mapping[str, Any]) -> Record:
+    """One record of the RFC 2136 resource: its value may wait for the generated key."""
+    name, rtype = names.normalize(str(item["name"])), str(item["type"]).upper()
+    try:
+        return dns_resources.to_records(dns_resources.DYNAMIC_PREFIX, {"name": name, "type": rtype, "ttl": item["ttl"], "values": [item["value"]]})[0]
+    except (UnknownValueError, dns_resources.RecordInputError):
+        return Record(name, rtype, UNKNOWN, 0)

@@ -65,11 +65,8 @@ def _resource_check(check: Callable[[Record, ReportViolation], None]) -> Callabl
     """Apply a per-record check to every record a DNS record resource publishes."""
 
     def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
-        try:
-            records = _records(args)
-        except dns_resources.RecordInputError:
-            return  # reported once, by record-values-parse
-        for record in records:
+        # values that do not parse are reported once, by record-values-parse
+        for record in dns_resources.parsable_records(args.resource_type, args.props):
             check(record, report)
 
     return validate
@@ -184,16 +181,14 @@ def _not_proxied(args: ResourceValidationArgs, report: ReportViolation) -> None:
 
 
 def _mx_protected(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    try:
-        records = _records(args)
-    except dns_resources.RecordInputError:
-        return
+    records = dns_resources.parsable_records(args.resource_type, args.props)
     if not any(r.type == "MX" for r in records) or args.opts.protect:
         return
     if allow_delete(args.get_config(), _plan_or_none()):
         return
+    mx = next(r for r in records if r.type == "MX")
     report(
-        f"{records[0].name} MX must be registered with protect=True so that no change can delete it; "
+        f"{mx.name} MX must be registered with protect=True so that no change can delete it; "
         f"set mailstack:dns.allowDelete: true (or the policy config allowDelete) to allow it",
         None,
     )

@@ -3,11 +3,11 @@
 The policy pack sees resource inputs, not our model: Cloudflare's
 ``cloudflare:index/dnsRecord:DnsRecord`` with camelCase inputs (``zoneId``, ``name``,
 ``type``, ``content`` in Cloudflare's quoted TXT form, ``ttl``/``priority`` as floats,
-``proxied``), and the RFC 2136 record set, a Pulumi dynamic resource
-(``pulumi-python:dynamic/mailstack:Rfc2136Record``, or any ``pulumi-python:dynamic``
-type with record inputs) carrying ``name``/``type``/``ttl`` and either ``values``
-(rdata in presentation form, one resource per record set) or ``content`` (plain) with
-``priority``. Converting all of them into ``mailstack.core.model.Record`` lets every policy
+``proxied``), and the RFC 2136 resources, Pulumi dynamic resources: the one holding a
+stack's records (``pulumi-python:dynamic/mailstack:Rfc2136ZoneRecords``, ``records``: a
+list of ``{zone, name, type, ttl, value}``, value the rdata in presentation form), or
+any ``pulumi-python:dynamic`` type carrying ``name``/``type``/``ttl`` and either
+``values`` (rdata, one resource per record set) or ``content`` (plain) with ``priority``. Converting all of them into ``mailstack.core.model.Record`` lets every policy
 apply the rule modules unchanged.
 """
 
@@ -35,8 +35,14 @@ def is_dns_record(resource_type: str, props: Mapping[str, Any]) -> bool:
         return True
     if resource_type.startswith(DYNAMIC_PREFIX):
         keys = set(iter(props))  # not `in`: the policy SDK's proxy raises on unknown values
-        return {"name", "type"} <= keys and bool({"content", "values"} & keys)
+        return {"name", "type"} <= keys and bool({"content", "values"} & keys) or is_record_list(props)
     return False
+
+
+def is_record_list(props: Mapping[str, Any]) -> bool:
+    """True for the RFC 2136 resource holding many records (``records``: a list of
+    ``{zone, name, type, ttl, value}``, ``mailstack.rfc2136.resource``)."""
+    return "records" in set(iter(props)) and "zones" in set(iter(props))
 
 
 def is_cloudflare(resource_type: str) -> bool:
@@ -70,6 +76,8 @@ def to_records(resource_type: str, props: Mapping[str, Any]) -> list[Record]:
     """
     if not is_dns_record(resource_type, props):
         return []
+    if resource_type.startswith(DYNAMIC_PREFIX) and is_record_list(props):
+        return [_from_item(item) for item in props.get("records") or ()]
     name, rtype = props.get("name"), props.get("type")
     if not isinstance(name, str) or not isinstance(rtype, str):
         return []
@@ -88,6 +96,29 @@ def to_records(resource_type: str, props: Mapping[str, Any]) -> list[Record]:
         content = names.normalize(content)
     priority = _number(props.get("priority")) if rtype in ("MX", "SRV", "URI") else None
     return [Record(name, rtype, content, ttl, priority)]
+
+
+def parsable_records(resource_type: str, props: Mapping[str, Any]) -> list[Record]:
+    """Like ``to_records``, skipping the records that do not parse (the
+    ``record-values-parse`` policy reports those): one bad value in the RFC 2136 record
+    list must not hide the others from the stack policies."""
+    if not (resource_type.startswith(DYNAMIC_PREFIX) and is_record_list(props)):
+        try:
+            return to_records(resource_type, props)
+        except RecordInputError:
+            return []
+    found = []
+    for item in props.get("records") or ():
+        try:
+            found.append(_from_item(item))
+        except RecordInputError:
+            continue
+    return found
+
+
+def _from_item(item: Mapping[str, Any]) -> Record:
+    name, rtype = names.normalize(str(item.get("name"))), str(item.get("type")).upper()
+    return _from_value(name, rtype, _number(item.get("ttl")) or 0, str(item.get("value")))
 
 
 def _from_value(name: str, rtype: str, ttl: int, value: str) -> Record:

@@ -6,12 +6,18 @@ record. Records are DNS-only (never proxied: mail does not go through Cloudflare
 proxy), carry a comment marking them as mailstack's, and the mail-critical ones (MX,
 SPF, DKIM, DMARC: ``mailstack.rules.protection``, the same rule as on RFC 2136) are
 protected so a ``pulumi destroy`` cannot silently stop or break the domain's mail.
+
+Cloudflare refuses to create a record identical to one already in the zone, so a domain
+that already has (some of) the planned records adopts them: ``mailstack:dns.adopt`` maps
+a record key to the existing record's import id and the record is registered with
+Pulumi's ``import`` option (``mailstack adopt`` writes that mapping from the zone's
+record list; docs/records.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_cloudflare as cloudflare
@@ -42,6 +48,9 @@ class CloudflareRecordsArgs:
     gateway_public_key_pem: pulumi.Input[str] | None = None
     #: ``mailstack:dns.allowDelete``: register mail records unprotected so a later change may delete them.
     allow_delete: bool = False
+    #: ``mailstack:dns.adopt``: record key → Cloudflare import id (``<zone_id>/<record_id>``)
+    #: of an existing record to adopt (Pulumi's ``import`` option) instead of creating it.
+    adopt: Mapping[str, str] = field(default_factory=dict)
 
 
 class CloudflareRecords(pulumi.ComponentResource):
@@ -78,7 +87,10 @@ class CloudflareRecords(pulumi.ComponentResource):
                 priority=record.priority,
                 proxied=False,
                 comment=COMMENT,
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=protection.should_protect(record, args.allow_delete))),
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                    protect=protection.should_protect(record, args.allow_delete),
+                    import_=args.adopt.get(record.key),
+                )),
             )
         self.register_outputs(
             {

@@ -1,23 +1,27 @@
-"""The RFC 2136 dynamic provider: one Pulumi resource per planned record set.
+"""The RFC 2136 dynamic provider: the records mailstack owns on one primary, as one resource.
 
-A ``Rfc2136Record`` owns exactly one record set (name and type, with all its values)
-in one zone on one authoritative server; updates are TSIG-signed and guarded by
-prerequisites (``mailstack.rfc2136``), so a record set someone else wrote is never
-overwritten or deleted. The operations live in ``mailstack.rfc2136.recordset``; this
-adapter unwraps Pulumi's values, validates inputs and words the results. This module
-has no import side effects and the provider keeps
-no clients: Pulumi pickles the provider into the state (``__provider``) and runs it in
-another process, where every method builds what it needs from its arguments.
+A ``Rfc2136ZoneRecords`` resource holds every planned record of a stack in every zone it
+writes to, on one authoritative server (the property bag of ``mailstack.rfc2136.resource``).
+Owning single records, not record sets, lets mailstack share a name with records it does
+not own (verification TXTs beside its SPF); one resource per stack lets every write be
+decided before the first one: the provider reads the zones, runs the change calculator
+(``mailstack.plan.changes``) and applies one guarded update per zone, all or nothing
+(``mailstack.rfc2136.sync``).
 
-Properties (inputs and outputs alike, outputs are always the full state):
-``server, port, zone, name, type, ttl, values, tsigKeyName, tsigAlgorithm, tsigSecret``.
-``values`` are rdata in presentation form (``10 mx1.example.net.``, ``"v=spf1 …"``),
-canonicalised by ``check`` so diffs compare values, not spellings.
+The calculator runs at preview too: ``check`` (which Pulumi calls before every preview
+and update) turns each conflict with a record mailstack does not own into a check
+failure naming the record and the ways out, so ``pulumi preview`` fails before anything
+is written; ``diff`` reports live drift (a record of mailstack's removed by hand) as a
+change, so ``pulumi up`` puts it back. What mailstack owns is the Pulumi state: ``olds``.
+
+This module has no import side effects and the provider keeps no clients: Pulumi
+pickles the provider into the state (``__provider``) and runs it in another process,
+where every method builds what it needs from its arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -26,9 +30,10 @@ from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
 from mailstack.core import names, tsig
-from mailstack.rfc2136 import recordset
-from mailstack.rfc2136.recordset import REPLACE_KEYS, SECRET_KEY, UPDATE_KEYS, record_id
-from mailstack.rfc2136.wire import TYPES, canonical_values
+from mailstack.core.errors import ProviderError
+from mailstack.rfc2136 import resource
+from mailstack.rfc2136.resource import REPLACE_KEYS, REQUIRED_KEYS, SECRET_KEY, UPDATE_KEYS, record_id
+from mailstack.rfc2136.wire import TYPES, canonical
 
 SECRET_OUTPUTS = [SECRET_KEY]
 
@@ -37,6 +42,8 @@ def is_unknown(value: Any) -> bool:
     """True for a value Pulumi does not know yet (preview, computed upstream)."""
     if isinstance(value, Unknown) or value == rpc.UNKNOWN:
         return True
+    if isinstance(value, dict):
+        return any(is_unknown(v) for v in value.values())
     return isinstance(value, list) and any(is_unknown(v) for v in value)
 
 
@@ -44,116 +51,160 @@ def _plain(value: Any) -> Any:
     return rpc.unwrap_rpc_secret(value)
 
 
-class Rfc2136Provider(dynamic.ResourceProvider):
-    """CRUD of one record set by TSIG-signed RFC 2136 updates."""
+def _integer(value: Any, low: int, high: int) -> int:
+    number = int(value)
+    if number != float(value) or not low <= number <= high:
+        raise ValueError
+    return number
 
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
-        """Validate and normalise inputs; messages never contain the secret."""
+
+class Rfc2136Provider(dynamic.ResourceProvider):
+    """Create, update and delete the records mailstack owns, all or nothing per zone."""
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
+        """Validate and normalise inputs, then plan against the live zones: every conflict
+        is a failure (preview stops). Messages never contain the secret."""
         failures: list[dynamic.CheckFailure] = []
         inputs = dict(news)
 
         def fail(key: str, reason: str) -> None:
             failures.append(dynamic.CheckFailure(key, reason))
 
-        for key in (*REPLACE_KEYS, *UPDATE_KEYS):
+        for key in REQUIRED_KEYS:
             if inputs.get(key) is None:
                 fail(key, "is required")
         if failures:
             return dynamic.CheckResult(inputs, failures)
-        known = {k: v for k, v in inputs.items() if not is_unknown(v)}
-        if "name" in known:
-            inputs["name"] = names.normalize(str(known["name"]))
-        if "zone" in known:
-            inputs["zone"] = names.normalize(str(known["zone"]))
-        if "type" in known:
-            inputs["type"] = str(known["type"]).upper()
-            if inputs["type"] not in TYPES:
-                fail("type", f"{known['type']!r} is not one of {', '.join(TYPES)}")
-        if "name" in known and "zone" in known and not names.within(inputs["name"], inputs["zone"]):
-            fail("name", f"{inputs['name']} is not inside zone {inputs['zone']}")
-        for key, low, high in (("port", 1, 65535), ("ttl", 30, 2147483647)):
+        known = {k: _plain(v) for k, v in inputs.items() if not is_unknown(v)}
+        for key, low, high in (("port", 1, 65535),):
             if key in known:
                 try:
-                    number = int(known[key])
-                    if number != float(known[key]) or not low <= number <= high:
-                        raise ValueError
-                    inputs[key] = number
+                    inputs[key] = _integer(known[key], low, high)
                 except (TypeError, ValueError):
                     fail(key, f"{known[key]!r} is not an integer between {low} and {high}")
         if "tsigAlgorithm" in known and known["tsigAlgorithm"] not in tsig.ALGORITHMS:
             fail("tsigAlgorithm", f"{known['tsigAlgorithm']!r} is not one of {', '.join(tsig.ALGORITHMS)}")
-        if "tsigSecret" in known and not tsig.valid_secret(str(_plain(known["tsigSecret"]))):
+        if "tsigSecret" in known and not tsig.valid_secret(str(known["tsigSecret"])):
             fail("tsigSecret", "is not a base64 TSIG secret (as printed by tsig-keygen)")
         if "tsigKeyName" in known:
             inputs["tsigKeyName"] = names.normalize(str(known["tsigKeyName"]))
-        values = _plain(news["values"])
-        if not isinstance(values, list) or not values:
-            fail("values", "must be a non-empty list of record values")
-        elif not is_unknown(values) and "type" in known and inputs["type"] in TYPES:
-            try:
-                inputs["values"] = list(canonical_values(inputs["type"], [str(v) for v in values]))
-            except ValueError as err:
-                fail("values", str(err))
-            if inputs["type"] == "CNAME" and len(values) != 1:
-                fail("values", "a CNAME holds exactly one value (RFC 1034 §3.6.2)")
+        zones: list[str] = []
+        if "zones" in known:
+            zones = [names.normalize(str(z)) for z in known["zones"] or []]
+            if not zones:
+                fail("zones", "must list the zones written to")
+            inputs["zones"] = sorted(set(zones))
+        records = _plain(news["records"])
+        if isinstance(records, list):
+            inputs["records"] = [self._record(item, zones, fail) for item in records]
+        elif not is_unknown(records):
+            fail("records", "must be a list of {zone, name, type, ttl, value}")
+        adopt = _plain(news.get("adopt")) or {}
+        if not is_unknown(adopt) and not (isinstance(adopt, dict) and all(isinstance(v, str) for v in adopt.values())):
+            fail("adopt", "must map planned record keys to the live values mailstack takes over")
+        inputs["adopt"] = adopt
+        inputs["allowDelete"] = bool(_plain(news.get("allowDelete")) or False)
+        if not failures and self._plannable(inputs):
+            failures += self._plan_failures(olds, inputs)
         return dynamic.CheckResult(inputs, failures)
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
-        """Replace on a new name, type, zone or server; update on TTL, values or key.
+    @staticmethod
+    def _record(item: Any, zones: list[str], fail: Any) -> Any:
+        if not isinstance(item, dict) or not set(resource.RECORD_KEYS) <= set(item):
+            fail("records", f"{str(item)[:80]!r} is not a {{zone, name, type, ttl, value}} record")
+            return item
+        record = dict(item)
+        name, zone = names.normalize(str(item["name"])), names.normalize(str(item["zone"]))
+        rdtype = str(item["type"]).upper()
+        record.update(name=name, zone=zone, type=rdtype)
+        if zones and zone not in zones:
+            fail("records", f"{name}: zone {zone} is not one of the resource's zones ({', '.join(zones)})")
+        elif not names.within(name, zone):
+            fail("records", f"{name} is not inside zone {zone}")
+        if rdtype not in TYPES:
+            fail("records", f"{name}: {item['type']!r} is not one of {', '.join(TYPES)}")
+            return record
+        try:
+            record["ttl"] = _integer(item["ttl"], 30, 2147483647)
+        except (TypeError, ValueError):
+            fail("records", f"{name} {rdtype}: ttl {item['ttl']!r} is not an integer between 30 and 2147483647")
+        if not is_unknown(item["value"]):
+            try:
+                record["value"] = canonical(rdtype, str(item["value"]))
+            except ValueError as err:
+                fail("records", f"{name}: {err}")
+        return record
 
-        Replacement deletes first: create refuses a record set that exists, and the
-        old and new one may be the same set on the same server under another spelling.
-        """
+    @staticmethod
+    def _plannable(inputs: Mapping[str, Any]) -> bool:
+        """True when everything but record values is known (values may wait for a key)."""
+        if any(is_unknown(inputs.get(k)) for k in ("server", "port", "zones", "tsigKeyName", "tsigAlgorithm", "tsigSecret", "adopt")):
+            return False
+        records = inputs.get("records")
+        return isinstance(records, list) and all(
+            isinstance(r, dict) and not any(is_unknown(r.get(k)) for k in ("zone", "name", "type", "ttl")) for r in records
+        )
+
+    @staticmethod
+    def _plan_failures(olds: Mapping[str, Any], inputs: Mapping[str, Any]) -> list[dynamic.CheckFailure]:
+        """The change against the live zones, decided as ``pulumi up`` would make it."""
+        owned = _plain_props(olds) if olds.get("records") else None
+        try:
+            prepared = resource.prepare(owned, _plain_props(inputs), unknown=is_unknown)
+        except ProviderError as err:
+            return [dynamic.CheckFailure("server", f"cannot plan against the live zones: {err}")]
+        return [dynamic.CheckFailure("records", change.note) for change in prepared.changes.conflicts]
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+        """Replace on another server; update when the inputs differ, or when the live
+        zones drifted from them (a record of mailstack's removed or edited by hand)."""
         replaces = [k for k in REPLACE_KEYS if is_unknown(news.get(k)) or _plain(olds.get(k)) != _plain(news.get(k))]
         changed = [k for k in UPDATE_KEYS if self._differs(k, olds, news)]
-        return dynamic.DiffResult(
-            changes=bool(replaces or changed),
-            replaces=replaces,
-            stables=[],
-            delete_before_replace=True,
-        )
+        if not replaces and not changed:
+            try:
+                drifted = resource.prepare(_plain_props(olds), _plain_props(news)).changes.changed
+            except ProviderError:
+                drifted = True  # undecidable: let update read again and say why
+            changed = ["records"] if drifted else []
+        return dynamic.DiffResult(changes=bool(replaces or changed), replaces=replaces, stables=[], delete_before_replace=True)
 
     @staticmethod
     def _differs(key: str, olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:
         new = news.get(key)
         if is_unknown(new):
             return True
-        old = _plain(olds.get(key))
-        new = _plain(new)
-        if key == "values":
-            rdtype = str(news.get("type", olds.get("type", ""))).upper()
-            try:
-                return canonical_values(rdtype, [str(v) for v in old or []]) != canonical_values(
-                    rdtype, [str(v) for v in new or []]
-                )
-            except ValueError:
-                return True
-        if key == "ttl":
-            return old is None or new is None or int(old) != int(new)
+        old, new = _plain(olds.get(key)), _plain(new)
+        if key == "records":
+            return bool(resource.state({"records": old or [], "port": 0})["records"] != resource.state({"records": new or [], "port": 0})["records"])
+        if key == "allowDelete":
+            return bool(old) != bool(new)
+        if key == "adopt":
+            return (old or {}) != (new or {})
         return bool(old != new)
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
-        """Add the record set; adopt it when it is already there with exactly our values,
-        refuse when it holds anything else."""
+        """Plan against the live zones with nothing owned yet, then write all or nothing:
+        identical records are adopted, conflicting ones refuse the whole change."""
         plain = _plain_props(props)
-        return dynamic.CreateResult(record_id(plain), recordset.state(plain, recordset.create(plain)))
+        resource.apply(None, plain)
+        return dynamic.CreateResult(record_id(plain), resource.state(plain))
 
     def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
-        """What is live: the record set's TTL and values, or gone (empty id)."""
-        plain = _plain_props(props)
-        live = recordset.read(plain)
+        """What is live: the records of the state still served as written, or gone (empty id)."""
+        live = resource.read(_plain_props(props))
         if live is None:
             return dynamic.ReadResult("", props)
-        return dynamic.ReadResult(id_ or record_id(plain), recordset.state(plain, live))
+        return dynamic.ReadResult(id_ or record_id(live), live)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
-        """Replace values or TTL while the live set still holds exactly the old values."""
+        """Bring the zones from the records owned (``olds``) to the planned ones (``news``)."""
         plain = _plain_props(news)
-        return dynamic.UpdateResult(recordset.state(plain, recordset.update(_plain_props(olds), plain)))
+        resource.apply(_plain_props(olds), plain)
+        return dynamic.UpdateResult(resource.state(plain))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Delete the record set while it holds exactly our values; gone already is fine."""
-        recordset.delete(_plain_props(props))
+        """Delete the records mailstack owns that are still live as written; nothing else."""
+        resource.apply(_plain_props(props), None)
 
 
 def _plain_props(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,10 +212,10 @@ def _plain_props(props: Mapping[str, Any]) -> dict[str, Any]:
     return {key: _plain(value) for key, value in props.items() if key != "__provider"}
 
 
-class Rfc2136Record(dynamic.Resource, module="mailstack", name="Rfc2136Record"):
-    """One record set managed by ``Rfc2136Provider``; the TSIG secret stays secret."""
+class Rfc2136ZoneRecords(dynamic.Resource, module="mailstack", name="Rfc2136ZoneRecords"):
+    """The records mailstack owns on one RFC 2136 primary; the TSIG secret stays secret."""
 
-    values: pulumi.Output[list[str]]
+    records: pulumi.Output[list[dict[str, Any]]]
 
     def __init__(
         self,
@@ -172,29 +223,25 @@ class Rfc2136Record(dynamic.Resource, module="mailstack", name="Rfc2136Record"):
         *,
         server: pulumi.Input[str],
         port: pulumi.Input[int],
-        zone: pulumi.Input[str],
-        name: pulumi.Input[str],
-        type: pulumi.Input[str],  # noqa: A002 - the property's name
-        ttl: pulumi.Input[int],
-        values: pulumi.Input[list[pulumi.Input[str]]],
+        zones: Sequence[str],
+        records: Sequence[Mapping[str, Any]],
         tsig_key_name: pulumi.Input[str],
         tsig_algorithm: pulumi.Input[str],
         tsig_secret: pulumi.Input[str],
+        adopt: pulumi.Input[dict[str, str]] | None = None,
+        allow_delete: pulumi.Input[bool] = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
             "server": server,
             "port": port,
-            "zone": zone,
-            "name": name,
-            "type": type,
-            "ttl": ttl,
-            "values": values,
+            "zones": list(zones),
+            "records": [dict(r) for r in records],
             "tsigKeyName": tsig_key_name,
             "tsigAlgorithm": tsig_algorithm,
             "tsigSecret": pulumi.Output.secret(tsig_secret),
+            "adopt": adopt or {},
+            "allowDelete": allow_delete,
         }
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=SECRET_OUTPUTS)
         super().__init__(Rfc2136Provider(), resource_name, props, pulumi.ResourceOptions.merge(opts, secret_opts))
-
-

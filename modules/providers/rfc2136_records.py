@@ -1,23 +1,27 @@
-"""The RFC 2136 side of the record plan: one ``Rfc2136Record`` per planned record set.
+"""The RFC 2136 side of the record plan: one ``Rfc2136ZoneRecords`` holding every planned record.
 
 The on-premise twin of ``mailstack.providers.cloudflare``: a ComponentResource
-(``mailstack:dns:Rfc2136Records``) owns one dynamic resource per record set, named
-after the set (type and name) so reordering the plan never replaces one. Address
-records are created before everything else because BIND refuses an MX whose in-zone
-target has no address yet. Mail-critical sets are protected like on Cloudflare
-(``mailstack.rules.protection``), unless ``mailstack:dns.allowDelete`` is set.
+(``mailstack:dns:Rfc2136Records``) owns one dynamic resource with the whole plan, because
+the provider decides all writes before the first one (``mailstack.rfc2136.sync``): a
+conflict anywhere stops the change everywhere, at preview already. The gateway's DKIM
+value waits for the generated key as one list element, so the rest of the plan is known
+(and checked against the live zones) during the first preview. The resource is
+protected while it holds mail-critical records (``mailstack.rules.protection``, as on
+Cloudflare) unless ``mailstack:dns.allowDelete`` is set; inside it, dropping the last MX,
+SPF, DKIM or DMARC record of a name is refused by the same rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pulumi
 
 from mailstack.core.record import Record
-from mailstack.providers.rfc2136 import Rfc2136Record
-from mailstack.rfc2136.recordset import address_first, rdata_values, record_sets
+from mailstack.providers.rfc2136 import Rfc2136ZoneRecords
+from mailstack.rfc2136.resource import record_map
 from mailstack.rules import dkim, protection
 
 
@@ -37,59 +41,45 @@ class Rfc2136RecordsArgs:
     #: The gateway's DKIM public key (PEM), for records with ``needs_gateway_key``.
     gateway_public_key_pem: pulumi.Input[str] | None = None
     allow_delete: bool = False
+    #: ``mailstack:dns.adopt``: planned record key → the live value mailstack takes over.
+    adopt: Mapping[str, str] = field(default_factory=dict)
 
 
-def _values(records: list[Record], pem: pulumi.Input[str] | None) -> pulumi.Input[list[pulumi.Input[str]]]:
-    """The set's values; a DKIM key record waits for the generated public key."""
-    if not any(r.needs_gateway_key for r in records):
-        return list(rdata_values(records))
+def _item(zone: str, record: Record, pem: pulumi.Input[str] | None) -> dict[str, Any]:
+    """One record of the resource; a DKIM key record's value waits for the generated key."""
+    if not record.needs_gateway_key:
+        return record_map(zone, record)
     if pem is None:
-        raise ValueError(f"{records[0].name}: the gateway DKIM key is needed but was not given")
+        raise ValueError(f"{record.name}: the gateway DKIM key is needed but was not given")
+    item: dict[str, Any] = {"zone": zone, "name": record.name, "type": record.type, "ttl": record.ttl}
 
-    def fill(pem_text: str) -> list[pulumi.Input[str]]:
-        filled = [
-            replace(r, content=dkim.txt_value(pem_text), needs_gateway_key=False) if r.needs_gateway_key else r
-            for r in records
-        ]
-        return list(rdata_values(filled))
+    def fill(pem_text: str) -> str:
+        return str(record_map(zone, replace(record, content=dkim.txt_value(pem_text), needs_gateway_key=False))["value"])
 
-    return pulumi.Output.from_input(pem).apply(fill)
+    item["value"] = pulumi.Output.from_input(pem).apply(fill)
+    return item
 
 
 class Rfc2136Records(pulumi.ComponentResource):
-    """Every planned record set of one stack on an RFC 2136 primary."""
+    """Every planned record of one stack on an RFC 2136 primary, as one resource."""
 
-    records: dict[str, Rfc2136Record]
+    records: Rfc2136ZoneRecords
 
     def __init__(self, name: str, args: Rfc2136RecordsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mailstack:dns:Rfc2136Records", name, None, opts)
-        sets = record_sets(args.records)
-        self.records = {}
-        addresses: list[pulumi.Resource] = []
-        for key in sorted(sets, key=address_first):
-            members = sets[key]
-            rrname, rdtype = key
-            resource_key = f"{rdtype.lower()}-{rrname}"
-            protect = any(protection.should_protect(r, args.allow_delete) for r in members)
-            resource = Rfc2136Record(
-                f"{name}-{resource_key}",
-                server=args.server,
-                port=args.port,
-                zone=args.zones[rrname],
-                name=rrname,
-                type=rdtype,
-                ttl=min(r.ttl for r in members),
-                values=_values(members, args.gateway_public_key_pem),
-                tsig_key_name=args.tsig_key_name,
-                tsig_algorithm=args.tsig_algorithm,
-                tsig_secret=args.tsig_secret,
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    protect=protect,
-                    depends_on=[] if address_first(key) == 0 else list(addresses),
-                ),
-            )
-            if address_first(key) == 0:
-                addresses.append(resource)
-            self.records[resource_key] = resource
-        self.register_outputs({"recordIds": {key: r.id for key, r in self.records.items()}})
+        ordered = sorted(args.records, key=lambda r: (args.zones[r.name], r.name, r.type, r.value))
+        protect = any(protection.should_protect(r, args.allow_delete) for r in args.records)
+        self.records = Rfc2136ZoneRecords(
+            f"{name}-rfc2136",
+            server=args.server,
+            port=args.port,
+            zones=sorted(set(args.zones[r.name] for r in args.records)),
+            records=[_item(args.zones[r.name], r, args.gateway_public_key_pem) for r in ordered],
+            tsig_key_name=args.tsig_key_name,
+            tsig_algorithm=args.tsig_algorithm,
+            tsig_secret=args.tsig_secret,
+            adopt=dict(args.adopt),
+            allow_delete=args.allow_delete,
+            opts=pulumi.ResourceOptions(parent=self, protect=protect),
+        )
+        self.register_outputs({"recordsId": self.records.id})

@@ -1,16 +1,16 @@
-"""RFC 2136 on the wire: TSIG-signed reads and guarded updates of one record set.
+"""RFC 2136 on the wire: TSIG-signed zone transfers and guarded updates.
 
-The Pulumi provider (``mailstack.providers.rfc2136``) and the lab both go through here, so the
-rules live once: every update carries prerequisites (RFC 2136 §2.4) so that mailstack
-never overwrites data it did not write, every message is signed with TSIG (RFC 8945),
-and every server answer other than success becomes a ProviderError that says what went
-wrong and what to do — never the secret. Clients are built per call: nothing happens
-at import time and nothing is cached between calls.
+The Pulumi provider (``mailstack.providers.rfc2136``) and the lab both go through here, so
+the rules live once: every message is signed with TSIG (RFC 8945), every update carries
+the prerequisites (RFC 2136 §2.4) that make it apply only to the zone as it was read
+(``mailstack.rfc2136.apply`` builds them), and every server answer other than success
+becomes a ProviderError that says what went wrong and what to do — never the secret.
+Clients are built per call: nothing happens at import time, nothing is cached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dns.exception
@@ -26,9 +26,11 @@ import dns.rdatatype
 import dns.tsig
 import dns.tsigkeyring
 import dns.update
+import dns.xfr
 
-from mailstack.core import txt
+from mailstack.core import names, txt, zonefile
 from mailstack.core.errors import ProviderError
+from mailstack.core.record import Record
 
 #: Record types the provider manages (what the record plan produces, plus PTR/NS).
 TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "PTR", "NS", "SRV", "CAA")
@@ -56,20 +58,6 @@ class Server:
     @property
     def where(self) -> str:
         return f"{self.address}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class RecordSet:
-    """One record set (name, type) with its TTL and canonical values, sorted."""
-
-    name: str
-    type: str
-    ttl: int
-    values: tuple[str, ...]
-
-    def rdataset(self, ttl: int | None = None) -> dns.rdataset.Rdataset:
-        """The values as an rdataset; prerequisites need TTL 0 (RFC 2136 §2.4.2)."""
-        return dns.rdataset.from_rdata_list(self.ttl if ttl is None else ttl, [_rdata(self.type, v) for v in self.values])
 
 
 def _rdata(rdtype: str, text: str) -> dns.rdata.Rdata:
@@ -106,86 +94,108 @@ def _name(name: str) -> dns.name.Name:
     return dns.name.from_text(name.rstrip(".") + ".")
 
 
-# -- reading -------------------------------------------------------------------------
+# -- reading: a zone transfer ----------------------------------------------------------
 
-def read(server: Server, rrset_name: str, rdtype: str) -> RecordSet | None:
-    """The live record set at the server, None when absent.
 
-    Asks over TCP with a signed query and insists on an authoritative answer, so a
-    server that is not the zone's primary (or a wrong key) is an error, not "absent".
+@dataclass(frozen=True, slots=True)
+class ZoneSnapshot:
+    """A zone exactly as the primary served it in one transfer (AXFR, RFC 5936).
+
+    The exact rdata is kept, not only ``Record`` values: RFC 2136 prerequisites and
+    deletes match rdata on the wire, and a foreign TXT split at other boundaries than
+    ours must be named exactly as it is. ``records`` gives the same data as Records
+    (TXT joined, names without trailing dot) for the change calculator.
     """
-    query = dns.message.make_query(_name(rrset_name), dns.rdatatype.from_text(rdtype))
-    query.flags &= ~dns.flags.RD
-    query.use_tsig(server.keyring(), keyname=server.key_name, algorithm=server.algorithm)
-    response = _exchange(server, query, f"read {rrset_name} {rdtype}")
-    rcode = response.rcode()
+
+    zone: str
+    serial: int
+    #: (name, type) → (TTL, rdata in the order served), every set of the zone.
+    rrsets: Mapping[tuple[str, str], tuple[int, tuple[dns.rdata.Rdata, ...]]]
+
+    def records(self) -> dict[str, tuple[Record, ...]]:
+        """Every record of the zone as Records, by name."""
+        found: dict[str, list[Record]] = {}
+        for (name, _), (ttl, rdatas) in sorted(self.rrsets.items()):
+            found.setdefault(name, []).extend(zonefile.from_rdata(name, ttl, rdata) for rdata in rdatas)
+        return {name: tuple(records) for name, records in found.items()}
+
+    def rdataset(self, name: str, rdtype: str, ttl: int | None = None) -> dns.rdataset.Rdataset | None:
+        """The live set as an rdataset (``ttl`` overrides: prerequisites need 0), None when absent."""
+        entry = self.rrsets.get((name, rdtype))
+        if entry is None:
+            return None
+        return dns.rdataset.from_rdata_list(entry[0] if ttl is None else ttl, list(entry[1]))
+
+    def rdata_of(self, record: Record) -> dns.rdata.Rdata | None:
+        """The live rdata that ``record`` was read from (same value, any TXT split)."""
+        entry = self.rrsets.get((record.name, record.type))
+        for rdata in entry[1] if entry else ():
+            live = zonefile.from_rdata(record.name, record.ttl, rdata)
+            if (live.content, live.priority) == (record.content, record.priority):
+                return rdata
+        return None
+
+    def names(self) -> set[str]:
+        return {name for name, _ in self.rrsets}
+
+
+def transfer(server: Server, zone: str) -> ZoneSnapshot:
+    """Every record of ``zone``, by a TSIG-signed AXFR over TCP from the primary.
+
+    A transfer (not one query per name) because answers to queries may be synthesised
+    from a wildcard (RFC 4592) and would look like records at the name; the zone's own
+    data has no such ambiguity, and one request reads every name the plan touches.
+    """
+    origin = _name(zone)
+    action = f"read zone {zone} (AXFR)"
+    try:
+        messages = dns.query.xfr(
+            server.address, origin, port=server.port, timeout=server.timeout, lifetime=server.timeout * 3,
+            keyring=server.keyring(), keyname=server.key_name, keyalgorithm=server.algorithm, relativize=False,
+        )
+        rrsets: dict[tuple[str, str], tuple[int, list[dns.rdata.Rdata]]] = {}
+        serial = 0
+        for message in messages:
+            for rrset in message.answer:
+                key = (names.normalize(rrset.name.to_text()), dns.rdatatype.to_text(rrset.rdtype))
+                if rrset.rdtype == dns.rdatatype.SOA:
+                    serial = int(getattr(rrset[0], "serial"))
+                ttl, rdatas = rrsets.setdefault(key, (rrset.ttl, []))
+                rdatas.extend(r for r in rrset if r not in rdatas)
+    except dns.xfr.TransferError as err:
+        raise ProviderError(_transfer_refused(server, zone, err.rcode)) from err
+    except (dns.exception.FormError, EOFError) as err:
+        raise ProviderError(f"{action} at {server.where}: the transfer broke off ({err})") from err
+    except dns.exception.DNSException as err:
+        raise ProviderError(_exchange_error(server, action, err)) from err
+    except (ConnectionError, OSError) as err:
+        raise ProviderError(f"{action}: cannot reach {server.where} over TCP: {err.strerror or err}") from err
+    return ZoneSnapshot(names.normalize(zone), serial, {k: (ttl, tuple(r)) for k, (ttl, r) in rrsets.items()})
+
+
+def _transfer_refused(server: Server, zone: str, rcode: dns.rcode.Rcode) -> str:
     if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
-        raise ProviderError(
-            f"read {rrset_name} {rdtype} at {server.where}: the server refused to answer "
-            f"({dns.rcode.to_text(rcode)}): it does not serve that zone, or not to key {server.key_name}; "
-            "point mailstack:dns.server at the zone's primary"
+        return (
+            f"read zone {zone} at {server.where}: the server refused the zone transfer ({dns.rcode.to_text(rcode)}): "
+            f"mailstack reads the whole zone before changing it; allow key {server.key_name} to transfer it "
+            f'(BIND: allow-transfer {{ key "{server.key_name}"; }};), or point mailstack:dns.server at the zone\'s primary'
         )
-    if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-        raise ProviderError(_rcode_message(rcode, server, f"read {rrset_name} {rdtype}", zone=None))
-    if not response.flags & dns.flags.AA:
-        raise ProviderError(
-            f"{server.where} is not authoritative for {rrset_name} (answer without the AA flag): "
-            "point mailstack:dns.server at the zone's primary"
-        )
-    for rrset in response.answer:
-        if rrset.name == _name(rrset_name) and rrset.rdtype == dns.rdatatype.from_text(rdtype):
-            values = tuple(sorted({_canonical_rdata(r) for r in rrset}))
-            return RecordSet(rrset_name, rdtype, rrset.ttl, values)
-    return None
+    return _rcode_message(rcode, server, f"read zone {zone}", zone=zone)
 
 
-# -- updating ------------------------------------------------------------------------
-
-def create(server: Server, zone: str, wanted: RecordSet) -> None:
-    """Add a record set that must not exist yet (RFC 2136 "RRset does not exist").
-
-    A CNAME needs the whole name unused ("name is not in use"); any other type needs no
-    CNAME at the name, which BIND would otherwise silently keep instead of our data.
-    """
-    update = _message(server, zone)
-    name = _name(wanted.name)
-    if wanted.type == "CNAME":
-        update.absent(name)
-    else:
-        update.absent(name, wanted.type)
-        update.absent(name, "CNAME")
-    update.add(name, wanted.rdataset())
-    _send(server, update, zone, f"create {wanted.name} {wanted.type}")
+# -- writing: one guarded update -------------------------------------------------------
 
 
-def replace(server: Server, zone: str, old: RecordSet, new: RecordSet) -> None:
-    """Replace a record set only while it still holds exactly the old values
-    (RFC 2136 "RRset exists (value dependent)"); someone else's edit stops us."""
-    update = _message(server, zone)
-    name = _name(new.name)
-    update.present(name, old.rdataset(ttl=0))
-    update.delete(name, new.type)
-    update.add(name, new.rdataset())
-    _send(server, update, zone, f"update {new.name} {new.type}")
-
-
-def delete(server: Server, zone: str, old: RecordSet) -> None:
-    """Delete a record set only while it still holds exactly the values we wrote."""
-    update = _message(server, zone)
-    name = _name(old.name)
-    update.present(name, old.rdataset(ttl=0))
-    update.delete(name, old.type)
-    _send(server, update, zone, f"delete {old.name} {old.type}")
-
-
-def _message(server: Server, zone: str) -> dns.update.UpdateMessage:
+def message(server: Server, zone: str) -> dns.update.UpdateMessage:
+    """An empty update for ``zone``, signed with the server's key."""
     return dns.update.UpdateMessage(
         _name(zone), keyring=server.keyring(), keyname=_name(server.key_name), keyalgorithm=server.algorithm
     )
 
 
-def _send(server: Server, message: dns.message.Message, zone: str, action: str) -> None:
-    response = _exchange(server, message, action)
+def send(server: Server, update: dns.message.Message, zone: str, action: str) -> None:
+    """Send one update; any answer but NOERROR is a ProviderError saying what to do."""
+    response = _exchange(server, update, action)
     rcode = response.rcode()
     if rcode != dns.rcode.NOERROR:
         raise ProviderError(_rcode_message(rcode, server, action, zone=zone))
@@ -195,26 +205,36 @@ def _exchange(server: Server, message: dns.message.Message, action: str) -> dns.
     """One TCP exchange; transport and TSIG failures become ProviderErrors."""
     try:
         return dns.query.tcp(message, server.address, timeout=server.timeout, port=server.port)
-    except dns.exception.Timeout as err:
-        raise ProviderError(f"{action}: no answer from {server.where} within {server.timeout:g}s") from err
-    except dns.tsig.PeerBadKey as err:
+    except EOFError as err:
         raise ProviderError(
-            f"{action}: {server.where} does not know TSIG key {server.key_name} ({server.algorithm}) (BADKEY): "
-            "check mailstack:dns.tsigKeyName and tsigAlgorithm against the server's key statement"
+            f"{action}: {server.where} closed the connection before answering: the update may or may not have "
+            "been applied; run again — the next run reads the zone and writes only what is missing, never twice"
         ) from err
-    except dns.tsig.PeerBadSignature as err:
-        raise ProviderError(
-            f"{action}: {server.where} rejected the signature of TSIG key {server.key_name} (BADSIG): "
-            "mailstack:tsigSecret does not match the server's secret for that key"
-        ) from err
-    except dns.tsig.PeerBadTime as err:
-        raise ProviderError(f"{action}: {server.where} rejected the TSIG time (BADTIME): check both clocks") from err
-    except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.PeerError) as err:
-        raise ProviderError(f"{action}: TSIG verification with {server.where} failed ({type(err).__name__})") from err
+    except dns.exception.DNSException as err:
+        raise ProviderError(_exchange_error(server, action, err)) from err
     except (ConnectionError, OSError) as err:
         raise ProviderError(f"{action}: cannot reach {server.where} over TCP: {err.strerror or err}") from err
-    except dns.exception.DNSException as err:
-        raise ProviderError(f"{action}: bad answer from {server.where}: {err}") from err
+
+
+def _exchange_error(server: Server, action: str, err: dns.exception.DNSException) -> str:
+    """What a transport or TSIG failure means, never with the secret."""
+    if isinstance(err, dns.exception.Timeout):
+        return f"{action}: no answer from {server.where} within {server.timeout:g}s"
+    if isinstance(err, dns.tsig.PeerBadKey):
+        return (
+            f"{action}: {server.where} does not know TSIG key {server.key_name} ({server.algorithm}) (BADKEY): "
+            "check mailstack:dns.tsigKeyName and tsigAlgorithm against the server's key statement"
+        )
+    if isinstance(err, dns.tsig.PeerBadSignature):
+        return (
+            f"{action}: {server.where} rejected the signature of TSIG key {server.key_name} (BADSIG): "
+            "mailstack:tsigSecret does not match the server's secret for that key"
+        )
+    if isinstance(err, dns.tsig.PeerBadTime):
+        return f"{action}: {server.where} rejected the TSIG time (BADTIME): check both clocks"
+    if isinstance(err, (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.PeerError)):
+        return f"{action}: TSIG verification with {server.where} failed ({type(err).__name__})"
+    return f"{action}: bad answer from {server.where}: {err}"
 
 
 _RCODE_HELP: dict[dns.rcode.Rcode, str] = {
@@ -224,13 +244,13 @@ _RCODE_HELP: dict[dns.rcode.Rcode, str] = {
     dns.rcode.NOTAUTH: "the server is not authoritative for {zone}, or did not accept key {key} "
     "(NOTAUTH; a wrong TSIG secret, name or algorithm also gives this)",
     dns.rcode.NOTZONE: "a name is outside zone {zone} (NOTZONE): check mailstack:dns.zone and aliasZones",
-    dns.rcode.YXRRSET: "the record set already exists with values mailstack did not write (YXRRSET); "
-    "it was left untouched — remove it by hand or make the stack declare exactly those values",
-    dns.rcode.NXRRSET: "the record set no longer holds the values mailstack wrote (NXRRSET): someone "
-    "changed it outside mailstack; it was left untouched — run `pulumi refresh` and review",
-    dns.rcode.YXDOMAIN: "the name already holds other records (YXDOMAIN): a CNAME cannot sit beside "
-    "them (RFC 1034 §3.6.2); it was left untouched",
-    dns.rcode.NXDOMAIN: "a required name does not exist (NXDOMAIN); nothing was changed",
+    dns.rcode.YXRRSET: "zone {zone} changed between mailstack reading it and writing (YXRRSET: a record set "
+    "appeared); nothing of this update was written — run again to plan against what is there now",
+    dns.rcode.NXRRSET: "zone {zone} changed between mailstack reading it and writing (NXRRSET: a record set "
+    "no longer holds what was read); nothing of this update was written — run again to plan against what is there now",
+    dns.rcode.YXDOMAIN: "zone {zone} changed between mailstack reading it and writing (YXDOMAIN: a name came "
+    "into use); nothing of this update was written — run again",
+    dns.rcode.NXDOMAIN: "a required name does not exist (NXDOMAIN); nothing of this update was written",
     dns.rcode.SERVFAIL: "the server failed (SERVFAIL): see its log (journal, zone file permissions)",
     dns.rcode.NOTIMP: "the server does not implement dynamic updates (NOTIMP)",
     dns.rcode.FORMERR: "the server could not parse the update (FORMERR)",
