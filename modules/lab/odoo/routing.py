@@ -21,36 +21,23 @@ from __future__ import annotations
 import ast
 import email
 import email.policy
-import json
 import time
 import xmlrpc.client
 from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Any
 
-from mailstack.lab.odoo import mailing
-from mailstack.lab.odoo.orm import Env, ago
+from mailstack.lab.odoo.bounces import (
+    Route,
+    alias_bounce_incoming_email,
+    catchall_bounce,
+    detect_loop_headers,
+    detect_loop_sender,
+)
+from mailstack.lab.odoo.headers import formatted, header, split
+from mailstack.lab.odoo.orm import Env
 from mailstack.lab.odoo.threads import MailMessage, MailThreadModel
 from mailstack.rules.odoo import email_normalize, formataddr
-
-Route = tuple[str, Any, dict[str, Any], int, dict[str, Any] | None]
-LOOP_MARK = "-loop-detection-bounce-email@"
-
-
-def _header(message: EmailMessage, name: str) -> str:
-    """``tools.decode_message_header(message, name, separator=',')``: every occurrence, joined."""
-    return ",".join(str(v) for v in message.get_all(name, []) or [])
-
-
-def _formatted(*values: str) -> str:
-    """``','.join(set(email_split_and_format(...)))`` of header values."""
-    found = {formataddr((n, a)) for n, a in getaddresses([v for v in values if v]) if "@" in a}
-    return ",".join(sorted(found))
-
-
-def _split(text: str | None) -> list[str]:
-    """``tools.email_split``: the bare addresses of a comma-joined list."""
-    return [a for _, a in getaddresses([text or ""]) if "@" in a]
 
 
 def message_parse(env: Env, message: EmailMessage) -> dict[str, Any]:
@@ -65,9 +52,9 @@ def message_parse(env: Env, message: EmailMessage) -> dict[str, Any]:
         "subject": str(message.get("Subject") or ""),
         "email_from": email_from,
         "from": email_from,
-        "cc": _header(message, "Cc"),
-        "to": _formatted(_header(message, "Delivered-To"), _header(message, "To")),
-        "recipients": _formatted(*(_header(message, h) for h in ("Delivered-To", "To", "Cc", "Resent-To", "Resent-Cc"))),
+        "cc": header(message, "Cc"),
+        "to": formatted(header(message, "Delivered-To"), header(message, "To")),
+        "recipients": formatted(*(header(message, h) for h in ("Delivered-To", "To", "Cc", "Resent-To", "Resent-Cc"))),
         "references": str(message.get("References") or ""),
         "in_reply_to": str(message.get("In-Reply-To") or "").strip(),
         "body": _body(message),
@@ -111,9 +98,9 @@ def detect_is_bounce(env: Env, message: EmailMessage, msg_dict: dict[str, Any]) 
     ``multipart/report`` / delivery-status content type."""
     domains = env["mail.alias.domain"]
     bounces = [domains.value(d, "bounce_email") for d in domains.rows()]
-    if bounces and any((email_normalize(e) or e) in bounces for e in _split(msg_dict["to"]) or [""]):
+    if bounces and any((email_normalize(e) or e) in bounces for e in split(msg_dict["to"]) or [""]):
         return True
-    froms = _split(msg_dict["email_from"])
+    froms = split(msg_dict["email_from"])
     if froms and froms[0].rpartition("@")[0].lower() == "mailer-daemon":
         return True
     content_type = message.get_content_type()
@@ -139,7 +126,7 @@ def detect_write_to_catchall(env: Env, msg_dict: dict[str, Any], any_to: bool = 
     is some domain's ``catchall_email``."""
     domains = env["mail.alias.domain"]
     catchalls = [domains.value(d, "catchall_email") for d in domains.rows()]
-    tos = [email_normalize(e) or e for e in _split(msg_dict["to"]) or [""]]
+    tos = [email_normalize(e) or e for e in split(msg_dict["to"]) or [""]]
     if any_to:
         return bool(catchalls) and any(t in catchalls for t in tos)
     return bool(catchalls) and bool(tos) and all(t in catchalls for t in tos)
@@ -190,8 +177,8 @@ def message_route(env: Env, message: EmailMessage, msg_dict: dict[str, Any], mod
         found = env["mail.message"].search([("message_id", "in", references)], limit=1, order="id desc")
         reply = env["mail.message"].row(int(found[0])) if found else None
     reply_model, reply_thread = (reply.get("model"), reply.get("res_id")) if reply else (None, None)
-    email_to = [e.lower() for e in _split(msg_dict["to"]) or [""]]
-    rcpt_tos = [e.lower() for e in _split(msg_dict["recipients"]) or [""]]
+    email_to = [e.lower() for e in split(msg_dict["to"]) or [""]]
+    rcpt_tos = [e.lower() for e in split(msg_dict["recipients"]) or [""]]
     valid_rcpts = list(rcpt_tos)
     if reply_model and reply_thread:
         # Step 1a: a forward to an alias of another model is not a reply.
@@ -210,7 +197,7 @@ def message_route(env: Env, message: EmailMessage, msg_dict: dict[str, Any], mod
     if rcpt_tos:  # always true in 17.0: the list holds at least ''
         msg_dict.pop("parent_id", None)
         if detect_write_to_catchall(env, msg_dict):
-            _catchall_bounce(env, message, msg_dict)
+            catchall_bounce(env, message, msg_dict)
             return []
         dest_aliases = _aliases(env, valid_rcpts, _local_parts(env, valid_rcpts))
         if dest_aliases:
@@ -231,23 +218,12 @@ def message_route(env: Env, message: EmailMessage, msg_dict: dict[str, Any], mod
         if isinstance(fallback, tuple) and fallback:
             return [fallback]
     if rcpt_tos and detect_write_to_catchall(env, msg_dict, any_to=True):
-        _catchall_bounce(env, message, msg_dict)
+        catchall_bounce(env, message, msg_dict)
         return []
     raise ValueError(
         f"No possible route found for incoming message from {msg_dict['email_from']} to {msg_dict['to']} "
         f"(Message-Id {msg_dict['message_id']}:). Create an appropriate mail.alias or force the destination model."
     )
-
-
-def _catchall_bounce(env: Env, message: EmailMessage, msg_dict: dict[str, Any]) -> None:
-    """The mail.mail_bounce_catchall bounce (template text not verified: ours)."""
-    company = env.rows("res.company")[0] if env.rows("res.company") else {}
-    body = ("<p>Dear Sender,<br/><br/>The message below could not be accepted by the address "
-            f"{env['res.company'].value(company, 'catchall_email') if company else ''}. Only replies to a conversation are. "
-            f"Please contact {company.get('name', 'us')} directly.</p>")
-    routing_create_bounce_email(env, msg_dict["email_from"], body, message,
-                                references=f"{msg_dict['message_id']} {mailing.tracking_message_id(env, 'loop-detection-bounce-email')}",
-                                reply_to=company.get("email") or False)
 
 
 def routing_check_route(env: Env, message: EmailMessage, msg_dict: dict[str, Any], route: Route, raise_exception: bool) -> Route | tuple[()] | bool:
@@ -265,7 +241,7 @@ def routing_check_route(env: Env, message: EmailMessage, msg_dict: dict[str, Any
     if thread_id and documents.row(int(thread_id)) is None:
         thread_id = None  # "reply to missing document, fall back on document creation"
     if not msg_dict.get("author_id"):
-        froms = _split(msg_dict["email_from"])
+        froms = split(msg_dict["email_from"])
         partners = env["res.partner"]
         found = [p for p in partners.rows() if froms and partners.value(p, "email_normalized") == email_normalize(froms[0])]
         msg_dict["author_id"] = found[0]["id"] if found else False
@@ -299,73 +275,6 @@ def alias_get_error(env: Env, documents: MailThreadModel, thread_id: int | None,
     elif contact == "partners" and not author:
         return ("restricted to known authors", False)
     return None
-
-
-def alias_bounce_incoming_email(env: Env, message: EmailMessage, msg_dict: dict[str, Any], alias: dict[str, Any], error: tuple[str, bool]) -> None:
-    """``mail.alias._alias_bounce_incoming_email`` (mail_alias.py): a configuration error
-    marks the alias invalid; the sender gets the alias' bounce (the copy Odoo also sends
-    to the alias' creator is not modelled: the stand-in has no res.users)."""
-    reason, config_error = error
-    full = env["mail.alias"].display_name(alias)
-    if config_error:
-        env.update("mail.alias", alias["id"], {"alias_status": "invalid"})
-        body = f"<p>Your message could not be accepted by the address {full}. Please try again later or contact us instead.</p>"
-    else:
-        policy = {"partners": "known contacts", "followers": "followers of the related document"}.get(str(alias.get("alias_contact")), "")
-        body = str(alias.get("alias_bounced_content") or "") or (
-            f"<p>The message below could not be accepted by the address {full}. Only {policy} are allowed to contact it.</p>")
-    routing_create_bounce_email(env, msg_dict["email_from"], body, message, references=msg_dict["message_id"])
-
-
-def routing_create_bounce_email(env: Env, email_from: str, body_html: str, message: EmailMessage, **mail_values: Any) -> None:
-    """``_routing_create_bounce_email``: to the Return-Path (else the sender), From
-    ``"MAILER-DAEMON" <company bounce_email>``, subject ``Re: <subject>``, sent at once."""
-    bounce_to = _header(message, "Return-Path") or email_from
-    companies = env["res.company"]
-    rows = companies.rows()
-    bounce_from = companies.value(rows[0], "bounce_email") if rows else False
-    sender = formataddr(("MAILER-DAEMON", str(bounce_from))) if bounce_from else str(message.get("To") or "")
-    mailing.send_mail(env, {"body_html": body_html, "subject": f"Re: {message.get('subject')}", "email_to": bounce_to,
-                            "email_from": sender, **mail_values})
-
-
-def detect_loop_headers(msg_dict: dict[str, Any]) -> bool:
-    """``_detect_loop_headers``: a reply to one of Odoo's own bounces."""
-    return LOOP_MARK in f"{msg_dict.get('references') or ''} {msg_dict.get('in_reply_to') or ''}"
-
-
-def detect_loop_sender(env: Env, message: EmailMessage, msg_dict: dict[str, Any], routes: list[Route]) -> bool:
-    """``_detect_loop_sender``: ``mail.gateway.loop.threshold`` (20) records created, or
-    messages posted on one record, by this sender within ``mail.gateway.loop.minutes``
-    (120) — unless the sender is in ``mail.gateway.allowed`` — sends the "too many
-    emails" bounce and answers True."""
-    froms = _split(msg_dict["email_from"])
-    sender = email_normalize(froms[0]) if froms else None
-    allowed = env["mail.gateway.allowed"]
-    if not sender or any(allowed.value(a, "email_normalized") == sender for a in allowed.rows()):
-        return False
-    minutes = int(env.param("mail.gateway.loop.minutes", 120))
-    threshold = int(env.param("mail.gateway.loop.threshold", 20))
-    since = ago(minutes)
-    for model, thread_id, _values, _uid, _alias in routes:
-        if model not in env.registry or not isinstance(env.registry[model], MailThreadModel):
-            continue
-        if thread_id == 0:
-            created = [r for r in env.rows(model) if str(r.get("create_date", "")) >= since and sender in str(r.get("email_from") or "").lower()]
-            if len(created) >= threshold:
-                break
-        elif thread_id:
-            posted = [m for m in env.rows("mail.message") if m.get("model") == model and m.get("res_id") == thread_id
-                      and str(m.get("create_date", "")) >= since
-                      and (sender in str(m.get("email_from") or "").lower() or (msg_dict.get("author_id") and m.get("author_id") == msg_dict["author_id"]))]
-            if len(posted) >= threshold:
-                break
-    else:
-        return False
-    body = f"<p>Hello,<br/><br/>We have received too many emails from you ({threshold} in {minutes} minutes); this one was not processed.</p>"
-    routing_create_bounce_email(env, msg_dict["email_from"], body, message,
-                                references=f"{msg_dict['message_id']} {mailing.tracking_message_id(env, 'loop-detection-bounce-email')}")
-    return True
 
 
 def message_route_process(env: Env, message: EmailMessage, raw: bytes, msg_dict: dict[str, Any], routes: list[Route]) -> int | bool:
@@ -413,7 +322,3 @@ def message_process(env: Env, model: str | bool, message: Any, custom_values: di
         return None
     return message_route_process(env, parsed, raw, msg_dict, routes)
 
-
-def summary(msg_dict: dict[str, Any]) -> str:
-    """A log line for one processed message (no body)."""
-    return json.dumps({k: msg_dict.get(k) for k in ("message_id", "email_from", "to", "is_bounce")})
