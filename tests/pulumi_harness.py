@@ -54,6 +54,13 @@ def public_pem(key: rsa.RSAPrivateKey) -> str:
     ).decode()
 
 
+def private_pem(key: rsa.RSAPrivateKey) -> str:
+    """The private key as pulumi-tls's ``private_key_pem`` output writes it (PKCS#1 PEM)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
+
+
 def zone_id_for(zone: str) -> str:
     """The zone id the mocks answer for a zone name (deterministic, so tests can expect it)."""
     return "zone-" + zone.replace(".", "-")
@@ -70,10 +77,11 @@ class Registered:
     parent: str = ""
     protect: bool = False
     custom: bool = True
-    #: URNs of the resources it was registered to depend on (``depends_on``).
-    dependencies: list[str] = field(default_factory=list)
     #: The ``import`` resource option: the id of an existing resource to adopt.
     import_id: str | None = None
+    #: URNs of the resources it depends on (``depends_on`` and inputs from their outputs).
+    dependencies: list[str] = field(default_factory=list)
+    delete_before_replace: bool = False
 
 
 @dataclass
@@ -104,20 +112,25 @@ class ProgramRun:
 
 
 class Mocks(pulumi.runtime.Mocks):
-    """Stand-ins for the providers: resources echo their inputs; getZone answers an id."""
+    """Stand-ins for the providers: resources echo their inputs; getZone answers an id.
 
-    def __init__(self) -> None:
+    A ``tls.PrivateKey`` answers a real public key; its private half is a placeholder
+    unless ``real_private_keys`` (a deploy that runs for real needs the real key)."""
+
+    def __init__(self, real_private_keys: bool = False) -> None:
         self.resources: list[Registered] = []
         self.calls: list[Call] = []
         self.public_keys: dict[str, str] = {}
+        self.real_private_keys = real_private_keys
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         self.resources.append(Registered(args.typ, args.name, dict(args.inputs), custom=bool(args.custom), import_id=args.resource_id or None))
         if args.typ == PRIVATE_KEY_TOKEN:
-            pem = public_pem(rsa_key(int(args.inputs.get("rsaBits", 2048))))
+            key = rsa_key(int(args.inputs.get("rsaBits", 2048)))
+            pem = public_pem(key)
             self.public_keys[args.name] = pem
-            state.update(publicKeyPem=pem, privateKeyPem="(mock private key)")
+            state.update(publicKeyPem=pem, privateKeyPem=private_pem(key) if self.real_private_keys else "(mock private key)")
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -144,13 +157,14 @@ class _Monitor(pulumi_mocks.MockMonitor):
                 resource.parent = request.parent
                 resource.protect = bool(request.protect)
                 resource.dependencies = list(request.dependencies)
+                resource.delete_before_replace = bool(request.deleteBeforeReplace)
                 break
         else:
             if request.type != "pulumi:pulumi:Stack":
                 # Components are not passed to new_resource when remote=False; keep them too.
                 self._mocks.resources.append(
                     Registered(request.type, request.name, {}, response.urn, request.parent, bool(request.protect), False,
-                               list(request.dependencies))
+                               dependencies=list(request.dependencies))
                 )
         return response
 

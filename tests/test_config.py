@@ -144,6 +144,14 @@ GATEWAY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("hostname", {"hostname": "mx_1.example.net"}, "mailstack:gateways[0].hostname: 'mx_1.example.net': label 'mx_1' is not a valid host-name label"),
     ("hostname-ip", {"hostname": "192.0.2.10"}, "mailstack:gateways[0].hostname: '192.0.2.10' is an IP address, not a host name"),
     ("unknown", {"ipv5": "x"}, "mailstack:gateways[0].ipv5: unknown key (expected one of hostname, ipv4, ipv6, priority, ssh)"),
+    ("ssh-host-key-type", {"ssh": {"hostKey": "ssh-dss AAAAB3NzaC1kc3M="}},
+     "mailstack:gateways[0].ssh.hostKey: 'ssh-dss AAAAB3NzaC1kc3M=' is not an SSH public key of type ssh-ed25519, "
+     "ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa"),
+    ("ssh-host-key-data", {"ssh": {"hostKey": "ssh-ed25519 AAAA"}},
+     "mailstack:gateways[0].ssh.hostKey: 'ssh-ed25519 AAAA'...: not a valid ssh-ed25519 public key"),
+    ("ssh-host-key-newline", {"ssh": {"hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcKJUNUTddQpyK9d4LbK+fW+JXMpCEeYewqQxses4Ti\nx"}},
+     "mailstack:gateways[0].ssh.hostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcKJUNUTddQpyK9d4LbK+fW+JXMpCEeYewqQxses4Ti\\nx' "
+     "is not an SSH public key line (TYPE BASE64, e.g. the host's ssh_host_ed25519_key.pub)"),
 ]
 
 
@@ -152,6 +160,13 @@ def test_gateway_errors(fields: dict[str, Any], expected: str) -> None:
     gateway = {"hostname": "mx1.example.net", "ipv4": "192.0.2.10", **fields}
     gateway = {k: v for k, v in gateway.items() if v is not None}
     assert expected in errors_of({**ONPREM, "gateways": [gateway]})
+
+
+def test_gateway_host_key_is_kept_without_its_comment() -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcKJUNUTddQpyK9d4LbK+fW+JXMpCEeYewqQxses4Ti"
+    gateway = {"hostname": "mx1.example.net", "ipv4": "192.0.2.10", "ssh": {"hostKey": f"{key} root@mx1"}}
+    assert from_config({**ONPREM, "gateways": [gateway]}).gateways[0].ssh.host_key == key
+    assert from_config(ONPREM).gateways[0].ssh.host_key is None
 
 
 def test_gateway_declared_twice() -> None:

@@ -83,6 +83,8 @@ def test_one_component_per_gateway_with_files_key_and_activation() -> None:
         activate = commands["activate"].inputs["create"]
         assert "postmap /etc/postfix/transport /etc/postfix/relay_recipients" in activate
         assert "postfix -c /etc/postfix check" in activate and "reload-or-restart postfix" in activate
+        assert "chmod 0755 /usr/local/lib/mailstack/mailgate.py /usr/local/lib/mailstack/aliasd.py" in activate
+        assert "systemctl enable opendkim postfix mailstack-aliasd" in activate
         assert activate.index("systemctl restart mailstack-aliasd") < activate.index("reload-or-restart postfix")
         key = commands["dkim-key"]
         assert secret(key.inputs["stdin"]) == "(mock private key)"  # the tls.PrivateKey PEM, secret, via stdin
@@ -202,3 +204,55 @@ def test_forward_mode_installs_postsrsd_and_redirects_to_odoo() -> None:
     assert "SRS_DOMAIN=example.org" in copies["/etc/default/postsrsd"]
     assert "/^(.+)@example\\.org$/\t${1}@acme.odoo.com" in copies["/etc/postfix/odoo_redirect"]
     assert "/etc/postfix/transport" not in copies  # no mailgate: Odoo Online receives it
+
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcKJUNUTddQpyK9d4LbK+fW+JXMpCEeYewqQxses4Ti"
+
+
+def test_the_host_key_is_pinned_when_declared() -> None:
+    values = base_values()
+    values["gateways"][0]["ssh"]["hostKey"] = HOST_KEY + " root@mx1"
+    run = run_values(values)
+    assert secret(run.named("gateway-mx1.example.org-packages").inputs["connection"])["hostKey"] == HOST_KEY
+    assert "hostKey" not in secret(run.named("gateway-mx2.example.org-packages").inputs["connection"])
+
+
+def test_packages_fail_on_an_unreachable_mirror_and_make_every_target_directory() -> None:
+    run = run_values(base_values())
+    create = run.named("gateway-mx1.example.org-packages").inputs["create"]
+    assert "apt-get update -q --error-on=any;" in create  # plain apt-get update exits 0 without its mirror
+    parents = {r.inputs["remotePath"].rsplit("/", 1)[0] for r in children(run, "mx1.example.org", COPY)}
+    assert {"/etc/mailstack/odoo", "/etc/systemd/system/opendkim.service.d", "/usr/local/lib/mailstack"} <= parents
+    made = create.split("umask 022; mkdir -p ", 1)[1].split(";", 1)[0].split()
+    assert sorted(parents) == made
+
+
+def test_secrets_are_replaced_delete_first_and_their_delete_removes_them() -> None:
+    """Created first, the old resource's delete would remove the file just written to
+    the same path (a new secret, or pulumi up --replace)."""
+    values = base_values()
+    values["gateway"]["smtpAuth"] = {"user": "odoo"}
+    run = run_values(values, {"odooPassword": "hunter2-odoo", "smtpAuthPassword": "hunter2-sasl"})
+    key = run.named("gateway-mx1.example.org-dkim-key")
+    password = run.named("gateway-mx1.example.org-odoo-password")
+    sasl = run.named("gateway-mx1.example.org-smtp-auth")
+    assert key.delete_before_replace and password.delete_before_replace and sasl.delete_before_replace
+    assert key.inputs["delete"] == "rm -f /etc/opendkim/keys/gw.private"
+    assert password.inputs["delete"] == "rm -f /etc/mailstack/odoo-password"
+    # A new selector moves the key (an update; activation removes the old selector's key),
+    # a new password file path replaces the password.
+    assert "/etc/opendkim/keys/gw.private" not in str(key.inputs["triggers"])
+    assert "/etc/mailstack/odoo-password" in str(password.inputs["triggers"])
+    assert "odoo" in str(sasl.inputs["triggers"]) and "mx1.example.org" in str(sasl.inputs["triggers"])
+    # The key directory keeps the packages step's 0750: made only when missing.
+    assert "test -d /etc/opendkim/keys || install -d -m 0755 /etc/opendkim/keys;" in key.inputs["create"]
+
+
+def test_activation_checks_the_certificate_reports_postfix_check_and_revives_the_instance() -> None:
+    create = run_values(base_values()).named("gateway-mx1.example.org-activate").inputs["create"]
+    assert "test -r /etc/ssl/certs/ssl-cert-snakeoil.pem || { echo 'mailstack: /etc/ssl/certs/ssl-cert-snakeoil.pem " \
+           "(mailstack:gateway.tls.cert) is missing on this host" in create
+    assert "script -qefc 'postfix -c /etc/postfix check' /dev/null >&2" in create  # stderr only on a terminal
+    assert create.index("postfix -c /etc/postfix check") < create.index("systemctl restart opendkim")
+    assert "systemctl reload-or-restart postfix postfix@-;" in create
+    assert create.rstrip().endswith("grep -qF -- \":$key\" /etc/opendkim/KeyTable || rm -f -- \"$key\"; done")

@@ -17,7 +17,7 @@ from mailstack.config import gateway as gateway_settings
 from mailstack.config import odoo as odoo_settings
 from mailstack.config.dns import read_dns
 from mailstack.config.inbound import read_inbound
-from mailstack.config.kinds import database_name, local_part
+from mailstack.config.kinds import database_name, local_part, ssh_host_key
 from mailstack.config.reader import ConfigReader, Path
 from mailstack.config.records import (
     read_dkim,
@@ -192,10 +192,11 @@ def _gateways(reader: ConfigReader, value: Any) -> tuple[Gateway, ...] | None:
 
 
 def _ssh(reader: ConfigReader, value: Any, path: Path) -> SshTarget | None:
-    data = reader.mapping(value, path, ("user", "port", "host"))
+    data = reader.mapping(value, path, ("user", "port", "host", "hostKey"))
     if data is None:
         return None
     user = reader.string(data.get("user"), (*path, "user")) or "root"
     port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=22)
     host = reader.string(data.get("host"), (*path, "host"))
-    return SshTarget(user, port or 22, host)
+    host_key = reader.convert(data["hostKey"], (*path, "hostKey"), ssh_host_key) if data.get("hostKey") is not None else None
+    return SshTarget(user, port or 22, host, host_key)

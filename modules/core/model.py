@@ -126,6 +126,9 @@ class SshTarget:
     user: str = "root"
     port: int = 22
     host: str | None = None  # defaults to the gateway's ipv4
+    #: The host's SSH public key (``ssh-ed25519 AAAA...``): the deploy refuses any
+    #: other. None: pulumi-command accepts whatever key the host presents.
+    host_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,35 +1,42 @@
 """The Pulumi gateway component: one ``mailstack:gateway:Gateway`` per gateway host.
 
-It deploys over SSH (``pulumi_command.remote``) what ``mailstack.gateway.render`` renders for the
-host, in four steps, each a child resource named ``<name>-<part>``:
+It deploys over SSH (``pulumi_command.remote``, >= 1.2) what ``mailstack.gateway.render``
+renders for the host, in four steps, each a child resource named ``<name>-<part>``; the
+shell commands are ``mailstack.providers.gateway_commands``:
 
-1. ``packages``: install postfix, opendkim and python3, create the mailgate user and
-   the directories (once per host; idempotent commands).
+1. ``packages``: install postfix, opendkim and python3 (``apt-get update
+   --error-on=any``), create the mailgate user, every directory a file is copied into,
+   and OpenDKIM's key directory (0750). Re-runs only when its command changes.
 2. one ``CopyToRemote`` per rendered file (``StringAsset`` of its text), plus the
    stdlib-only mailgate script; each re-copies when its own text changes.
 3. ``dkim-key`` (and ``odoo-password`` when ``mailstack:odooPassword`` is set, and
    ``smtp-auth`` when ``gateway.smtpAuth`` and ``mailstack:smtpAuthPassword`` are): a
    ``remote.Command`` that writes the secret from **stdin** with ``umask 077`` and
-   chowns it (``smtp-auth``: ``saslpasswd2 -p`` reads it into the sasldb). Not CopyToRemote: that copies with the remote default mode, so a key
-   would be world-readable until something chmods it; stdin also keeps the secret out
-   of the command line. The PEM comes from the ``tls.PrivateKey`` of ``__main__.py``
-   (the same key whose public half is the DKIM TXT record) and stays a secret output.
-4. ``activate``: fix modes, ``postmap``, ``postfix check``, restart OpenDKIM,
-   mailstack-aliasd (RCPT validation against Odoo's aliases, its stdlib-only script
-   copied beside the mailgate) and, for ``inbound.mode: forward``, postsrsd; reload
-   Postfix. Its ``triggers`` are the hash of every rendered file (and of the key),
-   so it re-runs when, and only when, what is on the host should change.
+   chowns it (``smtp-auth``: ``saslpasswd2 -p`` reads it into the sasldb). Not
+   CopyToRemote: that copies with the remote default mode, so a key would be
+   world-readable until something chmods it; stdin also keeps the secret out of the
+   command line. The PEM comes from the ``tls.PrivateKey`` of ``__main__.py`` (the same
+   key whose public half is the DKIM TXT record) and stays a secret output. Their
+   ``delete`` removes what they wrote; a new secret replaces them deleting first.
+4. ``activate``: check the TLS certificate is on the host, fix modes, ``postmap``,
+   ``postfix check``, then restart OpenDKIM, mailstack-aliasd (RCPT validation against
+   Odoo's aliases, its stdlib-only script copied beside the mailgate) and, for
+   ``inbound.mode: forward``, postsrsd; reload Postfix and remove a previous
+   selector's key. Its ``triggers`` are the hash of every rendered file (and of the
+   key), so it re-runs when, and only when, what is on the host should change.
 
 The SSH private key is the Pulumi secret ``mailstack:sshPrivateKey`` (else the SSH
-agent is used); host, port and user come from ``gateways[].ssh`` of the stack.
+agent is used); host, port, user and the host's key (``hostKey``: the deploy refuses any
+other) come from ``gateways[].ssh`` of the stack. docs/gateway.md says what each step
+does on a Debian 12 host, as tests/test_gateway_deploy.py runs it on one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
-import shlex
 from dataclasses import dataclass, field
 
 import pulumi
@@ -39,6 +46,7 @@ from mailstack.core.model import Gateway
 from mailstack.gateway import render as render_module
 from mailstack.gateway.layout import Layout
 from mailstack.plan import Plan
+from mailstack.providers import gateway_commands as commands
 
 TYPE = "mailstack:gateway:Gateway"
 PACKAGES = ("postfix", "opendkim", "opendkim-tools", "python3", "ssl-cert")
@@ -82,35 +90,27 @@ def _part(relative: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", relative).strip("-").lower()
 
 
-def _write_secret(path: str, owner: str, group: str, mode: str) -> str:
-    """Shell that writes stdin to ``path`` never readable by others, atomically."""
-    return (
-        f"set -eu; umask 077; install -d -m 0755 \"$(dirname {path})\"; cat > {path}.mailstack-new; "
-        f"chown {owner}:{group} {path}.mailstack-new; chmod {mode} {path}.mailstack-new; "
-        f"mv -f {path}.mailstack-new {path}"
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _secret_file(name: str, connection: remote.ConnectionArgs, path: str, owner: str, group: str, mode: str,
+                 secret: pulumi.Output[str], triggers: list[pulumi.Input[str]], parent: pulumi.Resource,
+                 packages: pulumi.Resource) -> remote.Command:
+    """A secret written to ``path`` from stdin, removed by its delete. A change of its
+    ``triggers`` replaces it deleting the old file first: created first, the old
+    resource's delete would remove the file just written to the same path (a new
+    secret, or ``pulumi up --replace``)."""
+    return remote.Command(
+        name,
+        connection=connection,
+        create=commands.write_secret(path, owner, group, mode, posixpath.dirname(path)),
+        delete=commands.remove_file(path),
+        stdin=secret,
+        triggers=triggers,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[packages], additional_secret_outputs=["stdin"],
+                                    delete_before_replace=True),
     )
-
-
-def _sasl_password(sasldb: str, realm: str, user: str) -> str:
-    """Shell that sets ``user@realm``'s SMTP AUTH password in the sasldb from stdin
-    (``saslpasswd2 -p``: no prompt, nothing in argv) and leaves the database readable
-    by smtpd only (root:postfix 0640; Debian creates it root:sasl 0660)."""
-    path, quoted_realm, quoted_user = shlex.quote(sasldb), shlex.quote(realm), shlex.quote(user)
-    return (
-        f"set -eu; umask 027; saslpasswd2 -p -c -f {path} -u {quoted_realm} {quoted_user}; "
-        f"chown root:postfix {path}; chmod 0640 {path}"
-    )
-
-
-def _activate_services(layout: Layout, aliasd: bool, forward: bool) -> str:
-    """Shell that (re)starts mailstack-aliasd and postsrsd before Postfix reloads (they
-    answer its lookups): the aliasd script executable, both enabled and restarted."""
-    commands = []
-    if aliasd:
-        commands.append(f"chmod 0755 {shlex.quote(layout.aliasd_command[-1])}; systemctl enable mailstack-aliasd; systemctl restart mailstack-aliasd; ")
-    if forward:
-        commands.append("systemctl enable postsrsd; systemctl restart postsrsd; ")
-    return "".join(commands)
 
 
 class GatewayServer(pulumi.ComponentResource):
@@ -134,6 +134,7 @@ class GatewayServer(pulumi.ComponentResource):
             port=float(gateway.ssh.port),
             user=gateway.ssh.user,
             private_key=pulumi.Output.secret(args.ssh_private_key) if args.ssh_private_key is not None else None,
+            host_key=gateway.ssh.host_key,
         )
         child = pulumi.ResourceOptions(parent=self)
         opendkim_user = layout.opendkim_user
@@ -141,17 +142,14 @@ class GatewayServer(pulumi.ComponentResource):
         key_path = layout.host_path(render_module.key_path(stack.dkim.selector))
 
         package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ()), *(SRS_PACKAGES if forward else ())]
+        aliasd_script = layout.aliasd_command[-1]
         packages = remote.Command(
             f"{name}-packages",
             connection=connection,
-            create=(
-                "set -eu; export DEBIAN_FRONTEND=noninteractive; "
-                "echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; "
-                f"apt-get update -q; apt-get install -y -q {' '.join(package_list)}; "
-                f"id -u {layout.mailgate_user} >/dev/null 2>&1 || useradd --system --no-create-home "
-                f"--home-dir /nonexistent --shell /usr/sbin/nologin {layout.mailgate_user}; "
-                f"install -d -m 0755 {layout.mailstack_dir} $(dirname {mailgate_script}); "
-                f"install -d -m 0750 -o {opendkim_user} -g {opendkim_user} {layout.opendkim_dir}/keys"
+            create=commands.packages(
+                package_list, layout.mailgate_user,
+                [posixpath.dirname(path) for path in (*self.remote_paths, mailgate_script, *([aliasd_script] if aliasd else []))],
+                posixpath.dirname(key_path), opendkim_user,
             ),
             opts=child,
         )
@@ -171,7 +169,7 @@ class GatewayServer(pulumi.ComponentResource):
             copies.append(remote.CopyToRemote(
                 f"{name}-aliasd",
                 connection=connection,
-                remote_path=layout.aliasd_command[-1],
+                remote_path=aliasd_script,
                 source=pulumi.StringAsset(scripts[0]),
                 triggers=[hashlib.sha256(scripts[0].encode()).hexdigest()],
                 opts=after_packages,
@@ -186,54 +184,44 @@ class GatewayServer(pulumi.ComponentResource):
         ))
 
         self.dkim_private_key_pem = pulumi.Output.secret(args.dkim_private_key_pem)
-        key_hash = self.dkim_private_key_pem.apply(lambda pem: hashlib.sha256(pem.encode()).hexdigest())
-        self.dkim_key = remote.Command(
-            f"{name}-dkim-key",
-            connection=connection,
-            create=_write_secret(key_path, opendkim_user, opendkim_user, "0600"),
-            delete=f"rm -f {key_path}",
-            stdin=self.dkim_private_key_pem,
-            triggers=[key_hash],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[packages], additional_secret_outputs=["stdin"]),
-        )
+        key_hash = self.dkim_private_key_pem.apply(_sha256)
+        # A new selector changes the path only: an update writes the key there, and
+        # activation removes the old selector's key once OpenDKIM runs on the new tables.
+        self.dkim_key = _secret_file(f"{name}-dkim-key", connection, key_path, opendkim_user, opendkim_user, "0600",
+                                     self.dkim_private_key_pem, [key_hash], self, packages)
         secrets: list[pulumi.Resource] = [self.dkim_key]
         if args.odoo_password is not None and stack.gateway is not None:
             password = pulumi.Output.secret(args.odoo_password)
-            secrets.append(remote.Command(
-                f"{name}-odoo-password",
-                connection=connection,
-                create=_write_secret(stack.gateway.mailgate.password_file, "root", layout.mailgate_user, "0640"),
-                stdin=password,
-                triggers=[password.apply(lambda value: hashlib.sha256(value.encode()).hexdigest())],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[packages], additional_secret_outputs=["stdin"]),
-            ))
+            password_file = stack.gateway.mailgate.password_file
+            secrets.append(_secret_file(f"{name}-odoo-password", connection, password_file, "root", layout.mailgate_user,
+                                        "0640", password, [password.apply(_sha256), password_file], self, packages))
 
         if args.smtp_auth_password is not None and stack.gateway is not None and stack.gateway.smtp_auth:
             sasl_password = pulumi.Output.secret(args.smtp_auth_password)
+            sasl = (layout.sasldb_path, gateway.hostname, stack.gateway.smtp_auth.user)
             secrets.append(remote.Command(
                 f"{name}-smtp-auth",
                 connection=connection,
-                create=_sasl_password(layout.sasldb_path, gateway.hostname, stack.gateway.smtp_auth.user),
-                delete=(f"saslpasswd2 -d -f {shlex.quote(layout.sasldb_path)} -u {shlex.quote(gateway.hostname)} "
-                        f"{shlex.quote(stack.gateway.smtp_auth.user)} || true"),
+                create=commands.sasl_password(*sasl),
+                delete=commands.remove_sasl_user(*sasl),
                 stdin=sasl_password,
-                triggers=[sasl_password.apply(lambda value: hashlib.sha256(value.encode()).hexdigest())],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[packages], additional_secret_outputs=["stdin"]),
+                # Any change replaces it, deleting the old entry first: created first, the
+                # old resource's delete would remove the user just written.
+                triggers=[sasl_password.apply(_sha256), *sasl],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[packages], additional_secret_outputs=["stdin"],
+                                            delete_before_replace=True),
             ))
 
-        public = " ".join(path for path, f in zip(self.remote_paths, files.values()) if not f.secret)
-        maps = " ".join(layout.host_path(r) for r in render_module.POSTMAP_FILES if r in files)
+        public = [path for path, f in zip(self.remote_paths, files.values()) if not f.secret]
+        maps = [layout.host_path(r) for r in render_module.POSTMAP_FILES if r in files]
+        settings = stack.gateway
+        tls_files = [("mailstack:gateway.tls.cert", settings.tls.cert), ("mailstack:gateway.tls.key", settings.tls.key)] if settings else []
         self.activate = remote.Command(
             f"{name}-activate",
             connection=connection,
-            create=(
-                f"set -eu; chmod 0644 {public}; chmod 0755 {mailgate_script}; "
-                + (f"postmap {maps}; " if maps else "")
-                + f"postfix -c {layout.postfix_dir} check; systemctl daemon-reload; "
-                "systemctl enable opendkim postfix; systemctl restart opendkim; "
-                + _activate_services(layout, aliasd, forward)
-                + "systemctl reload-or-restart postfix"
-            ),
+            create=commands.activate(public, [mailgate_script, *([aliasd_script] if aliasd else [])], maps, layout.postfix_dir, tls_files,
+                                     posixpath.dirname(key_path), f"{layout.opendkim_dir}/KeyTable",
+                                     services=[*(["mailstack-aliasd"] if aliasd else []), *(["postsrsd"] if forward else [])]),
             triggers=[self.content_hash, key_hash],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*copies, *secrets]),
         )
