@@ -123,10 +123,80 @@ def bench_checks() -> None:
                 print(f"check --stack {stack_name:16} median {statistics.median(samples):.2f} s (whole process)")
 
 
+def hostile_cases() -> dict[str, str]:
+    """Issue 10's cases: each stack file text mailstack must refuse (exit 2) quickly."""
+    import yaml
+
+    base = yaml.safe_load(PROJECT.stack_path("onpremise").read_text(encoding="utf-8"))
+
+    def with_value(key: str, value: object) -> str:
+        document = yaml.safe_load(yaml.safe_dump(base))
+        top, *rest = key.split(".")
+        node = document["config"].setdefault(top, {})
+        if not rest:
+            document["config"][top] = value
+        else:
+            for part in rest[:-1]:
+                node = node.setdefault(part, {})
+            node[rest[-1]] = value
+        document["config"].pop("mailstack:mtaSts", None)
+        return yaml.safe_dump(document, default_flow_style=None, width=1 << 30)
+
+    bomb = ["config:", "  a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    return {
+        "newline in gateway.tls.cert": with_value("mailstack:gateway.tls.cert", "/etc/x\nsmtpd_relay_restrictions = permit"),
+        "shell in mailgate.passwordFile": with_value("mailstack:gateway.mailgate.passwordFile", "/etc/x; touch /root/owned; echo "),
+        "newline in dmarc.rua": with_value("mailstack:dmarc.rua", ["mailto:a@example.net\nx"]),
+        "nesting 600 deep (flow)": "config:\n  mailstack:dmarc: " + "[" * 600 + "]" * 600 + "\n",
+        "nesting 100,000 deep (flow)": "config:\n  mailstack:dmarc: " + "[" * 100000 + "]" * 100000 + "\n",
+        "alias bomb (9^10 nodes)": "\n".join([*bomb, "  mailstack:inbound: *a9"]) + "\n",
+        "20,000-element list": with_value("mailstack:inbound", {"mode": "forward", "mx": [1] * 20000}),
+        "namespace typo mailstak:dmarc": with_value("mailstak:dmarc", {"policy": "reject"}),
+        "duplicate mailstack:dmarc": with_value("mailstack:domain", "example.net") + "  mailstack:dmarc: {policy: none}\n",
+        "209 KB report URI": with_value("mailstack:dmarc.rua", ["mailto:" + "r" * 209000 + "@example.net"]),
+        "3,000 MX hosts": with_value("mailstack:inbound", {"mode": "forward", "mx": [{"host": f"mx{i}.example.org"} for i in range(3000)]}),
+        "credentials in odoo.url": with_value("mailstack:odoo.url", "https://admin:pw@odoo.example.net"),
+        "plain-text odooPassword": with_value("mailstack:odooPassword", "hunter2"),
+        "2,000 unknown keys": with_value("mailstack:dmarc", {f"tag{i}": "x" * 50 for i in range(2000)}),
+    }
+
+
+def bench_hostile() -> None:
+    print("== hostile stack files (issue 10): refused with exit 2; in process median of 5, traced peak; then a fresh process")
+    import contextlib
+    import io
+
+    from mailstack.cli import main as cli
+
+    with tempfile.TemporaryDirectory() as work:
+        for name, text in hostile_cases().items():
+            path = Path(work) / "Pulumi.hostile.yaml"
+            path.write_text(text, encoding="utf-8")
+            argv = ["records", "--stack-file", str(path)]
+            codes: list[int] = []
+
+            def refuse() -> None:
+                with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+                    codes.append(cli.main(argv))
+
+            median, worst = timed(refuse, 5)
+            tracemalloc.start()
+            refuse()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            start = time.perf_counter()
+            process = subprocess.run([sys.executable, "-m", "mailstack.cli", *argv], capture_output=True, text=True)
+            cold = time.perf_counter() - start
+            print(f"{name:32} {len(text) / 1024:7.1f} KB  exit {set(codes)} / {process.returncode}  "
+                  f"median {median * 1000:7.1f} ms  max {worst * 1000:7.1f} ms  peak {peak / 1e6:6.2f} MB  process {cold:.2f} s")
+
+
 def main() -> None:
     bench_plan()
     bench_cli()
     bench_render()
+    bench_hostile()
     bench_checks()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"== peak RSS of this benchmark process: {rss:.0f} MB")

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mailstack import plan
 from mailstack.checks.dns.diff import wait_for_stack
@@ -28,7 +27,7 @@ from mailstack.checks.report import text as report_text
 from mailstack.config import stackfile
 from mailstack.config.stack import from_config
 from mailstack.core import names
-from mailstack.core.errors import ConfigError, ConfigErrors, MailstackError
+from mailstack.core.errors import MailstackError
 
 FORMATS = ("text", "json", "junit", "sarif")
 
@@ -81,9 +80,7 @@ def for_stack(
 ) -> Target:
     """A run on a declared stack: expectations from its plan (made with the gateway's
     DKIM public key when known, so that record compares by content)."""
-    raw = stackfile.read_namespace(stack_file)
-    disabled = disabled_checks(raw.get("checks"))
-    stack = from_config(raw)
+    stack = from_config(stackfile.read_namespace(stack_file))
     ctx = CheckContext(
         stack.domain,
         _resolver(options),
@@ -92,16 +89,7 @@ def for_stack(
         smtp=options.smtp,
         https=options.https,
     )
-    return Target(ctx, tuple(disabled), stack_file)
-
-
-def disabled_checks(section: Any) -> list[str]:
-    """``mailstack:checks: {disable: [ids]}`` of a stack file."""
-    section = section or {}
-    value = section.get("disable", []) if isinstance(section, dict) else None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigErrors([ConfigError(("checks", "disable"), "must be a list of check ids")])
-    return value
+    return Target(ctx, stack.checks.disable, stack_file)
 
 
 def execute(target: Target, options: Options) -> list[Finding]:

@@ -49,7 +49,7 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("dmarc-rua", {"dmarc": {"rua": ["dmarc@example.com"]}}, ["mailstack:dmarc.rua[0]: 'dmarc@example.com' is not a mailto: or https: report URI"]),
     ("dmarc-ruf", {"dmarc": {"ruf": ["mailto:ok@example.com", "ftp://x"]}}, ["mailstack:dmarc.ruf[1]: 'ftp://x' is not a mailto: or https: report URI"]),
     ("dmarc-fo", {"dmarc": {"fo": "2"}}, ["mailstack:dmarc.fo: '2' is not a ':'-list of 0, 1, d, s"]),
-    ("dmarc-unknown", {"dmarc": {"polcy": "none"}}, ["mailstack:dmarc.polcy: unknown key (expected one of policy, subdomainPolicy, rua, ruf, adkim, aspf, pct, fo)"]),
+    ("dmarc-unknown", {"dmarc": {"polcy": "none"}}, ["mailstack:dmarc.polcy: unknown key; did you mean mailstack:dmarc.policy? (expected one of policy, subdomainPolicy, rua, ruf, adkim, aspf, pct, fo)"]),
     ("unknown-top", {"domian": "x"}, None),  # message checked separately (lists known keys)
     ("sender-name", {"outbound": ["odooo"]}, ["mailstack:outbound[0].type: 'odooo' is not one of odoo, gateway, mailjet, google, microsoft"]),
     ("sender-type", {"outbound": [{"type": "sendgrid"}]}, ["mailstack:outbound[0].type: 'sendgrid' is not one of odoo, gateway, mailjet, google, microsoft"]),
@@ -143,15 +143,15 @@ GATEWAY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("priority-text", {"priority": "first"}, "mailstack:gateways[0].priority: 'first' is not an integer"),
     ("hostname", {"hostname": "mx_1.example.net"}, "mailstack:gateways[0].hostname: 'mx_1.example.net': label 'mx_1' is not a valid host-name label"),
     ("hostname-ip", {"hostname": "192.0.2.10"}, "mailstack:gateways[0].hostname: '192.0.2.10' is an IP address, not a host name"),
-    ("unknown", {"ipv5": "x"}, "mailstack:gateways[0].ipv5: unknown key (expected one of hostname, ipv4, ipv6, priority, ssh)"),
+    ("unknown", {"ipv5": "x"}, "mailstack:gateways[0].ipv5: unknown key; did you mean mailstack:gateways[0].ipv6? (expected one of hostname, ipv4, ipv6, priority, ssh)"),
     ("ssh-host-key-type", {"ssh": {"hostKey": "ssh-dss AAAAB3NzaC1kc3M="}},
      "mailstack:gateways[0].ssh.hostKey: 'ssh-dss AAAAB3NzaC1kc3M=' is not an SSH public key of type ssh-ed25519, "
      "ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa"),
     ("ssh-host-key-data", {"ssh": {"hostKey": "ssh-ed25519 AAAA"}},
      "mailstack:gateways[0].ssh.hostKey: 'ssh-ed25519 AAAA'...: not a valid ssh-ed25519 public key"),
     ("ssh-host-key-newline", {"ssh": {"hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcKJUNUTddQpyK9d4LbK+fW+JXMpCEeYewqQxses4Ti\nx"}},
-     "mailstack:gateways[0].ssh.hostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcKJUNUTddQpyK9d4LbK+fW+JXMpCEeYewqQxses4Ti\\nx' "
-     "is not an SSH public key line (TYPE BASE64, e.g. the host's ssh_host_ed25519_key.pub)"),
+     "mailstack:gateways[0].ssh.hostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5...K9d4LbK+fW+JXMpCEeYewqQxses4Ti\\nx' "
+     "contains the control character U+000A at position 80"),
 ]
 
 
@@ -176,7 +176,7 @@ def test_gateway_declared_twice() -> None:
 
 def test_unknown_top_level_key_lists_known_keys() -> None:
     [message] = errors_of({**BASE, "domian": "x"})
-    assert message.startswith("mailstack:domian: unknown key (known keys: ")
+    assert message.startswith("mailstack:domian: unknown key; did you mean mailstack:domain? (known keys: ")
     assert "domain" in message and "outbound" in message and "dmarc" in message
 
 

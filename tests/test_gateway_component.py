@@ -4,16 +4,21 @@ from the generated key, and triggers that change exactly when rendered content d
 from __future__ import annotations
 
 import copy
+import dataclasses
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pulumi
+import pytest
 from pulumi.runtime import rpc
 
 from mailstack import plan
 from mailstack.config import stackfile
 from mailstack.config.stack import from_config
 from mailstack.gateway import render
+from mailstack.providers import gateway_commands
 from mailstack.providers.gateway import TYPE, GatewayArgs, GatewayServer, content_hash
 from mailstack.rules import dkim
 from tests import project
@@ -256,3 +261,60 @@ def test_activation_checks_the_certificate_reports_postfix_check_and_revives_the
     assert create.index("postfix -c /etc/postfix check") < create.index("systemctl restart opendkim")
     assert "systemctl reload-or-restart postfix postfix@-;" in create
     assert create.rstrip().endswith("grep -qF -- \":$key\" /etc/opendkim/KeyTable || rm -f -- \"$key\"; done")
+
+
+# -- hostile paths: every value in a remote command is one shell word ------------------
+
+#: Paths mailgate.conf (INI) can hold but a shell would run: only quoting stops them.
+SHELL_HOSTILE = ["/etc/x;touch${IFS}/tmp/owned", "/etc/x`id>/tmp/owned`", "/etc/$(id)/it's"]
+
+
+def _component(password_file: str) -> list[Any]:
+    """The component's resources for a stack whose mailgate password file is
+    ``password_file``, the model built directly (as a future key could)."""
+    stack = from_config(base_values())
+    assert stack.gateway is not None
+    settings = dataclasses.replace(stack.gateway, mailgate=dataclasses.replace(stack.gateway.mailgate, password_file=password_file))
+    stack = dataclasses.replace(stack, gateway=settings)
+    mocks = Mocks()
+    pulumi.runtime.reset_options(project="mailstack", stack="unit")
+    pulumi.runtime.set_mocks(mocks, project="mailstack", stack="unit")
+
+    @pulumi.runtime.test
+    def build() -> pulumi.Output[Any]:
+        server = GatewayServer("gw", GatewayArgs(plan=plan.build(stack), gateway=stack.gateways[0], dkim_private_key_pem="PEM", odoo_password="pw"))
+        return server.activate.urn
+
+    build()
+    return mocks.resources
+
+
+def test_hostile_password_file_paths_are_quoted_exactly() -> None:
+    resources = {r.name: r for r in _component("/etc/x;touch${IFS}/tmp/owned")}
+    assert resources["gw-odoo-password"].inputs["create"] == (
+        "set -eu; umask 077; test -d '/etc/x;touch${IFS}/tmp' || install -d -m 0755 '/etc/x;touch${IFS}/tmp'; "
+        "cat > '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
+        "chown root:mailgate '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
+        "chmod 0640 '/etc/x;touch${IFS}/tmp/owned.mailstack-new'; "
+        "mv -f '/etc/x;touch${IFS}/tmp/owned.mailstack-new' '/etc/x;touch${IFS}/tmp/owned'"
+    )
+    assert resources["gw-odoo-password"].inputs["delete"] == "rm -f '/etc/x;touch${IFS}/tmp/owned'"
+    quoted = {r.name: r for r in _component("/etc/$(id)/it's")}["gw-odoo-password"].inputs["create"]
+    assert quoted.startswith("set -eu; umask 077; test -d '/etc/$(id)' || install -d -m 0755 '/etc/$(id)'; "
+                             "cat > '/etc/$(id)/it'\"'\"'s.mailstack-new';")
+
+
+@pytest.mark.parametrize("hostile", SHELL_HOSTILE)
+def test_a_real_shell_writes_the_secret_at_the_exact_hostile_path(hostile: str, tmp_path: Path) -> None:
+    """The command the component sends, run by dash: the secret lands at the path
+    as written, byte for byte, mode 0640, and nothing in the path runs."""
+    marker = tmp_path / "owned"
+    path = str(tmp_path) + hostile.replace("/tmp/owned", str(marker))
+    command = gateway_commands.write_secret(path, "root", "root", "0640", str(Path(path).parent))
+    result = subprocess.run(["/bin/sh", "-c", command], input="the-secret\n", capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    written = Path(path)
+    assert written.read_text() == "the-secret\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o640
+    assert not marker.exists(), "a command hidden in the path ran"
+    assert sorted(p.name for p in written.parent.iterdir()) == [written.name]

@@ -98,7 +98,7 @@ def test_generated_config_is_accepted_with_every_option(tmp_path: Path, private_
     check = subprocess.run([binaries.binary("postfix"), "-c", str(out / "postfix"), "check"], capture_output=True, text=True)
     assert check.returncode == 0 and check.stderr == "", check.stderr
     assert "postfix/sasl/smtpd.conf" in files and "postfix/relay_recipients" not in files
-    assert "relay_recipient_maps = \n" in files["postfix/main.cf"].text
+    assert "relay_recipient_maps =\n" in files["postfix/main.cf"].text
     assert "smtpd_tls_security_level=encrypt" in files["postfix/master.cf"].text
     assert "smtpd_client_connection_rate_limit = 10\n" in files["postfix/main.cf"].text
     assert "message_size_limit = 10485760\n" in files["postfix/main.cf"].text
@@ -329,7 +329,8 @@ _LABEL = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
 
 @settings(max_examples=60, deadline=None)
 @given(
-    aliases=st.lists(st.from_regex(r"[a-z][a-z0-9._-]{0,10}[a-z0-9]", fullmatch=True), max_size=6, unique=True),
+    # RFC 5321 dot-strings: no leading, trailing or double dot.
+    aliases=st.lists(st.from_regex(r"[a-z][a-z0-9_-]{0,6}(?:\.[a-z0-9_-]{1,4})?", fullmatch=True), max_size=6, unique=True),
     alias_domains=st.lists(_LABEL.map(lambda label: f"{label}.example"), max_size=3, unique=True),
     accept_all=st.booleans(),
 )

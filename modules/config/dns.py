@@ -10,8 +10,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from mailstack.config import kinds
 from mailstack.config.reader import ConfigReader, Path
 from mailstack.core import names, tsig
+from mailstack.core.errors import quote
+from mailstack.rules import limits
 from mailstack.core.model import Dns
 
 
@@ -24,7 +27,7 @@ def read_dns(reader: ConfigReader, value: Any, domain: str | None, aliases: tupl
     provider = reader.choice(data.get("provider"), (*path, "provider"), ("cloudflare", "rfc2136"), default="cloudflare")
     zone = domain or ""
     if data.get("zone") is not None:
-        zone = reader.convert(data["zone"], (*path, "zone"), names.domain) or zone
+        zone = reader.convert(data["zone"], (*path, "zone"), kinds.domain) or zone
         if domain and zone and not names.within(domain, zone):
             reader.fail((*path, "zone"), f"{domain} is not inside zone {zone}")
     ttl = reader.integer(data.get("ttl"), (*path, "ttl"), 1, 86400, default=3600)
@@ -35,7 +38,7 @@ def read_dns(reader: ConfigReader, value: Any, domain: str | None, aliases: tupl
     alias_zones: list[tuple[str, str]] = []
     zone_map = reader.mapping(data.get("aliasZones"), (*path, "aliasZones"), aliases) or {}
     for alias, alias_zone in zone_map.items():
-        checked = reader.convert(alias_zone, (*path, "aliasZones", alias), names.domain)
+        checked = reader.convert(alias_zone, (*path, "aliasZones", alias), kinds.domain)
         if checked and not names.within(alias, checked):
             reader.fail((*path, "aliasZones", alias), f"{alias} is not inside zone {checked}")
         elif checked:
@@ -86,36 +89,37 @@ def _adopt(reader: ConfigReader, value: Any, path: Path, provider: str | None) -
     adopted: list[tuple[str, str]] = []
     for key, item in value.items():
         where = (*path, str(key))
-        if not isinstance(key, str) or not _RECORD_KEY.match(key):
+        if not isinstance(key, str) or not _RECORD_KEY.fullmatch(key):
             reader.fail(where, "is not a record key such as txt-example.com or mx-example.com-10-mx1.example.com")
             continue
-        if not isinstance(item, str) or not item.strip():
-            reader.fail(where, "must be a non-empty string")
+        text = reader.string(item, where)  # no control characters, at most 4,096
+        if text is None:
             continue
-        text = item.strip()
-        if provider == "cloudflare" and not _CLOUDFLARE_IMPORT_ID.match(text):
-            reader.fail(where, f"{text[:80]!r} is not a Cloudflare import id <zone_id>/<record_id> (32 hex digits each; see `mailstack adopt`)")
-        elif provider == "rfc2136" and (len(text) > 4096 or any(ord(c) < 32 for c in text)):
-            reader.fail(where, "must be the live record's value on one line (at most 4096 characters)")
+        if provider == "cloudflare" and not _CLOUDFLARE_IMPORT_ID.fullmatch(text):
+            reader.fail(where, f"{quote(text)} is not a Cloudflare import id <zone_id>/<record_id> (32 hex digits each; see `mailstack adopt`)")
         else:
             adopted.append((key, text))
     return tuple(sorted(adopted))
 
 
 def _server_address(value: Any) -> str:
-    text = str(value).strip()
-    if names.is_ip(text):
-        return text
-    return names.hostname(text)
+    try:
+        return kinds.ip_address(value)
+    except ValueError:
+        pass
+    try:
+        return kinds.hostname(value)
+    except ValueError:
+        raise ValueError(f"{quote(value)} is not an IP address or host name") from None
 
 
 def _key_name(value: Any) -> str:
-    text = names.normalize(str(value))
+    text = names.normalize(kinds.text(value)) if isinstance(value, str) else ""
     try:
         for part in text.split("."):
             names.label(part, allow_underscore=True)
     except names.InvalidName:
-        raise ValueError(f"{value!r} is not a TSIG key name") from None
-    if not text:
-        raise ValueError(f"{value!r} is not a TSIG key name")
+        raise ValueError(f"{quote(value)} is not a TSIG key name") from None
+    if not text or len(text) > limits.NAME_LENGTH.value:
+        raise ValueError(f"{quote(value)} is not a TSIG key name (DNS labels, at most {limits.NAME_LENGTH.value} characters)")
     return text

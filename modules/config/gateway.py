@@ -19,8 +19,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from mailstack.config import kinds
 from mailstack.config.reader import ConfigReader, Path
 from mailstack.core import names
+from mailstack.core.errors import quote
+from mailstack.rules.limits import Limit
 from mailstack.core.model import (
     DEFAULT_PASSWORD_FILE,
     DEFAULT_SIZE_LIMIT,
@@ -40,6 +43,10 @@ _KEYS = (
     "odooAddresses", "smtpAuth", "relayHost", "tls", "messageSizeLimit", "rateLimits", "mailgate", "deploy",
     "recipientCheck", "recipientRefresh",
 )
+#: Odoo's submitting addresses (Postfix mynetworks, OpenDKIM InternalHosts).
+ODOO_ADDRESSES = Limit(100, "they are Odoo's own servers; trust a network instead of listing more hosts")
+#: The mailgate's Odoo URL (defaults to mailstack:odoo.url).
+MAILGATE_URL = kinds.url(("http", "https"))
 
 
 def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_database: str | None, has_gateways: bool) -> GatewaySettings | None:
@@ -57,7 +64,7 @@ def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_databas
     data = reader.mapping(value, path, _KEYS)
     if data is None:
         return None
-    errors_before = len(reader.errors)
+    errors_before = reader.error_count
     addresses = _addresses(reader, data.get("odooAddresses"), (*path, "odooAddresses"))
     smtp_auth = _smtp_auth(reader, data.get("smtpAuth"), (*path, "smtpAuth"))
     relay = None
@@ -70,9 +77,8 @@ def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_databas
     deploy = reader.boolean(data.get("deploy"), (*path, "deploy"), default=True)
     check = reader.choice(data.get("recipientCheck"), (*path, "recipientCheck"), ("odoo", "static"), default="odoo")
     refresh = reader.integer(data.get("recipientRefresh"), (*path, "recipientRefresh"), 10, 3600, default=60)
-    if len(reader.errors) > errors_before:
-        return None
-    assert tls and rates and mailgate and size is not None and check and refresh is not None
+    if reader.error_count > errors_before or not (tls and rates and mailgate and size is not None and check and refresh is not None):
+        return None  # reported here, or (mailgate's defaults) at mailstack:odoo
     return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates, deploy, check, refresh)
 
 
@@ -80,42 +86,41 @@ def parse_relay_host(value: Any) -> RelayHost:
     """``host``, ``host:port`` or ``[host]:port`` (IPv6 in brackets); port 25 by default."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a host name or address, e.g. smtp.example.com or [smtp.example.com]:587")
-    text = value.strip()
+    text = kinds.text(value)
     port = 25
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest and not rest.startswith(":"):
-            raise ValueError(f"{value!r} is not [host] or [host]:port")
+            raise ValueError(f"{quote(value)} is not [host] or [host]:port")
         port_text = rest[1:] if rest else ""
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     else:
         host, port_text = text, ""
     if port_text:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ValueError(f"{value!r}: port {port_text!r} is not a number from 1 to 65535")
+        if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5 or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{quote(value)}: port {quote(port_text)} is not a number from 1 to 65535")
         port = int(port_text)
     if names.is_ip(host):
         return RelayHost(str(ipaddress.ip_address(host)), port)
     try:
         return RelayHost(names.hostname(host), port)
     except names.InvalidName as err:
-        raise ValueError(f"{value!r} is not a host: {err}") from err
+        raise ValueError(f"{quote(value)} is not a host: {err}") from err
 
 
 def _addresses(reader: ConfigReader, value: Any, path: Path) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
-    items = reader.sequence(value, path)
+    items = reader.sequence(value, path, ODOO_ADDRESSES, "addresses")
     if not items:
         return LOOPBACK
     result: list[str] = []
     for index, item in enumerate(items):
-        try:
-            network = ipaddress.ip_network(str(item).strip(), strict=True)
-        except ValueError:
-            reader.fail((*path, index), f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)")
+        checked = reader.convert(item if isinstance(item, str) else str(item)[:50], (*path, index), kinds.ip_network)
+        if checked is None:
             continue
+        network = ipaddress.ip_network(checked)
         if network.prefixlen < (16 if network.version == 4 else 48):
             reader.fail((*path, index), f"{network} is too wide: every host in it could relay through the gateway")
             continue
@@ -132,14 +137,11 @@ def _smtp_auth(reader: ConfigReader, value: Any, path: Path) -> SmtpAuth | None:
     data = reader.mapping(value, path, ("user",))
     if data is None:
         return None
-    user = reader.string(data.get("user"), (*path, "user"))
-    if user is None:
+    if data.get("user") is None:
         reader.fail((*path, "user"), "is required (the SMTP AUTH user Odoo logs in as)")
         return None
-    if any(c.isspace() or c in ":@" for c in user):
-        reader.fail((*path, "user"), f"{user!r} must not contain spaces, ':' or '@'")
-        return None
-    return SmtpAuth(user)
+    user = reader.string(data.get("user"), (*path, "user"), kinds.sasl_user)
+    return SmtpAuth(user) if user else None
 
 
 def _tls(reader: ConfigReader, value: Any, path: Path) -> Tls | None:
@@ -154,13 +156,11 @@ def _tls(reader: ConfigReader, value: Any, path: Path) -> Tls | None:
             if required:
                 reader.fail((*path, key), "is required when tls.required is true (the certificate Odoo must see)")
             continue
-        text = reader.string(raw, (*path, key))
-        if text is not None and not text.startswith("/"):
-            reader.fail((*path, key), f"{text!r} must be an absolute path on the gateway host")
-        elif text is not None:
+        text = reader.string(raw, (*path, key), kinds.pem_path)
+        if text is not None:
             paths[key] = text
-    if ("cert" in paths) != ("key" in paths) and not required:
-        missing = "key" if "cert" in paths else "cert"
+    if (data.get("cert") is None) != (data.get("key") is None) and not required:
+        missing = "key" if data.get("cert") is not None else "cert"
         reader.fail((*path, missing), "give the certificate and its key together")
     return Tls(paths.get("cert", DEFAULT_TLS_CERT), paths.get("key", DEFAULT_TLS_KEY), required)
 
@@ -183,23 +183,21 @@ def _mailgate(reader: ConfigReader, value: Any, path: Path, odoo_url: str | None
     data = reader.mapping(value, path, ("url", "database", "uid", "login", "passwordFile", "timeout"))
     if data is None:
         return None
-    url = reader.string(data.get("url"), (*path, "url")) or odoo_url
-    if url is None:
+    given_url = data.get("url")
+    url = reader.string(given_url, (*path, "url"), MAILGATE_URL) if given_url is not None else odoo_url
+    if url is None and given_url is None and not reader.has_error(("odoo",)):
         reader.fail((*path, "url"), "is required: Odoo's base URL (defaults to mailstack:odoo.url, which is unset)")
-    elif not url.startswith(("http://", "https://")):
-        reader.fail((*path, "url"), f"{url!r} is not an http:// or https:// URL")
-    database = reader.string(data.get("database"), (*path, "database")) or odoo_database
-    if database is None:
+    given_database = data.get("database")
+    database = reader.string(given_database, (*path, "database"), kinds.database_name) if given_database is not None else odoo_database
+    if database is None and given_database is None and not reader.has_error(("odoo",)):
         reader.fail((*path, "database"), "is required: Odoo's database (defaults to mailstack:odoo.database, which is unset)")
-    login = reader.string(data.get("login"), (*path, "login"))
+    login = reader.string(data.get("login"), (*path, "login"), kinds.login_name)
     uid: int | None = None if login else DEFAULT_UID
     if data.get("uid") is not None:
         if login:
             reader.fail((*path, "uid"), "give uid or login, not both")
         uid = reader.integer(data["uid"], (*path, "uid"), 1, 2**31 - 1)
-    password_file = reader.string(data.get("passwordFile"), (*path, "passwordFile")) or DEFAULT_PASSWORD_FILE
-    if not password_file.startswith("/"):
-        reader.fail((*path, "passwordFile"), f"{password_file!r} must be an absolute path on the gateway host")
+    password_file = reader.string(data.get("passwordFile"), (*path, "passwordFile"), kinds.absolute_path) or DEFAULT_PASSWORD_FILE
     timeout = reader.integer(data.get("timeout"), (*path, "timeout"), 1, 3600, default=60)
     if url is None or database is None or timeout is None:
         return None

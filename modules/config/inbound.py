@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailstack.config.kinds import local_part
+from mailstack.config import kinds
 from mailstack.config.odoo import read_imap
 from mailstack.config.reader import ConfigReader, Path
-from mailstack.core import names
 from mailstack.core.model import Gateway, Inbound, InboundMode, MxHost, Odoo
+from mailstack.rules import limits
 from mailstack.rules.senders import GOOGLE_MX, microsoft_mx
 
 
@@ -18,7 +18,7 @@ def _mx_list(reader: ConfigReader, value: Any, path: Path, domain: str | None) -
         return GOOGLE_MX
     if value == "microsoft":
         return microsoft_mx(domain or "invalid")
-    items = reader.sequence(value, path) or []
+    items = reader.sequence(value, path, limits.MX_HOSTS, "MX hosts") or []
     result: list[MxHost] = []
     for index, item in enumerate(items):
         data = reader.mapping(item, (*path, index), ("host", "priority"))
@@ -27,7 +27,7 @@ def _mx_list(reader: ConfigReader, value: Any, path: Path, domain: str | None) -
         if data.get("host") is None:
             reader.fail((*path, index, "host"), "is required")
             continue
-        host = reader.convert(data["host"], (*path, index, "host"), names.hostname)
+        host = reader.convert(data["host"], (*path, index, "host"), kinds.hostname)
         priority = reader.integer(data.get("priority"), (*path, index, "priority"), 0, 65535, default=10)
         if host and priority is not None:
             result.append(MxHost(host, priority))
@@ -55,7 +55,7 @@ def read_inbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: 
     subdomain = None
     has_subdomain = data.get("subdomain") is not None
     if has_subdomain:
-        subdomain = reader.convert(data["subdomain"], (*path, "subdomain"), names.label)
+        subdomain = reader.convert(data["subdomain"], (*path, "subdomain"), kinds.label)
     record = reader.choice(data.get("record"), (*path, "record"), ("mx", "cname"), default="mx") or "mx"
     mx: tuple[MxHost, ...] = ()
     if data.get("mx") is not None:
@@ -64,8 +64,9 @@ def read_inbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: 
         else:
             mx = _mx_list(reader, data["mx"], (*path, "mx"), domain)
     aliases: list[str] = []
-    for index, alias in enumerate(reader.sequence(data.get("aliases"), (*path, "aliases")) or []):
-        local = reader.convert(alias, (*path, "aliases", index), local_part)
+    alias_items = reader.sequence(data.get("aliases"), (*path, "aliases"), limits.INBOUND_ALIASES, "aliases") or []
+    for index, alias in enumerate(alias_items):
+        local = reader.convert(alias, (*path, "aliases", index), kinds.local_part)
         if local and local not in aliases:
             aliases.append(local)
     accept_all = reader.boolean(data.get("acceptAll"), (*path, "acceptAll"))
@@ -76,7 +77,7 @@ def read_inbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: 
             reader.fail((*path, "subdomain"), "is required for odoo-mx: Odoo's inbound mail must use a dedicated subdomain, never the root")
     elif data.get("record") is not None:
         reader.fail((*path, "record"), "only applies to mode odoo-mx")
-    if mode is InboundMode.GATEWAY and not gateways:
+    if mode is InboundMode.GATEWAY and not gateways and not reader.has_error(("gateways",)):
         reader.fail((*path, "mode"), "gateway needs at least one entry in mailstack:gateways")
     if mode is InboundMode.NONE and subdomain:
         reader.fail((*path, "subdomain"), "does not apply to mode none")

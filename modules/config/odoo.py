@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mailstack.config import kinds
 from mailstack.config.reader import ConfigReader, Path
-from mailstack.core import names
+from mailstack.core.errors import quote
 from mailstack.core.model import (
     IMAP_SECURITY,
     SMTP_SECURITY,
@@ -23,42 +24,31 @@ from mailstack.core.model import (
     OdooSetting,
     OutgoingServer,
 )
+from mailstack.rules import limits
 
 #: An Odoo model name (``crm.lead``, ``helpdesk.ticket``): ``ir.model.model``.
 _MODEL = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
-#: Characters no login, user, folder or company name may hold (they reach XML-RPC
-#: calls, IMAP commands and reports): C0/C1 controls, DEL, and IMAP's quote/escape.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-MAX_TEXT = 200
+#: Companies one stack may point at alias domains (one per alias domain at most).
+COMPANIES = limits.ALIAS_DOMAINS
 
 
-#: How the characters a value may not hold are named in messages.
-_FORBIDDEN_NAMES = {" ": "spaces", '"': "quotes", "\\": "backslashes"}
+def company_name(value: Any) -> str:
+    """A ``res.company`` name: any text (no control characters, ``kinds.text``)."""
+    return kinds.text(value)
 
 
-def text(value: Any, what: str = "value", *, forbid: str = "") -> str:
-    """A short single-line string: no control characters, at most 200 characters."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a non-empty string ({what})")
-    stripped = value.strip()
-    if _CONTROL.search(stripped) or any(c in stripped for c in forbid):
-        named = ", ".join(["control characters", *(_FORBIDDEN_NAMES[c] for c in forbid)])
-        raise ValueError(f"{what} must not contain {named}")
-    if len(stripped) > MAX_TEXT:
-        raise ValueError(f"{what} is longer than {MAX_TEXT} characters")
-    return stripped
-
-
-def login(value: Any) -> str:
-    """An Odoo login (``res.users.login``): ``admin`` or an e-mail address, no spaces."""
-    result = text(value, "an Odoo login", forbid=" \"\\")
-    return result
+def folder(value: Any) -> str:
+    """An IMAP folder name (it goes into a quoted IMAP string): no quote or backslash."""
+    raw = kinds.text(value)
+    if '"' in raw or "\\" in raw or len(raw) > 200:
+        raise ValueError(f"{quote(value)} is not an IMAP folder name (no quotes or backslashes, at most 200)")
+    return raw
 
 
 def model_name(value: Any) -> str:
     """An Odoo model name such as ``crm.lead``."""
     if not isinstance(value, str) or not _MODEL.match(value):
-        raise ValueError(f"{str(value)[:80]!r} is not an Odoo model name (e.g. crm.lead)")
+        raise ValueError(f"{quote(value)} is not an Odoo model name (e.g. crm.lead)")
     return value
 
 
@@ -80,10 +70,15 @@ def read_companies(reader: ConfigReader, value: Any, path: Path) -> tuple[tuple[
     if not isinstance(value, dict):
         reader.fail(path, "must be a mapping of company name to alias domain, e.g. {\"My Company\": example.com}")
         return ()
+    problem = COMPANIES.exceeded(len(value), "companies")
+    if problem:
+        reader.fail(path, problem)
+        return ()
     result: list[tuple[str, str]] = []
     for name, domain in value.items():
-        company = reader.convert(name, (*path, str(name)[:80]), lambda v: text(v, "a company name"))
-        alias_domain = reader.convert(domain, (*path, str(name)[:80]), names.domain)
+        key = str(name)[:80]
+        company = reader.convert(name, (*path, key), company_name)
+        alias_domain = reader.convert(domain, (*path, key), kinds.domain)
         if company and alias_domain:
             result.append((company, alias_domain))
     return tuple(result)
@@ -99,13 +94,13 @@ def read_outgoing(reader: ConfigReader, value: Any, path: Path) -> OutgoingServe
     if data.get("host") is None:
         reader.fail((*path, "host"), "is required (the SMTP server Odoo sends through)")
         return None
-    host = reader.convert(data["host"], (*path, "host"), names.hostname)
+    host = reader.convert(data["host"], (*path, "host"), kinds.hostname)
     security = reader.choice(data.get("security"), (*path, "security"), SMTP_SECURITY, default="starttls")
     default_port = {"none": 25, "starttls": 587, "ssl": 465}.get(security or "starttls", 587)
     port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=default_port)
     user = None
     if data.get("user") is not None:
-        user = reader.convert(data["user"], (*path, "user"), login)
+        user = reader.convert(data["user"], (*path, "user"), kinds.login_name)
     if host is None or security is None or port is None:
         return None
     return OutgoingServer(host, port, security, user)
@@ -124,18 +119,18 @@ def read_imap(reader: ConfigReader, value: Any, path: Path, mode: InboundMode) -
     for key in ("host", "user"):
         if data.get(key) is None:
             reader.fail((*path, key), "is required")
-    host = reader.convert(data["host"], (*path, "host"), names.hostname) if data.get("host") is not None else None
-    user = reader.convert(data["user"], (*path, "user"), login) if data.get("user") is not None else None
+    host = reader.convert(data["host"], (*path, "host"), kinds.hostname) if data.get("host") is not None else None
+    user = reader.convert(data["user"], (*path, "user"), kinds.login_name) if data.get("user") is not None else None
     security = reader.choice(data.get("security"), (*path, "security"), IMAP_SECURITY, default="ssl")
     port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=993 if security == "ssl" else 143)
-    folder = "INBOX"
+    folder_name = "INBOX"
     if data.get("folder") is not None:
-        folder = reader.convert(data["folder"], (*path, "folder"), lambda v: text(v, "an IMAP folder", forbid='"\\')) or "INBOX"
+        folder_name = reader.convert(data["folder"], (*path, "folder"), folder) or "INBOX"
     interval = reader.integer(data.get("interval"), (*path, "interval"), 1, 1440, default=5)
     model = reader.convert(data["model"], (*path, "model"), model_name) if data.get("model") is not None else None
     if host is None or user is None or security is None or port is None or interval is None:
         return None
-    return ImapMailbox(host, user, port, security, folder, interval, model)
+    return ImapMailbox(host, user, port, security, folder_name, interval, model)
 
 
 def cross_check(reader: ConfigReader, stack: MailDomain) -> None:

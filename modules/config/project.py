@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from mailstack.core.errors import MailstackError
+from mailstack.config import kinds, stackfile
+from mailstack.core.errors import MailstackError, quote
 
 PROJECT_FILE = "Pulumi.yaml"
 
@@ -27,8 +26,14 @@ class Project:
     stacks_dir: Path
 
     def stack_path(self, name: str) -> Path:
-        """``Pulumi.<name>.yaml`` in the project's stack directory."""
-        return self.stacks_dir / f"Pulumi.{name}.yaml"
+        """``Pulumi.<name>.yaml`` in the project's stack directory; MailstackError for
+        a name that is not a stack name (``../x``, ``a/b``): it never leaves the
+        directory."""
+        try:
+            checked = kinds.stack_name(name)
+        except ValueError as err:
+            raise MailstackError(f"--stack {quote(name)}: {err}") from None
+        return self.stacks_dir / f"Pulumi.{checked}.yaml"
 
     def stacks(self) -> list[Path]:
         """Every stack file of the project, sorted."""
@@ -42,12 +47,9 @@ class Project:
 def at(root: Path) -> Project:
     """The project in ``root``; MailstackError when it has no readable Pulumi.yaml."""
     path = root / PROJECT_FILE
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as err:
-        raise MailstackError(f"--project-dir {root}: no {PROJECT_FILE} there ({err.strerror})") from err
-    except yaml.YAMLError as err:
-        raise MailstackError(f"{path}: not valid YAML") from err
+    if not path.is_file():
+        raise MailstackError(f"--project-dir {root}: no {PROJECT_FILE} there")
+    document = stackfile.parse(stackfile.read_text(path), str(path)) or {}
     configured = document.get("stackConfigDir") if isinstance(document, dict) else None
     stacks_dir = root / configured if isinstance(configured, str) and configured else root
     return Project(root.resolve(), stacks_dir.resolve())

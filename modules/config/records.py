@@ -6,20 +6,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from mailstack.config import kinds
 from mailstack.config.reader import ConfigReader, Path
-from mailstack.core import names
 from mailstack.core.model import Dkim, Dmarc, Inbound, InboundMode, MtaSts, Spf, TlsRpt
-from mailstack.rules import dkim, dmarc, mta_sts, spf
+from mailstack.rules import dkim, dmarc, limits, mta_sts, spf
 
 
-def read_dkim(reader: ConfigReader, value: Any) -> Dkim | None:
+def read_dkim(reader: ConfigReader, value: Any, names: tuple[str, ...] = ()) -> Dkim | None:
+    """``names``: every name the key is published under (``<selector>._domainkey.<name>``
+    must be a DNS name of at most 253 characters for each)."""
     path: Path = ("dkim",)
     data = reader.mapping(value, path, ("selector", "bits"))
     if data is None:
         return None
     selector = "mailstack"
     if data.get("selector") is not None:
-        selector = reader.convert(data["selector"], (*path, "selector"), names.label) or selector
+        selector = reader.convert(data["selector"], (*path, "selector"), kinds.label) or selector
+        longest = max(names, key=len, default=None)
+        problem = limits.dkim_name_problem(selector, longest) if longest else None
+        if problem:
+            reader.fail((*path, "selector"), problem)
     bits = reader.integer(data.get("bits"), (*path, "bits"), dkim.MIN_RSA_BITS, max(dkim.RSA_SIZES), default=dkim.ADVISED_RSA_BITS)
     if bits is not None and bits not in dkim.RSA_SIZES:
         sizes = ", ".join(str(size) for size in dkim.RSA_SIZES)
@@ -39,7 +45,7 @@ def _uris(reader: ConfigReader, value: Any, path: Path) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     uris: list[str] = []
-    for index, item in enumerate(reader.sequence(value, path) or []):
+    for index, item in enumerate(reader.sequence(value, path, limits.REPORT_URIS, "report URIs") or []):
         uri = reader.convert(item, (*path, index), dmarc.check_uri)
         if uri:
             uris.append(uri)
@@ -58,12 +64,21 @@ def read_dmarc(reader: ConfigReader, value: Any) -> Dmarc | None:
     pct = reader.integer(data.get("pct"), (*path, "pct"), 0, 100)
     fo = None
     if data.get("fo") is not None:
-        fo = reader.convert(str(data["fo"]), (*path, "fo"), dmarc.check_fo)
+        fo = reader.convert(data["fo"] if isinstance(data["fo"], str) else str(data["fo"])[:20], (*path, "fo"), dmarc.check_fo)
     rua = _uris(reader, data.get("rua"), (*path, "rua"))
     ruf = _uris(reader, data.get("ruf"), (*path, "ruf"))
     if policy is None or adkim is None or aspf is None:
         return None
-    return Dmarc(policy, sp, rua, ruf, adkim, aspf, pct, fo)
+    options = Dmarc(policy, sp, rua, ruf, adkim, aspf, pct, fo)
+    try:
+        record = dmarc.build(policy, subdomain_policy=sp, rua=rua, ruf=ruf, adkim=adkim, aspf=aspf, pct=pct, fo=fo)
+    except dmarc.DmarcError:
+        return options  # a tag already reported at its key
+    problem = limits.txt_problem(record, "DMARC")
+    if problem:
+        reader.fail((*path, "ruf" if len(",".join(ruf)) > len(",".join(rua)) else "rua"), problem)
+        return None
+    return options
 
 
 def read_mta_sts(reader: ConfigReader, value: Any, inbound: Inbound | None) -> MtaSts | None:
@@ -101,5 +116,9 @@ def read_tls_rpt(reader: ConfigReader, value: Any) -> TlsRpt | None:
     rua = _uris(reader, data.get("rua"), (*path, "rua"))
     if not rua:
         reader.fail((*path, "rua"), "needs at least one mailto: or https: URI")
+        return None
+    problem = limits.txt_problem(mta_sts.tlsrpt_value(rua), "TLS-RPT")
+    if problem:
+        reader.fail((*path, "rua"), problem)
         return None
     return TlsRpt(rua)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mailstack.config import kinds
 from mailstack.config.reader import ConfigReader, Path
-from mailstack.core import names
 from mailstack.core.model import Gateway, Odoo, Sender, SenderKind
 from mailstack.rules import dkim, spf
 
@@ -39,7 +39,7 @@ def read_outbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways:
             continue
         if sender.kind is SenderKind.ODOO and odoo and not odoo.saas:
             reader.fail(path, "sender odoo (Odoo's mail servers) needs odoo.hosting online or sh; on premise send through a gateway or a provider")
-        if sender.kind is SenderKind.GATEWAY and not gateways:
+        if sender.kind is SenderKind.GATEWAY and not gateways and not reader.has_error(("gateways",)):
             reader.fail(path, "sender gateway needs at least one entry in mailstack:gateways")
         result.append(sender)
     return tuple(result)
@@ -77,15 +77,15 @@ def _sender(reader: ConfigReader, item: Any, path: Path) -> Sender | None:
         if tenant is None:
             reader.fail((*path, "tenant"), "is required for microsoft (the <tenant>.onmicrosoft.com prefix)")
             return None
-        tenant = reader.convert(tenant, (*path, "tenant"), names.label)
+        tenant = reader.convert(tenant, (*path, "tenant"), kinds.label)
         return Sender(sender_kind, tenant=tenant) if tenant else None
     if sender_kind in (SenderKind.GOOGLE, SenderKind.MAILJET):
         key = None
         if data.get("dkimKey") is not None:
-            key = reader.convert(data["dkimKey"], (*path, "dkimKey"), _third_party_key)
+            key = reader.convert(data["dkimKey"], (*path, "dkimKey"), _third_party_key, lines=True)
         selector = None
         if data.get("dkimSelector") is not None:
-            selector = reader.convert(data["dkimSelector"], (*path, "dkimSelector"), names.label)
+            selector = reader.convert(data["dkimSelector"], (*path, "dkimSelector"), kinds.label)
         return Sender(sender_kind, dkim_key=key, dkim_selector=selector)
     return Sender(sender_kind)
 
@@ -93,4 +93,8 @@ def _sender(reader: ConfigReader, item: Any, path: Path) -> Sender | None:
 def _third_party_key(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be the DKIM public key (base64) shown by the provider")
-    return dkim.usable_key(value)[1]
+    algorithm, key = dkim.usable_key(kinds.text(value, lines=True))
+    bits = dkim.key_bits(key)[1]
+    if algorithm == "rsa" and bits > max(dkim.RSA_SIZES):
+        raise ValueError(f"RSA key of {bits} bits is over {max(dkim.RSA_SIZES)}: RFC 8301 §3.2 has verifiers validate keys up to 4096 bits only")
+    return key

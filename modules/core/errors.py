@@ -7,11 +7,38 @@ user fixes a stack file in one pass rather than one error per run.
 
 from __future__ import annotations
 
+import re
+import reprlib
 from collections.abc import Iterable, Sequence
+
+#: How much of a bad value a message quotes: enough to recognise it, never the whole
+#: of a 500 KB string or a 20,000-element list (whose repr alone costs time and memory).
+QUOTE_LIMIT = 80
+_REPR = reprlib.Repr()
+_REPR.maxstring = QUOTE_LIMIT - 10
+_REPR.maxother = QUOTE_LIMIT - 10
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+_REPR.maxlevel = 2
+#: A key path part shown as is; anything else (a key a stack file made up, with control
+#: characters or 10,000 characters long) is quoted.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,80}")
 
 
 class MailstackError(Exception):
     """Something mailstack cannot do; the message says what and why."""
+
+
+def quote(value: object) -> str:
+    """A value as an error message shows it: its repr, at most ``QUOTE_LIMIT``
+    characters (the middle elided), control characters escaped, never raising (a
+    10,000-digit integer has no repr)."""
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError, TypeError):
+        text = f"<{type(value).__name__}>"
+    if len(text) > QUOTE_LIMIT:
+        text = text[: QUOTE_LIMIT - 3] + "..."
+    return text
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -20,10 +47,14 @@ def format_path(path: Sequence[str | int]) -> str:
     for part in path:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif not text:
-            text = f"mailstack:{part}"
+            continue
+        shown = part if _PLAIN_KEY.fullmatch(part) else f"[{quote(part)}]"
+        if not text:
+            text = f"mailstack:{shown}" if not shown.startswith("[") else f"mailstack{shown}"
+        elif shown.startswith("["):
+            text += shown
         else:
-            text += f".{part}"
+            text += f".{shown}"
     return text or "mailstack"
 
 

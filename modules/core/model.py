@@ -374,6 +374,13 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Checks:
+    """``mailstack:checks``: check ids ``mailstack check`` skips for this stack."""
+
+    disable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MailDomain:
     """The whole validated declaration of one stack."""
 
@@ -391,6 +398,8 @@ class MailDomain:
     tls_rpt: TlsRpt | None = None
     #: How the own gateways are run (``mailstack:gateway``); set whenever gateways exist.
     gateway: GatewaySettings | None = None
+    #: What the check suite skips (``mailstack:checks``).
+    checks: Checks = field(default_factory=Checks)
 
     @property
     def domains(self) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import re
 import dns.exception
 import dns.name
 
-from mailstack.core.errors import RuleError
+from mailstack.core.errors import RuleError, quote
 
 _LDH = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _SERVICE = re.compile(r"^_?[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
@@ -29,7 +29,11 @@ def normalize(name: str) -> str:
 
 
 def is_ip(text: str) -> bool:
-    """True when text is an IPv4 or IPv6 literal (MX/CNAME targets must not be)."""
+    """True when text is an IPv4 or IPv6 literal (MX/CNAME targets must not be); an
+    IPv6 scope (``fe80::1%eth0``) is not: it means nothing outside one host, and
+    Python's parser takes any text after the ``%``."""
+    if "%" in text:
+        return False
     try:
         ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
@@ -43,16 +47,16 @@ def hostname(text: object) -> str:
         raise InvalidName("must be a host name such as mx1.example.com")
     name = normalize(text)
     if is_ip(name):
-        raise InvalidName(f"{text!r} is an IP address, not a host name")
+        raise InvalidName(f"{quote(text)} is an IP address, not a host name")
     _check_length(name)
     labels = name.split(".")
     if len(labels) < 2:
-        raise InvalidName(f"{text!r} is not a fully qualified host name")
+        raise InvalidName(f"{quote(text)} is not a fully qualified host name")
     for label in labels:
-        if not _LDH.match(label):
-            raise InvalidName(f"{text!r}: label {label!r} is not a valid host-name label")
+        if not _LDH.fullmatch(label):
+            raise InvalidName(f"{quote(text)}: label {quote(label)} is not a valid host-name label")
     if labels[-1].isdigit():
-        raise InvalidName(f"{text!r}: the top-level label cannot be numeric")
+        raise InvalidName(f"{quote(text)}: the top-level label cannot be numeric")
     return name
 
 
@@ -67,8 +71,8 @@ def label(text: object, *, allow_underscore: bool = False) -> str:
         raise InvalidName("must be a single DNS label such as 'mail'")
     value = text.strip().lower()
     pattern = _SERVICE if allow_underscore else _LDH
-    if "." in value or not pattern.match(value):
-        raise InvalidName(f"{text!r} is not a single DNS label (letters, digits, hyphens)")
+    if "." in value or not pattern.fullmatch(value):
+        raise InvalidName(f"{quote(text)} is not a single DNS label (letters, digits, hyphens)")
     return value
 
 
@@ -76,7 +80,7 @@ def _check_length(name: str) -> None:
     try:
         dns.name.from_text(name)
     except dns.exception.DNSException as err:
-        raise InvalidName(f"{name!r}: {err}") from err
+        raise InvalidName(f"{quote(name)}: {err}") from err
 
 
 def ipv4(text: object) -> str:
@@ -84,15 +88,17 @@ def ipv4(text: object) -> str:
     try:
         return str(ipaddress.IPv4Address(str(text).strip()))
     except ValueError as err:
-        raise InvalidName(f"{text!r} is not an IPv4 address") from err
+        raise InvalidName(f"{quote(text)} is not an IPv4 address") from err
 
 
 def ipv6(text: object) -> str:
-    """Validate and normalize (compress) an IPv6 address."""
+    """Validate and normalize (compress) an IPv6 address (no ``%scope``: see is_ip)."""
+    if "%" in str(text):
+        raise InvalidName(f"{quote(text)} is not an IPv6 address (a %scope means nothing in DNS)")
     try:
         return str(ipaddress.IPv6Address(str(text).strip()))
     except ValueError as err:
-        raise InvalidName(f"{text!r} is not an IPv6 address") from err
+        raise InvalidName(f"{quote(text)} is not an IPv6 address") from err
 
 
 def within(name: str, zone: str) -> bool:

@@ -13,10 +13,10 @@ Where the files go on a host is a ``Layout`` (``mailstack.gateway.layout``).
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +25,10 @@ from typing import Any
 import jinja2
 from cryptography.hazmat.primitives import serialization
 
-from mailstack.core.errors import ConfigError, ConfigErrors, MailstackError
+from mailstack.core import names
+from mailstack.core.errors import ConfigError, ConfigErrors, MailstackError, quote
 from mailstack.core.model import Gateway, GatewaySettings
+from mailstack.gateway import formats
 from mailstack.gateway.layout import Layout
 from mailstack.plan import Plan
 from mailstack.rules import mta_sts
@@ -135,7 +137,12 @@ def uses_aliasd(files: Mapping[str, RenderedFile]) -> bool:
 
 
 def key_path(selector: str) -> str:
-    """The rendered path of the gateway's DKIM private key for a selector."""
+    """The rendered path of the gateway's DKIM private key for a selector (one DNS
+    label: a selector never names a file elsewhere)."""
+    try:
+        names.label(selector)
+    except names.InvalidName as err:
+        raise formats.FormatError(f"stack.dkim.selector: {err}") from None
     return f"opendkim/keys/{selector}.private"
 
 
@@ -150,24 +157,11 @@ def accepted_recipients(plan: Plan) -> list[str]:
     return sorted(f"{local}@{domain}" for domain in plan.relay_domains for local in local_parts)
 
 
-def _relay_recipient_maps(plan: Plan, settings: GatewaySettings, layout: Layout) -> tuple[str, str]:
-    """main.cf's ``relay_recipient_maps`` and a comment saying what it does."""
-    if plan.stack.inbound.accept_all:
-        return "", "inbound.acceptAll: every recipient is accepted."
-    if settings.recipient_check == "odoo":
-        return (f"socketmap:inet:{layout.aliasd_host}:{layout.aliasd_port}:odoo",
-                "mailstack-aliasd answers from Odoo's live aliases; while Odoo cannot be asked, the "
-                "declared addresses (relay_recipients) are accepted and others get a 4xx.")
-    return "hash:${config_directory}/relay_recipients", "gateway.recipientCheck static: the declared addresses only."
-
-
 def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Layout) -> dict[str, Any]:
     submission_encrypt = settings.tls.required or settings.smtp_auth is not None
-    recipient_maps, recipient_comment = _relay_recipient_maps(plan, settings, layout)
     stack = plan.stack
+    submission = odoo_smtp(settings, gateway)
     return {
-        "relay_recipient_maps": recipient_maps,
-        "recipient_check_comment": recipient_comment,
         "forward": stack.forwards_through_gateways,
         "redirect_cleanup": REDIRECT_CLEANUP,
         "saas_host": stack.odoo.saas_host or "",
@@ -183,9 +177,9 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "accept_all": plan.stack.inbound.accept_all,
         "signing_domains": plan.signing_domains,
         "submission_encrypt": submission_encrypt,
-        "odoo_smtp_port": odoo_smtp(settings, gateway).port,
-        "odoo_smtp_server": odoo_smtp(settings, gateway).host,
-        "odoo_smtp_ssl": odoo_smtp(settings, gateway).starttls,
+        "odoo_smtp_port": submission.port,
+        "odoo_smtp_server": submission.host,
+        "odoo_smtp_ssl": submission.starttls,
     }
 
 
@@ -217,10 +211,25 @@ def odoo_smtp(settings: GatewaySettings, gateway: Gateway) -> OdooSmtp:
 
 def _trusts_localhost(networks: tuple[str, ...]) -> bool:
     localhost = ipaddress.ip_address("127.0.0.1")
-    return any(localhost in ipaddress.ip_network(network) for network in networks)
+    return any(localhost in _network(network) for network in networks)
 
 
+def _network(network: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(network)
+    except ValueError:
+        raise formats.FormatError(f"settings.odoo_addresses: {quote(network)} is not an IP network") from None
+
+
+@functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
+    """The templates' environment, built once (it compiles each template once)."""
+    return new_environment()
+
+
+def new_environment() -> jinja2.Environment:
+    """A Jinja environment for the templates: strict, and every interpolated value
+    checked for its file's format (``mailstack.gateway.formats``)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(TEMPLATES_PACKAGE, "."),
         undefined=jinja2.StrictUndefined,
@@ -228,20 +237,19 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        # Every {{ value }} is checked for what its file's format can hold.
+        extensions=[formats.CheckEveryValue],
     )
     env.filters["postfix_network"] = postfix_network
-    env.filters["regex_escape"] = regex_escape
+    env.filters["words"] = formats.words
+    env.filters["regexp_literal"] = formats.regexp_literal
+    env.filters[formats.CHECK_FILTER] = formats.check_value
     return env
-
-
-def regex_escape(text: str) -> str:
-    """A literal for a Postfix regexp table (POSIX ERE): metacharacters escaped."""
-    return re.sub(r"([.\\^$*+?()\[\]{}|/])", r"\\\1", text)
 
 
 def postfix_network(network: str) -> str:
     """A network as ``mynetworks`` writes it: IPv6 in brackets (``[::1]/128``)."""
-    parsed = ipaddress.ip_network(network)
+    parsed = _network(network)
     if parsed.version == 6:
         return f"[{parsed.network_address}]/{parsed.prefixlen}"
     return str(parsed)
@@ -255,14 +263,27 @@ def _checked_private_key(pem: str) -> str:
     return pem if pem.endswith("\n") else pem + "\n"
 
 
+#: Directories ``write`` creates: 0755, and 0700 for one holding a secret file (the
+#: DKIM key's ``opendkim/keys``), whatever the umask.
+DIRECTORY_MODE = 0o755
+SECRET_DIRECTORY_MODE = 0o700
+
+
 def write(files: Mapping[str, RenderedFile], out: Path) -> list[Path]:
     """Write rendered files below ``out`` with their modes; returns the paths written.
 
-    Secret files are created with their final mode (never briefly world-readable)."""
+    Secret files are created with their final mode (never briefly world-readable), in
+    a directory that is 0700 whatever the umask (an existing one is narrowed to it);
+    every other directory created is 0755."""
     written: list[Path] = []
     for relative, rendered in files.items():
+        parts = relative.split("/")
+        if relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise MailstackError(f"{quote(relative)} is not a path inside the rendered tree")
         target = out / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(target.parent, SECRET_DIRECTORY_MODE if rendered.secret else DIRECTORY_MODE)
+        if rendered.secret:
+            os.chmod(target.parent, SECRET_DIRECTORY_MODE)
         if target.exists():
             target.unlink()
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, rendered.mode)
@@ -271,3 +292,20 @@ def write(files: Mapping[str, RenderedFile], out: Path) -> list[Path]:
         os.chmod(target, rendered.mode)
         written.append(target)
     return written
+
+
+def make_directories(path: Path, mode: int) -> None:
+    """``mkdir -p`` with an explicit mode: the missing parents get DIRECTORY_MODE, the
+    last one ``mode``, each chmod'ed after creation so the umask (000 included)
+    cannot widen them."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue  # made meanwhile by somebody else: leave its mode alone
+        os.chmod(directory, mode if directory == path else DIRECTORY_MODE)

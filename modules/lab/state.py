@@ -26,9 +26,22 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 
+def private_directories(path: Path) -> None:
+    """``mkdir -p`` whose every created directory is 0700 whatever the umask (mkdir's
+    ``mode`` only narrows the umask's result, and ``parents=True`` ignores it)."""
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, 0o700)
+
+
 def write_secret(path: Path, text: str) -> None:
-    """Create or replace a file readable by its owner only (never briefly wider)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create or replace a file readable by its owner only (never briefly wider), in
+    directories created 0700."""
+    private_directories(path.parent)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.unlink(missing_ok=True)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -106,7 +119,7 @@ class LabState:
 
     def prepare(self) -> None:
         """Create the directory, root-only."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_directories(self.root)
         os.chmod(self.root, 0o700)
 
     @classmethod

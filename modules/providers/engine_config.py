@@ -14,12 +14,17 @@ from typing import Any
 import pulumi
 import pulumi.runtime.config as runtime_config
 
-from mailstack.config.stackfile import NAMESPACE, Secret
+from mailstack.config.stackfile import NAMESPACE, Secret, namespace_typos
+from mailstack.core.errors import ConfigErrors
 
 
 def read_namespace() -> dict[str, Any]:
-    """The namespace's keys, prefix stripped, JSON values decoded, secrets marked."""
+    """The namespace's keys, prefix stripped, JSON values decoded, secrets marked.
+    ConfigErrors for a key whose namespace is a near-miss of ``mailstack``."""
     keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    typos = namespace_typos(dict.fromkeys(sorted(keys)), "Pulumi config")
+    if typos:
+        raise ConfigErrors(typos)
     raw: dict[str, Any] = {}
     for full_key in sorted(keys):
         namespace, _, name = full_key.partition(":")
@@ -37,8 +42,8 @@ def _decode(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("{", "["):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
-            return value
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            return value  # reported by the reader as the wrong type at its key
     return value
 
 

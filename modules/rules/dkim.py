@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mailstack.core.errors import RuleError
+from mailstack.core.errors import RuleError, quote
 
 #: RFC 8301 §3.2: verifiers must not accept RSA keys under 1024 bits; 2048 is advised.
 MIN_RSA_BITS = 1024
@@ -131,7 +131,7 @@ def parse_tags(text: str) -> dict[str, str]:
         if not part:
             continue
         if "=" not in part:
-            raise DkimKeyError(f"{part!r} is not a tag=value pair")
+            raise DkimKeyError(f"{quote(part)} is not a tag=value pair")
         name, value = part.split("=", 1)
         tags[name.strip()] = "".join(value.split())
     return tags

@@ -10,13 +10,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailstack.core import names
-from mailstack.core.errors import RuleError
+from mailstack.core.errors import RuleError, quote
 
 POLICIES = ("none", "quarantine", "reject")
 ALIGNMENTS = ("r", "s")
 FO_VALUES = frozenset({"0", "1", "d", "s"})
 KNOWN_TAGS = ("v", "p", "sp", "np", "pct", "rua", "ruf", "adkim", "aspf", "fo", "rf", "ri", "psd", "t")
-_URI = re.compile(r"^(mailto:[^\s,;!@]+@[a-z0-9.-]+\.[a-z0-9-]+|https://[^\s,;!]+)(![0-9]+[kmgt]?)?$", re.I)
+#: A report URI (RFC 7489 §6.2): ``mailto:`` or ``https:``, then an optional ``!size``.
+#: Only characters a URI may hold unescaped (RFC 3986), less DMARC's own separators
+#: (``,`` between URIs, ``!`` before the size, ``;`` between tags), which must be
+#: percent-encoded; nothing else ever reaches the TXT record.
+_URI_CHAR = r"(?:[A-Za-z0-9._~$&'()*+=-]|%[0-9A-Fa-f]{2})"
+_MAILTO = re.compile(rf"mailto:(?P<local>{_URI_CHAR}+)@(?P<domain>[A-Za-z0-9.-]+)(?P<size>![0-9]+[kmgt]?)?", re.I)
+_HTTPS = re.compile(
+    rf"https://(?P<authority>[^/?#]*)(?P<rest>(?:[/?]|{_URI_CHAR}|[:@/?])*)(?P<size>![0-9]+[kmgt]?)?", re.I
+)
+_AUTHORITY = re.compile(r"(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?")
 
 
 class DmarcError(RuleError):
@@ -61,9 +70,29 @@ def is_external(report_domain: str, domain: str) -> bool:
 
 
 def check_uri(uri: str) -> str:
-    """Validate one report URI (``mailto:`` or ``https:``); return it unchanged."""
-    if not _URI.match(uri):
-        raise DmarcError(f"{uri!r} is not a mailto: or https: report URI")
+    """Validate one report URI (``mailto:`` or ``https:``); return it unchanged.
+
+    The whole text must match (a trailing newline is not "the end"), the address or
+    host must be a host name, and an https: URI must not carry credentials."""
+    if not isinstance(uri, str):
+        raise DmarcError("must be a mailto: or https: report URI")
+    mailto = _MAILTO.fullmatch(uri)
+    https = _HTTPS.fullmatch(uri) if not mailto else None
+    if mailto:
+        host = mailto["domain"]
+    elif https:
+        authority = _AUTHORITY.fullmatch(https["authority"])
+        if "@" in https["authority"]:
+            raise DmarcError(f"{quote(uri)} carries credentials (user@ or user:password@): a report URI is public")
+        if not authority or (authority["port"] and not 1 <= int(authority["port"]) <= 65535):
+            raise DmarcError(f"{quote(uri)} is not a mailto: or https: report URI")
+        host = authority["host"]
+    else:
+        raise DmarcError(f"{quote(uri)} is not a mailto: or https: report URI")
+    try:
+        names.hostname(host)
+    except names.InvalidName:
+        raise DmarcError(f"{quote(uri)} is not a mailto: or https: report URI: {quote(host)} is not a host name") from None
     return uri
 
 
@@ -71,7 +100,7 @@ def check_fo(value: str, *, tag: str = "") -> str:
     """Validate a failure-reporting option list (``fo``, RFC 7489 §6.3): a ':'-list of
     0, 1, d, s; return it unchanged."""
     if not set(value.split(":")) <= FO_VALUES:
-        raise DmarcError(f"{tag}{value!r} is not a ':'-list of 0, 1, d, s")
+        raise DmarcError(f"{tag}{quote(value)} is not a ':'-list of 0, 1, d, s")
     return value
 
 
@@ -124,7 +153,7 @@ def parse(text: str) -> dict[str, str]:
     parts = [p.strip() for p in text.strip().split(";")]
     for index, part in enumerate(p for p in parts if p):
         if "=" not in part:
-            raise DmarcError(f"{part!r} is not a tag=value pair")
+            raise DmarcError(f"{quote(part)} is not a tag=value pair")
         name, value = (s.strip() for s in part.split("=", 1))
         if index == 0 and f"{name}={value}" != VERSION:
             raise DmarcError("a DMARC record starts with 'v=DMARC1'")
@@ -143,13 +172,13 @@ def validate(tags: dict[str, str]) -> list[str]:
         raise DmarcError("the p= tag is required (RFC 7489 §6.3)")
     for name in ("p", "sp", "np"):
         if name in tags and tags[name] not in POLICIES:
-            raise DmarcError(f"{name}={tags[name]!r} is not one of {', '.join(POLICIES)}")
+            raise DmarcError(f"{name}={quote(tags[name])} is not one of {', '.join(POLICIES)}")
     for name in ("adkim", "aspf"):
         if name in tags and tags[name] not in ALIGNMENTS:
-            raise DmarcError(f"{name}={tags[name]!r} is not r or s")
+            raise DmarcError(f"{name}={quote(tags[name])} is not r or s")
     if "pct" in tags:
         if not tags["pct"].isdigit() or not 0 <= int(tags["pct"]) <= 100:
-            raise DmarcError(f"pct={tags['pct']!r} is not an integer from 0 to 100")
+            raise DmarcError(f"pct={quote(tags['pct'])} is not an integer from 0 to 100")
     for name in ("rua", "ruf"):
         for uri in uris(tags, name):
             check_uri(uri)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from mailstack.core.errors import RuleError
+from mailstack.core.errors import RuleError, quote
 
 MAX_AGE_LIMIT = 31557600  # RFC 8461 §3.2
 MODES = ("enforce", "testing", "none")
@@ -81,7 +81,7 @@ def parse_policy(text: str) -> dict[str, object]:
             continue
         key, sep, value = line.partition(":")
         if not sep:
-            raise PolicyError(f"{line!r} is not a 'key: value' line")
+            raise PolicyError(f"{quote(line)} is not a 'key: value' line")
         key, value = key.strip(), value.strip()
         if key == "mx":
             mx.append(value.lower())
@@ -90,10 +90,10 @@ def parse_policy(text: str) -> dict[str, object]:
     if fields.get("version") != "STSv1":
         raise PolicyError("version: STSv1 is required")
     if fields.get("mode") not in MODES:
-        raise PolicyError(f"mode: {fields.get('mode')!r} is not one of {', '.join(MODES)}")
+        raise PolicyError(f"mode: {quote(fields.get('mode'))} is not one of {', '.join(MODES)}")
     age = str(fields.get("max_age", ""))
     if not age.isdigit() or int(age) > MAX_AGE_LIMIT:
-        raise PolicyError(f"max_age: {age!r} is not an integer up to {MAX_AGE_LIMIT}")
+        raise PolicyError(f"max_age: {quote(age)} is not an integer up to {MAX_AGE_LIMIT}")
     fields["max_age"] = int(age)
     fields["mx"] = mx
     if fields["mode"] != "none" and not mx:

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mailstack.core.errors import RuleError
+from mailstack.core.errors import RuleError, quote
 
 #: RFC 7208 §4.6.4: at most 10 terms that cause DNS queries, recursively.
 LOOKUP_LIMIT = 10
@@ -58,19 +58,22 @@ class Term:
 
 def parse_term(text: str) -> Term:
     """Parse one SPF term; raise SpfSyntaxError naming it when it is not valid."""
+    if not text.isascii() or not text.isprintable() or " " in text:
+        # RFC 7208 §4.6.1/§7.1: terms are visible ASCII (%x21-7E).
+        raise SpfSyntaxError(f"{quote(text)} is not an SPF term: only visible ASCII characters (RFC 7208 §7.1)")
     modifier = _MODIFIER.match(text)
     if modifier and modifier["name"].lower() not in MECHANISMS:
         name = modifier["name"].lower()
         if not modifier["value"] and name in MODIFIERS:
-            raise SpfSyntaxError(f"modifier {text!r} has no value")
+            raise SpfSyntaxError(f"modifier {quote(text)} has no value")
         return Term("", name, modifier["value"], modifier=True)
     match = _TERM.match(text)
     if not match or match["name"].lower() not in MECHANISMS:
-        raise SpfSyntaxError(f"{text!r} is not an SPF mechanism or modifier")
+        raise SpfSyntaxError(f"{quote(text)} is not an SPF mechanism or modifier")
     name = match["name"].lower()
     rest = match["rest"] or ""
     if rest.startswith("="):
-        raise SpfSyntaxError(f"{text!r}: mechanism {name} takes ':' not '='")
+        raise SpfSyntaxError(f"{quote(text)}: mechanism {name} takes ':' not '='")
     value = rest[1:] if rest.startswith(":") else rest
     _check_value(text, name, value)
     return Term(match["qualifier"] or "+", name, value)
@@ -81,13 +84,13 @@ def _check_value(text: str, name: str, value: str) -> None:
         try:
             network = ipaddress.ip_network(value, strict=False)
         except ValueError as err:
-            raise SpfSyntaxError(f"{text!r}: {value!r} is not an {name} address or network") from err
+            raise SpfSyntaxError(f"{quote(text)}: {quote(value)} is not an {name} address or network") from err
         if (name == "ip4") != (network.version == 4):
-            raise SpfSyntaxError(f"{text!r}: address family does not match {name}")
+            raise SpfSyntaxError(f"{quote(text)}: address family does not match {name}")
     elif name in ("include", "exists") and not value:
-        raise SpfSyntaxError(f"{text!r}: {name} needs a domain")
+        raise SpfSyntaxError(f"{quote(text)}: {name} needs a domain")
     elif name == "all" and value:
-        raise SpfSyntaxError(f"{text!r}: all takes no argument")
+        raise SpfSyntaxError(f"{quote(text)}: all takes no argument")
 
 
 def parse(record: str) -> list[Term]:
@@ -124,11 +127,11 @@ def sender_term(text: str) -> Term:
     stack's ``spf.all``), ``redirect`` (it ends evaluation) or a second ``v=spf1``."""
     term = parse_term(text)
     if term.name == "all" and not term.modifier:
-        raise SpfSyntaxError(f"{text!r}: the all term is set once, by mailstack:spf.all")
+        raise SpfSyntaxError(f"{quote(text)}: the all term is set once, by mailstack:spf.all")
     if term.modifier and term.name == "v":
-        raise SpfSyntaxError(f"{text!r}: give the terms only; mailstack writes v=spf1")
+        raise SpfSyntaxError(f"{quote(text)}: give the terms only; mailstack writes v=spf1")
     if term.modifier and term.name == "redirect":
-        raise SpfSyntaxError(f"{text!r}: redirect cannot be merged with other senders")
+        raise SpfSyntaxError(f"{quote(text)}: redirect cannot be merged with other senders")
     return term
 
 
@@ -139,7 +142,7 @@ def build(terms: Iterable[str], all_term: str = "~all") -> str:
     ~all/-all.
     """
     if all_term not in ALL_QUALIFIERS:
-        raise SpfSyntaxError(f"{all_term!r} is not one of {', '.join(ALL_QUALIFIERS)}")
+        raise SpfSyntaxError(f"{quote(all_term)} is not one of {', '.join(ALL_QUALIFIERS)}")
     seen: list[str] = []
     for text in terms:
         rendered = str(sender_term(text))
