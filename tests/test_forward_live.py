@@ -7,6 +7,8 @@ namespace of our own (ms13-fwd-*), on 127.0.113.0/24:
   outside sender .30 ──► gateway mx1.acme.test .10 (Postfix, aliasd, postsrsd)
       ──► mx.acme.odoo.com .50 (Postfix + policyd-spf)        DNS: BIND .2
   aliasd asks the Odoo stand-in .40 ("the database at acme.odoo.com") over XML-RPC.
+  A bounce Odoo's side sends to the SRS address goes back through the gateway to the
+  sender's own MX, mx.outside.test .30 (Postfix).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Forwarding:
     gateway: PostfixInstance
     odoo_mx: MaildirMx
     standin: OdooStandIn
+    outside_mx: MaildirMx
 
     def send(self, mail_from: str, to: str, message_id: str, *, source: str = OUTSIDE, host: str = GATEWAY) -> dict:
         raw = (f"From: Ann <{mail_from}>\r\nTo: {to}\r\nSubject: quote\r\nMessage-Id: {message_id}\r\n\r\nPlease quote.\r\n").encode()
@@ -90,21 +93,23 @@ def forwarding() -> Iterator[Forwarding]:
             netns.add_address(address, name)
         bind = BindServer(workdir / "bind", BIND, 53, netns=name)
         bind.add_zone("acme.test", [r for r in plan.records if r.type != "CNAME"] + [Record("mx1.acme.test", "A", GATEWAY, 300)])
-        bind.add_zone("outside.test", [Record("outside.test", "TXT", f"v=spf1 ip4:{OUTSIDE} -all", 300)])
+        bind.add_zone("outside.test", [Record("outside.test", "TXT", f"v=spf1 ip4:{OUTSIDE} -all", 300),
+                                       Record("outside.test", "MX", "mx.outside.test", 300, 10), Record("mx.outside.test", "A", OUTSIDE, 300)])
         bind.add_zone("odoo.com", [Record("acme.odoo.com", "MX", "mx.acme.odoo.com", 300, 10), Record("mx.acme.odoo.com", "A", ODOO_MX, 300),
                                    Record("_spf.odoo.com", "TXT", f"v=spf1 ip4:{ODOO_MX} -all", 300)])
         standin = OdooStandIn(workdir / "odoo", STANDIN, 8069, database="acme", password=PASSWORD, netns=name,
                               alias_domains=["acme.odoo.com", "acme.test"], aliases=["sales@acme.test"])
         odoo_mx = OdooMx(workdir / "odoo-mx", ODOO_MX, "mx.acme.odoo.com", "acme.odoo.com", netns=name)
+        outside_mx = MaildirMx(workdir / "outside-mx", OUTSIDE, "mx.outside.test", "outside.test", name, spf_check=False)
         install_mailgate(files, workdir, PASSWORD)
         srs = Postsrsd(workdir / "postsrsd", files, netns=name)
         aliasd = AliasDaemon(workdir, files, netns=name)
         opendkim = OpenDkim(workdir, files, netns=name)
         gateway = PostfixInstance(workdir, files, netns=name, overrides={"inet_interfaces": GATEWAY, "smtp_bind_address": GATEWAY})
-        for server in (bind, standin, odoo_mx, srs, aliasd, opendkim, gateway):
+        for server in (bind, standin, odoo_mx, outside_mx, srs, aliasd, opendkim, gateway):
             server.start()
             started.append(server)
-        yield Forwarding(name, gateway, odoo_mx, standin)
+        yield Forwarding(name, gateway, odoo_mx, standin, outside_mx)
     finally:
         for server in reversed(started):
             server.stop()
@@ -138,3 +143,28 @@ def test_only_what_odoo_routes_is_accepted(forwarding: Forwarding) -> None:
         replies = smtp_tools.raw_session(GATEWAY, 25, [b"EHLO mail.outside.test\r\n", b"MAIL FROM:<ann@outside.test>\r\n",
                                                        f"RCPT TO:<{address}>\r\n".encode(), b"QUIT\r\n"], netns=forwarding.netns, source=OUTSIDE)
         assert int(replies[3][:3]) == code, (address, replies[3])
+
+
+def test_a_bounce_to_the_srs_address_goes_back_to_the_original_sender(forwarding: Forwarding) -> None:
+    # Odoo's side cannot take a redirected message and bounces it to its envelope
+    # sender, the SRS address: the gateway (postsrsd's reverse map, which checks the
+    # hash) turns it back into ann@outside.test and relays it to outside.test's MX.
+    result = forwarding.send("ann@outside.test", "sales@acme.test", "<fwd-2@outside.test>")
+    assert result["data"][0] == 250
+    [message] = wait_for(lambda: forwarding.arrived("<fwd-2@outside.test>"), 60, what="the redirected message at Odoo's MX")
+    srs = message["Return-Path"].strip("<>")
+    dsn = (f"From: Mail Delivery System <MAILER-DAEMON@mx.acme.odoo.com>\r\nTo: {srs}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+           "Message-Id: <fwd-2-bounce@mx.acme.odoo.com>\r\nContent-Type: text/plain\r\n\r\n"
+           "<sales@acme.odoo.com>: mailbox unavailable\r\n").encode()
+    sent = smtp_tools.send(GATEWAY, 25, "", [srs], dsn, netns=forwarding.netns, source=ODOO_MX, helo="mx.acme.odoo.com")
+    assert sent["rcpt"][srs][0] == 250 and sent["data"][0] == 250, sent
+    [back] = wait_for(lambda: [m for m in forwarding.outside_mx.received() if m["Message-Id"] == "<fwd-2-bounce@mx.acme.odoo.com>"],
+                      60, what="the bounce at the original sender's MX")
+    assert back["Delivered-To"] == "ann@outside.test" and back["Return-Path"] == "<>"
+    # A forged SRS address (wrong hash) is no recipient: refused at RCPT, never relayed.
+    local, _, domain = srs.partition("@")
+    forged = "SRS0=AAAA=" + local.split("=", 2)[2] + "@" + domain
+    assert forged.lower() != srs.lower()
+    replies = smtp_tools.raw_session(GATEWAY, 25, [b"EHLO mx.acme.odoo.com\r\n", b"MAIL FROM:<>\r\n", f"RCPT TO:<{forged}>\r\n".encode(),
+                                                   b"QUIT\r\n"], netns=forwarding.netns, source=ODOO_MX)
+    assert int(replies[3][:3]) == 550, (forged, replies[3])
