@@ -203,3 +203,16 @@ def test_imap_checks_report_tls_login_and_mailbox(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("MAILSTACK_IMAP_CAFILE")
     untrusted = imap_probe.probe(declared, IMAP_ADDRESS, IMAP_PASSWORD)
     assert untrusted.stage == "tls" and "certificate not valid" in untrusted.tls_error
+
+
+def test_the_imap_password_from_a_file_and_an_unreadable_file_named(monkeypatch: pytest.MonkeyPatch, dovecot: Dovecot, tmp_path: Path) -> None:
+    declared = ImapMailbox("imap.example.net", USER, dovecot.imaps_port, "ssl")
+    secret = tmp_path / "imap-password"
+    secret.write_text(IMAP_PASSWORD + "\n", encoding="utf-8")
+    monkeypatch.setenv("MAILSTACK_IMAP_PASSWORD_FILE", str(secret))
+    assert run_imap_checks(monkeypatch, dovecot, declared, None)["imap.login"].status == "pass"
+    monkeypatch.setenv("MAILSTACK_IMAP_PASSWORD_FILE", str(tmp_path / "missing"))
+    found = run_imap_checks(monkeypatch, dovecot, declared, None)
+    assert {f.status for f in found.values()} == {"error"}
+    assert "MAILSTACK_IMAP_PASSWORD_FILE" in found["imap.login"].summary and "No such file" in found["imap.login"].summary
+    assert "crashed" not in found["imap.login"].summary

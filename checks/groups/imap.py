@@ -29,12 +29,16 @@ def _observe(ctx: CheckContext, check_id: str) -> tuple[ImapObservation | None, 
     if stack.inbound.mode is not InboundMode.IMAP or stack.inbound.imap is None:
         return None, skipped(check_id, "no IMAP mailbox is declared (inbound.mode imap with inbound.imap)")
     mailbox = stack.inbound.imap
+    try:
+        password = password_from_env()
+    except ValueError as err:
+        return None, errored(check_id, str(err), fix="point MAILSTACK_IMAP_PASSWORD_FILE at a file this user can read")
 
     def run() -> ImapObservation:
         address = mailbox.host if names.is_ip(mailbox.host) else next(iter(ctx.resolver.addresses(mailbox.host)), "")
         if not address:
             return ImapObservation(error=f"{mailbox.host} has no address", stage="connect")
-        return probe(mailbox, address, password_from_env(), cafile=os.environ.get("MAILSTACK_IMAP_CAFILE"), timeout=ctx.smtp.timeout)
+        return probe(mailbox, address, password, cafile=os.environ.get("MAILSTACK_IMAP_CAFILE"), timeout=ctx.smtp.timeout)
 
     return ctx.memo("imap:observation", run), None
 
