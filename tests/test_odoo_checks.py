@@ -94,6 +94,10 @@ def test_checks_skip_without_credentials_and_fail_on_a_wrong_password(odoo: Odoo
         "outbound": ["gateway"], "inbound": {"mode": "gateway"}, "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.10"}]})))
     [skip] = odoo_settings.connect(ctx)
     assert skip.status.value == "skip" and "MAILSTACK_ODOO_PASSWORD" in skip.summary
+    monkeypatch.setenv("MAILSTACK_ODOO_PASSWORD_FILE", "/nonexistent/odoo-password")
+    [unreadable] = odoo_settings.connect(CheckContext("example.net", None, plan=ctx.plan))  # type: ignore[arg-type]
+    assert unreadable.status.value == "error" and "MAILSTACK_ODOO_PASSWORD_FILE /nonexistent/odoo-password" in unreadable.summary
+    monkeypatch.delenv("MAILSTACK_ODOO_PASSWORD_FILE")
     monkeypatch.setenv("MAILSTACK_ODOO_PASSWORD", "wrong")
     ctx = CheckContext("example.net", None, plan=ctx.plan)  # type: ignore[arg-type]
     [refused] = odoo_settings.connect(ctx)

@@ -40,6 +40,8 @@ def _state(ctx: CheckContext, check_id: str) -> tuple[OdooState | None, Finding 
     if ctx.plan is None:
         return None, skipped(check_id, "needs a declaration (--stack/--stack-file)")
     credentials = Credentials.for_stack(ctx.plan.stack)
+    if credentials.unreadable:
+        return None, errored(check_id, f"Odoo's settings are not read: {credentials.unreadable}")
     if credentials.missing:
         return None, skipped(check_id, f"Odoo's settings are not read: {credentials.missing}")
     state = ctx.memo("odoo:state", lambda: fetch(credentials))

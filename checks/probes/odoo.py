@@ -31,15 +31,22 @@ class Credentials:
     database: str | None
     login: str
     password: str | None = field(default=None, repr=False)
+    #: Why the password file named in the environment could not be read ('' when fine).
+    unreadable: str = ""
 
     @classmethod
     def for_stack(cls, stack: MailDomain) -> Credentials:
         password = os.environ.get("MAILSTACK_ODOO_PASSWORD")
         path = os.environ.get("MAILSTACK_ODOO_PASSWORD_FILE")
+        unreadable = ""
         if password is None and path:
-            password = Path(path).read_text(encoding="utf-8").strip()
+            try:
+                password = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as err:
+                reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+                unreadable = f"MAILSTACK_ODOO_PASSWORD_FILE {path}: cannot be read ({reason})"
         login = os.environ.get("MAILSTACK_ODOO_LOGIN") or stack.odoo.login
-        return cls(stack.odoo.rpc_url, stack.odoo.database, login, password)
+        return cls(stack.odoo.rpc_url, stack.odoo.database, login, password, unreadable)
 
     @property
     def missing(self) -> str:
