@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailstack.checks.probes.secret_env import secret_from_env
+
 ENV_PREFIX = "MAILSTACK_E2E"
 DEFAULT_WAIT = 60.0
 DEFAULT_SENDER = "probe@mailstack-check.invalid"
@@ -76,10 +78,7 @@ class E2eSettings:
 
     @classmethod
     def from_env(cls) -> E2eSettings:
-        password = os.environ.get("MAILSTACK_ODOO_PASSWORD")
-        password_file = os.environ.get("MAILSTACK_ODOO_PASSWORD_FILE")
-        if password is None and password_file:
-            password = Path(password_file).read_text(encoding="utf-8").strip()
+        password = secret_from_env("MAILSTACK_ODOO_PASSWORD")
         spool, store = _env("RECIPIENT_SPOOL"), _env("ODOO_STORE")
         return cls(
             enabled=os.environ.get(ENV_PREFIX, "").lower() in ("1", "true", "yes"),

@@ -11,29 +11,18 @@ names a CA bundle for private CAs (the lab's).
 from __future__ import annotations
 
 import imaplib
-import os
 import socket
 import ssl
 from dataclasses import dataclass, replace
-from pathlib import Path
 
+from mailstack.checks.probes.secret_env import secret_from_env
 from mailstack.core.model import ImapMailbox
 
 
 def password_from_env() -> str | None:
-    """``MAILSTACK_IMAP_PASSWORD``, else the file ``MAILSTACK_IMAP_PASSWORD_FILE`` (its
-    first line; a file is how a secret stays out of the environment of every child).
-    ValueError naming the variable when the file cannot be read."""
-    if "MAILSTACK_IMAP_PASSWORD" in os.environ:
-        return os.environ["MAILSTACK_IMAP_PASSWORD"]
-    path = os.environ.get("MAILSTACK_IMAP_PASSWORD_FILE")
-    if not path:
-        return None
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
-        raise ValueError(f"MAILSTACK_IMAP_PASSWORD_FILE {path}: cannot be read ({reason})") from None
+    """``MAILSTACK_IMAP_PASSWORD``, else the file ``MAILSTACK_IMAP_PASSWORD_FILE``
+    (ValueError naming it when it cannot be read)."""
+    return secret_from_env("MAILSTACK_IMAP_PASSWORD")
 
 
 @dataclass(frozen=True, slots=True)

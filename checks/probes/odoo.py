@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from mailstack.checks.probes.secret_env import secret_from_env
 from mailstack.core.model import MailDomain
 from mailstack.odoo.client import OdooClient, OdooError
 from mailstack.odoo.desired import FETCHMAIL_CRON
@@ -36,15 +36,11 @@ class Credentials:
 
     @classmethod
     def for_stack(cls, stack: MailDomain) -> Credentials:
-        password = os.environ.get("MAILSTACK_ODOO_PASSWORD")
-        path = os.environ.get("MAILSTACK_ODOO_PASSWORD_FILE")
-        unreadable = ""
-        if password is None and path:
-            try:
-                password = Path(path).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as err:
-                reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
-                unreadable = f"MAILSTACK_ODOO_PASSWORD_FILE {path}: cannot be read ({reason})"
+        password, unreadable = None, ""
+        try:
+            password = secret_from_env("MAILSTACK_ODOO_PASSWORD")
+        except ValueError as err:
+            unreadable = str(err)
         login = os.environ.get("MAILSTACK_ODOO_LOGIN") or stack.odoo.login
         return cls(stack.odoo.rpc_url, stack.odoo.database, login, password, unreadable)
 
