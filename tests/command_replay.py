@@ -45,6 +45,11 @@ T = TypeVar("T")
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
 DIALS = 10  # pulumi-command's dialErrorLimit default
+# No step of the deploy takes more than a few minutes here (apt installing Postfix and
+# OpenDKIM is the longest, ~20 s); a command still running after this is hung, and the
+# test fails naming it, with what the host was doing, instead of waiting forever.
+COMMAND_TIMEOUT = 300.0
+DIAGNOSE = "systemctl list-jobs --no-pager; systemctl --failed --no-pager; ps -eo pid,ppid,stat,etime,args"
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,12 @@ class Deployer:
         started = time.monotonic()
         stdin = resource.inputs.get("stdin") or None
         async with await self._connect(resource) as conn:
-            result = await conn.run(command, input=stdin, check=False)
+            try:
+                result = await run_command(conn, command, stdin)
+            except asyncssh.TimeoutError as err:
+                report = await _diagnose(conn)
+                raise _StepFailed(f"{resource.name} {action}: still running after {COMMAND_TIMEOUT:.0f} s: {command!r}\n"
+                                  f"{err.stdout or ''}{err.stderr or ''}\n--- on the host:\n{report}") from None
         status = result.exit_status if result.exit_status is not None else 255
         record = Executed(resource.name, action, command, status, str(result.stdout or ""), str(result.stderr or ""),
                           time.monotonic() - started)
@@ -264,6 +274,10 @@ class Deployer:
         started = time.monotonic()
         path, text = str(resource.inputs["remotePath"]), str(resource.inputs["source"]["text"])
         created: list[str] = []
+        await asyncio.wait_for(self._copy_over_sftp(resource, path, text, created), COMMAND_TIMEOUT)
+        self.executed.append(Executed(resource.name, "copy", path, 0, seconds=time.monotonic() - started, created_dirs=tuple(created)))
+
+    async def _copy_over_sftp(self, resource: Resource, path: str, text: str, created: list[str]) -> None:
         async with await self._connect(resource) as conn, conn.start_sftp_client() as sftp:
             parent = posixpath.dirname(path)
             missing = parent
@@ -276,7 +290,25 @@ class Deployer:
                 raise _StepFailed(f"remote path {path} is a directory")
             async with sftp.open(path, "wb") as handle:
                 await handle.write(text.encode("utf-8"))
-        self.executed.append(Executed(resource.name, "copy", path, 0, seconds=time.monotonic() - started, created_dirs=tuple(created)))
+
+
+async def run_command(conn: asyncssh.SSHClientConnection, command: str, stdin: str | None,
+                      timeout: float = COMMAND_TIMEOUT) -> asyncssh.SSHCompletedProcess:
+    """Run one command the way pulumi-command does: its ``stdin`` then end of file, or
+    no input at all (Go's ssh session without Stdin gives the remote an immediate EOF;
+    asyncssh would keep the channel's stdin open), bounded by ``timeout``."""
+    if stdin:
+        return await conn.run(command, input=stdin, check=False, timeout=timeout)
+    return await conn.run(command, stdin=asyncssh.DEVNULL, check=False, timeout=timeout)
+
+
+async def _diagnose(conn: asyncssh.SSHClientConnection) -> str:
+    """What a hung host is doing (its systemd jobs and processes), for the failure message."""
+    try:
+        result = await conn.run(DIAGNOSE, stdin=asyncssh.DEVNULL, check=False, timeout=20)
+        return f"{result.stdout or ''}{result.stderr or ''}"
+    except (OSError, asyncssh.Error) as err:
+        return f"(could not ask the host: {err})"
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:

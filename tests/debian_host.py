@@ -74,6 +74,7 @@ FILES = {
 MASKED = ("apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
           "fstrim.timer", "e2scrub_reap.service", "systemd-timesyncd.service")
 RECIPE_VERSION = 1
+BUILD_STEP_TIMEOUT = 1200  # seconds; debootstrap takes ~25 s and the packages ~15 s here
 
 
 class HostError(RuntimeError):
@@ -89,8 +90,12 @@ def recipe_id() -> str:
 
 def _run(command: list[str], log: Path, what: str) -> None:
     with open(log, "ab") as output:
-        result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={"PATH": SBIN_PATH, "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"})
+        try:
+            result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={"PATH": SBIN_PATH, "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"},
+                                    timeout=BUILD_STEP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise HostError(f"{what} still running after {BUILD_STEP_TIMEOUT} s, see {log}") from None
     if result.returncode:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise HostError(f"{what} failed (exit {result.returncode}), see {log}:\n" + "\n".join(tail))
@@ -299,7 +304,8 @@ class DebianHost:
             self.proxy.send_signal(signal.SIGTERM)
             if not _wait_gone(self.proxy, 5):
                 self.proxy.kill()
-                self.proxy.wait()
+                if not _wait_gone(self.proxy, 10):
+                    raise HostError(f"the apt proxy of {self.hostname} (pid {self.proxy.pid}) survived SIGKILL")
         self.proxy = None
 
     def halt(self) -> None:
@@ -315,7 +321,8 @@ class DebianHost:
                 os.kill(init, signal.SIGKILL)  # PID 1 of the container: the kernel kills the rest
             if not _wait_gone(self.nspawn, 10):
                 self.nspawn.kill()
-                self.nspawn.wait()
+                if not _wait_gone(self.nspawn, 10):
+                    raise HostError(f"systemd-nspawn of {self.hostname} (pid {self.nspawn.pid}) survived SIGKILL")
         self.nspawn = None
         self.stop_proxy()
         if hasattr(self, "run_dir"):

@@ -46,7 +46,7 @@ from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import LabError, make_workdir, wait_for
 from mailstack.lab.tls import self_signed
 from tests import debian_host, lab_network, project
-from tests.command_replay import Deployer, Resource, capture, run_async
+from tests.command_replay import COMMAND_TIMEOUT, Deployer, Resource, capture, run_async, run_command
 from tests.pulumi_harness import Mocks, ProgramRun, config_string, run_program
 from tests.receiver import Receiver, Verdict, verdict
 
@@ -174,10 +174,14 @@ class Site:
 
         async def run() -> tuple[int, str, str]:
             sock = lab_network.tcp_connect(self.lab, host.address, 22, source=DEPLOYER)
-            async with asyncssh.connect(host.address, sock=sock, username="root", agent_path=None,
+            async with asyncssh.connect(host.address, sock=sock, username="root", agent_path=None, login_timeout=30,
                                         client_keys=[asyncssh.import_private_key(self.client_key)],
                                         known_hosts=([asyncssh.import_public_key(host.host_key)], [], [])) as conn:
-                result = await conn.run(command, input=stdin, check=False)
+                try:
+                    result = await run_command(conn, command, stdin)
+                except asyncssh.TimeoutError as err:
+                    raise AssertionError(f"{hostname}: {command}: still running after {COMMAND_TIMEOUT:.0f} s\n"
+                                         f"{err.stdout or ''}{err.stderr or ''}") from None
                 return int(result.exit_status or 0), str(result.stdout), str(result.stderr)
 
         return run_async(run())
