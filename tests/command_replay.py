@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import posixpath
 import socket
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -313,9 +314,19 @@ async def _diagnose(conn: asyncssh.SSHClientConnection) -> str:
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to its end on a thread of its own: the Pulumi mocks keep using
-    the main thread's event loop, which ``asyncio.run`` there would close."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+    the main thread's event loop, which ``asyncio.run`` there would close. A daemon
+    thread: should it ever hang, the test's timeout fails the test and the run goes on
+    (an executor's thread would be joined on the way out, hanging the run with it)."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(asyncio.run(coroutine))
+        except BaseException as err:  # handed to the caller, whatever it is
+            done.set_exception(err)
+
+    threading.Thread(target=run, name="command-replay", daemon=True).start()
+    return done.result()
 
 
 def _reverse_dependency_order(resources: list[Resource]) -> list[Resource]:
