@@ -16,14 +16,15 @@ It prints, per concurrency:
   (messages / the time from the first connection until Odoo stored the last one);
 - p50/p99/max of Postfix's own ``delay=`` of each delivery (from the message's arrival
   in the queue, during the SMTP session, to the mailgate's exit after Odoo stored it);
-- lost and duplicated: every Message-Id sent must be stored exactly once, nothing left
-  in the queue, nothing bounced;
-- where the CPU went, per component (cgroup v1 ``cpuacct`` of each process tree:
-  Postfix's daemons, the mailgates — each moves itself into its group through a
-  two-line ``sh`` wrapper in front of master.cf's argv, counted with it — OpenDKIM,
-  the Odoo stand-in, the senders), and, measured apart, one mailgate run's CPU and wall
-  time against the interpreter's bare start-up and the standard library it imports —
-  the part of each message that is a fresh process — and the mailgate of before.
+- lost and duplicated: every alias of every Message-Id sent must be routed by Odoo
+  exactly once, nothing left in the queue, nothing bounced;
+- where the CPU went, per component: cgroup v1 ``cpuacct`` of each process tree
+  (Postfix with everything it starts, OpenDKIM, mailstack-aliasd, the Odoo stand-in,
+  the senders), and the mailgate runs apart from Postfix's daemons (a small ``sh``
+  wrapper in front of master.cf's argv records each run's CPU); measured apart, one
+  mailgate run's CPU and wall time against the interpreter's bare start-up and the
+  standard library it imports — the part of each message that is a fresh process —
+  and the mailgate of before.
 
 It asserts nothing (the tests prove delivery: ``tests/test_inbound_delivery.py``).
 """
@@ -46,13 +47,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mailstack.lab.odoo_standin import OdooStandIn  # noqa: E402
+from mailstack.lab.odoo import OdooStandIn  # noqa: E402
 from mailstack.lab.postfix import lab_layout, mailgate_python, make_workdir  # noqa: E402
 from tests.inbound_gateway import GATEWAY, PASSWORD, inbound_gateway, message  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpuacct")
-COMPONENTS = ("postfix", "opendkim", "odoo", "senders")
+COMPONENTS = ("postfix", "opendkim", "aliasd", "odoo", "senders")
 #: The mailgate as it was before issue 14 changed its start-up (for the side by side).
 BEFORE = "c3c87b4cffd814595adb4658b8354d04c9e88aec"
 
@@ -191,12 +192,13 @@ def run(args: argparse.Namespace, concurrency: int, alone: dict[str, float]) -> 
             per_message = {k: 1000 * v / n for k, v in used.items()}
             runs, mailgate_seconds = times.seconds()
             mailgate_ms = 1000 * mailgate_seconds / max(runs, 1)
-            gateway_ms = per_message["postfix"] + per_message["opendkim"]
+            gateway_ms = per_message["postfix"] + per_message["opendkim"] + per_message["aliasd"]
             share = alone["stdlib"] / alone["mailgate"]
             print(f"  where a message's gateway CPU goes ({gateway_ms:.1f} ms): the mailgate process {mailgate_ms:.1f} ms "
                   f"({runs} runs; measured apart, {100 * share:.0f} % of a run is the interpreter and the standard library "
                   f"it imports), Postfix's daemons {per_message['postfix'] - 1000 * mailgate_seconds / n:.1f} ms, "
-                  f"OpenDKIM {per_message['opendkim']:.1f} ms; besides, the Odoo stand-in {per_message['odoo']:.1f} ms "
+                  f"OpenDKIM {per_message['opendkim']:.1f} ms, mailstack-aliasd {per_message['aliasd']:.1f} ms; "
+                  f"besides, the Odoo stand-in {per_message['odoo']:.1f} ms "
                   f"and the senders {per_message['senders']:.1f} ms")
             whole = sum(per_message.values())
             print(f"  ceiling of this machine for that work: {os.cpu_count()} cores x 1000 / {whole:.1f} ms = "

@@ -2,9 +2,9 @@
 outside senders that feed it: shared by ``tests/test_inbound_delivery.py`` and
 ``benchmarks/inbound.py``.
 
-The gateway is what a gateway host runs — Postfix, OpenDKIM and the mailgate rendered
-by ``mailstack.gateway.render`` from a stack, started by the lab's runners — with the
-Odoo stand-in behind it, every address on loopback inside the namespace (nothing
+The gateway is what a gateway host runs — Postfix, OpenDKIM, mailstack-aliasd and the
+mailgate rendered by ``mailstack.gateway.render`` from a stack, started by the lab's
+runners — with the Odoo stand-in behind it, every address on loopback inside the namespace (nothing
 leaves it; its resolver points where nothing answers). Each outside sender is an SMTP
 client with an address of its own, as mail from many MTAs arrives: the stack's
 per-client rate limits stay at their defaults.
@@ -38,7 +38,8 @@ from mailstack.config.stack import from_config
 from mailstack.gateway import render
 from mailstack.lab import netns
 from mailstack.lab.binaries import binary
-from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.aliasd import AliasDaemon
+from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import OpenDkim, PostfixInstance, install_mailgate, lab_layout, make_workdir
 from mailstack.lab.tls import self_signed
 
@@ -48,10 +49,11 @@ GATEWAY, STANDIN = "127.0.114.10", "127.0.114.40"
 FIRST_SENDER = 100
 PASSWORD = "inbound-odoo-password"
 ALIASES = ("sales", "support", "info", "jobs")
-#: The stand-in, OpenDKIM and Postfix, in the order they start.
-COMPONENTS = ("odoo", "opendkim", "postfix")
+#: The stand-in, OpenDKIM, mailstack-aliasd (RCPT TO checked against Odoo's aliases)
+#: and Postfix, in the order they start.
+COMPONENTS = ("odoo", "opendkim", "aliasd", "postfix")
 
-Server = OdooStandIn | OpenDkim | PostfixInstance
+Server = OdooStandIn | OpenDkim | AliasDaemon | PostfixInstance
 
 
 def stack_config(workdir: Path, concurrency: int) -> dict[str, Any]:
@@ -137,7 +139,8 @@ def inbound_gateway(prefix: str, concurrency: int,
         postfix = PostfixInstance(workdir, files, netns=name)
         install_mailgate(files, workdir, PASSWORD)
         (workdir / "secret").chmod(0o755)
-        servers: tuple[Server, ...] = (standin, opendkim, postfix)
+        aliasd = AliasDaemon(workdir, files, netns=name)
+        servers: tuple[Server, ...] = (standin, opendkim, aliasd, postfix)
         for component, server in zip(COMPONENTS, servers):
             with around(component):
                 server.start()

@@ -130,9 +130,13 @@ def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None
     assert "flags=Rq user=mailgate argv=" in master and "--recipient ${original_recipient}" in master
     recipients = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines()[1:]}
     for domain in ("example.org", "brand.example"):
-        for local in ("catchall", "bounce", "notifications", "postmaster", "sales", "jobs"):
+        for local in ("catchall", "bounce", "postmaster", "sales", "jobs"):
             assert f"{local}@{domain}" in recipients
-    assert len(recipients) == 12
+    assert len(recipients) == 10  # not notifications@: Odoo routes it only as a reply
+    assert conf["relay_recipient_maps"] == "socketmap:inet:127.0.0.1:10027:odoo"  # mailstack-aliasd asks Odoo
+    assert conf["recipient_delimiter"] == ""  # Odoo 17 strips no +detail
+    aliasd = files["mailstack/aliasd.conf"].text
+    assert "static_file = /etc/postfix/relay_recipients" in aliasd and "domains = brand.example,example.org" in aliasd
 
 
 def test_an_outbound_only_gateway_receives_nothing(tmp_path: Path) -> None:
@@ -350,7 +354,7 @@ def test_recipients_and_transport_follow_the_declaration(aliases: list[str], ali
         assert "postfix/relay_recipients" not in files
         return
     listed = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines() if not line.startswith("#")}
-    locals_ = {"bounce", "catchall", "notifications", "postmaster", *(a.lower() for a in aliases)}
+    locals_ = {"bounce", "catchall", "postmaster", *(a.lower() for a in aliases)}
     assert listed == {f"{local}@{domain}" for local in locals_ for domain in domains}
 
 

@@ -90,7 +90,7 @@ def check_json(state_dir: Path, *extra: str) -> tuple[int, list[dict[str, str]]]
 
 def test_up_is_idempotent_and_status_reads_the_records_back(lab: Path) -> None:
     before = {p.role: p.pid for p in LabState.load(lab).processes}
-    assert set(before) == {"bind", "odoo", "recipient", "opendkim", "postfix"}
+    assert set(before) == {"bind", "odoo", "recipient", "opendkim", "postfix", "aliasd"}
     again = mailstack("lab", "up", *opts(lab), check=True)
     assert "already up" in again.stdout and "5 same, 8 unmanaged" in again.stdout
     assert {p.role: p.pid for p in LabState.load(lab).processes} == before
@@ -125,7 +125,10 @@ def test_check_is_all_green_with_every_e2e_probe(lab: Path) -> None:
     code, findings = check_json(lab)
     bad = [f for f in findings if f["status"] in ("fail", "error", "warn")]
     assert bad == [] and code == 0
-    e2e = [f for f in findings if f["id"].startswith("e2e.")]
+    assert [f["status"] for f in findings if f["id"] == "e2e.inbound.imap"] == ["skip"]  # the lab stack is gateway mode
+    odoo = [f for f in findings if f["id"].split(".")[0] == "odoo" and f["id"] != "odoo.sending"]
+    assert odoo and all(f["status"] in ("pass", "skip") for f in odoo), "Odoo's side is read and matches the stack"
+    e2e = [f for f in findings if f["id"].startswith("e2e.") and f["status"] != "skip"]
     assert {f["id"] for f in e2e} == E2E_IDS and all(f["status"] == "pass" for f in e2e)
     inbound = [f for f in e2e if f["id"].startswith("e2e.inbound.")]
     assert len(inbound) == 6, "two aliases, each as To, Cc and Bcc"
@@ -172,15 +175,17 @@ with smtplib.SMTP("127.0.40.30", 25, source_address=("127.0.40.20", 0), local_ho
     assert verdict["dmarc"] == "fail" and verdict["dmarc_policy"] == "reject"
 
 
+# 200 customers, one message each: Odoo 17's loop detection drops the 21st message one
+# sender writes within 120 minutes (mail.gateway.loop.threshold/minutes, _detect_loop_sender).
 SEND_MANY = """
 import json, smtplib, sys
 count, tag = int(sys.argv[1]), sys.argv[2]
 replies = []
 with smtplib.SMTP("127.0.40.10", 25, source_address=("127.0.40.30", 0), local_hostname="mx.recipient.test", timeout=60) as client:
     for n in range(count):
-        raw = (f"From: sender@recipient.test\\r\\nTo: sales@acme.test\\r\\nSubject: load {n}\\r\\n"
+        raw = (f"From: customer{n}@recipient.test\\r\\nTo: sales@acme.test\\r\\nSubject: load {n}\\r\\n"
                f"Message-ID: <load-{tag}-{n}@recipient.test>\\r\\n\\r\\nmessage {n}\\r\\n").encode()
-        refused = client.sendmail("sender@recipient.test", ["sales@acme.test"], raw)
+        refused = client.sendmail(f"customer{n}@recipient.test", ["sales@acme.test"], raw)
         replies.append(not refused)
 print(json.dumps(replies))
 """
@@ -237,7 +242,7 @@ def test_bind_down_means_error_never_pass_and_recovers_after_restart(lab: Path) 
     dns_groups = ("e2e", "spf", "dkim", "dmarc", "mx", "published")
     wrongly_passed = [f for f in findings if f["id"].split(".")[0] in dns_groups and f["status"] == "pass"]
     assert wrongly_passed == [], [(f["id"], f["summary"]) for f in wrongly_passed]
-    e2e = [f for f in findings if f["id"].startswith("e2e.")]
+    e2e = [f for f in findings if f["id"].startswith("e2e.") and f["id"] != "e2e.inbound.imap"]  # imap: skipped, no DNS asked
     assert e2e and all(f["status"] == "error" for f in e2e), [(f["id"], f["status"], f["summary"]) for f in e2e]
 
     repaired = mailstack("lab", "up", *opts(lab), check=True)

@@ -34,8 +34,11 @@ BUILTIN_MODULES = (
     "mailstack.checks.groups.mta_sts",
     "mailstack.checks.groups.published",
     "mailstack.checks.groups.odoo",
+    "mailstack.checks.groups.odoo_settings",
+    "mailstack.checks.groups.imap",
     "mailstack.checks.groups.smtp",
     "mailstack.checks.groups.e2e",
+    "mailstack.checks.groups.e2e_imap",
 )
 
 

@@ -15,6 +15,7 @@ verdict of temperror, no arrival in time) is ``error``, never ``pass``.
 
 from __future__ import annotations
 
+import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,6 +193,8 @@ class InboundResult:
     found: dict[tuple[str, str], tuple[list[dict[str, Any]], float | None, str]]
     error: str = ""
     rejected: dict[tuple[str, str], str] | None = None
+    #: Per alias address: the model of Odoo's alias (None: Odoo has no such alias).
+    models: dict[str, str | None] | None = None
 
 
 def _targets(ctx: CheckContext) -> list[str]:
@@ -225,25 +228,32 @@ def _inbound(ctx: CheckContext) -> InboundResult:
         mx = _mx_address(ctx, domain)  # DnsError propagates: the check reports error
         for mode in MODES:
             message_id = e2e_probe.new_message_id(f"in-{mode}", sender_domain)
-            headers = {"From": settings.sender, "Subject": f"mailstack e2e inbound probe ({mode} {target})"}
+            sender = e2e_probe.probe_sender(settings.sender, message_id)
+            headers = {"From": sender, "Subject": f"mailstack e2e inbound probe ({mode} {target})"}
             if mode == "to":
                 headers["To"] = target
             else:
-                headers["To"] = settings.sender
+                headers["To"] = sender
                 if mode == "cc":
                     headers["Cc"] = target
             raw, body = e2e_probe.build(message_id, headers, f"inbound-{mode}")
             try:
-                sent = e2e_probe.submit(mx, 25, settings.sender, [target], raw, source=settings.sender_source, helo=f"mx.{sender_domain}")
+                sent = e2e_probe.submit(mx, 25, sender, [target], raw, source=settings.sender_source, helo=f"mx.{sender_domain}")
             except ProbeRejected as err:
                 rejected[(mode, target)] = str(err)
                 continue
-            probes[(mode, target)] = Probe(message_id, settings.sender, (target,), raw, body, sent, mode)
+            probes[(mode, target)] = Probe(message_id, sender, (target,), raw, body, sent, mode)
     client = OdooClient(stack.odoo.url, stack.odoo.database, settings.odoo_login, settings.odoo_password)
     found = {}
     for key, probe in probes.items():
         found[key] = e2e_probe.wait_for_odoo(client, probe.message_id, probe.sent_at + settings.wait)
-    return InboundResult(probes, found, rejected=rejected)
+    models: dict[str, str | None] = {}
+    for target in {t for _, t in probes}:
+        try:
+            models[target] = client.alias_model(target)
+        except (OSError, PermissionError, xmlrpc.client.Error):
+            models[target] = None
+    return InboundResult(probes, found, rejected=rejected, models=models)
 
 
 def _stored_body(settings: E2eSettings, message_id: str) -> bytes | None:
@@ -288,9 +298,11 @@ def _inbound_findings(ctx: CheckContext, mode: str) -> list[Finding]:
         problems = []
         if len(records) != 1:
             problems.append(f"{len(records)} mail.message records (duplicate delivery)")
-        routes = records[0].get("routes")
-        if routes is not None and target not in routes:
-            problems.append(f"routed to {routes}, not {target} (original recipient lost)")
+        model = (result.models or {}).get(target)
+        if model is None:
+            problems.append(f"Odoo has no alias {target}")
+        elif records[0].get("model") != model:
+            problems.append(f"posted on {records[0].get('model')}, not on {model} the alias {target} creates (original recipient lost)")
         stored = _stored_body(settings, probe.message_id)
         expected_body = probe.body.replace(b"\r\n", b"\n")
         html_body = records[0].get("body")

@@ -31,7 +31,7 @@ def recipient_domain(ctx: CheckContext, domain: str | None = None) -> str:
 def declared_recipients(ctx: CheckContext) -> list[str]:
     """Addresses the gateway must accept, in every mail domain (alias domains too):
     Odoo's catchall and bounce, and the declared aliases."""
-    if ctx.stack is None or ctx.stack.inbound.mode is not InboundMode.GATEWAY:
+    if ctx.stack is None or not ctx.stack.gateways_receive:
         return []
     local_parts = list(dict.fromkeys([ctx.stack.odoo.catchall, ctx.stack.odoo.bounce, *ctx.stack.inbound.aliases]))
     return [f"{part}@{recipient_domain(ctx, d)}" for d in ctx.domains for part in local_parts]

@@ -43,6 +43,7 @@ from mailstack.core.model import (
 
 _KEYS = (
     "odooAddresses", "smtpAuth", "relayHost", "tls", "messageSizeLimit", "rateLimits", "mailgate", "deploy",
+    "recipientCheck", "recipientRefresh",
 )
 #: Odoo's submitting addresses (Postfix mynetworks, OpenDKIM InternalHosts).
 ODOO_ADDRESSES = Limit(100, "they are Odoo's own servers; trust a network instead of listing more hosts")
@@ -76,9 +77,11 @@ def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_databas
     rates = _rates(reader, data.get("rateLimits"), (*path, "rateLimits"))
     mailgate = _mailgate(reader, data.get("mailgate"), (*path, "mailgate"), odoo_url, odoo_database)
     deploy = reader.boolean(data.get("deploy"), (*path, "deploy"), default=True)
-    if reader.error_count > errors_before or not (tls and rates and mailgate and size is not None):
+    check = reader.choice(data.get("recipientCheck"), (*path, "recipientCheck"), ("odoo", "static"), default="odoo")
+    refresh = reader.integer(data.get("recipientRefresh"), (*path, "recipientRefresh"), 10, 3600, default=60)
+    if reader.error_count > errors_before or not (tls and rates and mailgate and size is not None and check and refresh is not None):
         return None  # reported here, or (mailgate's defaults) at mailstack:odoo
-    return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates, deploy)
+    return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates, deploy, check, refresh)
 
 
 def parse_relay_host(value: Any) -> RelayHost:

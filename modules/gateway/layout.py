@@ -42,6 +42,15 @@ class Layout:
     mailgate_command: tuple[str, ...] = ("/usr/bin/python3", "-I", "-S", "/usr/local/lib/mailstack/mailgate.py")
     #: Recipients per mailgate run: all of a message's (Odoo processes it once).
     mailgate_recipient_limit: int = 50
+    #: mailstack-aliasd (RCPT validation against Odoo's aliases): where it listens for
+    #: Postfix's socketmap lookups, and its stdlib-only script, run as the mailgate user.
+    aliasd_host: str = "127.0.0.1"
+    aliasd_port: int = 10027
+    aliasd_command: tuple[str, ...] = ("/usr/bin/python3", "/usr/local/lib/mailstack/aliasd.py")
+    #: postsrsd (SRS for ``inbound.mode: forward``): its forward and reverse tcp tables.
+    srs_forward_port: int = 10001
+    srs_reverse_port: int = 10002
+    srs_secret_file: str = "/etc/postsrsd.secret"
     #: Cyrus sasldb with Odoo's SMTP AUTH user (``gateway.smtpAuth``); root:postfix 0640,
     #: so smtpd (user postfix, not chrooted) reads it and nobody else does.
     sasldb_path: str = "/etc/sasldb2"
@@ -57,5 +66,6 @@ class Layout:
             "odoo": f"{self.mailstack_dir}/odoo",
             "mta-sts": self.mta_sts_dir,
             "systemd": self.systemd_dir,
+            "postsrsd": "/etc/default",
         }
         return f"{roots[top]}/{rest}"

@@ -26,6 +26,9 @@ PACKAGES = {
     "opendkim": "opendkim",
     "opendkim-testmsg": "opendkim-tools",
     "saslpasswd2": "sasl2-bin",
+    "setpriv": "util-linux",
+    "dovecot": "dovecot-imapd",
+    "postsrsd": "postsrsd",
 }
 #: Where Debian installs programs, searched after PATH.
 SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")

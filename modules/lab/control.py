@@ -31,7 +31,7 @@ from mailstack.plan.changes import ChangeSet
 #: Python modules the lab imports, and the PyPI distribution providing each.
 PYTHON_MODULES = {"aiosmtpd": "aiosmtpd", "spf": "pyspf", "dkim": "dkimpy", "publicsuffixlist": "publicsuffixlist"}
 #: Order of shutdown: senders first, DNS last.
-STOP_ORDER = ("postfix", "opendkim", "recipient", "odoo", "bind")
+STOP_ORDER = ("postfix", "aliasd", "opendkim", "recipient", "odoo", "bind")
 INSIDE_ENV = "MAILSTACK_LAB_INSIDE"
 
 
@@ -73,7 +73,7 @@ def inside(namespace: str) -> bool:
 # -- host side -------------------------------------------------------------------------
 
 
-ROLES = frozenset({"bind", "odoo", "recipient", "opendkim", "postfix"})
+ROLES = frozenset({"bind", "odoo", "recipient", "opendkim", "postfix", "aliasd"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +199,9 @@ def repair(state_dir: Path, plan: Plan, topology: Topology) -> list[str]:
         roles.start_odoo(state, plan, topology)
     if "recipient" in dead:
         roles.start_recipient(state, topology)
-    if dead & {"opendkim", "postfix"}:
+    if dead & {"opendkim", "postfix", "aliasd"}:
         for process in state.processes:
-            if process.role in ("postfix", "opendkim"):
+            if process.role in ("postfix", "opendkim", "aliasd"):
                 process.stop()
         roles.start_gateway(state, plan, topology)
     return sorted(dead)

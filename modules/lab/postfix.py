@@ -81,7 +81,7 @@ def runs_as(user: str, python: str | None = None) -> bool:
 
 
 def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_port: int = 587,
-               milter_port: int = 8891, mailgate_user: str = "nobody") -> Layout:
+               milter_port: int = 8891, mailgate_user: str = "nobody", aliasd_port: int = 10027) -> Layout:
     """A Layout with every file under ``workdir`` and listeners on ``address``.
 
     The mailgate runs as ``mailgate_user`` with the system Python on a copy of
@@ -101,6 +101,9 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
         inet_protocols="ipv4",
         mailgate_user=mailgate_user,
         mailgate_command=(mailgate_python(), "-I", "-S", str(workdir / "mailstack" / "mailgate.py")),
+        aliasd_host=address,
+        aliasd_port=aliasd_port,
+        aliasd_command=(mailgate_python(), str(workdir / "mailstack" / "aliasd.py")),
     )
 
 
@@ -212,7 +215,9 @@ class PostfixInstance:
         _run([binary("postconf"), "-c", str(self.config_dir), "-e", *(f"{k}={v}" for k, v in settings.items())], None)
         for relative in POSTMAP_FILES:
             if relative in self.files:
-                _run([binary("postmap"), "-c", str(self.config_dir), str(self.workdir / relative)], None)
+                # In the instance's namespace: postmap reads main.cf, whose inet_interfaces
+                # may name addresses that exist only there.
+                _run([binary("postmap"), "-c", str(self.config_dir), str(self.workdir / relative)], self.netns)
         self.check()
 
     def check(self) -> str:

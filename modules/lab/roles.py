@@ -16,8 +16,9 @@ from pathlib import Path
 from mailstack.core.record import Record
 from mailstack.gateway import render
 from mailstack.lab.binaries import binary
+from mailstack.lab.aliasd import AliasDaemon
 from mailstack.lab.bind import BindServer
-from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import (
     OpenDkim,
     PostfixInstance,
@@ -105,19 +106,28 @@ def restart_bind(state: LabState) -> int:
 
 
 def odoo_standin(state: LabState, plan: Plan, topology: Topology, netns: str | None = None) -> OdooStandIn:
-    """The Odoo stand-in with the stack's aliases (and Odoo's catchall and bounce)."""
+    """The Odoo stand-in as the administrator would have set it up: one alias domain
+    per relay domain (with the stack's bounce, catchall and notifications names), the
+    stack's aliases on each, and outgoing mail through the gateway (the rendered
+    odoo.conf), sent from Odoo's lab address."""
     stack = plan.stack
-    domains = plan.relay_domains
-    local_parts = (*stack.inbound.aliases, stack.odoo.catchall, stack.odoo.bounce)
+    workdir = state.role_dir("odoo")
+    odoo_conf = workdir / "odoo.conf"
+    odoo_conf.write_text(render_gateway(state, plan, topology)[1]["odoo/odoo.conf"].text, encoding="utf-8")
+    names = f"bounce={stack.odoo.bounce},catchall={stack.odoo.catchall},default_from={stack.odoo.notifications}"
     return OdooStandIn(
-        state.role_dir("odoo"),
+        workdir,
         topology.odoo_address,
         topology.odoo_port,
         database=stack.odoo.database or "odoo",
         password=state.odoo_password(),
-        aliases=[f"{local}@{domain}" for domain in domains for local in local_parts],
+        alias_domains=[f"{domain},{names}" for domain in plan.relay_domains],
+        aliases=[f"{local}@{domain}" for domain in plan.relay_domains for local in stack.inbound.aliases],
         login_name=ODOO_LOGIN,
         netns=netns,
+        odoo_conf=odoo_conf,
+        smtp_source=topology.odoo_address,
+        hostname=f"odoo.{stack.domain}",
     )
 
 
@@ -208,3 +218,8 @@ def start_gateway(state: LabState, plan: Plan, topology: Topology) -> None:
     postfix.start()
     assert postfix.master_pid is not None
     state.record("postfix", postfix.master_pid, "master")
+    if render.uses_aliasd(files):
+        aliasd = AliasDaemon(workdir, files, user=MAILGATE_USER)
+        aliasd.start()
+        assert aliasd.pid is not None
+        state.record("aliasd", aliasd.pid, str(aliasd.conf_path))

@@ -33,6 +33,7 @@ def order_key(record: Record) -> tuple[str, str, int, str]:
 def spf_value(stack: MailDomain) -> str | None:
     """The merged SPF value of the stack's senders, None when nobody sends."""
     terms = [t for sender in stack.outbound for t in senders.spf_terms(stack, sender)]
+    terms += senders.forwarder_terms(stack)
     if not terms:
         return None
     return spf.build(terms, stack.spf.all)
