@@ -19,6 +19,9 @@ except ConfigErrors as err:
 except MailstackError as err:
     raise pulumi.RunError(str(err)) from err
 
+#: What Odoo's settings wait for: the records it will be told to use, and the gateways.
+odoo_after: list[pulumi.Resource] = []
+
 dkim_key = None
 if planned.needs_gateway_key or stack.gateways:
     dkim_key = tls.PrivateKey(
@@ -40,13 +43,14 @@ if stack.dns.provider == "cloudflare":
         ),
     )
     pulumi.export("zoneIds", dns.zone_ids)
+    odoo_after.append(dns)
 elif stack.dns.provider == "rfc2136":
     from mailstack.providers.rfc2136_records import Rfc2136Records, Rfc2136RecordsArgs
 
     tsig_secret = engine_config.secret("tsigSecret")
     if tsig_secret is None:
         raise pulumi.RunError("mailstack:tsigSecret: is required for provider rfc2136 (pulumi config set --secret mailstack:tsigSecret <base64>)")
-    Rfc2136Records(
+    rfc2136_dns = Rfc2136Records(
         "mail",
         Rfc2136RecordsArgs(
             records=planned.records,
@@ -61,6 +65,7 @@ elif stack.dns.provider == "rfc2136":
             adopt=dict(stack.dns.adopt),
         ),
     )
+    odoo_after.append(rfc2136_dns)
 
 if dkim_key is not None and stack.gateway is not None and stack.gateway.deploy:
     from mailstack.providers.gateway import GatewayArgs, GatewayServer
@@ -69,7 +74,7 @@ if dkim_key is not None and stack.gateway is not None and stack.gateway.deploy:
     odoo_password = engine_config.secret("odooPassword")
     smtp_auth_password = engine_config.secret("smtpAuthPassword")
     for gateway in stack.gateways:
-        GatewayServer(
+        odoo_after.append(GatewayServer(
             f"gateway-{gateway.hostname}",
             GatewayArgs(
                 plan=planned,
@@ -79,7 +84,32 @@ if dkim_key is not None and stack.gateway is not None and stack.gateway.deploy:
                 odoo_password=odoo_password,
                 smtp_auth_password=smtp_auth_password,
             ),
-        )
+        ))
+
+if stack.odoo.manage:
+    # Odoo's mail settings (odoo.manage), told to Odoo only after the DNS records and
+    # the gateways it will use exist.
+    from mailstack.odoo.desired import desired
+    from mailstack.providers.odoo import OdooSettings, OdooSettingsArgs
+
+    odoo_admin_password = engine_config.secret("odooPassword")
+    if odoo_admin_password is None:
+        raise pulumi.RunError("mailstack:odooPassword: is required when mailstack:odoo.manage is set "
+                              "(pulumi config set --secret mailstack:odooPassword ...)")
+    OdooSettings(
+        "odoo",
+        OdooSettingsArgs(
+            desired=desired(planned),
+            url=stack.odoo.rpc_url or "",
+            database=stack.odoo.database or "",
+            login=stack.odoo.login,
+            password=odoo_admin_password,
+            adopt=stack.odoo.adopt,
+            smtp_password=engine_config.secret("smtpAuthPassword"),
+            imap_password=engine_config.secret("imapPassword"),
+            depends_on=odoo_after,
+        ),
+    )
 
 pulumi.export("records", [r.as_json() for r in planned.records])
 if dkim_key is not None:

@@ -42,7 +42,7 @@ from mailstack.core.record import Record
 from mailstack.lab import netns as lab_netns
 from mailstack.lab import smtp_tools
 from mailstack.lab.bind import BindServer
-from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import LabError, make_workdir, wait_for
 from mailstack.lab.tls import self_signed
 from tests import debian_host, lab_network, project
@@ -121,8 +121,11 @@ class Site:
             host.boot()
         self.bind = BindServer(self.workdir / "bind", DNS, 53, netns=self.lab)
         self.receiver = Receiver(self.workdir / "receiver", self.lab, RECEIVER, RECEIVER_HOST, RECEIVER_DOMAIN, DNS)
+        # Odoo 17: catchall@ and bounce@ are each alias domain's own addresses, not aliases.
+        domains = sorted({address.rpartition("@")[2] for address in aliases})
+        routed = [a for a in aliases if a.partition("@")[0] not in ("catchall", "bounce")]
         self.odoo = OdooStandIn(self.workdir / "odoo", ODOO, 8069, database="production", password=ODOO_PASSWORD,
-                                aliases=aliases, netns=self.lab, login_name="mailgate")
+                                alias_domains=domains, aliases=routed, netns=self.lab, login_name="mailgate")
         self.deployer = Deployer(lambda host, port: lab_network.tcp_connect(self.lab, host, port, source=DEPLOYER, timeout=10))
 
     def start_servers(self, records: list[Record], zones: tuple[str, ...]) -> None:

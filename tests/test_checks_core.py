@@ -309,13 +309,13 @@ def test_cached_resolver_asks_a_failing_question_once() -> None:
         with pytest.raises(DnsError) as info:
             resolver.txt("example.test")
         errors.append(info.value)
-    assert errors[0] is errors[1]  # the second ask was answered from the run's cache
+    assert str(errors[0]) == str(errors[1])
+    assert (resolver.stats.sent, resolver.stats.cached) == (1, 1)  # the second ask came from the run's cache
     uncached = Resolver((Server("127.0.0.1", 9),), 0.2)
-    with pytest.raises(DnsError) as first:
-        uncached.txt("example.test")
-    with pytest.raises(DnsError) as second:
-        uncached.txt("example.test")
-    assert first.value is not second.value
+    for _ in range(2):
+        with pytest.raises(DnsError):
+            uncached.txt("example.test")
+    assert uncached.stats.sent == 2
 
 
 def test_mta_sts_policy_parse_round_trip_and_errors() -> None:

@@ -13,6 +13,7 @@ import dns.resolver
 import pytest
 
 from mailstack.checks.engine.finding import Status
+from mailstack.checks.dns import loop
 from mailstack.checks.probes.spf_tree import budget, fetch_tree
 from tests.checks_fixtures import context, dns_lab, of, run, statuses  # noqa: F401
 
@@ -39,7 +40,7 @@ def _checkdmarc(lab, domain: str) -> tuple[int | None, int | None, str]:  # type
      "example.com", "example.net", "contoso.example", "shop.example.org", "group.example"],
 )
 def test_lookup_and_void_counts_agree_with_checkdmarc(dns_lab, domain: str) -> None:
-    ours = budget(fetch_tree(dns_lab.resolver(), domain))
+    ours = budget(loop.run(fetch_tree(dns_lab.resolver().aio, domain)))
     lookups, voids, outcome = _checkdmarc(dns_lab, domain)
     if lookups is not None:
         assert ours.lookups == lookups, (domain, outcome)

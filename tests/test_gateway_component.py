@@ -80,12 +80,17 @@ def test_one_component_per_gateway_with_files_key_and_activation() -> None:
             copy_resource = copies[layout.host_path(relative)]
             assert copy_resource.inputs["source"].text == rendered.text
         assert layout.mailgate_command[-1] in copies  # the stdlib-only mailgate script
+        assert copies[layout.aliasd_command[-1]].inputs["source"].text == render.aliasd_source()  # and mailstack-aliasd
+        assert "/etc/systemd/system/mailstack-aliasd.service" in copies
         commands = {r.name.removeprefix(f"gateway-{host}-"): r for r in children(run, host, COMMAND)}
         assert set(commands) == {"packages", "dkim-key", "activate"}
         assert "apt-get install -y -q postfix opendkim" in commands["packages"].inputs["create"]
         activate = commands["activate"].inputs["create"]
         assert "postmap /etc/postfix/transport /etc/postfix/relay_recipients" in activate
         assert "postfix -c /etc/postfix check" in activate and "reload-or-restart postfix" in activate
+        assert "chmod 0755 /usr/local/lib/mailstack/mailgate.py /usr/local/lib/mailstack/aliasd.py" in activate
+        assert "systemctl enable opendkim postfix mailstack-aliasd" in activate
+        assert activate.index("systemctl restart mailstack-aliasd") < activate.index("reload-or-restart postfix")
         key = commands["dkim-key"]
         assert secret(key.inputs["stdin"]) == "(mock private key)"  # the tls.PrivateKey PEM, secret, via stdin
         assert "umask 077" in key.inputs["create"] and "/etc/opendkim/keys/gw.private" in key.inputs["create"]
@@ -186,7 +191,24 @@ def test_the_private_key_stays_secret_in_the_component() -> None:
     assert secret(key.inputs["stdin"]) == "PEM"
     files = render.render(plan.build(stack), gateway=stack.gateways[0])
     mailgate_source = (project.ROOT / "modules" / "gateway" / "mailgate.py").read_text()
-    assert built["server"].content_hash == content_hash(files, mailgate_source)
+    aliasd_source = (project.ROOT / "modules" / "gateway" / "aliasd.py").read_text()
+    assert built["server"].content_hash == content_hash(files, mailgate_source, aliasd_source)
+
+
+def test_forward_mode_installs_postsrsd_and_redirects_to_odoo() -> None:
+    values = base_values()
+    values["odoo"] = {"hosting": "online", "database": "acme"}
+    values["inbound"] = {"mode": "forward", "aliases": ["sales"]}
+    values["outbound"] = ["odoo"]
+    values["gateway"] = {"mailgate": {"login": "admin"}}
+    run = run_values(values)
+    assert "postsrsd" in run.named("gateway-mx1.example.org-packages").inputs["create"]
+    activate = run.named("gateway-mx1.example.org-activate").inputs["create"]
+    assert "systemctl restart postsrsd" in activate and "postmap /etc/postfix/relay_recipients" in activate
+    copies = {r.inputs["remotePath"]: r.inputs["source"].text for r in children(run, "mx1.example.org", COPY)}
+    assert "SRS_DOMAIN=example.org" in copies["/etc/default/postsrsd"]
+    assert "/^(.+)@example\\.org$/\t${1}@acme.odoo.com" in copies["/etc/postfix/odoo_redirect"]
+    assert "/etc/postfix/transport" not in copies  # no mailgate: Odoo Online receives it
 
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcKJUNUTddQpyK9d4LbK+fW+JXMpCEeYewqQxses4Ti"

@@ -23,8 +23,9 @@ import pytest
 
 from mailstack.gateway import render
 from mailstack.gateway.layout import Layout
+from mailstack.lab import smtp_tools
 from tests.command_replay import COPY, DeployError, leaked
-from tests.deploy_site import Deploy, Site, example_values
+from tests.deploy_site import OUTSIDE, RECEIVER_DOMAIN, Deploy, Site, example_values
 from tests.servers import require_binary, require_root
 
 MIRROR_HOSTS = ("deb.debian.org:80",)
@@ -122,8 +123,8 @@ def test_first_deploy_installs_and_starts_everything(day: Day) -> None:
     assert not [e.name for e in everything if e.created_dirs], "the component makes every parent directory itself"
     assert not leaked(deploy.secrets, [t for e in everything for t in (e.command, e.stdout, e.stderr)])
     for hostname in HOSTS:
-        assert site.checked(hostname, "systemctl is-active opendkim postfix postfix@-").split() == ["active"] * 3
-        assert site.checked(hostname, "systemctl is-enabled opendkim postfix").split() == ["enabled"] * 2
+        assert site.checked(hostname, "systemctl is-active opendkim postfix postfix@- mailstack-aliasd").split() == ["active"] * 4
+        assert site.checked(hostname, "systemctl is-enabled opendkim postfix mailstack-aliasd").split() == ["enabled"] * 3
         assert site.checked(hostname, "systemctl --failed --no-legend --plain") == ""
         status, out, err = site.ssh(hostname, "script -qefc 'postfix -c /etc/postfix check' /dev/null")
         assert (status, out.strip()) == (0, ""), err
@@ -148,6 +149,11 @@ def test_mail_flows_both_ways_through_each_deployed_host(day: Day) -> None:
         stored = day.site.send_inbound(hostname, "sales@example.net", f"to sales via {hostname}")
         assert stored["routes"] == "sales@example.net"
         assert b"Delivered-To: sales@example.net" in stored["raw"]
+        # mailstack-aliasd, run by systemd as the mailgate user, asked Odoo: what Odoo 17
+        # would not route is refused at RCPT.
+        refused = smtp_tools.send(day.site.hosts[hostname].address, 25, f"alice@{RECEIVER_DOMAIN}", ["sales+quote@example.net"],
+                                  b"Subject: x\r\n\r\nx\r\n", netns=day.site.lab, helo=f"sender.{RECEIVER_DOMAIN}", source=OUTSIDE)
+        assert refused["rcpt"]["sales+quote@example.net"][0] == 550 and refused["data"] is None
 
 
 def test_an_unchanged_stack_changes_nothing_and_a_rerun_is_idempotent(day: Day) -> None:

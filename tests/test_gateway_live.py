@@ -1,19 +1,25 @@
-"""A rendered gateway, run for real: private Postfix + OpenDKIM + mailgate + Odoo stand-in
-inside a network namespace of our own (msgw-*), every address on loopback.
+"""A rendered gateway, run for real: private Postfix + OpenDKIM + mailgate + mailstack-aliasd
++ Odoo stand-in inside a network namespace of our own (msgw-*), every address on loopback.
 
-Roles: the gateway listens on 127.0.20.10 (25 the MX, 587 Odoo's submission), Odoo
-submits from 127.0.20.20 on 587,
-an outside sender uses 127.0.20.30, the Odoo stand-in listens on 127.0.20.40:8069,
-and the relay host (a sink standing in for the Internet) on 127.0.20.50:25.
+Roles: the gateway listens on 127.0.20.10 (25 the MX, 587 Odoo's submission; aliasd on
+10027), Odoo submits from 127.0.20.20 on 587 (the stand-in sends its own bounces from
+there), an outside sender uses 127.0.20.30, the Odoo stand-in listens on
+127.0.20.40:8069, and the relay host (a sink standing in for the Internet) on
+127.0.20.50:25. The stack declares sales, support and legacy; Odoo has aliases for
+sales and support only.
 """
 
 from __future__ import annotations
 
 import email
+import json
 import os
 import pwd
 import shutil
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,8 @@ from mailstack.config.stack import from_config
 from mailstack.core.model import MailDomain
 from mailstack.gateway import render
 from mailstack.lab import netns, smtp_tools, users
-from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.aliasd import AliasDaemon
+from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import (
     OpenDkim,
     PostfixInstance,
@@ -72,6 +79,23 @@ class Lab:
     def relayed(self, message_id: str) -> list[tuple[dict, bytes]]:
         return [(env, raw) for env, raw in self.sink.messages() if f"Message-Id: {message_id}".encode() in raw]
 
+    def rcpt(self, address: str) -> tuple[int, str]:
+        """The gateway's answer to RCPT TO from outside (then RSET: nothing is sent)."""
+        replies = smtp_tools.raw_session(GATEWAY, 25, [
+            b"EHLO client.lab.test\r\n", b"MAIL FROM:<customer@outside.test>\r\n", f"RCPT TO:<{address}>\r\n".encode(), b"QUIT\r\n",
+        ], netns=self.netns, source=OUTSIDE)
+        return int(replies[3][:3]), replies[3]
+
+    def rpc(self, model: str, method: str, args: list, kwargs: dict | None = None) -> object:
+        """An XML-RPC call to the stand-in from inside the namespace (as Odoo's admin)."""
+        code = ("import json, sys, xmlrpc.client; r = json.load(sys.stdin); "
+                "p = xmlrpc.client.ServerProxy(r['url'] + '/xmlrpc/2/object'); "
+                "print(json.dumps(p.execute_kw('odoo', 2, r['password'], r['model'], r['method'], r['args'], r['kwargs'])))")
+        request = {"url": f"http://{STANDIN}:8069", "password": PASSWORD, "model": model, "method": method, "args": args, "kwargs": kwargs or {}}
+        result = subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-c", code], input=json.dumps(request),
+                                capture_output=True, text=True, check=True)
+        return json.loads(result.stdout)
+
 
 def gateway_certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
     """A certificate for the gateway (STARTTLS must be offered with the stack's paths)."""
@@ -104,7 +128,7 @@ def lab() -> Iterator[Lab]:
             "domain": "example.net",
             "odoo": {"hosting": "onpremise", "url": f"http://{STANDIN}:8069", "database": "odoo"},
             "outbound": ["gateway"],
-            "inbound": {"mode": "gateway", "aliases": ["sales", "support"]},
+            "inbound": {"mode": "gateway", "aliases": ["sales", "support", "legacy"]},
             "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.10"}],
             "dkim": {"selector": "lab2026"},
             "gateway": {
@@ -116,14 +140,19 @@ def lab() -> Iterator[Lab]:
         })
         files = render.render(plan.build(stack), dkim_private_key_pem=private_pem, layout=lab_layout(workdir, GATEWAY))
         netns.create(name, nameserver="127.0.20.53")  # nothing answers there: no lookups leave
+        # Odoo sends its own bounces through the gateway, as odoo.conf tells it.
+        odoo_conf = workdir / "odoo.conf"
+        odoo_conf.write_text(f"[options]\nsmtp_server = {GATEWAY}\nsmtp_port = 587\nemail_from = notifications@example.net\n")
         standin = OdooStandIn(workdir / "odoo", STANDIN, 8069, password=PASSWORD, netns=name,
-                              aliases=["sales@example.net", "support@example.net"])
+                              aliases=["sales@example.net", "support@example.net"], odoo_conf=odoo_conf,
+                              smtp_source=ODOO, hostname="odoo.example.net")
         sink = smtp_tools.SmtpSink(workdir, RELAY, 25, netns=name)
         opendkim = OpenDkim(workdir, files, netns=name)
         postfix = PostfixInstance(workdir, files, netns=name)
         install_mailgate(files, workdir, PASSWORD)
         (workdir / "secret").chmod(0o755)
-        for server in (standin, sink, opendkim, postfix):
+        aliasd = AliasDaemon(workdir, files, netns=name, user=users.MAILGATE_USER)
+        for server in (standin, sink, opendkim, aliasd, postfix):
             server.start()
             started.append(server)
         yield Lab(stack, name, workdir, public_pem, standin, sink, postfix)
@@ -153,15 +182,63 @@ def added_headers(raw: bytes, original: bytes) -> email.message.Message:
 
 def test_inbound_alias_reaches_odoo_byte_exact_with_the_original_recipient(lab: Lab) -> None:
     original = message("<inbound-1@outside.test>", "Sales <sales@example.net>")
-    result = lab.send(OUTSIDE, "customer@outside.test", ["sales+quote@example.net"], original)
-    assert result["rcpt"]["sales+quote@example.net"][0] == 250 and result["data"][0] == 250
+    result = lab.send(OUTSIDE, "customer@outside.test", ["sales@example.net"], original)
+    assert result["rcpt"]["sales@example.net"][0] == 250 and result["data"][0] == 250
     stored = wait_for(lambda: lab.stored("<inbound-1@outside.test>"), 60, what="delivery to Odoo")
     assert len(stored) == 1
     added = added_headers(stored[0]["raw"], original)
     assert sorted(set(added.keys())) == ["Delivered-To", "Received", "Return-Path"]
-    assert added["Delivered-To"] == "sales+quote@example.net"  # the envelope recipient, not rewritten
+    assert added["Delivered-To"] == "sales@example.net"  # the envelope recipient, not rewritten
     assert added["Return-Path"] == "<customer@outside.test>"
-    assert stored[0]["routes"] == "sales+quote@example.net,sales@example.net"  # Delivered-To and To
+    assert stored[0]["routes"] == "sales@example.net"
+
+
+def test_plus_detail_and_declared_aliases_odoo_lacks_are_refused_at_rcpt(lab: Lab) -> None:
+    # Odoo 17 strips no +detail and has no alias "legacy"; it routes notifications@ only
+    # as a reply (and raises for anything else): each would become a Postfix bounce.
+    for address in ("sales+quote@example.net", "legacy@example.net", "nobody@example.net", "notifications@example.net"):
+        code, text = lab.rcpt(address)
+        assert code == 550 and "5.1.1" in text, (address, code, text)
+    for address in ("sales@example.net", "catchall@example.net", "bounce@example.net", "postmaster@example.net"):
+        assert lab.rcpt(address)[0] == 250, address
+
+
+def test_an_alias_created_in_odoo_is_accepted_within_ten_seconds(lab: Lab) -> None:
+    assert lab.rcpt("quotes@example.net")[0] == 550
+    model = lab.rpc("ir.model", "search", [[["model", "=", "crm.lead"]]])[0]  # type: ignore[index]
+    lab.rpc("mail.alias", "create", [{"alias_name": "quotes", "alias_model_id": model}])
+    created = time.monotonic()
+    code = wait_for(lambda: lab.rcpt("quotes@example.net")[0] == 250, 20, interval=1, what="the new alias to be accepted")
+    print(f"new Odoo alias accepted at RCPT after {time.monotonic() - created:.1f}s")
+    assert code
+
+
+def test_a_direct_write_to_the_catchall_gets_odoos_bounce_only(lab: Lab) -> None:
+    # Odoo answers False and sends its own bounce through the gateway; the mailgate
+    # exits 0, so Postfix adds no second bounce.
+    original = message("<catchall-1@outside.test>", "catchall@example.net", sender="writer@outside.test")
+    result = lab.send(OUTSIDE, "writer@outside.test", ["catchall@example.net"], original)
+    assert result["data"][0] == 250
+    bounces = wait_for(lambda: [(e, r) for e, r in lab.sink.messages() if e["to"] == ["writer@outside.test"]], 60, what="Odoo's bounce relayed")
+    envelope, raw = bounces[0]
+    parsed = email.message_from_bytes(raw)
+    assert envelope["from"] == "bounce@example.net" and parsed["From"] == '"MAILER-DAEMON" <bounce@example.net>'
+    assert "d=example.net" in (parsed["DKIM-Signature"] or "")  # signed by the gateway like all Odoo's mail
+    wait_for(lambda: not lab.postfix.queue(), 60, what="an empty queue")
+    assert len([e for e, _ in lab.sink.messages() if e["to"] == ["writer@outside.test"]]) == 1
+    assert "status=bounced" not in lab.postfix.log() and not lab.stored("<catchall-1@outside.test>")
+
+
+def test_a_reply_to_odoos_bounce_is_dropped_by_odoo_and_not_bounced_by_postfix(lab: Lab) -> None:
+    # _detect_loop_headers → None → the "cannot marshal None" fault → mailgate exit 0.
+    original = message("<loop-1@outside.test>", "sales@example.net", sender="looper@outside.test").replace(
+        b"Subject:", b"References: <1.2-openerp-loop-detection-bounce-email@odoo.example.net>\r\nSubject:", 1)
+    assert lab.send(OUTSIDE, "looper@outside.test", ["sales@example.net"], original)["data"][0] == 250
+    wait_for(lambda: "<loop-1@outside.test>" in lab.postfix.log() and not lab.postfix.queue(), 60, what="the mailgate run")
+    time.sleep(1)
+    assert not lab.stored("<loop-1@outside.test>")
+    assert not [e for e, _ in lab.sink.messages() if "looper@outside.test" in e["to"]]
+    assert "status=bounced" not in lab.postfix.log()
 
 
 def test_the_mailgate_runs_as_its_own_user_with_its_password_file_private(lab: Lab) -> None:
@@ -188,7 +265,10 @@ def test_an_alias_in_to_and_another_in_bcc_reach_odoo_in_one_message(lab: Lab) -
     result = lab.send(OUTSIDE, "customer@outside.test", ["sales@example.net", "support@example.net"], original)
     assert result["data"][0] == 250
     stored = wait_for(lambda: lab.stored("<bcc-2@outside.test>"), 60, what="delivery to Odoo")
-    assert len(stored) == 1 and stored[0]["routes"] == "sales@example.net,support@example.net"
+    # One delivery (one raw message, both Delivered-To lines), which Odoo 17 posts on one
+    # record per matching alias: a lead for sales@, a ticket-like record for support@.
+    assert sorted(m["routes"] for m in stored) == ["sales@example.net", "support@example.net"]
+    assert len({m["raw"] for m in stored}) == 1
     added = added_headers(stored[0]["raw"], original)
     assert sorted(added.get_all("Delivered-To")) == ["sales@example.net", "support@example.net"]
 
@@ -231,6 +311,11 @@ def test_outbound_from_odoo_is_dkim_signed_and_verifies_against_the_planned_reco
 def test_odoo_down_defers_and_delivers_once_back_nothing_bounced(lab: Lab) -> None:
     lab.standin.stop()
     try:
+        # aliasd cannot ask Odoo: declared addresses are accepted, others get a 4xx.
+        # (aliasd re-asks Odoo on a miss once its answer is 10 s old, and then notices.)
+        wait_for(lambda: lab.rcpt("legacy@example.net")[0] == 250, 30, interval=1, what="aliasd to fall back on the static list")
+        code, text = lab.rcpt("nobody@example.net")
+        assert 400 <= code < 500, (code, text)
         original = message("<outage-1@outside.test>", "sales@example.net", sender="outage@outside.test")
         result = lab.send(OUTSIDE, "outage@outside.test", ["sales@example.net"], original)
         assert result["data"][0] == 250

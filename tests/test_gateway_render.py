@@ -89,7 +89,8 @@ def test_generated_config_is_accepted_with_every_option(tmp_path: Path, private_
     require_binary("postconf")
     raw = base_config()
     raw["gateway"].update(smtpAuth={"user": "odoo"}, tls={"cert": "/etc/ssl/gw.pem", "key": "/etc/ssl/gw.key", "required": True},
-                          rateLimits={"connections": 10}, messageSizeLimit=10485760)
+                          rateLimits={"connections": 10}, messageSizeLimit=10485760,
+                          mailgate={"concurrency": 24})
     raw["inbound"]["acceptAll"] = True
     files = render.render(plan.build(from_config(raw)), dkim_private_key_pem=private_key_pem)
     out = written(tmp_path, files)
@@ -102,6 +103,7 @@ def test_generated_config_is_accepted_with_every_option(tmp_path: Path, private_
     assert "smtpd_tls_security_level=encrypt" in files["postfix/master.cf"].text
     assert "smtpd_client_connection_rate_limit = 10\n" in files["postfix/main.cf"].text
     assert "message_size_limit = 10485760\n" in files["postfix/main.cf"].text
+    assert "odoo_destination_concurrency_limit = 24\n" in files["postfix/main.cf"].text
     odoo_conf = files["odoo/odoo.conf"].text
     assert "smtp_port = 587\n" in odoo_conf and "smtp_ssl = True\n" in odoo_conf and "smtp_user = odoo\n" in odoo_conf
 
@@ -122,14 +124,19 @@ def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None
     assert conf["transport_maps"] == "hash:${config_directory}/transport"
     assert "virtual_alias_maps" not in conf and "virtual_alias_domains" not in conf
     assert conf["odoo_destination_recipient_limit"] == "50"  # a message's recipients in one run
+    assert conf["odoo_destination_concurrency_limit"] == "8"  # gateway.mailgate.concurrency's default
     assert files["postfix/transport"].text.splitlines()[2:] == ["brand.example\todoo:odoo", "example.org\todoo:odoo"]
     master = files["postfix/master.cf"].text
     assert "flags=Rq user=mailgate argv=" in master and "--recipient ${original_recipient}" in master
     recipients = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines()[1:]}
     for domain in ("example.org", "brand.example"):
-        for local in ("catchall", "bounce", "notifications", "postmaster", "sales", "jobs"):
+        for local in ("catchall", "bounce", "postmaster", "sales", "jobs"):
             assert f"{local}@{domain}" in recipients
-    assert len(recipients) == 12
+    assert len(recipients) == 10  # not notifications@: Odoo routes it only as a reply
+    assert conf["relay_recipient_maps"] == "socketmap:inet:127.0.0.1:10027:odoo"  # mailstack-aliasd asks Odoo
+    assert conf["recipient_delimiter"] == ""  # Odoo 17 strips no +detail
+    aliasd = files["mailstack/aliasd.conf"].text
+    assert "static_file = /etc/postfix/relay_recipients" in aliasd and "domains = brand.example,example.org" in aliasd
 
 
 def test_an_outbound_only_gateway_receives_nothing(tmp_path: Path) -> None:
@@ -260,6 +267,9 @@ _DELETE = object()
         ("gateway.mailgate", {"url": "ftp://odoo"}, "mailstack:gateway.mailgate.url: 'ftp://odoo' is not an http"),
         ("gateway.mailgate", {"uid": 2, "login": "x"}, "mailstack:gateway.mailgate.uid: give uid or login, not both"),
         ("gateway.smtpAuth", {}, "mailstack:gateway.smtpAuth.user: is required"),
+        ("gateway.mailgate", {"concurrency": 0}, "mailstack:gateway.mailgate.concurrency: 0 is not between 1 and 100"),
+        ("gateway.mailgate", {"concurrency": 101}, "mailstack:gateway.mailgate.concurrency: 101 is not between 1 and 100"),
+        ("gateway.mailgate", {"concurrency": "eight"}, "mailstack:gateway.mailgate.concurrency: 'eight' is not an integer"),
         ("gateway.colour", "blue", "mailstack:gateway.colour: unknown key"),
     ],
 )
@@ -346,7 +356,7 @@ def test_recipients_and_transport_follow_the_declaration(aliases: list[str], ali
         assert "postfix/relay_recipients" not in files
         return
     listed = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines() if not line.startswith("#")}
-    locals_ = {"bounce", "catchall", "notifications", "postmaster", *(a.lower() for a in aliases)}
+    locals_ = {"bounce", "catchall", "postmaster", *(a.lower() for a in aliases)}
     assert listed == {f"{local}@{domain}" for local in locals_ for domain in domains}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mailstack.gateway import mailgate
-from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.odoo import OdooStandIn
 
 ADDRESS = "127.0.20.60"
 PASSWORD = "pw-Zq81-never-shown"
@@ -104,7 +104,22 @@ def test_every_envelope_recipient_becomes_a_delivered_to_line(standins: dict[str
     assert stored[0]["raw"] == (
         b"Delivered-To: sales@example.net\nDelivered-To: support@example.net\nDelivered-To: sales+x@example.net\n" + raw
     )
-    assert stored[0]["routes"] == "sales+x@example.net,sales@example.net"  # support@ is no alias of this Odoo
+    # Odoo 17 routes on the full address: sales@ is an alias, sales+x@ and support@ are not.
+    assert stored[0]["routes"] == "sales@example.net"
+
+
+def test_what_odoo_handles_itself_is_delivered_never_bounced_again(standins: dict[str, OdooStandIn], password_file: Path) -> None:
+    """Odoo answers False (it bounced a direct write to the catchall itself) or the
+    None fault (its loop detection): the mailgate exits 0, so Postfix adds no bounce."""
+    catchall = RAW.replace(b"{n}", b"catchall").replace(b"sales@example.net", b"catchall@example.net")
+    result = run(url("ok"), password_file, raw=catchall, recipient="catchall@example.net")
+    assert result.returncode == mailgate.EX_OK and result.stderr == b""
+    looping = RAW.replace(b"{n}", b"loop").replace(
+        b"Subject: bytes\n", b"References: <1.2-openerp-loop-detection-bounce-email@odoo.test>\nSubject: bytes\n")
+    result = run(url("ok"), password_file, raw=looping)
+    assert result.returncode == mailgate.EX_OK
+    assert result.stderr.startswith(b"2.0.0 mailstack-mailgate for <sales@example.net>: Odoo's loop detection handled the message")
+    assert not [m for m in standins["ok"].messages() if m["message_id"] in ("<mg-catchall@outside.test>", "<mg-loop@outside.test>")]
 
 
 def test_a_recipient_cannot_inject_headers(password_file: Path, refused_port: int) -> None:
@@ -217,6 +232,8 @@ ODOO17_NO_ROUTE = (
         (xmlrpc.client.Fault(1, "psycopg2.pool.PoolError: The Connection Pool Is Full"), mailgate.EX_TEMPFAIL),
         (xmlrpc.client.Fault(1, "TypeError: something broke"), mailgate.EX_SOFTWARE),
         (xmlrpc.client.Fault(2, "UserError: the alias is archived"), mailgate.EX_SOFTWARE),
+        (xmlrpc.client.Fault(1, "Traceback ...\nTypeError: cannot marshal None unless allow_none is enabled\n"), mailgate.EX_OK),
+        (xmlrpc.client.Fault(2, "cannot marshal None unless allow_none is enabled"), mailgate.EX_SOFTWARE),
     ],
 )
 def test_fault_classification(fault: xmlrpc.client.Fault, expected: int) -> None:

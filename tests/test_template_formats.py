@@ -64,7 +64,7 @@ def _base() -> Any:
             "messageSizeLimit": 36700161,
             "rateLimits": {"connections": 60001, "messages": 60002, "recipients": 60003, "concurrency": 60004},
             "mailgate": {"url": "https://zqodoo.example", "database": "zqdb", "login": "zqlogin",
-                         "passwordFile": "/zq/password", "timeout": 3547},
+                         "passwordFile": "/zq/password", "timeout": 3547, "concurrency": 97},
         },
     }
     return from_config(raw)
@@ -82,8 +82,7 @@ LAYOUT = render.Layout(
     opendkim_dir=f"{ROOT}/zqdkimdir", mailstack_dir=f"{ROOT}/zqgatedir", maillog_file="/var/log/zqpostfix.log",
     opendkim_pidfile="/zq/opendkim.pid", opendkim_user="zqdkimuser", milter_host="127.0.0.77", milter_port=18777,
     smtp_service="127.0.0.78:25", submission_service="127.0.0.79:587", inet_protocols="ipv4",
-    mailgate_user="zqmailgate", mailgate_command=("/zq/python3", "/zq/mailgate.py"), mailgate_concurrency=4711,
-    mailgate_recipient_limit=4712, sasldb_path="/zq/sasldb2",
+    mailgate_user="zqmailgate", mailgate_command=("/zq/python3", "/zq/mailgate.py"), mailgate_recipient_limit=4712, sasldb_path="/zq/sasldb2",
 )
 
 Model = tuple[Any, Any, Any]  # (stack, settings, layout); the gateway is stack.gateways[0]
@@ -137,6 +136,7 @@ FIELDS: dict[str, tuple[Callable[[Model, Any], Model], Any]] = {
     "settings.mailgate.login": (_on("settings", "mailgate.login"), "zqlogin"),
     "settings.mailgate.password_file": (_on("settings", "mailgate.password_file"), "/zq/password"),
     "settings.mailgate.timeout": (_on("settings", "mailgate.timeout"), 3547),
+    "settings.mailgate.concurrency": (_on("settings", "mailgate.concurrency"), 97),
     "layout.opendkim_dir": (_on("layout", "opendkim_dir"), f"{ROOT}/zqdkimdir"),
     "layout.mailstack_dir": (_on("layout", "mailstack_dir"), f"{ROOT}/zqgatedir"),
     "layout.maillog_file": (_on("layout", "maillog_file"), "/var/log/zqpostfix.log"),
@@ -150,7 +150,6 @@ FIELDS: dict[str, tuple[Callable[[Model, Any], Model], Any]] = {
     "layout.mailgate_user": (_on("layout", "mailgate_user"), "zqmailgate"),
     "layout.mailgate_command[0]": (_on("layout", "mailgate_command.0"), "/zq/python3"),
     "layout.mailgate_command[1]": (_on("layout", "mailgate_command.1"), "/zq/mailgate.py"),
-    "layout.mailgate_concurrency": (_on("layout", "mailgate_concurrency"), 4711),
     "layout.mailgate_recipient_limit": (_on("layout", "mailgate_recipient_limit"), 4712),
     "layout.sasldb_path": (_on("layout", "sasldb_path"), "/zq/sasldb2"),
 }

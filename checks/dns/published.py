@@ -2,9 +2,10 @@
 
 Split for reuse (``mailstack diff`` calls the same two functions):
 
-- ``fetch(planned, resolver)`` does the I/O: for every (name, type) the plan touches it
-  asks the resolver and returns ``Observed`` values — the live records as
-  ``mailstack.core.record.Record`` (``zonefile.from_rdata``), or the ``DnsError`` that prevented knowing them;
+- ``observe(planned, resolver)`` does the I/O: for every (name, type) the plan touches it
+  asks the async resolver — all at once — and returns ``Observed`` values, the live
+  records as ``mailstack.core.record.Record`` (``zonefile.from_rdata``), or the
+  ``DnsError`` that prevented knowing them; ``fetch`` is the same for blocking callers;
 - ``compare(planned, observed, gateway_key_known=...)`` is pure: the change calculator
   (``mailstack.plan.changes``) decides, and it returns one ``RecordDiff`` per planned
   record and per other live record at a planned name: conflicting (a second SPF) or
@@ -16,11 +17,15 @@ targets without trailing dot, IPv6 compressed), so comparing is string equality.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from mailstack.checks.dns.resolver import Answer, DnsError, Resolver
+from mailstack.checks.dns import loop
+from mailstack.checks.dns.answer import Answer, DnsError
+from mailstack.checks.dns.aresolver import AsyncResolver
+from mailstack.checks.dns.resolver import Resolver
 from mailstack.core import zonefile
 from mailstack.core.record import Record
 from mailstack.plan import changes
@@ -76,24 +81,32 @@ def to_records(answer: Answer) -> tuple[Record, ...]:
     return tuple(zonefile.from_rdata(answer.name, answer.ttl, rdata) for rdata in answer.records)
 
 
-def fetch_one(resolver: Resolver, name: str, type_: str) -> Observed:
+async def observe_one(resolver: AsyncResolver, name: str, type_: str) -> Observed:
     """The live records of one name and type (CNAMEs not followed), or the error."""
     try:
-        if type_ == "CNAME":
-            answer = resolver.query(name, "CNAME", follow=False)
-            return Observed(name, type_, to_records(answer))
-        answer = resolver.query(name, type_, follow=False)
-        if answer.cnames:
-            return Observed(name, type_, (), cname=answer.cnames[0])
-        return Observed(name, type_, to_records(answer))
+        answer = await resolver.query(name, type_, follow=False)
     except DnsError as err:
         return Observed(name, type_, error=err)
+    if type_ != "CNAME" and answer.cnames:
+        return Observed(name, type_, (), cname=answer.cnames[0])
+    return Observed(name, type_, to_records(answer))
+
+
+async def observe(planned: Iterable[Record], resolver: AsyncResolver, extra: Iterable[tuple[str, str]] = ()) -> dict[tuple[str, str], Observed]:
+    """Observe every (name, type) the plan declares, and ``extra`` ones, each once, all at once."""
+    keys = sorted({(r.name, r.type) for r in planned} | set(extra))
+    found = await asyncio.gather(*(observe_one(resolver, *key) for key in keys))
+    return dict(zip(keys, found))
+
+
+def fetch_one(resolver: Resolver, name: str, type_: str) -> Observed:
+    """``observe_one`` for blocking callers."""
+    return loop.run(observe_one(resolver.aio, name, type_))
 
 
 def fetch(planned: Iterable[Record], resolver: Resolver, extra: Iterable[tuple[str, str]] = ()) -> dict[tuple[str, str], Observed]:
-    """Observe every (name, type) the plan declares, and ``extra`` ones, each once."""
-    keys = sorted({(r.name, r.type) for r in planned} | set(extra))
-    return {key: fetch_one(resolver, *key) for key in keys}
+    """``observe`` for blocking callers (``mailstack diff``, ``mailstack plan``)."""
+    return loop.run(observe(planned, resolver.aio, extra))
 
 
 def live_records(observed: Mapping[tuple[str, str], Observed]) -> dict[str, list[Record]]:

@@ -1,23 +1,36 @@
 """What every check receives: the target, its declaration (if any), DNS and options.
 
-One ``CheckContext`` is shared by all checks of a run, which execute concurrently; the
-``memo`` lets several checks share one fetch (the SPF tree, the DMARC record) so a
-domain is queried once per run, and is safe across threads.
+One ``CheckContext`` is shared by all checks of a target, which execute concurrently:
+async checks on the DNS event loop, blocking ones in worker threads. Several checks
+share one observation (the SPF tree, the DMARC record) through a memo, so a name is
+fetched once per run: ``observe`` for async checks (concurrent callers await the one
+fetch in flight), ``memo`` for blocking ones (thread safe). ``dns`` is the run's
+async resolver, ``resolver`` its blocking face; both share one cache.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from mailstack.checks.dns import loop
+from mailstack.checks.dns.aresolver import AsyncResolver
 from mailstack.checks.dns.resolver import Resolver
 from mailstack.core.model import MailDomain
 from mailstack.core.record import Record
 from mailstack.plan import Plan
 
 T = TypeVar("T")
+
+#: The threads blocking probes (pyspf, dkimpy, SMTP, HTTPS) run in, set by the runner
+#: for the tasks of a run; None outside a run (the loop's default executor).
+PROBE_THREADS: contextvars.ContextVar[Executor | None] = contextvars.ContextVar("mailstack_probe_threads", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +73,12 @@ class CheckContext:
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _observed: dict[str, asyncio.Future[Any]] = field(default_factory=dict, repr=False)
+
+    @property
+    def dns(self) -> AsyncResolver:
+        """The run's async resolver (for async checks, on the event loop)."""
+        return self.resolver.aio
 
     @property
     def stack(self) -> MailDomain | None:
@@ -100,3 +119,41 @@ class CheckContext:
             value = compute()
             self._memo[key] = value
             return value
+
+    def observe(self, key: str, fetch: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+        """``fetch()`` once per key and target, started as a task on first call; await
+        the result. Concurrent callers await the one fetch in flight (each through its
+        own shield: a caller cancelled at its deadline never cancels the fetch others
+        wait for). Returning the future rather than being a coroutine matters at fleet
+        scale: awaiting 1,000 domains' observations creates no task per domain. An
+        exception is not cached: the callers of that fetch see it raised, a later
+        call fetches again."""
+        future = self._observed.get(key)
+        if future is None or (future.done() and (future.cancelled() or future.exception() is not None)):
+            future = asyncio.ensure_future(fetch())
+            self._observed[key] = future
+        return asyncio.shield(future)
+
+    async def blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking ``function(*args)`` (pyspf, dkimpy, a socket probe) in the
+        run's probe threads; its DNS goes through ``resolver``, i.e. the same cache."""
+        running = asyncio.get_running_loop()
+        return await running.run_in_executor(PROBE_THREADS.get(), functools.partial(function, *args))
+
+    def wait(self, start: Callable[[], Awaitable[T]]) -> T:
+        """From a blocking check (a worker thread): ``await start()`` on the DNS loop and
+        return the result — e.g. an ``observe`` memo shared with the async checks."""
+        async def run() -> T:
+            return await start()
+        return loop.run(run())
+
+
+async def gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Await every one concurrently (one per domain or name), results in order."""
+    return list(await asyncio.gather(*awaitables))
+
+
+async def settled(awaitables: Iterable[Awaitable[T]]) -> list[T | BaseException]:
+    """Like ``gather``, but an exception is returned in its place instead of raised,
+    so one name's DNS error becomes that name's ``error`` finding."""
+    return list(await asyncio.gather(*awaitables, return_exceptions=True))

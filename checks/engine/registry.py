@@ -1,24 +1,29 @@
 """The check registry: small functions registered by stable id and group.
 
 ``@check("spf.lookups", group="spf", ref="RFC 7208 §4.6.4")`` registers a function
-``(ctx) -> list[Finding]``. Ids are unique (a duplicate is a programming error raised at
-registration), config disables checks by id, ``--only`` selects groups. The lab's
-``e2e`` group registers into the same registry with the same decorator.
+``(ctx) -> list[Finding]``: an ``async def`` (it awaits its observations on the DNS
+event loop: what DNS checks are) or a plain function (it runs in a worker thread and may
+block: SMTP, the lab's end-to-end probes). Ids are unique (a duplicate is a programming
+error raised at registration), config disables checks by id, ``--only`` selects
+groups. The lab's ``e2e`` group registers into the same registry with the same decorator.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
 from mailstack.checks.engine.finding import Finding
 
 if TYPE_CHECKING:
     from mailstack.checks.engine.context import CheckContext
 
-CheckFunction: TypeAlias = "Callable[[CheckContext], list[Finding]]"
+F = TypeVar("F", bound=Callable[..., object])
+
+CheckFunction: TypeAlias = "Callable[[CheckContext], list[Finding]] | Callable[[CheckContext], Awaitable[list[Finding]]]"
 
 #: Modules whose import registers the built-in checks, in report order.
 BUILTIN_MODULES = (
@@ -29,9 +34,12 @@ BUILTIN_MODULES = (
     "mailstack.checks.groups.mta_sts",
     "mailstack.checks.groups.published",
     "mailstack.checks.groups.odoo",
+    "mailstack.checks.groups.odoo_settings",
+    "mailstack.checks.groups.imap",
     "mailstack.checks.groups.smtp",
     "mailstack.checks.groups.e2e",
     "mailstack.checks.groups.e2e_inbound",
+    "mailstack.checks.groups.e2e_imap",
 )
 
 
@@ -49,18 +57,23 @@ class Check:
     ref: str = ""
     title: str = ""
 
+    @property
+    def is_async(self) -> bool:
+        """True for an ``async def`` check (run on the event loop, not in a thread)."""
+        return inspect.iscoroutinefunction(self.function)
+
 
 _REGISTRY: dict[str, Check] = {}
 
 
-def check(id: str, *, group: str | None = None, ref: str = "", title: str = "") -> Callable[[CheckFunction], CheckFunction]:
+def check(id: str, *, group: str | None = None, ref: str = "", title: str = "") -> Callable[[F], F]:
     """Register ``function`` as the check ``id`` (group defaults to the id's prefix)."""
 
-    def register(function: CheckFunction) -> CheckFunction:
+    def register(function: F) -> F:
         if id in _REGISTRY:
             raise DuplicateCheck(f"check id {id!r} is registered twice")
         doc = (function.__doc__ or "").strip().splitlines()
-        _REGISTRY[id] = Check(id, group or id.split(".", 1)[0], function, ref, title or (doc[0] if doc else id))
+        _REGISTRY[id] = Check(id, group or id.split(".", 1)[0], cast("CheckFunction", function), ref, title or (doc[0] if doc else id))
         return function
 
     return register

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import dkim as dkimpy
 
+from mailstack.checks.dns.aresolver import AsyncResolver
 from mailstack.checks.dns.resolver import DnsError, Resolver
-from mailstack.checks.engine.context import CheckContext
+from mailstack.checks.engine.context import CheckContext, gather
 from mailstack.checks.engine.finding import (
     Finding,
     errored,
@@ -49,9 +50,9 @@ class KeyObservation:
 Judge = Callable[[Record | None, KeyObservation], Finding]
 
 
-def fetch_key(resolver: Resolver, name: str) -> KeyObservation:
+async def fetch_key(resolver: AsyncResolver, name: str) -> KeyObservation:
     try:
-        answer = resolver.txt(name)
+        answer = await resolver.txt(name)
     except DnsError as err:
         return KeyObservation(name, (), error=str(err))
     return KeyObservation(name, answer.texts(), answer.cnames)
@@ -59,24 +60,25 @@ def fetch_key(resolver: Resolver, name: str) -> KeyObservation:
 
 def declared_keys(ctx: CheckContext) -> list[Record]:
     """The declared DKIM records (TXT keys and CNAMEs to a provider's keys)."""
-    return [r for r in ctx.planned if r.purpose == "dkim"]
+    return ctx.memo("planned:dkim", lambda: [r for r in ctx.planned if r.purpose == "dkim"])
 
 
-def observations(ctx: CheckContext) -> list[tuple[Record | None, KeyObservation]]:
+async def observations(ctx: CheckContext) -> list[tuple[Record | None, KeyObservation]]:
     """(declared record, observation) per selector; --domain mode probes common ones
     and keeps those that exist."""
-    def compute() -> list[tuple[Record | None, KeyObservation]]:
+    async def compute() -> list[tuple[Record | None, KeyObservation]]:
         if ctx.declared:
-            return [(r, fetch_key(ctx.resolver, r.name)) for r in declared_keys(ctx)]
+            records = declared_keys(ctx)
+            keys = await gather(fetch_key(ctx.dns, r.name) for r in records)
+            return list(zip(records, keys))
         found: list[tuple[Record | None, KeyObservation]] = []
-        for selector in COMMON_SELECTORS:
-            obs = fetch_key(ctx.resolver, dkim.record_name(selector, ctx.domain))
+        for obs in await gather(fetch_key(ctx.dns, dkim.record_name(s, ctx.domain)) for s in COMMON_SELECTORS):
             if obs.texts or obs.error:
                 found.append((None, obs))
             if obs.error:
-                break  # the zone does not answer: one error says it, not nine timeouts
+                break  # the zone does not answer: one error says it, not nine
         return found
-    return ctx.memo("dkim-keys", compute)
+    return await ctx.observe("dkim-keys", compute)
 
 
 def _fix(record: Record | None) -> str:
@@ -87,8 +89,8 @@ def _fix(record: Record | None) -> str:
     return zonefile.line(record)
 
 
-def _each(ctx: CheckContext, id: str, judge: Judge) -> list[Finding]:
-    items = observations(ctx)
+async def _each(ctx: CheckContext, id: str, judge: Judge) -> list[Finding]:
+    items = await observations(ctx)
     if not items:
         what = "no DKIM record is declared" if ctx.declared else f"no key at the common selectors ({', '.join(COMMON_SELECTORS)})"
         return [skipped(id, what)]
@@ -111,7 +113,7 @@ def _parsed(obs: KeyObservation) -> dkim.KeyRecord | None:
 
 
 @check("dkim.resolves", ref="RFC 6376 §3.6.2")
-def resolves(ctx: CheckContext) -> list[Finding]:
+async def resolves(ctx: CheckContext) -> list[Finding]:
     """Each declared selector resolves to one key record (following CNAMEs)."""
     def judge(record: Record | None, obs: KeyObservation) -> Finding:
         via = f" via {' -> '.join(obs.cnames)}" if obs.cnames else ""
@@ -120,11 +122,11 @@ def resolves(ctx: CheckContext) -> list[Finding]:
         if obs.text is None:
             return failed("dkim.resolves", f"{obs.name}: {len(obs.texts)} TXT records, none or several of them keys", found=" | ".join(obs.texts), fix=_fix(record))
         return passed("dkim.resolves", f"{obs.name}: key record found{via}")
-    return _each(ctx, "dkim.resolves", judge)
+    return await _each(ctx, "dkim.resolves", judge)
 
 
 @check("dkim.syntax", ref="RFC 6376 §3.6.1")
-def syntax(ctx: CheckContext) -> list[Finding]:
+async def syntax(ctx: CheckContext) -> list[Finding]:
     """The key record parses: tags, v=DKIM1, k= algorithm, p= a valid public key."""
     def judge(record: Record | None, obs: KeyObservation) -> Finding:
         if obs.text is None:
@@ -134,11 +136,11 @@ def syntax(ctx: CheckContext) -> list[Finding]:
         except dkim.DkimKeyError as err:
             return failed("dkim.syntax", f"{obs.name}: {err}", found=obs.text, fix=_fix(record))
         return passed("dkim.syntax", f"{obs.name}: {parsed.algorithm} key record parses")
-    return _each(ctx, "dkim.syntax", judge)
+    return await _each(ctx, "dkim.syntax", judge)
 
 
 @check("dkim.key-size", ref="RFC 8301 §3.2")
-def key_size(ctx: CheckContext) -> list[Finding]:
+async def key_size(ctx: CheckContext) -> list[Finding]:
     """RSA keys have at least 1024 bits (fail) and 2048 advised (warn); ed25519 passes."""
     def judge(record: Record | None, obs: KeyObservation) -> Finding:
         parsed = _parsed(obs)
@@ -151,11 +153,11 @@ def key_size(ctx: CheckContext) -> list[Finding]:
         severity, message = problem
         make = failed if severity == "fail" else warned
         return make("dkim.key-size", f"{obs.name}: {message}", found=found, expected=f"rsa >= {dkim.ADVISED_RSA_BITS} bits or ed25519", fix="generate a 2048-bit key and publish it under a new selector")
-    return _each(ctx, "dkim.key-size", judge)
+    return await _each(ctx, "dkim.key-size", judge)
 
 
 @check("dkim.revoked", ref="RFC 6376 §3.6.1 (p=)")
-def revoked(ctx: CheckContext) -> list[Finding]:
+async def revoked(ctx: CheckContext) -> list[Finding]:
     """The key is not revoked (an empty p= makes every signature fail)."""
     def judge(record: Record | None, obs: KeyObservation) -> Finding:
         parsed = _parsed(obs)
@@ -164,11 +166,11 @@ def revoked(ctx: CheckContext) -> list[Finding]:
         if parsed.revoked:
             return failed("dkim.revoked", f"{obs.name}: the key is revoked (empty p=)", found=obs.text or "", fix=_fix(record))
         return passed("dkim.revoked", f"{obs.name}: key not revoked")
-    return _each(ctx, "dkim.revoked", judge)
+    return await _each(ctx, "dkim.revoked", judge)
 
 
 @check("dkim.testing", ref="RFC 6376 §3.6.1 (t=y)")
-def testing(ctx: CheckContext) -> list[Finding]:
+async def testing(ctx: CheckContext) -> list[Finding]:
     """The key is not in test mode (t=y asks verifiers to treat failures leniently)."""
     def judge(record: Record | None, obs: KeyObservation) -> Finding:
         parsed = _parsed(obs)
@@ -177,7 +179,7 @@ def testing(ctx: CheckContext) -> list[Finding]:
         if parsed.testing:
             return warned("dkim.testing", f"{obs.name}: t=y, the domain is testing DKIM; remove t=y once signatures verify", found=obs.text or "", fix=_fix(record))
         return passed("dkim.testing", f"{obs.name}: not in test mode")
-    return _each(ctx, "dkim.testing", judge)
+    return await _each(ctx, "dkim.testing", judge)
 
 
 def _declared_key(ctx: CheckContext, record: Record | None) -> str | None:
@@ -190,7 +192,7 @@ def _declared_key(ctx: CheckContext, record: Record | None) -> str | None:
 
 
 @check("dkim.key-match", ref="RFC 6376 §3.6.2.2")
-def key_match(ctx: CheckContext) -> list[Finding]:
+async def key_match(ctx: CheckContext) -> list[Finding]:
     """Where the declared key is known, the published key is the same key."""
     def judge(record: Record | None, obs: KeyObservation) -> Finding:
         declared = _declared_key(ctx, record)
@@ -203,7 +205,7 @@ def key_match(ctx: CheckContext) -> list[Finding]:
         if parsed.public_key != declared:
             return failed("dkim.key-match", f"{obs.name}: the published key differs from the declared key; signatures with the declared key fail", expected=declared[:40] + "...", found=parsed.public_key[:40] + "...", fix=_fix(record))
         return passed("dkim.key-match", f"{obs.name}: published key equals the declared key")
-    return _each(ctx, "dkim.key-match", judge)
+    return await _each(ctx, "dkim.key-match", judge)
 
 
 PROBE = (
@@ -236,26 +238,24 @@ def sign_and_verify(resolver: Resolver, private_key: bytes, selector: str, domai
 
 
 @check("dkim.probe", ref="RFC 6376 §6")
-def probe(ctx: CheckContext) -> list[Finding]:
+async def probe(ctx: CheckContext) -> list[Finding]:
     """A probe message signed with the gateway's private key verifies against DNS (dkimpy)."""
     if ctx.stack is None or ctx.dkim_private_key is None:
         return [skipped("dkim.probe", "needs a declaration and the gateway's private key (--dkim-private-key)")]
     if not ctx.stack.sends_via(SenderKind.GATEWAY):
         return [skipped("dkim.probe", "no gateway sends for this domain")]
-    findings: list[Finding] = []
-    for domain in ctx.stack.domains:
+    stack, key = ctx.stack, ctx.dkim_private_key
+
+    async def one(domain: str) -> Finding:
+        name = dkim.record_name(stack.dkim.selector, domain)
         try:
-            ok, log = sign_and_verify(ctx.resolver, ctx.dkim_private_key, ctx.stack.dkim.selector, domain)
+            ok, log = await ctx.blocking(sign_and_verify, ctx.resolver, key, stack.dkim.selector, domain)
         except DnsError as err:
-            findings.append(errored("dkim.probe", f"{domain}: DNS error: {err}"))
-            continue
+            return errored("dkim.probe", f"{domain}: DNS error: {err}")
         except dkimpy.DKIMException as err:
-            name = dkim.record_name(ctx.stack.dkim.selector, domain)
-            findings.append(failed("dkim.probe", f"{domain}: the probe does not verify: {err}", fix="publish the gateway's current public key at " + name))
-            continue
-        name = dkim.record_name(ctx.stack.dkim.selector, domain)
+            return failed("dkim.probe", f"{domain}: the probe does not verify: {err}", fix="publish the gateway's current public key at " + name)
         if ok:
-            findings.append(passed("dkim.probe", f"{domain}: a probe signed as {name} verifies"))
-        else:
-            findings.append(failed("dkim.probe", f"{domain}: a probe signed as {name} does not verify against DNS", detail=log, fix="publish the gateway's current public key at " + name))
-    return findings
+            return passed("dkim.probe", f"{domain}: a probe signed as {name} verifies")
+        return failed("dkim.probe", f"{domain}: a probe signed as {name} does not verify against DNS", detail=log, fix="publish the gateway's current public key at " + name)
+
+    return await gather(one(domain) for domain in stack.domains)

@@ -4,11 +4,12 @@ declared sender can align (§3.1) given what is published."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mailstack.checks.dns.resolver import DnsError
-from mailstack.checks.engine.context import CheckContext
+from mailstack.checks.dns.answer import DnsError
+from mailstack.checks.engine.context import CheckContext, gather
 from mailstack.checks.engine.finding import (
     Finding,
     errored,
@@ -43,29 +44,29 @@ class DmarcObservation:
         return self.records[0] if len(self.records) == 1 else None
 
 
-def _fetch(ctx: CheckContext, domain: str, name: str) -> DmarcObservation:
+async def _fetch(ctx: CheckContext, domain: str, name: str) -> DmarcObservation:
     try:
-        texts = ctx.resolver.txt(name).texts()
+        texts = (await ctx.dns.txt(name)).texts()
     except DnsError as err:
         return DmarcObservation(domain, (), str(err))
     return DmarcObservation(domain, tuple(t for t in texts if dmarc.is_dmarc(t)))
 
 
-def observe(ctx: CheckContext, domain: str) -> DmarcObservation:
+def observe(ctx: CheckContext, domain: str) -> Awaitable[DmarcObservation]:
     """The DMARC record of a domain. Undeclared, a domain without one falls back to its
     Organizational Domain's as receivers do (``dmarc.policy_names``, RFC 7489 §6.6.3).
     A declaration plans a record for each domain, so there the domain's own is judged."""
-    def compute() -> DmarcObservation:
+    async def compute() -> DmarcObservation:
         own_name, *fallbacks = dmarc.policy_names(domain)
-        own = _fetch(ctx, domain, own_name)
+        own = await _fetch(ctx, domain, own_name)
         if own.records or own.error or ctx.declared:
             return own
         for name in fallbacks:
-            found = _fetch(ctx, domain, name)
+            found = await _fetch(ctx, domain, name)
             if found.records or found.error:
                 return DmarcObservation(domain, found.records, found.error, inherited_from=name.removeprefix("_dmarc."))
         return own
-    return ctx.memo(f"dmarc:{domain}", compute)
+    return ctx.observe(f"dmarc:{domain}", compute)
 
 
 def tags(obs: DmarcObservation) -> dict[str, str] | None:
@@ -81,7 +82,8 @@ def tags(obs: DmarcObservation) -> dict[str, str] | None:
 
 
 def _planned(ctx: CheckContext, domain: str) -> Record | None:
-    return next((r for r in ctx.planned if r.purpose == "dmarc" and r.name == dmarc.record_name(domain)), None)
+    by_name = ctx.memo("planned:dmarc", lambda: {r.name: r for r in reversed(ctx.planned) if r.purpose == "dmarc"})
+    return by_name.get(dmarc.record_name(domain))
 
 
 def _fix(ctx: CheckContext, domain: str) -> str:
@@ -91,22 +93,27 @@ def _fix(ctx: CheckContext, domain: str) -> str:
     return f'{dmarc.record_name(domain)}. IN TXT "{dmarc.VERSION}; p=none; rua=mailto:dmarc-reports@{domain}"'
 
 
-def _each(ctx: CheckContext, id: str, judge: "Callable[[CheckContext, DmarcObservation], list[Finding]]") -> list[Finding]:
-    findings: list[Finding] = []
+_Judge = Callable[[CheckContext, DmarcObservation], "list[Finding] | Awaitable[list[Finding]]"]
+
+
+async def _each(ctx: CheckContext, id: str, judge: _Judge) -> list[Finding]:
+    wanted = [d for d in ctx.domains if not (ctx.declared and _planned(ctx, d) is None)]
+    observed = dict(zip(wanted, await gather(observe(ctx, d) for d in wanted)))
+    judged: list[list[Finding] | Awaitable[list[Finding]]] = []
     for domain in ctx.domains:
-        if ctx.declared and _planned(ctx, domain) is None:
-            findings.append(skipped(id, f"{domain}: no DMARC record is declared"))
-            continue
-        obs = observe(ctx, domain)
-        if obs.error:
-            findings.append(errored(id, f"{dmarc.record_name(domain)}: DNS error: {obs.error}"))
-            continue
-        findings += judge(ctx, obs)
-    return findings
+        obs = observed.get(domain)
+        if obs is None:
+            judged.append([skipped(id, f"{domain}: no DMARC record is declared")])
+        elif obs.error:
+            judged.append([errored(id, f"{dmarc.record_name(domain)}: DNS error: {obs.error}")])
+        else:
+            judged.append(judge(ctx, obs))
+    later = iter(await gather(j for j in judged if inspect.isawaitable(j)))
+    return [f for j in judged for f in (next(later) if inspect.isawaitable(j) else j)]
 
 
 @check("dmarc.present", ref="RFC 7489 §6.1, §6.6.3")
-def present(ctx: CheckContext) -> list[Finding]:
+async def present(ctx: CheckContext) -> list[Finding]:
     """Exactly one DMARC record at ``_dmarc.<domain>``."""
     def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
         if not obs.records:
@@ -116,11 +123,11 @@ def present(ctx: CheckContext) -> list[Finding]:
         if obs.inherited_from:
             return [passed("dmarc.present", f"{obs.domain}: no own record; {obs.name} applies (organizational domain)", found=obs.records[0])]
         return [passed("dmarc.present", f"{obs.name}: one DMARC record", found=obs.records[0])]
-    return _each(ctx, "dmarc.present", judge)
+    return await _each(ctx, "dmarc.present", judge)
 
 
 @check("dmarc.syntax", ref="RFC 7489 §6.3, §6.4")
-def syntax(ctx: CheckContext) -> list[Finding]:
+async def syntax(ctx: CheckContext) -> list[Finding]:
     """The record parses and every tag value is valid (p, sp, np, adkim, aspf, pct, rua, ruf, fo)."""
     def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
         if obs.record is None:
@@ -133,11 +140,11 @@ def syntax(ctx: CheckContext) -> list[Finding]:
         if unknown:
             return [warned("dmarc.syntax", f"{obs.name}: {', '.join(unknown)}", found=obs.record, fix=_fix(ctx, obs.domain))]
         return [passed("dmarc.syntax", f"{obs.name}: valid", found=obs.record)]
-    return _each(ctx, "dmarc.syntax", judge)
+    return await _each(ctx, "dmarc.syntax", judge)
 
 
 @check("dmarc.policy", ref="RFC 7489 §6.3 (p=, pct=), §6.7")
-def policy(ctx: CheckContext) -> list[Finding]:
+async def policy(ctx: CheckContext) -> list[Finding]:
     """The policy is the declared one; p=none without reports or pct<100 are flagged."""
     def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
         parsed = tags(obs)
@@ -154,7 +161,7 @@ def policy(ctx: CheckContext) -> list[Finding]:
         if parsed.get("pct", "100") != "100":
             return [warned("dmarc.policy", f"{obs.name}: p={p} applies to {parsed['pct']}% of failing mail only", found=obs.record or "")]
         return [passed("dmarc.policy", f"{obs.name}: p={p}")]
-    return _each(ctx, "dmarc.policy", judge)
+    return await _each(ctx, "dmarc.policy", judge)
 
 
 def external_report_domains(domain: str, parsed: dict[str, str]) -> list[str]:
@@ -164,9 +171,9 @@ def external_report_domains(domain: str, parsed: dict[str, str]) -> list[str]:
 
 
 @check("dmarc.report-auth", ref="RFC 7489 §7.1")
-def report_auth(ctx: CheckContext) -> list[Finding]:
+async def report_auth(ctx: CheckContext) -> list[Finding]:
     """Each external rua/ruf domain authorises reports (``<domain>._report._dmarc.<rua-domain>``)."""
-    def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
+    async def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
         parsed = tags(obs)
         if parsed is None:
             return [skipped("dmarc.report-auth", f"{obs.name}: no valid DMARC record")]
@@ -174,24 +181,23 @@ def report_auth(ctx: CheckContext) -> list[Finding]:
         externals = external_report_domains(policy_domain, parsed)
         if not externals:
             return [passed("dmarc.report-auth", f"{obs.name}: every report destination is inside {policy_domain}")]
-        findings: list[Finding] = []
-        for report_domain in externals:
+
+        async def one(report_domain: str) -> Finding:
             name = dmarc.report_authorization_name(policy_domain, report_domain)
             try:
-                texts = ctx.resolver.txt(name).texts()
+                texts = (await ctx.dns.txt(name)).texts()
             except DnsError as err:
-                findings.append(errored("dmarc.report-auth", f"{name}: DNS error: {err}"))
-                continue
+                return errored("dmarc.report-auth", f"{name}: DNS error: {err}")
             if any(dmarc.is_dmarc(t) for t in texts):
-                findings.append(passed("dmarc.report-auth", f"{report_domain} authorises reports about {policy_domain}"))
-            else:
-                findings.append(failed(
-                    "dmarc.report-auth", f"{report_domain} does not authorise reports about {policy_domain}; receivers drop them",
-                    expected=f"{name} TXT {dmarc.REPORT_AUTHORIZATION}", found=" | ".join(texts) or "nothing",
-                    fix=f'{name}. IN TXT "{dmarc.REPORT_AUTHORIZATION}"',
-                ))
-        return findings
-    return _each(ctx, "dmarc.report-auth", judge)
+                return passed("dmarc.report-auth", f"{report_domain} authorises reports about {policy_domain}")
+            return failed(
+                "dmarc.report-auth", f"{report_domain} does not authorise reports about {policy_domain}; receivers drop them",
+                expected=f"{name} TXT {dmarc.REPORT_AUTHORIZATION}", found=" | ".join(texts) or "nothing",
+                fix=f'{name}. IN TXT "{dmarc.REPORT_AUTHORIZATION}"',
+            )
+
+        return await gather(one(d) for d in externals)
+    return await _each(ctx, "dmarc.report-auth", judge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +221,7 @@ def sender_paths(stack: MailDomain, domain: str) -> list[Path]:
 
 
 @check("dmarc.alignment", ref="RFC 7489 §3.1, §4.2")
-def alignment(ctx: CheckContext) -> list[Finding]:
+async def alignment(ctx: CheckContext) -> list[Finding]:
     """Each declared sender can pass DMARC: aligned SPF that authorises it, or an aligned DKIM key."""
     if ctx.stack is None:
         return [skipped("dmarc.alignment", "needs a declaration of the senders (--stack)")]
@@ -223,30 +229,29 @@ def alignment(ctx: CheckContext) -> list[Finding]:
         tree,  # the same memoised SPF fetch as the spf group
     )
 
-    findings: list[Finding] = []
-    for domain in ctx.stack.domains:
-        for path in sender_paths(ctx.stack, domain):
-            spf_ok = False
-            if path.spf_domain and dmarc.aligned(path.spf_domain, domain, ctx.stack.dmarc.aspf):
-                spf_tree = tree(ctx, domain) if path.spf_domain == domain else None
-                if spf_tree and spf_tree.record and not spf_tree.syntax_error:
-                    published = {str(t) for t in spf.parse(spf_tree.record)}
-                    wanted = {str(spf.parse_term(t)) for t in senders.spf_terms(ctx.stack, path.declared)}
-                    spf_ok = wanted <= published
-            dkim_ok = False
-            if path.dkim_name:
-                try:
-                    dkim_ok = any(dkim.is_live_key(t) for t in ctx.resolver.txt(path.dkim_name).texts())
-                except DnsError as err:
-                    findings.append(errored("dmarc.alignment", f"{domain}/{path.sender}: DNS error: {err}"))
-                    continue
-            ways = [w for w, ok in (("SPF", spf_ok), ("DKIM", dkim_ok)) if ok]
-            if ways:
-                findings.append(passed("dmarc.alignment", f"{domain}/{path.sender}: can align through {' and '.join(ways)}"))
-            else:
-                findings.append(failed(
-                    "dmarc.alignment", f"{domain}/{path.sender}: neither SPF nor DKIM can align with From {domain}",
-                    detail=f"Return-Path domain {path.spf_domain or 'unknown'}; DKIM key {path.dkim_name or 'none declared'}",
-                    fix=f"publish {path.dkim_name} as declared" if path.dkim_name else "declare the sender's DKIM key (dkimKey) and publish it",
-                ))
-    return findings
+    stack = ctx.stack
+
+    async def one(domain: str, path: Path) -> Finding:
+        spf_ok = False
+        if path.spf_domain and dmarc.aligned(path.spf_domain, domain, stack.dmarc.aspf):
+            spf_tree = await tree(ctx, domain) if path.spf_domain == domain else None
+            if spf_tree and spf_tree.record and not spf_tree.syntax_error:
+                published = {str(t) for t in spf.parse(spf_tree.record)}
+                wanted = {str(spf.parse_term(t)) for t in senders.spf_terms(stack, path.declared)}
+                spf_ok = wanted <= published
+        dkim_ok = False
+        if path.dkim_name:
+            try:
+                dkim_ok = any(dkim.is_live_key(t) for t in (await ctx.dns.txt(path.dkim_name)).texts())
+            except DnsError as err:
+                return errored("dmarc.alignment", f"{domain}/{path.sender}: DNS error: {err}")
+        ways = [w for w, ok in (("SPF", spf_ok), ("DKIM", dkim_ok)) if ok]
+        if ways:
+            return passed("dmarc.alignment", f"{domain}/{path.sender}: can align through {' and '.join(ways)}")
+        return failed(
+            "dmarc.alignment", f"{domain}/{path.sender}: neither SPF nor DKIM can align with From {domain}",
+            detail=f"Return-Path domain {path.spf_domain or 'unknown'}; DKIM key {path.dkim_name or 'none declared'}",
+            fix=f"publish {path.dkim_name} as declared" if path.dkim_name else "declare the sender's DKIM key (dkimKey) and publish it",
+        )
+
+    return await gather(one(domain, path) for domain in stack.domains for path in sender_paths(stack, domain))

@@ -8,8 +8,8 @@ by field with the declared one.
 
 from __future__ import annotations
 
-from mailstack.checks.dns.resolver import DnsError
-from mailstack.checks.engine.context import CheckContext
+from mailstack.checks.dns.answer import DnsError
+from mailstack.checks.engine.context import CheckContext, gather
 from mailstack.checks.engine.finding import (
     Finding,
     errored,
@@ -25,32 +25,31 @@ from mailstack.core.record import Record
 from mailstack.rules import mta_sts
 
 
-def _run(ctx: CheckContext, id: str, purpose: str, prefix: str, what: str) -> list[Finding]:
+async def _run(ctx: CheckContext, id: str, purpose: str, prefix: str, what: str) -> list[Finding]:
     if not ctx.declared:
-        return _undeclared(ctx, id, prefix, what)
+        return await _undeclared(ctx, id, prefix, what)
     declared: list[Record] = [r for r in ctx.planned if r.purpose == purpose]
     if not declared:
         return [skipped(id, f"{what} is not declared")]
-    findings: list[Finding] = []
-    for record in declared:
+
+    async def one(record: Record) -> Finding:
         try:
-            texts = [t for t in ctx.resolver.txt(record.name).texts() if mta_sts.is_version(t, prefix)]
+            texts = [t for t in (await ctx.dns.txt(record.name)).texts() if mta_sts.is_version(t, prefix)]
         except DnsError as err:
-            findings.append(errored(id, f"{record.name}: DNS error: {err}"))
-            continue
+            return errored(id, f"{record.name}: DNS error: {err}")
         if texts == [record.content]:
-            findings.append(passed(id, f"{record.name}: {what} record as declared", found=texts[0]))
-        elif not texts:
-            findings.append(failed(id, f"{record.name}: no {what} record", expected=record.content, fix=zonefile.line(record)))
-        else:
-            findings.append(failed(id, f"{record.name}: {what} record differs from the declaration", expected=record.content, found=" | ".join(texts), fix=zonefile.line(record)))
-    return findings
+            return passed(id, f"{record.name}: {what} record as declared", found=texts[0])
+        if not texts:
+            return failed(id, f"{record.name}: no {what} record", expected=record.content, fix=zonefile.line(record))
+        return failed(id, f"{record.name}: {what} record differs from the declaration", expected=record.content, found=" | ".join(texts), fix=zonefile.line(record))
+
+    return await gather(one(record) for record in declared)
 
 
-def _undeclared(ctx: CheckContext, id: str, prefix: str, what: str) -> list[Finding]:
+async def _undeclared(ctx: CheckContext, id: str, prefix: str, what: str) -> list[Finding]:
     name = mta_sts.record_name(ctx.domain) if prefix == mta_sts.STS_VERSION else mta_sts.tlsrpt_record_name(ctx.domain)
     try:
-        texts = [t for t in ctx.resolver.txt(name).texts() if mta_sts.is_version(t, prefix)]
+        texts = [t for t in (await ctx.dns.txt(name)).texts() if mta_sts.is_version(t, prefix)]
     except DnsError as err:
         return [errored(id, f"{name}: DNS error: {err}")]
     if not texts:
@@ -61,15 +60,15 @@ def _undeclared(ctx: CheckContext, id: str, prefix: str, what: str) -> list[Find
 
 
 @check("mta-sts.record", ref="RFC 8461 §3.1")
-def mta_sts_record(ctx: CheckContext) -> list[Finding]:
+async def mta_sts_record(ctx: CheckContext) -> list[Finding]:
     """``_mta-sts`` TXT is ``v=STSv1; id=...`` with the id of the declared policy."""
-    return _run(ctx, "mta-sts.record", "mta-sts", mta_sts.STS_VERSION, "MTA-STS")
+    return await _run(ctx, "mta-sts.record", "mta-sts", mta_sts.STS_VERSION, "MTA-STS")
 
 
 @check("tls-rpt.record", ref="RFC 8460 §3")
-def tls_rpt_record(ctx: CheckContext) -> list[Finding]:
+async def tls_rpt_record(ctx: CheckContext) -> list[Finding]:
     """``_smtp._tls`` TXT is ``v=TLSRPTv1; rua=...`` as declared."""
-    return _run(ctx, "tls-rpt.record", "tls-rpt", mta_sts.TLSRPT_VERSION, "TLS-RPT")
+    return await _run(ctx, "tls-rpt.record", "tls-rpt", mta_sts.TLSRPT_VERSION, "TLS-RPT")
 
 
 def _declared_policy(ctx: CheckContext, domain: str) -> dict[str, object] | None:
@@ -81,11 +80,11 @@ def _declared_policy(ctx: CheckContext, domain: str) -> dict[str, object] | None
     return mta_sts.parse_policy(mta_sts.policy_text(ctx.stack.mta_sts.mode, hosts, ctx.stack.mta_sts.max_age))
 
 
-def _policy_domains(ctx: CheckContext) -> list[str]:
+async def _policy_domains(ctx: CheckContext) -> list[str]:
     """Domains whose policy is fetched: declared ones, or (undeclared) one with a TXT."""
     if ctx.declared:
         return [d for d in ctx.domains if _declared_policy(ctx, d) is not None]
-    texts = ctx.resolver.txt(mta_sts.record_name(ctx.domain)).texts()
+    texts = (await ctx.dns.txt(mta_sts.record_name(ctx.domain))).texts()
     return [ctx.domain] if any(mta_sts.is_version(t, mta_sts.STS_VERSION) for t in texts) else []
 
 
@@ -95,40 +94,39 @@ def _render(policy: dict[str, object]) -> str:
     return f"mode={policy.get('mode')} max_age={policy.get('max_age')} mx={hosts}"
 
 
-def _fetch(ctx: CheckContext, domain: str) -> mta_sts_policy.PolicyFetch:
-    def compute() -> mta_sts_policy.PolicyFetch:
-        return mta_sts_policy.fetch(ctx.resolver, domain, port=ctx.https.port, cafile=ctx.https.cafile, timeout=ctx.https.timeout)
-    return ctx.memo(f"mta-sts-policy:{domain}", compute)
+async def _fetch(ctx: CheckContext, domain: str) -> mta_sts_policy.PolicyFetch:
+    """The policy of a domain over HTTPS (a blocking probe, in the run's probe threads)."""
+    async def compute() -> mta_sts_policy.PolicyFetch:
+        https = ctx.https
+        return await ctx.blocking(lambda: mta_sts_policy.fetch(ctx.resolver, domain, port=https.port, cafile=https.cafile, timeout=https.timeout))
+    return await ctx.observe(f"mta-sts-policy:{domain}", compute)
 
 
 @check("mta-sts.policy", ref="RFC 8461 §3.2, §3.3")
-def mta_sts_policy_file(ctx: CheckContext) -> list[Finding]:
+async def mta_sts_policy_file(ctx: CheckContext) -> list[Finding]:
     """The policy is served at https://mta-sts.<domain>/.well-known/mta-sts.txt with a valid
     certificate, parses, and (declared) has the declared mode, MX hosts and max_age."""
-    domains = _policy_domains(ctx)
+    domains = await _policy_domains(ctx)
     if not domains:
         return [skipped("mta-sts.policy", "MTA-STS is not declared" if ctx.declared else "no _mta-sts record published")]
-    findings: list[Finding] = []
-    for domain in domains:
-        got = _fetch(ctx, domain)
+
+    async def one(domain: str) -> Finding:
+        got = await _fetch(ctx, domain)
         expected = _declared_policy(ctx, domain)
         fix = f"serve the declared policy at {got.url}" + (f": {_render(expected)}" if expected else "")
         if got.error:
-            findings.append(errored("mta-sts.policy", f"{got.url}: {got.error}"))
-            continue
+            return errored("mta-sts.policy", f"{got.url}: {got.error}")
         if got.problem or got.text is None:
-            findings.append(failed("mta-sts.policy", f"{got.url}: {got.problem}; senders treat the domain as having no policy", fix=fix))
-            continue
+            return failed("mta-sts.policy", f"{got.url}: {got.problem}; senders treat the domain as having no policy", fix=fix)
         try:
             policy = mta_sts.parse_policy(got.text)
         except mta_sts.PolicyError as err:
-            findings.append(failed("mta-sts.policy", f"{got.url}: {err}", found=got.text.strip(), fix=fix))
-            continue
+            return failed("mta-sts.policy", f"{got.url}: {err}", found=got.text.strip(), fix=fix)
         published = {**policy, "mx": sorted(policy["mx"])} if isinstance(policy["mx"], list) else policy
         if expected is not None and _render(published) != _render(expected):
-            findings.append(failed("mta-sts.policy", f"{got.url}: the policy differs from the declaration", expected=_render(expected), found=_render(published), fix=fix))
-        elif not got.content_type.lower().startswith("text/plain"):
-            findings.append(warned("mta-sts.policy", f"{got.url}: served as {got.content_type or 'no media type'}, not text/plain", found=_render(published)))
-        else:
-            findings.append(passed("mta-sts.policy", f"{got.url}: {_render(published)}"))
-    return findings
+            return failed("mta-sts.policy", f"{got.url}: the policy differs from the declaration", expected=_render(expected), found=_render(published), fix=fix)
+        if not got.content_type.lower().startswith("text/plain"):
+            return warned("mta-sts.policy", f"{got.url}: served as {got.content_type or 'no media type'}, not text/plain", found=_render(published))
+        return passed("mta-sts.policy", f"{got.url}: {_render(published)}")
+
+    return await gather(one(domain) for domain in domains)

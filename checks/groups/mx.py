@@ -4,10 +4,13 @@ dedicated-subdomain rule, and forward-confirmed reverse DNS of the gateways."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from mailstack.checks.dns.resolver import DnsError, Resolver
-from mailstack.checks.engine.context import CheckContext
+from mailstack.checks.dns.answer import DnsError
+from mailstack.checks.dns.aresolver import AsyncResolver
+from mailstack.checks.engine.context import CheckContext, gather
 from mailstack.checks.engine.finding import (
     Finding,
     errored,
@@ -51,48 +54,49 @@ class MxObservation:
         return any(t.host == NULL_MX for t in self.targets)
 
 
-def fetch_mx(resolver: Resolver, name: str) -> MxObservation:
+async def fetch_mx(resolver: AsyncResolver, name: str) -> MxObservation:
+    """The MX set of a name and, for each target at once, its CNAME and addresses."""
     try:
-        pairs = resolver.query(name, "MX").mx()
+        pairs = (await resolver.query(name, "MX")).mx()
     except DnsError as err:
         return MxObservation(name, (), str(err))
-    targets: list[MxTarget] = []
-    for priority, host in pairs:
+
+    async def target(priority: int, host: str) -> MxTarget:
         if host == NULL_MX or names.is_ip(host):
-            targets.append(MxTarget(host, priority))
-            continue
+            return MxTarget(host, priority)
         try:
-            cname = resolver.cname(host)
-            addresses = resolver.addresses(host)
+            cname, addresses = await asyncio.gather(resolver.cname(host), resolver.addresses(host))
         except DnsError as err:
-            targets.append(MxTarget(host, priority, error=str(err)))
-            continue
-        targets.append(MxTarget(host, priority, cname, addresses))
-    return MxObservation(name, tuple(targets))
+            return MxTarget(host, priority, error=str(err))
+        return MxTarget(host, priority, cname, addresses)
+
+    return MxObservation(name, tuple(await gather(target(p, h) for p, h in pairs)))
 
 
 def declared_mx(ctx: CheckContext) -> dict[str, list[Record]]:
-    """Declared MX records by name."""
-    found: dict[str, list[Record]] = {}
-    for record in ctx.planned:
-        if record.type == "MX":
-            found.setdefault(record.name, []).append(record)
-    return found
+    """Declared MX records by name, indexed once per run."""
+    def index() -> dict[str, list[Record]]:
+        found: dict[str, list[Record]] = {}
+        for record in ctx.planned:
+            if record.type == "MX":
+                found.setdefault(record.name, []).append(record)
+        return found
+    return ctx.memo("planned:mx", index)
 
 
 def mx_names(ctx: CheckContext) -> list[str]:
-    return sorted(declared_mx(ctx)) if ctx.declared else [ctx.domain]
+    return ctx.memo("mx-names", lambda: sorted(declared_mx(ctx)) if ctx.declared else [ctx.domain])
 
 
-def observe(ctx: CheckContext, name: str) -> MxObservation:
-    return ctx.memo(f"mx:{name}", lambda: fetch_mx(ctx.resolver, name))
+def observe(ctx: CheckContext, name: str) -> Awaitable[MxObservation]:
+    """The MX observation of a name, fetched once per run (the smtp group reads it too)."""
+    return ctx.observe(f"mx:{name}", lambda: fetch_mx(ctx.dns, name))
 
 
-def _observations(ctx: CheckContext, id: str) -> tuple[list[MxObservation], list[Finding]]:
+async def _observations(ctx: CheckContext, id: str) -> tuple[list[MxObservation], list[Finding]]:
     observations: list[MxObservation] = []
     errors: list[Finding] = []
-    for name in mx_names(ctx):
-        obs = observe(ctx, name)
+    for name, obs in zip(mx_names(ctx), await gather(observe(ctx, n) for n in mx_names(ctx))):
         if obs.error:
             errors.append(errored(id, f"{name}: DNS error: {obs.error}"))
         else:
@@ -105,11 +109,11 @@ def _render(pairs: set[tuple[int, str]]) -> str:
 
 
 @check("mx.present", ref="RFC 5321 §5.1, RFC 7505")
-def present(ctx: CheckContext) -> list[Finding]:
+async def present(ctx: CheckContext) -> list[Finding]:
     """The MX set is the declared one (or, undeclared, an MX or null MX exists)."""
     if ctx.declared and not mx_names(ctx):
         return [skipped("mx.present", "no MX is declared (inbound through a CNAME or elsewhere)")]
-    observations, findings = _observations(ctx, "mx.present")
+    observations, findings = await _observations(ctx, "mx.present")
     declared = declared_mx(ctx)
     for obs in observations:
         if not ctx.declared:
@@ -128,9 +132,9 @@ def present(ctx: CheckContext) -> list[Finding]:
 
 
 @check("mx.null", ref="RFC 7505 §3")
-def null_mx(ctx: CheckContext) -> list[Finding]:
+async def null_mx(ctx: CheckContext) -> list[Finding]:
     """A null MX (``0 .``) stands alone: no other MX beside it."""
-    observations, findings = _observations(ctx, "mx.null")
+    observations, findings = await _observations(ctx, "mx.null")
     for obs in observations:
         if not obs.null:
             findings.append(passed("mx.null", f"{obs.name}: not a null MX"))
@@ -146,9 +150,9 @@ def _real_targets(obs: MxObservation) -> list[MxTarget]:
 
 
 @check("mx.target-ip", ref="RFC 5321 §5.1, RFC 1035 §3.3.9")
-def target_ip(ctx: CheckContext) -> list[Finding]:
+async def target_ip(ctx: CheckContext) -> list[Finding]:
     """No MX target is an IP address literal (it must be a host name)."""
-    observations, findings = _observations(ctx, "mx.target-ip")
+    observations, findings = await _observations(ctx, "mx.target-ip")
     for obs in observations:
         bad = [t.host for t in _real_targets(obs) if names.is_ip(t.host)]
         if bad:
@@ -161,9 +165,9 @@ def target_ip(ctx: CheckContext) -> list[Finding]:
 
 
 @check("mx.target-cname", ref="RFC 2181 §10.3, RFC 5321 §5.1")
-def target_cname(ctx: CheckContext) -> list[Finding]:
+async def target_cname(ctx: CheckContext) -> list[Finding]:
     """No MX target is an alias (CNAME)."""
-    observations, findings = _observations(ctx, "mx.target-cname")
+    observations, findings = await _observations(ctx, "mx.target-cname")
     for obs in observations:
         for target in _real_targets(obs):
             if names.is_ip(target.host):
@@ -180,9 +184,9 @@ def target_cname(ctx: CheckContext) -> list[Finding]:
 
 
 @check("mx.target-resolves", ref="RFC 5321 §5.1")
-def target_resolves(ctx: CheckContext) -> list[Finding]:
+async def target_resolves(ctx: CheckContext) -> list[Finding]:
     """Each MX target has an A or AAAA record."""
-    observations, findings = _observations(ctx, "mx.target-resolves")
+    observations, findings = await _observations(ctx, "mx.target-resolves")
     for obs in observations:
         for target in _real_targets(obs):
             if names.is_ip(target.host):
@@ -203,37 +207,33 @@ def _odoo_host(host: str) -> bool:
 
 
 @check("mx.odoo-subdomain", ref="Odoo 17 docs: email servers / custom domain (inbound on a dedicated subdomain)")
-def odoo_subdomain(ctx: CheckContext) -> list[Finding]:
+async def odoo_subdomain(ctx: CheckContext) -> list[Finding]:
     """Inbound to Odoo's servers uses a dedicated subdomain, never the root domain."""
     stack = ctx.stack
     if stack is not None and stack.inbound.mode is not InboundMode.ODOO_MX:
         return [skipped("mx.odoo-subdomain", f"inbound mode is {stack.inbound.mode.value}")]
-    findings: list[Finding] = []
-    for domain in ctx.domains:
-        root = observe(ctx, domain)
+
+    async def one(domain: str) -> Finding:
+        root = await observe(ctx, domain)
         if root.error:
-            findings.append(errored("mx.odoo-subdomain", f"{domain}: DNS error: {root.error}"))
-            continue
+            return errored("mx.odoo-subdomain", f"{domain}: DNS error: {root.error}")
         odoo_root = [t.host for t in root.targets if _odoo_host(t.host)]
         if odoo_root:
             sub = stack.inbound_domain(domain) if stack else f"mail.{domain}"
-            findings.append(failed(
+            return failed(
                 "mx.odoo-subdomain", f"{domain}: the root MX points at Odoo ({odoo_root[0]}); Odoo receives only on a dedicated subdomain",
                 fix=f"move it: {sub}. IN MX 10 {odoo_root[0]}. and give {domain} its own mailbox MX",
-            ))
-            continue
+            )
         if stack is None:
-            findings.append(passed("mx.odoo-subdomain", f"{domain}: the root MX does not point at Odoo"))
-            continue
+            return passed("mx.odoo-subdomain", f"{domain}: the root MX does not point at Odoo")
         sub = stack.inbound_domain(domain)
         host = stack.odoo.saas_host or ""
         try:
-            answer = ctx.resolver.query(sub, "MX")
+            answer = await ctx.dns.query(sub, "MX")
             via_cname = answer.cnames[0] if answer.cnames else None
             pairs = answer.mx()
         except DnsError as err:
-            findings.append(errored("mx.odoo-subdomain", f"{sub}: DNS error: {err}"))
-            continue
+            return errored("mx.odoo-subdomain", f"{sub}: DNS error: {err}")
         if stack.inbound.record == "cname":
             ok = via_cname == host
             found = f"CNAME {via_cname}" if via_cname else "no CNAME"
@@ -243,44 +243,43 @@ def odoo_subdomain(ctx: CheckContext) -> list[Finding]:
             found = _render(set(pairs)) if not via_cname else f"CNAME {via_cname}"
             fix = f"{sub}. IN MX 10 {host}."
         if ok:
-            findings.append(passed("mx.odoo-subdomain", f"{sub} routes to Odoo ({host})"))
-        else:
-            findings.append(failed("mx.odoo-subdomain", f"{sub} does not route to {host}", found=found, fix=fix))
-    return findings
+            return passed("mx.odoo-subdomain", f"{sub} routes to Odoo ({host})")
+        return failed("mx.odoo-subdomain", f"{sub} does not route to {host}", found=found, fix=fix)
+
+    return await gather(one(domain) for domain in ctx.domains)
 
 
-def fcrdns_addresses(ctx: CheckContext) -> list[tuple[str, str | None]]:
+async def fcrdns_addresses(ctx: CheckContext) -> list[tuple[str, str | None]]:
     """(address, expected host name): the gateways when declared, else the MX targets'."""
     if ctx.stack is not None:
         pairs: list[tuple[str, str | None]] = [(g.ipv4, g.hostname) for g in ctx.stack.gateways]
         pairs += [(g.ipv6, g.hostname) for g in ctx.stack.gateways if g.ipv6]
         return pairs
-    obs = observe(ctx, ctx.domain)
+    obs = await observe(ctx, ctx.domain)
     return [(a, t.host) for t in _real_targets(obs) for a in t.addresses]
 
 
 @check("mx.fcrdns", ref="RFC 8601 §3 (iprev), RFC 1912 §2.1")
-def fcrdns(ctx: CheckContext) -> list[Finding]:
+async def fcrdns(ctx: CheckContext) -> list[Finding]:
     """Each gateway address has a PTR whose name resolves back to that address."""
-    pairs = fcrdns_addresses(ctx)
+    pairs = await fcrdns_addresses(ctx)
     if not pairs:
         return [skipped("mx.fcrdns", "no gateway is declared" if ctx.declared else "no MX address to check")]
-    findings: list[Finding] = []
-    for address, expected in pairs:
+
+    async def one(address: str, expected: str | None) -> Finding:
         try:
-            ptrs = ctx.resolver.ptr(address).targets()
-            back = {p: ctx.resolver.addresses(p) for p in ptrs}
+            ptrs = (await ctx.dns.ptr(address)).targets()
+            back = dict(zip(ptrs, await gather(ctx.dns.addresses(p) for p in ptrs)))
         except DnsError as err:
-            findings.append(errored("mx.fcrdns", f"{address}: DNS error: {err}"))
-            continue
+            return errored("mx.fcrdns", f"{address}: DNS error: {err}")
         confirmed = [p for p, addrs in back.items() if address in addrs]
         fix = f"PTR {address} -> {expected}. at the address owner, and {expected}. IN A/AAAA {address}"
         if not ptrs:
-            findings.append(failed("mx.fcrdns", f"{address} has no reverse DNS (PTR); many receivers reject or junk its mail", expected=expected or "", fix=fix))
-        elif not confirmed:
-            findings.append(failed("mx.fcrdns", f"{address} -> {ptrs[0]}, which does not resolve back to {address}", expected=expected or "", found=", ".join(ptrs), fix=fix))
-        elif expected and expected not in confirmed:
-            findings.append(warned("mx.fcrdns", f"{address} -> {confirmed[0]} (forward-confirmed) but the gateway is {expected}", expected=expected, found=confirmed[0], fix=fix))
-        else:
-            findings.append(passed("mx.fcrdns", f"{address} <-> {confirmed[0]}"))
-    return findings
+            return failed("mx.fcrdns", f"{address} has no reverse DNS (PTR); many receivers reject or junk its mail", expected=expected or "", fix=fix)
+        if not confirmed:
+            return failed("mx.fcrdns", f"{address} -> {ptrs[0]}, which does not resolve back to {address}", expected=expected or "", found=", ".join(ptrs), fix=fix)
+        if expected and expected not in confirmed:
+            return warned("mx.fcrdns", f"{address} -> {confirmed[0]} (forward-confirmed) but the gateway is {expected}", expected=expected, found=confirmed[0], fix=fix)
+        return passed("mx.fcrdns", f"{address} <-> {confirmed[0]}")
+
+    return await gather(one(address, expected) for address, expected in pairs)

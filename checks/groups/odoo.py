@@ -4,7 +4,9 @@ that routes replies to Odoo needs them."""
 
 from __future__ import annotations
 
-from mailstack.checks.dns.resolver import DnsError
+import asyncio
+
+from mailstack.checks.dns.answer import DnsError
 from mailstack.checks.engine.context import CheckContext
 from mailstack.checks.engine.finding import Finding, errored, passed, skipped, warned
 from mailstack.checks.engine.registry import check
@@ -12,15 +14,15 @@ from mailstack.rules import dkim, senders, spf
 
 
 @check("odoo.sending", ref="Odoo 17 docs: email / custom domain (SPF include:_spf.odoo.com, DKIM odoo._domainkey)")
-def odoo_sending(ctx: CheckContext) -> list[Finding]:
+async def odoo_sending(ctx: CheckContext) -> list[Finding]:
     """Sending through Odoo's servers needs both include:_spf.odoo.com and the odoo DKIM CNAME."""
     if ctx.stack is not None and not ctx.stack.odoo.saas:
         return [skipped("odoo.sending", "Odoo runs on premise; it sends through the declared servers")]
     domain = ctx.domain
     key_name = dkim.record_name(senders.ODOO_DKIM_SELECTOR, domain)
     try:
-        spf_texts = [t for t in ctx.resolver.txt(domain).texts() if spf.is_spf(t)]
-        key = ctx.resolver.query(key_name, "TXT")
+        spf_answer, key = await asyncio.gather(ctx.dns.txt(domain), ctx.dns.query(key_name, "TXT"))
+        spf_texts = [t for t in spf_answer.texts() if spf.is_spf(t)]
     except DnsError as err:
         return [errored("odoo.sending", f"DNS error: {err}")]
     include = any(senders.ODOO_SPF_INCLUDE in t.split() for t in spf_texts)

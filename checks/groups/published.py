@@ -17,11 +17,12 @@ from mailstack.checks.engine.registry import check
 from mailstack.core import zonefile
 
 
-def diffs(ctx: CheckContext) -> list[published.RecordDiff]:
-    def compute() -> list[published.RecordDiff]:
-        observed = published.fetch(ctx.planned, ctx.resolver)
+async def diffs(ctx: CheckContext) -> list[published.RecordDiff]:
+    """The plan against live DNS, once per run (both checks read it)."""
+    async def compute() -> list[published.RecordDiff]:
+        observed = await published.observe(ctx.planned, ctx.dns)
         return published.compare(list(ctx.planned), observed, gateway_key_known=ctx.gateway_key is not None)
-    return ctx.memo("published-diffs", compute)
+    return await ctx.observe("published-diffs", compute)
 
 
 def _line(diff: published.RecordDiff) -> str:
@@ -29,12 +30,12 @@ def _line(diff: published.RecordDiff) -> str:
 
 
 @check("published.records", ref="RFC 1035 §3.3 (the declaration is the source of truth)")
-def records(ctx: CheckContext) -> list[Finding]:
+async def records(ctx: CheckContext) -> list[Finding]:
     """Every planned record is live with the planned content."""
     if not ctx.declared:
         return [skipped("published.records", "needs a declaration (--stack)")]
     findings: list[Finding] = []
-    for diff in diffs(ctx):
+    for diff in await diffs(ctx):
         if diff.declared is None:
             continue
         label = f"{diff.name} {diff.type}"
@@ -53,12 +54,13 @@ def records(ctx: CheckContext) -> list[Finding]:
 
 
 @check("published.conflicts", ref="RFC 7208 §3.2, RFC 6376 §3.6.2.2")
-def conflicts(ctx: CheckContext) -> list[Finding]:
+async def conflicts(ctx: CheckContext) -> list[Finding]:
     """No live record beside a planned one conflicts with it (second SPF, stale DKIM, extra MX)."""
     if not ctx.declared:
         return [skipped("published.conflicts", "needs a declaration (--stack)")]
-    extra = [d for d in diffs(ctx) if d.change is published.Change.EXTRA]
-    unknown = [d for d in diffs(ctx) if d.change is published.Change.UNKNOWN]
+    found = await diffs(ctx)
+    extra = [d for d in found if d.change is published.Change.EXTRA]
+    unknown = [d for d in found if d.change is published.Change.UNKNOWN]
     if not extra and unknown:
         # A name that could not be queried may hold a conflict: undecided, never a pass.
         return [errored("published.conflicts", f"{unknown[0].name} {unknown[0].type}: {unknown[0].note}")]

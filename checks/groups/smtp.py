@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 
-from mailstack.checks.engine.context import CheckContext
+from mailstack.checks.engine.context import CheckContext, gather
 from mailstack.checks.engine.finding import (
     Finding,
     errored,
@@ -31,44 +31,46 @@ def recipient_domain(ctx: CheckContext, domain: str | None = None) -> str:
 def declared_recipients(ctx: CheckContext) -> list[str]:
     """Addresses the gateway must accept, in every mail domain (alias domains too):
     Odoo's catchall and bounce, and the declared aliases."""
-    if ctx.stack is None or ctx.stack.inbound.mode is not InboundMode.GATEWAY:
+    if ctx.stack is None or not ctx.stack.gateways_receive:
         return []
     local_parts = list(dict.fromkeys([ctx.stack.odoo.catchall, ctx.stack.odoo.bounce, *ctx.stack.inbound.aliases]))
     return [f"{part}@{recipient_domain(ctx, d)}" for d in ctx.domains for part in local_parts]
 
 
-def observations(ctx: CheckContext) -> list[SmtpObservation]:
+async def observations(ctx: CheckContext) -> list[SmtpObservation]:
     """One observation per address of each MX target of the inbound names (memoised);
     each session probes the recipients of every domain, so an MX shared by alias
-    domains is connected to once."""
-    def compute() -> list[SmtpObservation]:
+    domains is connected to once. The sessions (blocking smtplib) run in the run's
+    probe threads, all at once (at most ``--workers``)."""
+    async def compute() -> list[SmtpObservation]:
         main = recipient_domain(ctx)
         unknown = f"no-such-user-{secrets.token_hex(6)}@{main}"
         wanted = declared_recipients(ctx)
-        results: list[SmtpObservation] = []
+        inbound = [recipient_domain(ctx, domain) for domain in ctx.domains]
+        planned: list[SmtpObservation | tuple[str, str]] = []
         seen: set[str] = set()
-        for domain in ctx.domains:
-            name = recipient_domain(ctx, domain)
-            mx = mx_checks.observe(ctx, name)
+        for name, mx in zip(inbound, await gather(mx_checks.observe(ctx, n) for n in inbound)):
             if mx.error:
-                results.append(SmtpObservation(name, "", ctx.smtp.port, error=f"MX lookup failed: {mx.error}"))
+                planned.append(SmtpObservation(name, "", ctx.smtp.port, error=f"MX lookup failed: {mx.error}"))
                 continue
             for target in mx.targets:
                 if target.host == "." or names.is_ip(target.host) or target.host in seen:
                     continue
                 seen.add(target.host)
                 if target.error:
-                    results.append(SmtpObservation(target.host, "", ctx.smtp.port, error=target.error))
-                for address in target.addresses:
-                    results.append(probe(target.host, address, ctx.smtp, unknown, wanted))
-        return results
-    return ctx.memo("smtp", compute)
+                    planned.append(SmtpObservation(target.host, "", ctx.smtp.port, error=target.error))
+                planned += [(target.host, address) for address in target.addresses]
+        probed = iter(await gather(
+            ctx.blocking(probe, p[0], p[1], ctx.smtp, unknown, wanted) for p in planned if isinstance(p, tuple)
+        ))
+        return [next(probed) if isinstance(p, tuple) else p for p in planned]
+    return await ctx.observe("smtp", compute)
 
 
-def _each(ctx: CheckContext, id: str) -> tuple[list[SmtpObservation], list[Finding]]:
+async def _each(ctx: CheckContext, id: str) -> tuple[list[SmtpObservation], list[Finding]]:
     if ctx.stack is not None and ctx.stack.inbound.mode is InboundMode.NONE:
         return [], [skipped(id, "the domain receives no mail (null MX)")]
-    obs = observations(ctx)
+    obs = await observations(ctx)
     if not obs:
         return [], [skipped(id, f"{recipient_domain(ctx)} has no MX host to connect to")]
     errors = [errored(id, f"{o.where}: {o.error}") for o in obs if o.error and o.banner is None]
@@ -76,9 +78,9 @@ def _each(ctx: CheckContext, id: str) -> tuple[list[SmtpObservation], list[Findi
 
 
 @check("smtp.banner", ref="RFC 5321 §3.1, §4.1.1.1")
-def banner(ctx: CheckContext) -> list[Finding]:
+async def banner(ctx: CheckContext) -> list[Finding]:
     """The server greets with 220 and accepts EHLO."""
-    live, findings = _each(ctx, "smtp.banner")
+    live, findings = await _each(ctx, "smtp.banner")
     for o in live:
         if o.error and o.banner and o.banner[0] == 220:
             findings.append(errored("smtp.banner", f"{o.where}: greeted, then {o.error}"))
@@ -90,9 +92,9 @@ def banner(ctx: CheckContext) -> list[Finding]:
 
 
 @check("smtp.starttls", ref="RFC 3207, RFC 8461 §4.1, RFC 6125 §6.4")
-def starttls(ctx: CheckContext) -> list[Finding]:
+async def starttls(ctx: CheckContext) -> list[Finding]:
     """STARTTLS is offered, the handshake succeeds and the certificate names the MX host."""
-    live, findings = _each(ctx, "smtp.starttls")
+    live, findings = await _each(ctx, "smtp.starttls")
     for o in live:
         if o.error:
             findings.append(errored("smtp.starttls", f"{o.where}: {o.error}"))
@@ -108,9 +110,9 @@ def starttls(ctx: CheckContext) -> list[Finding]:
 
 
 @check("smtp.open-relay", ref="RFC 5321 §3.6.1, RFC 2505 §2")
-def open_relay(ctx: CheckContext) -> list[Finding]:
+async def open_relay(ctx: CheckContext) -> list[Finding]:
     """A recipient outside the domain is refused at RCPT from an unauthenticated client."""
-    live, findings = _each(ctx, "smtp.open-relay")
+    live, findings = await _each(ctx, "smtp.open-relay")
     for o in live:
         if o.relay is None:
             findings.append(errored("smtp.open-relay", f"{o.where}: {_why_no_rcpt(o)}"))
@@ -124,11 +126,11 @@ def open_relay(ctx: CheckContext) -> list[Finding]:
 
 
 @check("smtp.unknown-recipient", ref="RFC 5321 §3.3, §6.1 (reject at RCPT, no backscatter)")
-def unknown_recipient(ctx: CheckContext) -> list[Finding]:
+async def unknown_recipient(ctx: CheckContext) -> list[Finding]:
     """An unknown local recipient is rejected at RCPT (no accept-then-bounce backscatter)."""
     if ctx.stack is not None and ctx.stack.inbound.accept_all:
         return [skipped("smtp.unknown-recipient", "the declaration accepts every local part (inbound.acceptAll)")]
-    live, findings = _each(ctx, "smtp.unknown-recipient")
+    live, findings = await _each(ctx, "smtp.unknown-recipient")
     for o in live:
         if o.unknown is None:
             findings.append(errored("smtp.unknown-recipient", f"{o.where}: {_why_no_rcpt(o)}"))
@@ -144,12 +146,12 @@ def unknown_recipient(ctx: CheckContext) -> list[Finding]:
 
 
 @check("smtp.aliases", ref="RFC 5321 §3.3")
-def aliases(ctx: CheckContext) -> list[Finding]:
+async def aliases(ctx: CheckContext) -> list[Finding]:
     """Odoo's catchall and bounce addresses and every declared alias are accepted at RCPT."""
     wanted = declared_recipients(ctx)
     if not wanted:
         return [skipped("smtp.aliases", "no gateway aliases are declared" if ctx.declared else "needs a declaration (--stack)")]
-    live, findings = _each(ctx, "smtp.aliases")
+    live, findings = await _each(ctx, "smtp.aliases")
     for o in live:
         if o.error or o.mail_refused:
             findings.append(errored("smtp.aliases", f"{o.where}: {_why_no_rcpt(o)}"))

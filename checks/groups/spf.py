@@ -3,10 +3,11 @@ declared senders and declared sending IPs evaluated by pyspf."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Awaitable, Callable
 
-from mailstack.checks.dns.resolver import DnsError
-from mailstack.checks.engine.context import CheckContext
+from mailstack.checks.dns.answer import DnsError
+from mailstack.checks.engine.context import CheckContext, gather, settled
 from mailstack.checks.engine.finding import (
     Finding,
     errored,
@@ -26,18 +27,18 @@ _Judge = Callable[[CheckContext, str, SpfRecord], Finding]
 
 
 def planned_spf(ctx: CheckContext) -> dict[str, Record]:
-    """The declared SPF record per name (empty in --domain mode)."""
-    return {r.name: r for r in ctx.planned if r.purpose == "spf"}
+    """The declared SPF record per name (empty in --domain mode), indexed once per run."""
+    return ctx.memo("planned:spf", lambda: {r.name: r for r in ctx.planned if r.purpose == "spf"})
 
 
 def spf_names(ctx: CheckContext) -> list[str]:
     """Names whose SPF is checked: the declared ones, or the domain itself."""
-    return sorted(planned_spf(ctx)) if ctx.declared else [ctx.domain]
+    return ctx.memo("spf-names", lambda: sorted(planned_spf(ctx)) if ctx.declared else [ctx.domain])
 
 
-def tree(ctx: CheckContext, name: str) -> SpfRecord:
-    """The SPF tree of a name, fetched once per run."""
-    return ctx.memo(f"spf-tree:{name}", lambda: fetch_tree(ctx.resolver, name))
+def tree(ctx: CheckContext, name: str) -> Awaitable[SpfRecord]:
+    """The SPF tree of a name, fetched once per run (await it)."""
+    return ctx.observe(f"spf-tree:{name}", lambda: fetch_tree(ctx.dns, name))
 
 
 def _fix(ctx: CheckContext, name: str) -> str:
@@ -45,32 +46,33 @@ def _fix(ctx: CheckContext, name: str) -> str:
     return zonefile.line(record) if record else f'{name}. IN TXT "v=spf1 <your senders> ~all"'
 
 
-def _each(ctx: CheckContext, id: str, judge: _Judge) -> list[Finding]:
+async def _each(ctx: CheckContext, id: str, judge: _Judge) -> list[Finding]:
     names = spf_names(ctx)
     if not names:
         return [skipped(id, "no SPF record is declared (nobody sends for this domain)")]
     findings: list[Finding] = []
-    for name in names:
-        try:
-            findings.append(judge(ctx, name, tree(ctx, name)))
-        except DnsError as err:
-            findings.append(errored(id, f"{name}: DNS error: {err}"))
+    for name, found in zip(names, await settled(tree(ctx, name) for name in names)):
+        if isinstance(found, DnsError):
+            findings.append(errored(id, f"{name}: DNS error: {found}"))
+        elif isinstance(found, BaseException):
+            raise found
+        else:
+            findings.append(judge(ctx, name, found))
     return findings
 
 
-
 @check("spf.present", ref="RFC 7208 §4.5")
-def present(ctx: CheckContext) -> list[Finding]:
+async def present(ctx: CheckContext) -> list[Finding]:
     """An SPF record is published at each sending name."""
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
         if t.records:
             return passed("spf.present", f"{name} publishes SPF", found=t.records[0])
         return failed("spf.present", f"{name} publishes no SPF record", expected="one TXT record starting with v=spf1", fix=_fix(ctx, name))
-    return _each(ctx, "spf.present", judge)
+    return await _each(ctx, "spf.present", judge)
 
 
 @check("spf.single", ref="RFC 7208 §3.2, §4.5")
-def single(ctx: CheckContext) -> list[Finding]:
+async def single(ctx: CheckContext) -> list[Finding]:
     """At most one SPF record per name (two make every evaluation a permerror)."""
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
         if len(t.records) > 1:
@@ -81,11 +83,11 @@ def single(ctx: CheckContext) -> list[Finding]:
         if not t.records:
             return skipped("spf.single", f"{name} publishes no SPF record (see spf.present)")
         return passed("spf.single", f"{name} publishes exactly one SPF record")
-    return _each(ctx, "spf.single", judge)
+    return await _each(ctx, "spf.single", judge)
 
 
 @check("spf.syntax", ref="RFC 7208 §4.6, §5, §6")
-def syntax(ctx: CheckContext) -> list[Finding]:
+async def syntax(ctx: CheckContext) -> list[Finding]:
     """The SPF record and every record it includes parse (RFC 7208 grammar)."""
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
         if t.record is None:
@@ -97,11 +99,11 @@ def syntax(ctx: CheckContext) -> list[Finding]:
         if dns_problems:
             return errored("spf.syntax", f"{name}: an included record could not be fetched: {dns_problems[0]}", detail="; ".join(dns_problems))
         return passed("spf.syntax", f"{name}: SPF and its includes parse", found=t.record)
-    return _each(ctx, "spf.syntax", judge)
+    return await _each(ctx, "spf.syntax", judge)
 
 
 @check("spf.all", ref="RFC 7208 §5.1, §8")
-def all_qualifier(ctx: CheckContext) -> list[Finding]:
+async def all_qualifier(ctx: CheckContext) -> list[Finding]:
     """The record ends with ~all or -all (not +all, ?all or nothing)."""
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
         if t.record is None or t.syntax_error:
@@ -118,11 +120,11 @@ def all_qualifier(ctx: CheckContext) -> list[Finding]:
         if qualifier == "?":
             return warned("spf.all", f"{name}: '?all' makes SPF say nothing about other hosts", found=t.record, expected="~all or -all", fix=_fix(ctx, name))
         return passed("spf.all", f"{name}: ends with {qualifier}all", found=t.record)
-    return _each(ctx, "spf.all", judge)
+    return await _each(ctx, "spf.all", judge)
 
 
 @check("spf.lookups", ref="RFC 7208 §4.6.4")
-def lookups(ctx: CheckContext) -> list[Finding]:
+async def lookups(ctx: CheckContext) -> list[Finding]:
     """At most 10 DNS-querying terms, counted recursively through include and redirect,
     and at most 10 MX records behind each ``mx`` term."""
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
@@ -147,11 +149,11 @@ def lookups(ctx: CheckContext) -> list[Finding]:
                 fix="replace includes by ip4:/ip6: terms or drop senders no longer used; " + _fix(ctx, name),
             )
         return passed("spf.lookups", f"{name}: {b.lookups} of {spf.LOOKUP_LIMIT} DNS lookups", found=found)
-    return _each(ctx, "spf.lookups", judge)
+    return await _each(ctx, "spf.lookups", judge)
 
 
 @check("spf.void-lookups", ref="RFC 7208 §4.6.4")
-def void_lookups(ctx: CheckContext) -> list[Finding]:
+async def void_lookups(ctx: CheckContext) -> list[Finding]:
     """At most 2 lookups that return nothing (NXDOMAIN or no records)."""
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
         if t.record is None or t.syntax_error:
@@ -166,11 +168,11 @@ def void_lookups(ctx: CheckContext) -> list[Finding]:
                 found=t.record, expected=f"<= {spf.VOID_LIMIT} terms naming domains without records", fix="remove terms naming domains that do not exist",
             )
         return passed("spf.void-lookups", f"{name}: {b.voids} void lookups (limit {spf.VOID_LIMIT})")
-    return _each(ctx, "spf.void-lookups", judge)
+    return await _each(ctx, "spf.void-lookups", judge)
 
 
 @check("spf.loop", ref="RFC 7208 §4.6.4, §5.2")
-def loop(ctx: CheckContext) -> list[Finding]:
+async def loop(ctx: CheckContext) -> list[Finding]:
     """No include or redirect leads back to a record already being evaluated."""
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
         if t.record is None or t.syntax_error:
@@ -179,11 +181,11 @@ def loop(ctx: CheckContext) -> list[Finding]:
         if loops:
             return failed("spf.loop", f"{name}: include loop {loops[0]}", detail="; ".join(loops), fix="remove the include that points back")
         return passed("spf.loop", f"{name}: no include loop")
-    return _each(ctx, "spf.loop", judge)
+    return await _each(ctx, "spf.loop", judge)
 
 
 @check("spf.size", ref="RFC 7208 §3.4")
-def size(ctx: CheckContext) -> list[Finding]:
+async def size(ctx: CheckContext) -> list[Finding]:
     """The record fits a 512-byte UDP answer (450 bytes advised)."""
     def judge(ctx: CheckContext, name: str, t: SpfRecord) -> Finding:
         if not t.records:
@@ -194,7 +196,7 @@ def size(ctx: CheckContext) -> list[Finding]:
         if n > spf.SIZE_ADVISED:
             return warned("spf.size", f"{name}: SPF record is {n} bytes, over the advised {spf.SIZE_ADVISED}", found=str(n))
         return passed("spf.size", f"{name}: SPF record is {n} bytes")
-    return _each(ctx, "spf.size", judge)
+    return await _each(ctx, "spf.size", judge)
 
 
 def declared_ips(ctx: CheckContext) -> list[str]:
@@ -213,27 +215,28 @@ def declared_ips(ctx: CheckContext) -> list[str]:
 
 
 @check("spf.ip-pass", ref="RFC 7208 §4")
-def ip_pass(ctx: CheckContext) -> list[Finding]:
+async def ip_pass(ctx: CheckContext) -> list[Finding]:
     """Every declared sending address evaluates to pass (pyspf check_host)."""
     ips = declared_ips(ctx)
     if not ips:
         return [skipped("spf.ip-pass", "no sending address is declared" if ctx.declared else "needs a declaration (--stack)")]
-    findings: list[Finding] = []
-    for name in spf_names(ctx):
-        for ip in ips:
-            result, explanation = check_host(ctx.resolver, ip, name)
-            subject = f"{name}: {ip} evaluates to {result}"
-            if result == "pass":
-                findings.append(passed("spf.ip-pass", subject))
-            elif result == "temperror":
-                findings.append(errored("spf.ip-pass", subject, detail=explanation))
-            else:
-                findings.append(failed("spf.ip-pass", subject, detail=explanation, expected="pass", found=result, fix=_fix(ctx, name)))
-    return findings
+
+    async def one(name: str, ip: str) -> Finding:
+        with contextlib.suppress(DnsError):  # pyspf meets the same error: temperror
+            await tree(ctx, name)  # the records pyspf reads, fetched at once and cached
+        result, explanation = await ctx.blocking(check_host, ctx.resolver, ip, name)
+        subject = f"{name}: {ip} evaluates to {result}"
+        if result == "pass":
+            return passed("spf.ip-pass", subject)
+        if result == "temperror":
+            return errored("spf.ip-pass", subject, detail=explanation)
+        return failed("spf.ip-pass", subject, detail=explanation, expected="pass", found=result, fix=_fix(ctx, name))
+
+    return await gather(one(name, ip) for name in spf_names(ctx) for ip in ips)
 
 
 @check("spf.senders", ref="RFC 7208 §5.2")
-def declared_senders(ctx: CheckContext) -> list[Finding]:
+async def declared_senders(ctx: CheckContext) -> list[Finding]:
     """Each declared sender's terms (includes, addresses) are in the published record."""
     if ctx.stack is None:
         return [skipped("spf.senders", "needs a declaration (--stack)")]
@@ -250,4 +253,4 @@ def declared_senders(ctx: CheckContext) -> list[Finding]:
         if missing:
             return failed("spf.senders", f"{name}: declared sender terms missing: {' '.join(missing)}", found=t.record, expected=" ".join(sorted(wanted)), fix=_fix(ctx, name))
         return passed("spf.senders", f"{name}: every declared sender is in SPF")
-    return _each(ctx, "spf.senders", judge)
+    return await _each(ctx, "spf.senders", judge)

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailstack.checks.probes.secret_env import secret_from_env
+
 ENV_PREFIX = "MAILSTACK_E2E"
 DEFAULT_WAIT = 60.0
 DEFAULT_SENDER = "probe@mailstack-check.invalid"
@@ -112,15 +114,9 @@ class E2eSettings:
 
     @classmethod
     def from_env(cls) -> E2eSettings:
-        password = os.environ.get("MAILSTACK_ODOO_PASSWORD")
-        password_file = os.environ.get("MAILSTACK_ODOO_PASSWORD_FILE")
-        if password is None and password_file:
-            password = Path(password_file).read_text(encoding="utf-8").strip()
+        password = secret_from_env("MAILSTACK_ODOO_PASSWORD")
         maildir, store, third = _env("MAILDIR"), _env("ODOO_STORE"), _env("THIRD_PARTIES")
-        submit_user, submit_password = _env("SUBMIT_USER"), os.environ.get(f"{ENV_PREFIX}_SUBMIT_PASSWORD")
-        submit_password_file = _env("SUBMIT_PASSWORD_FILE")
-        if submit_password is None and submit_password_file:
-            submit_password = Path(submit_password_file).read_text(encoding="utf-8").strip()
+        submit_user, submit_password = _env("SUBMIT_USER"), secret_from_env(f"{ENV_PREFIX}_SUBMIT_PASSWORD")
         return cls(
             enabled=os.environ.get(ENV_PREFIX, "").lower() in ("1", "true", "yes"),
             submit=tuple(endpoint(e, SUBMISSION_PORT) for e in (_env("SUBMIT") or "").split(",") if e.strip()),
@@ -185,6 +181,18 @@ def build(message_id: str, headers: dict[str, str], label: str) -> tuple[bytes, 
     body = "\r\n".join((*BODY_LINES, f"probe: {label} {message_id}")) + "\r\n"
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body.encode("utf-8")
     return raw, body.encode("utf-8")
+
+
+def probe_sender(sender: str, message_id: str) -> str:
+    """The sender of one inbound probe: ``local+<probe token>@domain``. Odoo 17's loop
+    detection (``_detect_loop_sender``) drops the 21st message one address sends within
+    120 minutes (``mail.gateway.loop.threshold``/``minutes``), so probes from one fixed
+    address would stop reaching Odoo after a few check runs."""
+    local, _, domain = sender.rpartition("@")
+    if "+" in local:
+        return sender
+    token = message_id.strip("<>").split("@", 1)[0].rsplit("-", 1)[-1][:12]
+    return f"{local}+{token}@{domain}"
 
 
 def new_message_id(kind: str, domain: str) -> str:
@@ -321,15 +329,24 @@ class OdooClient:
     def messages(self, message_id: str) -> list[dict[str, Any]]:
         """The mail.message records with this Message-ID. Raises OSError (Odoo
         unreachable) or xmlrpc.client.Fault; PermissionError for bad credentials."""
+        return self._search_read("mail.message", [["message_id", "=", message_id]], ["message_id", "model", "res_id", "body"])
+
+    def alias_model(self, address: str) -> str | None:
+        """The model of the alias whose full address is ``address`` (None: no alias)."""
+        found = self._search_read("mail.alias", [["alias_full_name", "=", address]], ["alias_model_id"])
+        if not found or not found[0].get("alias_model_id"):
+            return None
+        model_id = found[0]["alias_model_id"][0]
+        models = self._search_read("ir.model", [["id", "=", model_id]], ["model"])
+        return str(models[0]["model"]) if models else None
+
+    def _search_read(self, model: str, domain: list[Any], fields: list[str]) -> list[dict[str, Any]]:
         if self.uid is None:
             uid = self._proxy("common").authenticate(self.database, self.login, self.password, {})
             if not uid:
                 raise PermissionError(f"Odoo refused login {self.login!r} on database {self.database!r}")
             self.uid = int(uid)  # type: ignore[arg-type]
-        result = self._proxy("object").execute_kw(
-            self.database, self.uid, self.password, "mail.message", "search_read",
-            [[["message_id", "=", message_id]]], {"fields": ["message_id", "model", "res_id", "body", "routes"]},
-        )
+        result = self._proxy("object").execute_kw(self.database, self.uid, self.password, model, "search_read", [domain], {"fields": fields})
         return list(result)  # type: ignore[arg-type]
 
 

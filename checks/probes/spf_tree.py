@@ -1,8 +1,10 @@
 """SPF observed recursively: fetch the record tree once, evaluate it without I/O.
 
 ``fetch_tree`` follows include and redirect through the resolver and records, for
-every record, its terms and what each DNS-querying term found (void or not). The
-evaluation functions only read that tree, so fixtures can build trees by hand.
+every record, its terms and what each DNS-querying term found (void or not); the
+terms of one record are asked at once, so the fetch takes as many round trips as the
+tree is deep, not as it has terms. The evaluation functions only read that tree, so
+fixtures can build trees by hand.
 
 Counting follows RFC 7208 §4.6.4: include, a, mx, ptr, exists and redirect each count
 one lookup, recursively through include/redirect; a query that returns no records or
@@ -12,9 +14,11 @@ own domain (macros are not expanded: a term with ``%{`` is counted but not queri
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
-from mailstack.checks.dns.resolver import DnsError, Resolver
+from mailstack.checks.dns.answer import DnsError
+from mailstack.checks.dns.aresolver import AsyncResolver
 from mailstack.core import names
 from mailstack.rules import spf
 
@@ -114,62 +118,62 @@ def spf_records(texts: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(t for t in texts if spf.is_spf(t))
 
 
-def fetch_tree(resolver: Resolver, domain: str) -> SpfRecord:
+async def fetch_tree(resolver: AsyncResolver, domain: str) -> SpfRecord:
     """The SPF tree of ``domain``; DnsError for the top record propagates (undecidable),
     errors below are recorded in the tree (the check reports them as ``error``)."""
-    texts = resolver.txt(domain).texts()
-    return _walk(resolver, domain, spf_records(texts), (domain,), 0)
+    texts = (await resolver.txt(domain)).texts()
+    return await _walk(resolver, domain, spf_records(texts), (domain,), 0)
 
 
-def _walk(resolver: Resolver, domain: str, records: tuple[str, ...], path: tuple[str, ...], depth: int) -> SpfRecord:
+async def _walk(resolver: AsyncResolver, domain: str, records: tuple[str, ...], path: tuple[str, ...], depth: int) -> SpfRecord:
     if len(records) != 1:
         return SpfRecord(domain, records)
     try:
         terms = spf.parse(records[0])
     except spf.SpfSyntaxError as err:
         return SpfRecord(domain, records, syntax_error=str(err))
-    results: list[TermResult] = []
-    for term in terms:
-        if not term.queries_dns:
-            continue
-        text = str(term)
-        target = names.normalize(term.value.split("/", 1)[0] or domain)
-        if "%{" in target:
-            results.append(TermResult(text, 1, False, 0))
-            continue
-        if term.name in ("include", "redirect"):
-            results.append(_follow(resolver, text, target, path, depth))
-            continue
-        void, error, mx_hosts = _void(resolver, term.name, target)
-        results.append(TermResult(text, 1, void, 0, error=error, mx_hosts=mx_hosts))
+    results = await asyncio.gather(*(
+        _term(resolver, domain, term, path, depth) for term in terms if term.queries_dns
+    ))
     return SpfRecord(domain, records, tuple(results))
 
 
-def _follow(resolver: Resolver, text: str, target: str, path: tuple[str, ...], depth: int) -> TermResult:
+async def _term(resolver: AsyncResolver, domain: str, term: spf.Term, path: tuple[str, ...], depth: int) -> TermResult:
+    text = str(term)
+    target = names.normalize(term.value.split("/", 1)[0] or domain)
+    if "%{" in target:
+        return TermResult(text, 1, False, 0)
+    if term.name in ("include", "redirect"):
+        return await _follow(resolver, text, target, path, depth)
+    void, error, mx_hosts = await _void(resolver, term.name, target)
+    return TermResult(text, 1, void, 0, error=error, mx_hosts=mx_hosts)
+
+
+async def _follow(resolver: AsyncResolver, text: str, target: str, path: tuple[str, ...], depth: int) -> TermResult:
     if target in path or depth >= MAX_DEPTH:
         child = SpfRecord(target, (), loop=" -> ".join([*path, target]))
         return TermResult(text, 1, False, 0, child)
     try:
-        answer = resolver.txt(target)
+        answer = await resolver.txt(target)
     except DnsError as err:
         return TermResult(text, 1, False, 0, SpfRecord(target, (), dns_error=str(err)))
-    child = _walk(resolver, target, spf_records(answer.texts()), (*path, target), depth + 1)
+    child = await _walk(resolver, target, spf_records(answer.texts()), (*path, target), depth + 1)
     return TermResult(text, 1 + child.lookups, answer.void, child.voids, child)
 
 
-def _void(resolver: Resolver, mechanism: str, target: str) -> tuple[bool, str | None, int]:
+async def _void(resolver: AsyncResolver, mechanism: str, target: str) -> tuple[bool, str | None, int]:
     """(the mechanism's query returns nothing, the DNS error that kept us from knowing,
     the number of MX records an ``mx`` term names)."""
     try:
         if mechanism == "mx":
-            answer = resolver.query(target, "MX")
+            answer = await resolver.query(target, "MX")
             return answer.void, None, len(answer.records)
         if mechanism == "ptr":
             return False, None, 0  # needs the connecting IP; counted, never void here
-        a = resolver.query(target, "A")
+        a = await resolver.query(target, "A")
         if mechanism == "exists" or not a.void:
             return a.void, None, 0
-        return resolver.query(target, "AAAA").void, None, 0
+        return (await resolver.query(target, "AAAA")).void, None, 0
     except DnsError as err:
         return False, str(err), 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mailstack.checks.engine.finding import Finding, Status, summary
+from mailstack.checks.report.outcome import Outcome, failing, totals
 
 _COLOURS = {
     Status.PASS: "\033[32m",
@@ -42,3 +43,13 @@ def render(target: str, findings: Sequence[Finding], *, colour: bool = False, ve
     counts = summary(findings)
     lines.append("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines) + "\n"
+
+
+def render_fleet(outcomes: Sequence[Outcome], *, colour: bool = False, verbose: bool = False, strict: bool = False) -> str:
+    """Each target's report, then one summary line per target and the totals."""
+    parts = [render(o.target, o.findings, colour=colour, verbose=verbose) for o in outcomes]
+    lines = [f"== {len(outcomes)} targets"]
+    lines += [o.summary_line(strict=strict) for o in outcomes]
+    bad = failing(outcomes, strict=strict)
+    lines.append("total: " + ", ".join(f"{n} {s}" for s, n in totals(outcomes).items()) + f"; {bad} of {len(outcomes)} targets failed")
+    return "\n".join(parts) + "\n" + "\n".join(lines) + "\n"

@@ -2,22 +2,25 @@
 read (``--stack``/``--stack-file``/``--project-dir``), the DNS servers to ask
 (``--nameserver``/``--timeout``/``--wait``/``--interval``), the gateway's DKIM keys
 given as PEM files and what mailstack owned before (``--owned``). Each reader turns a
-bad argument into a MailstackError naming it."""
+bad argument into a MailstackError naming it.
+
+Building a parser imports nothing heavy (the config reader, dnspython and cryptography
+are imported by the readers, when a command runs), so ``--help`` stays fast."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mailstack.checks.dns.resolver import DEFAULT_TIMEOUT
-from mailstack.config import project, stackfile
-from mailstack.core import zonefile
+from mailstack.checks.defaults import DEFAULT_TIMEOUT
 from mailstack.core.errors import MailstackError
-from mailstack.core.model import MailDomain
-from mailstack.core.record import Record
-from mailstack.rules import dkim
+
+if TYPE_CHECKING:
+    from mailstack.config import project
+    from mailstack.core.model import MailDomain
+    from mailstack.core.record import Record
 
 
 def add_stack_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> argparse._MutuallyExclusiveGroup:
@@ -38,23 +41,33 @@ def add_project_argument(parser: argparse.ArgumentParser) -> None:
 
 def project_of(args: argparse.Namespace) -> project.Project:
     """The project named by ``--project-dir``, else the one the command runs in."""
+    from mailstack.config import project
+
     directory = getattr(args, "project_dir", None)
     return project.at(directory) if directory else project.find()
+
+
+def stack_path(args: argparse.Namespace, name: str) -> Path:
+    """The stack file of ``--stack NAME`` in the project; MailstackError when missing."""
+    found = project_of(args)
+    path = found.stack_path(name)
+    if not path.is_file():
+        known = ", ".join(found.stack_names()) or "none"
+        raise MailstackError(f"--stack {name}: no such stack file {path} (stacks of this project: {known})")
+    return path
 
 
 def stack_file_of(args: argparse.Namespace) -> Path:
     """The stack file named by --stack or --stack-file."""
     if getattr(args, "stack_file", None):
         return Path(args.stack_file)
-    path = project_of(args).stack_path(args.stack)
-    if not path.is_file():
-        known = ", ".join(project_of(args).stack_names()) or "none"
-        raise MailstackError(f"--stack {args.stack}: no such stack file {path} (stacks of this project: {known})")
-    return path
+    return stack_path(args, args.stack)
 
 
 def load_stack(args: argparse.Namespace) -> MailDomain:
     """Read and validate the stack named on the command line."""
+    from mailstack.config import stackfile
+
     return stackfile.load(stack_file_of(args))
 
 
@@ -80,6 +93,8 @@ def read_text(path: Path | None, option: str) -> str | None:
 
 def gateway_public_key(path: Path | None) -> str | None:
     """``--dkim-public-key PEM``: the gateway's DKIM public key, checked to be one."""
+    from mailstack.rules import dkim
+
     key = read_text(path, "--dkim-public-key")
     if key is not None:
         try:
@@ -101,6 +116,9 @@ def add_owned_argument(parser: argparse.ArgumentParser) -> None:
 def owned_records(path: Path | None) -> list[Record]:
     """``--owned FILE``: a JSON list of records (``name, type, content, ttl, priority``),
     or a journal ``{"owned": [...], "pending": [...]}`` of ``{zone, name, type, ttl, value}``."""
+    from mailstack.core import zonefile
+    from mailstack.core.record import Record
+
     text = read_text(path, "--owned")
     if text is None:
         return []

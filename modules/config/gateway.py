@@ -25,12 +25,14 @@ from mailstack.core import names
 from mailstack.core.errors import quote
 from mailstack.rules.limits import Limit
 from mailstack.core.model import (
+    DEFAULT_MAILGATE_CONCURRENCY,
     DEFAULT_PASSWORD_FILE,
     DEFAULT_SIZE_LIMIT,
     DEFAULT_TLS_CERT,
     DEFAULT_TLS_KEY,
     DEFAULT_UID,
     LOOPBACK,
+    MAX_MAILGATE_CONCURRENCY,
     GatewaySettings,
     Mailgate,
     RateLimits,
@@ -41,6 +43,7 @@ from mailstack.core.model import (
 
 _KEYS = (
     "odooAddresses", "smtpAuth", "relayHost", "tls", "messageSizeLimit", "rateLimits", "mailgate", "deploy",
+    "recipientCheck", "recipientRefresh",
 )
 #: Odoo's submitting addresses (Postfix mynetworks, OpenDKIM InternalHosts).
 ODOO_ADDRESSES = Limit(100, "they are Odoo's own servers; trust a network instead of listing more hosts")
@@ -74,9 +77,11 @@ def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_databas
     rates = _rates(reader, data.get("rateLimits"), (*path, "rateLimits"))
     mailgate = _mailgate(reader, data.get("mailgate"), (*path, "mailgate"), odoo_url, odoo_database)
     deploy = reader.boolean(data.get("deploy"), (*path, "deploy"), default=True)
-    if reader.error_count > errors_before or not (tls and rates and mailgate and size is not None):
+    check = reader.choice(data.get("recipientCheck"), (*path, "recipientCheck"), ("odoo", "static"), default="odoo")
+    refresh = reader.integer(data.get("recipientRefresh"), (*path, "recipientRefresh"), 10, 3600, default=60)
+    if reader.error_count > errors_before or not (tls and rates and mailgate and size is not None and check and refresh is not None):
         return None  # reported here, or (mailgate's defaults) at mailstack:odoo
-    return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates, deploy)
+    return GatewaySettings(mailgate, addresses, smtp_auth, relay, tls, size, rates, deploy, check, refresh)
 
 
 def parse_relay_host(value: Any) -> RelayHost:
@@ -177,7 +182,7 @@ def _rates(reader: ConfigReader, value: Any, path: Path) -> RateLimits | None:
 
 
 def _mailgate(reader: ConfigReader, value: Any, path: Path, odoo_url: str | None, odoo_database: str | None) -> Mailgate | None:
-    data = reader.mapping(value, path, ("url", "database", "uid", "login", "passwordFile", "timeout"))
+    data = reader.mapping(value, path, ("url", "database", "uid", "login", "passwordFile", "timeout", "concurrency"))
     if data is None:
         return None
     given_url = data.get("url")
@@ -196,6 +201,8 @@ def _mailgate(reader: ConfigReader, value: Any, path: Path, odoo_url: str | None
         uid = reader.integer(data["uid"], (*path, "uid"), 1, 2**31 - 1)
     password_file = reader.string(data.get("passwordFile"), (*path, "passwordFile"), kinds.absolute_path) or DEFAULT_PASSWORD_FILE
     timeout = reader.integer(data.get("timeout"), (*path, "timeout"), 1, 3600, default=60)
-    if url is None or database is None or timeout is None:
+    concurrency = reader.integer(data.get("concurrency"), (*path, "concurrency"), 1, MAX_MAILGATE_CONCURRENCY,
+                                 default=DEFAULT_MAILGATE_CONCURRENCY)
+    if url is None or database is None or timeout is None or concurrency is None:
         return None
-    return Mailgate(url.rstrip("/"), database, uid, login, password_file, timeout)
+    return Mailgate(url.rstrip("/"), database, uid, login, password_file, timeout, concurrency)

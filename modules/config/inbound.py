@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailstack.config import kinds
+from mailstack.config.odoo import read_imap
 from mailstack.config.reader import ConfigReader, Path
 from mailstack.core.model import Gateway, Inbound, InboundMode, MxHost, Odoo
 from mailstack.rules import limits
@@ -35,7 +36,7 @@ def _mx_list(reader: ConfigReader, value: Any, path: Path, domain: str | None) -
 
 def read_inbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: tuple[Gateway, ...] | None, domain: str | None) -> Inbound | None:
     path: Path = ("inbound",)
-    data = reader.mapping(value, path, ("mode", "subdomain", "record", "mx", "aliases", "acceptAll"))
+    data = reader.mapping(value, path, ("mode", "subdomain", "record", "mx", "aliases", "acceptAll", "imap"))
     if data is None:
         return None
     modes = tuple(m.value for m in InboundMode)
@@ -80,4 +81,12 @@ def read_inbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: 
         reader.fail((*path, "mode"), "gateway needs at least one entry in mailstack:gateways")
     if mode is InboundMode.NONE and subdomain:
         reader.fail((*path, "subdomain"), "does not apply to mode none")
-    return Inbound(mode, subdomain, record, mx, tuple(aliases), accept_all)
+    if mode is InboundMode.FORWARD and data.get("mx") is None and gateways:
+        # No mailbox provider's MX on a stack with gateways: the gateways are the MX and
+        # redirect the aliases to <db>.odoo.com (Odoo's "Redirections"), with SRS.
+        # Without gateways and mx, the MX is left to whoever runs the mailboxes.
+        if odoo and not odoo.saas:
+            reader.fail((*path, "mode"), "forward through the gateways redirects to <db>.odoo.com: it needs odoo.hosting online or sh "
+                        "(on premise, use mode gateway: the mailgate hands mail to Odoo directly)")
+    imap = read_imap(reader, data.get("imap"), (*path, "imap"), mode)
+    return Inbound(mode, subdomain, record, mx, tuple(aliases), accept_all, imap)

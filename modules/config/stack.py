@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mailstack.config import gateway as gateway_settings
+from mailstack.config import odoo as odoo_settings
 from mailstack.config import kinds
 from mailstack.config.checks import read_checks
 from mailstack.config.dns import read_dns
@@ -34,7 +35,7 @@ from mailstack.rules import limits
 
 #: Keys that hold secrets: known, so not "unknown", but never part of the model. In a
 #: stack file they must be Pulumi-encrypted (``secure:``); plain text is refused.
-SECRET_KEYS = frozenset({"tsigSecret", "sshPrivateKey", "odooPassword", "smtpAuthPassword"})
+SECRET_KEYS = frozenset({"tsigSecret", "sshPrivateKey", "odooPassword", "smtpAuthPassword", "imapPassword"})
 #: Keys other parts of mailstack read from the same namespace (the lab); validated
 #: here for their shape, read by their owner.
 EXTENSION_KEYS: set[str] = {"gateway", "lab", "checks"}
@@ -77,7 +78,7 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
     gateway = gateway_settings.read(
         reader,
         raw.get("gateway"),
-        odoo_url=odoo.url if odoo else None,
+        odoo_url=odoo.rpc_url if odoo else None,
         odoo_database=odoo.database if odoo else None,
         has_gateways=bool(gateways) or bool(raw.get("gateways")),
     )
@@ -88,7 +89,7 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
         raise ConfigErrors(reader.errors)
     assert domain and odoo and outbound is not None and inbound and dkim and spf_options
     assert dmarc_options and dns and gateways is not None and checks
-    return MailDomain(
+    stack = MailDomain(
         domain=domain,
         alias_domains=aliases,
         odoo=odoo,
@@ -104,6 +105,10 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
         gateway=gateway,
         checks=checks,
     )
+    odoo_settings.cross_check(reader, stack)
+    if reader.errors:
+        raise ConfigErrors(reader.errors)
+    return stack
 
 
 def _secrets(reader: ConfigReader, raw: Mapping[str, Any]) -> None:
@@ -163,7 +168,8 @@ def _alias_domains(reader: ConfigReader, value: Any, domain: str | None) -> tupl
 
 def _odoo(reader: ConfigReader, value: Any) -> Odoo | None:
     path: Path = ("odoo",)
-    fields = ("hosting", "database", "url", "host", "bounce", "catchall", "notifications")
+    fields = ("hosting", "database", "url", "host", "bounce", "catchall", "notifications",
+              "login", "manage", "companies", "outgoingServer", "adopt")
     data = reader.mapping(value, path, fields)
     if data is None:
         return None
@@ -185,13 +191,19 @@ def _odoo(reader: ConfigReader, value: Any) -> Odoo | None:
     for part in ("bounce", "catchall", "notifications"):
         if data.get(part) is not None:
             local_parts[part] = reader.convert(data[part], (*path, part), kinds.local_part)
+    login = reader.string(data.get("login"), (*path, "login"), kinds.login_name) or "admin"
+    manage = odoo_settings.read_manage(reader, data.get("manage"), (*path, "manage"))
+    companies = odoo_settings.read_companies(reader, data.get("companies"), (*path, "companies"))
+    outgoing = odoo_settings.read_outgoing(reader, data.get("outgoingServer"), (*path, "outgoingServer"))
+    adopt = reader.boolean(data.get("adopt"), (*path, "adopt"))
     if hosting is None:
         return None
     if hosting in ("online", "sh") and data.get("database") is None and data.get("host") is None:
         reader.fail((*path, "database"), f"is required for hosting {hosting} (the <db> of <db>.odoo.com)")
     if hosting == "onpremise" and data.get("url") is None:
         reader.fail((*path, "url"), "is required for hosting onpremise (Odoo's base URL for XML-RPC)")
-    return Odoo(Hosting(hosting), database, url, host, **{k: v for k, v in local_parts.items() if v})
+    return Odoo(Hosting(hosting), database, url, host, **{k: v for k, v in local_parts.items() if v},
+                login=login, manage=manage, companies=companies, outgoing_server=outgoing, adopt=adopt)
 
 
 def _gateways(reader: ConfigReader, value: Any) -> tuple[Gateway, ...] | None:

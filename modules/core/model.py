@@ -27,7 +27,7 @@ class InboundMode(StrEnum):
 
     ODOO_MX = "odoo-mx"  # MX/CNAME of a subdomain to <db>.odoo.com (Online, Odoo.sh)
     GATEWAY = "gateway"  # MX to the own gateways, mailgate into Odoo
-    FORWARD = "forward"  # mailboxes elsewhere forward to Odoo's alias addresses
+    FORWARD = "forward"  # mailboxes elsewhere (inbound.mx) or the gateways forward to Odoo's aliases
     IMAP = "imap"  # Odoo's fetchmail polls a mailbox elsewhere
     NONE = "none"  # the domain receives no mail: null MX (RFC 7505)
 
@@ -43,6 +43,31 @@ class SenderKind(StrEnum):
     SPF = "spf"  # raw SPF terms, the escape hatch
 
 
+class OdooSetting(StrEnum):
+    """What mailstack may manage inside Odoo (``odoo.manage``), each a Pulumi resource."""
+
+    ALIAS_DOMAINS = "aliasDomains"  # mail.alias.domain (+ res.company.alias_domain_id)
+    OUTGOING_SERVER = "outgoingServer"  # ir.mail_server
+    INCOMING_SERVER = "incomingServer"  # fetchmail.server (inbound.mode imap)
+
+
+#: ``ir.mail_server.smtp_encryption`` (Odoo 17): none, STARTTLS, or implicit TLS.
+SMTP_SECURITY = ("none", "starttls", "ssl")
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingServer:
+    """Odoo's outgoing mail server (``ir.mail_server``) as ``odoo.outgoingServer`` declares
+    it; without the key it is derived from the first gateway (see ``mailstack.odoo.desired``)."""
+
+    host: str
+    port: int = 587
+    #: ``smtp_encryption``: none | starttls | ssl.
+    security: str = "starttls"
+    #: SMTP AUTH user; its password is the Pulumi secret ``mailstack:smtpAuthPassword``.
+    user: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Odoo:
     """The Odoo side: hosting, database and the alias-domain addresses Odoo 17 uses."""
@@ -55,6 +80,30 @@ class Odoo:
     bounce: str = "bounce"
     catchall: str = "catchall"
     notifications: str = "notifications"
+    #: The login mailstack uses over XML-RPC (provider, checks); password: ``mailstack:odooPassword``.
+    login: str = "admin"
+    #: What mailstack manages inside Odoo (``odoo.manage``); empty: nothing.
+    manage: tuple[OdooSetting, ...] = ()
+    #: ``odoo.companies``: (company name, alias domain) pairs mailstack sets
+    #: ``res.company.alias_domain_id`` for; empty: Odoo's own default applies.
+    companies: tuple[tuple[str, str], ...] = ()
+    #: ``odoo.outgoingServer``; None: derived from the gateways.
+    outgoing_server: OutgoingServer | None = None
+    #: ``odoo.adopt``: take over a same-named record mailstack did not create (its values
+    #: are kept and restored on delete) instead of refusing.
+    adopt: bool = False
+
+    def manages(self, setting: OdooSetting) -> bool:
+        """True when ``odoo.manage`` lists ``setting``."""
+        return setting in self.manage
+
+    @property
+    def rpc_url(self) -> str | None:
+        """Odoo's base URL for XML-RPC: ``url``, else ``https://<db>.odoo.com`` on SaaS."""
+        if self.url:
+            return self.url
+        host = self.saas_host
+        return f"https://{host}" if host else None
 
     @property
     def saas(self) -> bool:
@@ -116,6 +165,27 @@ class Sender:
     tenant: str | None = None
 
 
+#: IMAP security (``inbound.imap.security``): implicit TLS (993) or STARTTLS (143).
+IMAP_SECURITY = ("ssl", "starttls")
+
+
+@dataclass(frozen=True, slots=True)
+class ImapMailbox:
+    """The mailbox Odoo fetches by IMAP (``inbound.imap``, mode imap); its password is
+    the Pulumi secret ``mailstack:imapPassword``."""
+
+    host: str
+    user: str
+    port: int = 993
+    security: str = "ssl"
+    folder: str = "INBOX"
+    #: Minutes between fetches (the "Mail: Fetchmail Service" cron's interval).
+    interval: int = 5
+    #: ``fetchmail.server.object_id``: the model mail without an alias creates records
+    #: in ("Create a New Record"); None: alias routing only.
+    model: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """How inbound mail reaches Odoo."""
@@ -131,6 +201,8 @@ class Inbound:
     aliases: tuple[str, ...] = ()
     #: Accept every local part (catch-all); risks backscatter, see docs.
     accept_all: bool = False
+    #: Mode imap: the mailbox Odoo's fetchmail polls (None: not declared).
+    imap: ImapMailbox | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +268,24 @@ class Dns:
     #: Existing records mailstack takes over, by planned record key: on Cloudflare the
     #: import id (``<zone_id>/<record_id>``), on RFC 2136 the live value it replaces.
     adopt: tuple[tuple[str, str], ...] = ()
+    #: ``alias_zones`` by domain, with each entry's position (built once: a plan asks
+    #: for the zone of every record, and a stack may have a thousand alias domains).
+    _alias_index: dict[str, tuple[int, str]] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, tuple[int, str]] = {}
+        for position, (domain, zone) in enumerate(self.alias_zones):
+            index.setdefault(domain, (position, zone))
+        object.__setattr__(self, "_alias_index", index)
 
     def zone_of(self, name: str) -> str:
-        """The zone a name's records live in: an explicit alias zone, the main zone
-        when the name is below it, else the name itself (an alias domain's own zone)."""
-        for domain, zone in self.alias_zones:
-            if within(name, domain):
-                return zone
+        """The zone a name's records live in: an explicit alias zone (the first listed
+        whose domain the name is at or below), the main zone when the name is below
+        it, else the name itself (an alias domain's own zone)."""
+        labels = name.split(".")
+        found = [self._alias_index[s] for s in (".".join(labels[i:]) for i in range(len(labels))) if s in self._alias_index]
+        if found:
+            return min(found)[1]
         if within(name, self.zone):
             return self.zone
         return name
@@ -219,6 +302,12 @@ DEFAULT_TLS_KEY = "/etc/ssl/private/ssl-cert-snakeoil.key"
 DEFAULT_PASSWORD_FILE = "/etc/mailstack/odoo-password"
 #: Odoo's uid of the first administrator (uid 1 is __system__, which cannot log in).
 DEFAULT_UID = 2
+#: Mailgate runs at once (Postfix's ``<transport>_destination_concurrency_limit``): each
+#: is one process and one XML-RPC call in flight at Odoo. See docs/gateway.md for the
+#: measured effect.
+DEFAULT_MAILGATE_CONCURRENCY = 8
+#: Postfix's default_process_limit: more mailgates than that never run at once.
+MAX_MAILGATE_CONCURRENCY = 100
 DEFAULT_SIZE_LIMIT = 36700160  # 35 MiB: Odoo attachments grow ~37% in base64
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
@@ -275,6 +364,8 @@ class Mailgate:
     login: str | None = None
     password_file: str = DEFAULT_PASSWORD_FILE
     timeout: int = 60
+    #: Deliveries to Odoo at once (one mailgate process each).
+    concurrency: int = DEFAULT_MAILGATE_CONCURRENCY
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +385,11 @@ class GatewaySettings:
     #: Let ``pulumi up`` push the configuration over SSH (the Gateway component);
     #: false renders only (``mailstack render``), for hosts managed another way.
     deploy: bool = True
+    #: How RCPT TO is validated: ``odoo`` asks Odoo's live aliases (mailstack-aliasd,
+    #: the static list as fallback), ``static`` uses the declared list only.
+    recipient_check: str = "odoo"
+    #: Seconds mailstack-aliasd keeps Odoo's answer (a miss re-asks after 10 s).
+    recipient_refresh: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +432,17 @@ class MailDomain:
     def sender(self, kind: SenderKind) -> Sender | None:
         """The declared sender of that kind, if any."""
         return next((s for s in self.outbound if s.kind is kind), None)
+
+    @property
+    def forwards_through_gateways(self) -> bool:
+        """Mode forward on a stack with gateways and no ``inbound.mx``: the gateways are
+        the MX and redirect the alias addresses to ``<db>.odoo.com`` with SRS."""
+        return self.inbound.mode is InboundMode.FORWARD and bool(self.gateways) and not self.inbound.mx
+
+    @property
+    def gateways_receive(self) -> bool:
+        """True when the gateways are the domain's MX (mode gateway, or forward through them)."""
+        return self.inbound.mode is InboundMode.GATEWAY or self.forwards_through_gateways
 
     def inbound_domain(self, domain: str) -> str:
         """The alias domain Odoo receives on: the subdomain when one is declared."""

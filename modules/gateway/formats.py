@@ -162,6 +162,27 @@ def systemd_exec(value: str) -> str | None:
     return _line(value) or _word(value) or _chars(value, "'\"\\;%$", "systemd parses it in ExecStart=") or _plain(value, "systemd unit")
 
 
+def postfix_regexp_literal(value: str) -> str | None:
+    """A literal in a Postfix regexp table (POSIX ERE between ``/``): a host name whose
+    dots the ``regexp_literal`` filter escaped (``acme\\.test``), or a replacement host."""
+    problem = _line(value) or _word(value)
+    if problem:
+        return problem
+    if not re.fullmatch(r"(?:[A-Za-z0-9-]|\\\.|\.)+", value):
+        return "it is not a host name (letters, digits, - and dots) for a Postfix regexp table"
+    return None
+
+
+def regexp_literal(value: str) -> str:
+    """The ``regexp_literal`` filter: a host name with its dots escaped for a regexp."""
+    return value.replace(".", "\\.")
+
+
+def env_file(value: str) -> str | None:
+    """A value of a shell-sourced defaults file (``/etc/default/postsrsd``)."""
+    return _line(value) or _word(value) or _chars(value, "'\"`$\\;&|<>(){}*?[]!#~", "a shell would interpret it") or _plain(value, "defaults file")
+
+
 #: The format of each template, by its name in ``mailstack.templates``.
 FORMATS: dict[str, Callable[[str], str | None]] = {
     "postfix/main.cf.j2": main_cf,
@@ -188,6 +209,10 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "lab/receiver/opendmarc.conf.j2": opendkim,
     "lab/receiver/unbound.conf.j2": opendkim,
     "lab/receiver/policyd-spf.conf.j2": ini,
+    "systemd/mailstack-aliasd.service.j2": systemd_exec,
+    "mailstack/aliasd.conf.j2": ini,
+    "postfix/odoo_redirect.j2": postfix_regexp_literal,
+    "postsrsd/postsrsd.j2": env_file,
 }
 
 

@@ -35,11 +35,22 @@ class Layout:
     inet_protocols: str = "all"
     #: The unprivileged user Postfix's pipe runs the mailgate as (never root).
     mailgate_user: str = "mailgate"
-    #: argv prefix of the mailgate: the stdlib-only script, copied to the host.
-    mailgate_command: tuple[str, ...] = ("/usr/bin/python3", "/usr/local/lib/mailstack/mailgate.py")
-    mailgate_concurrency: int = 4
+    #: argv prefix of the mailgate: the stdlib-only script, copied to the host (the
+    #: last word). ``-I -S``: isolated from PYTHON* variables and the user's and site
+    #: packages (it needs neither), which also saves the start-up of ``site`` once per
+    #: message.
+    mailgate_command: tuple[str, ...] = ("/usr/bin/python3", "-I", "-S", "/usr/local/lib/mailstack/mailgate.py")
     #: Recipients per mailgate run: all of a message's (Odoo processes it once).
     mailgate_recipient_limit: int = 50
+    #: mailstack-aliasd (RCPT validation against Odoo's aliases): where it listens for
+    #: Postfix's socketmap lookups, and its stdlib-only script, run as the mailgate user.
+    aliasd_host: str = "127.0.0.1"
+    aliasd_port: int = 10027
+    aliasd_command: tuple[str, ...] = ("/usr/bin/python3", "/usr/local/lib/mailstack/aliasd.py")
+    #: postsrsd (SRS for ``inbound.mode: forward``): its forward and reverse tcp tables.
+    srs_forward_port: int = 10001
+    srs_reverse_port: int = 10002
+    srs_secret_file: str = "/etc/postsrsd.secret"
     #: Cyrus sasldb with Odoo's SMTP AUTH user (``gateway.smtpAuth``); root:postfix 0640,
     #: so smtpd (user postfix, not chrooted) reads it and nobody else does.
     sasldb_path: str = "/etc/sasldb2"
@@ -55,5 +66,6 @@ class Layout:
             "odoo": f"{self.mailstack_dir}/odoo",
             "mta-sts": self.mta_sts_dir,
             "systemd": self.systemd_dir,
+            "postsrsd": "/etc/default",
         }
         return f"{roots[top]}/{rest}"

@@ -19,7 +19,15 @@ like Odoo's own ``odoo-mailgate.py``, but:
   ====  ===============  =====================================================  =======
   code  name             when                                                   Postfix
   ====  ===============  =====================================================  =======
-  0     EX_OK            Odoo stored the message                                done
+  0     EX_OK            Odoo processed the message: stored it, or decided      done
+                         itself to drop it or to bounce it (it answers False:
+                         duplicate Message-Id, a bounce, a direct write to the
+                         catchall, an alias' contact policy — Odoo sent its
+                         own bounce), or its loop detection answered None,
+                         which its XML-RPC cannot marshal ("cannot marshal
+                         None" fault: Odoo dropped a reply to its own bounce
+                         or sent its "too many emails" bounce). Never a
+                         second bounce from Postfix on top of Odoo's.
   67    EX_NOUSER        Odoo has no route ("No possible route found ...")      bounce
   70    EX_SOFTWARE      any other Odoo fault, unexpected HTTP 4xx              bounce
   75    EX_TEMPFAIL      connection refused/reset, DNS, TLS, timeout, HTTP 5xx
@@ -49,9 +57,14 @@ import ssl
 import stat
 import sys
 import xmlrpc.client
-from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
-from typing import Any, NoReturn, Sequence
+
+# Postfix starts this once per message, so what it imports is paid per message: no
+# ``typing`` at run time (annotations are strings here; mypy reads the names below),
+# no ``dataclasses`` (it imports ``inspect``, ``ast``, ``dis``, ``tokenize``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, Sequence
 from xml.parsers.expat import ExpatError
 
 EX_OK = 0
@@ -63,6 +76,10 @@ EX_CONFIG = 78
 
 #: Odoo's ValueError when no alias, reply or catchall matches (mail_thread.message_route).
 NO_ROUTE = "No possible route found for incoming message"
+#: The fault Odoo 17's /xmlrpc/2 answers when a method returns None: it marshals with
+#: allow_none=False after committing. message_process returns None only from its loop
+#: detection (_detect_loop_headers, _detect_loop_sender), once the message was handled.
+NONE_RESULT = "cannot marshal None unless allow_none is enabled"
 #: Fault text of Odoo-side conditions that pass by themselves: retry later.
 TRANSIENT_FAULTS = (
     "OperationalError",  # psycopg2: server restarting, connection lost
@@ -92,16 +109,19 @@ class MailgateExit(Exception):
         super().__init__(reason)
 
 
-@dataclass(frozen=True)
 class Config:
     """Where Odoo is and who we are there; ``password`` was read from a file."""
 
-    url: str
-    database: str
-    password: str
-    uid: int | None = 2
-    login: str | None = None
-    timeout: float = 60.0
+    __slots__ = ("url", "database", "password", "uid", "login", "timeout")
+
+    def __init__(self, url: str, database: str, password: str, uid: int | None = 2,
+                 login: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url
+        self.database = database
+        self.password = password
+        self.uid = uid
+        self.login = login
+        self.timeout = timeout
 
 
 class _TimeoutTransport(xmlrpc.client.Transport):
@@ -139,7 +159,8 @@ def _proxy(config: Config, service: str) -> xmlrpc.client.ServerProxy:
 def deliver(raw: bytes, config: Config) -> int:
     """Post ``raw`` to Odoo's ``mail.thread.message_process``; return Odoo's record id.
 
-    Raises MailgateExit with the exit code for every failure class."""
+    Raises MailgateExit with the exit code for every failure class, and with EX_OK
+    when Odoo's loop detection answered None (handled, nothing to retry or bounce)."""
     try:
         uid: Any = config.uid
         if config.login:
@@ -171,6 +192,8 @@ def classify_fault(fault: xmlrpc.client.Fault) -> MailgateExit:
     AccessError, 1 anything else with the traceback as faultString)."""
     text = str(fault.faultString)
     last = _last_line(text)
+    if fault.faultCode == 1 and last.endswith(NONE_RESULT):
+        return MailgateExit(EX_OK, "Odoo's loop detection handled the message (it answered None: dropped, or Odoo sent its own bounce)")
     if NO_ROUTE in text:
         return MailgateExit(EX_NOUSER, "Odoo has no alias or route for this recipient")
     if fault.faultCode in (RPC_FAULT_CODE_ACCESS_DENIED, RPC_FAULT_CODE_ACCESS_ERROR) or "AccessDenied" in text or text.strip() == "Access Denied":
@@ -291,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         deliver(raw, config)
         return EX_OK
     except MailgateExit as outcome:
-        _report(outcome, recipient, password)
+        _report(outcome, recipient, password)  # exit 0: Postfix logs nothing of it
         return outcome.code
     except Exception as err:  # never a traceback (it could show values) into a bounce
         _report(MailgateExit(EX_TEMPFAIL, f"mailgate internal error {type(err).__name__}"), recipient, password)
@@ -299,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _STATUS = {
-    EX_NOUSER: "5.1.1", EX_SOFTWARE: "5.3.0", EX_TEMPFAIL: "4.3.0", EX_NOPERM: "5.7.0", EX_CONFIG: "4.3.5",
+    EX_OK: "2.0.0", EX_NOUSER: "5.1.1", EX_SOFTWARE: "5.3.0", EX_TEMPFAIL: "4.3.0", EX_NOPERM: "5.7.0", EX_CONFIG: "4.3.5",
 }
 
 

@@ -37,6 +37,8 @@ from mailstack.rules import mta_sts
 TEMPLATES_PACKAGE = "mailstack.templates"
 #: The pipe transport in master.cf that runs the mailgate.
 MAILGATE_TRANSPORT = "odoo"
+#: The cleanup service of the MX's smtpd in forward mode (redirect + SRS), master.cf.
+REDIRECT_CLEANUP = "odoo-redirect"
 #: Odoo's local parts every gateway accepts, whatever the stack declares on top.
 REQUIRED_LOCAL_PARTS = ("postmaster",)
 #: Rendered maps that need ``postmap`` before Postfix can read them.
@@ -89,7 +91,6 @@ def render(
     templates = {
         "postfix/main.cf": "postfix/main.cf.j2",
         "postfix/master.cf": "postfix/master.cf.j2",
-        "postfix/transport": "postfix/transport.j2",
         "postfix/submission_senders": "postfix/submission_senders.j2",
         "postfix/submission_header_checks": "postfix/submission_header_checks.j2",
         "postfix/submission_line_checks": "postfix/submission_line_checks.j2",
@@ -102,8 +103,16 @@ def render(
         "odoo/odoo.conf": "odoo/odoo.conf.j2",
         "systemd/opendkim.service.d/mailstack.conf": "systemd/opendkim.conf.j2",
     }
+    if stack.forwards_through_gateways:
+        templates["postfix/odoo_redirect"] = "postfix/odoo_redirect.j2"
+        templates["postsrsd/postsrsd"] = "postsrsd/postsrsd.j2"
+    else:
+        templates["postfix/transport"] = "postfix/transport.j2"
     if not stack.inbound.accept_all:
         templates["postfix/relay_recipients"] = "postfix/relay_recipients.j2"
+        if needs_aliasd(plan, settings):
+            templates["mailstack/aliasd.conf"] = "mailstack/aliasd.conf.j2"
+            templates["systemd/mailstack-aliasd.service"] = "systemd/mailstack-aliasd.service.j2"
     if settings.smtp_auth:
         templates["postfix/sasl/smtpd.conf"] = "postfix/sasl_smtpd.conf.j2"
     for relative, template in templates.items():
@@ -122,6 +131,23 @@ def mailgate_source() -> str:
     return importlib.resources.files("mailstack.gateway").joinpath("mailgate.py").read_text(encoding="utf-8")
 
 
+def aliasd_source() -> str:
+    """mailstack-aliasd (``mailstack.gateway.aliasd``, standard library only), the RCPT
+    validation service copied to a gateway host beside the mailgate."""
+    return importlib.resources.files("mailstack.gateway").joinpath("aliasd.py").read_text(encoding="utf-8")
+
+
+def needs_aliasd(plan: Plan, settings: GatewaySettings) -> bool:
+    """True when the gateway validates recipients against Odoo's live aliases
+    (mailstack-aliasd): a recipient list, checked with Odoo, for relay domains."""
+    return not plan.stack.inbound.accept_all and settings.recipient_check == "odoo" and bool(plan.relay_domains)
+
+
+def uses_aliasd(files: Mapping[str, RenderedFile]) -> bool:
+    """True when the rendered gateway validates recipients with mailstack-aliasd."""
+    return "mailstack/aliasd.conf" in files
+
+
 def key_path(selector: str) -> str:
     """The rendered path of the gateway's DKIM private key for a selector (one DNS
     label: a selector never names a file elsewhere)."""
@@ -133,17 +159,25 @@ def key_path(selector: str) -> str:
 
 
 def accepted_recipients(plan: Plan) -> list[str]:
-    """Addresses accepted at RCPT time (without ``+extension``): Odoo's bounce,
-    catchall and notifications, postmaster (RFC 5321 §4.5.1) and the declared aliases,
-    on every relay domain."""
+    """The declared addresses accepted at RCPT time: Odoo's bounce and catchall,
+    postmaster (RFC 5321 §4.5.1) and the declared aliases, on every relay domain —
+    exactly, no ``+detail`` (Odoo 17 strips none). Not ``notifications@``: Odoo routes
+    it only as a reply and bounces anything else. With ``gateway.recipientCheck: odoo``
+    this is mailstack-aliasd's fallback while Odoo cannot be asked."""
     odoo = plan.stack.odoo
-    local_parts = {odoo.bounce, odoo.catchall, odoo.notifications, *REQUIRED_LOCAL_PARTS, *plan.stack.inbound.aliases}
+    local_parts = {odoo.bounce, odoo.catchall, *REQUIRED_LOCAL_PARTS, *plan.stack.inbound.aliases}
     return sorted(f"{local}@{domain}" for domain in plan.relay_domains for local in local_parts)
 
 
 def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Layout) -> dict[str, Any]:
     submission_encrypt = settings.tls.required or settings.smtp_auth is not None
+    stack = plan.stack
+    submission = odoo_smtp(settings, gateway)
     return {
+        "forward": stack.forwards_through_gateways,
+        "redirect_cleanup": REDIRECT_CLEANUP,
+        "saas_host": stack.odoo.saas_host or "",
+        "srs_exclude": [d for d in stack.domains if d != stack.domain],
         "stack": plan.stack,
         "settings": settings,
         "gateway": gateway,
@@ -157,12 +191,37 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "submission_encrypt": submission_encrypt,
         # Odoo submits on the submission port only (port 25 is the MX and relays for
         # nobody); smtp_ssl is Odoo's STARTTLS switch, on when TLS or AUTH is required.
-        "odoo_smtp_port": SUBMISSION_PORT,
-        # Odoo on the gateway itself (127.0.0.1 trusted, the default) connects over
-        # loopback: through the public name it would arrive from a non-trusted address.
-        "odoo_smtp_server": "127.0.0.1" if _trusts_localhost(settings.odoo_addresses) else gateway.hostname,
-        "odoo_smtp_ssl": submission_encrypt,
+        "odoo_smtp_port": submission.port,
+        "odoo_smtp_server": submission.host,
+        "odoo_smtp_ssl": submission.starttls,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class OdooSmtp:
+    """Where Odoo submits its mail to this gateway: odoo.conf's smtp_* options, and the
+    ``ir.mail_server`` mailstack declares when it manages Odoo's outgoing server."""
+
+    host: str
+    port: int
+    #: STARTTLS (odoo.conf's ``smtp_ssl``, ``ir.mail_server.smtp_encryption = starttls``).
+    starttls: bool
+    user: str | None
+
+
+def odoo_smtp(settings: GatewaySettings, gateway: Gateway) -> OdooSmtp:
+    """Odoo's submission to ``gateway``: always the submission port (587; port 25 is
+    the MX and relays for nobody), with STARTTLS when TLS or SMTP AUTH is required
+    there; Odoo on the gateway itself
+    (127.0.0.1 trusted, the default) connects over loopback — through the public name
+    it would arrive from a non-trusted address."""
+    encrypt = settings.tls.required or settings.smtp_auth is not None
+    return OdooSmtp(
+        host="127.0.0.1" if _trusts_localhost(settings.odoo_addresses) else gateway.hostname,
+        port=SUBMISSION_PORT,
+        starttls=encrypt,
+        user=settings.smtp_auth.user if settings.smtp_auth else None,
+    )
 
 
 def _trusts_localhost(networks: tuple[str, ...]) -> bool:
@@ -198,6 +257,7 @@ def new_environment() -> jinja2.Environment:
     )
     env.filters["postfix_network"] = postfix_network
     env.filters["words"] = formats.words
+    env.filters["regexp_literal"] = formats.regexp_literal
     env.filters[formats.CHECK_FILTER] = formats.check_value
     env.filters["regex_words"] = formats.regex_words
     return env

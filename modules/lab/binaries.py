@@ -29,6 +29,9 @@ PACKAGES = {
     "opendmarc": "opendmarc",
     "policyd-spf": "postfix-policyd-spf-python",
     "useradd": "passwd",
+    "setpriv": "util-linux",
+    "dovecot": "dovecot-imapd",
+    "postsrsd": "postsrsd",
 }
 #: Where Debian installs programs, searched after PATH.
 SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")

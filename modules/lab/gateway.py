@@ -30,6 +30,7 @@ from mailstack.core.model import Gateway, MailDomain
 from mailstack.gateway import render
 from mailstack.gateway.render import RenderedFile, mailgate_source
 from mailstack.lab import files, users
+from mailstack.lab.aliasd import AliasDaemon
 from mailstack.lab.binaries import binary
 from mailstack.lab.postfix import LabError, OpenDkim, PostfixInstance, lab_layout, postfix_command
 from mailstack.lab.process import accepts, until
@@ -100,7 +101,7 @@ def _install_mailgate(work: Path, files_: dict[str, RenderedFile], password: str
 
 
 def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None:
-    """OpenDKIM, then Postfix, for one gateway host; ``fresh`` empties its queue first."""
+    """OpenDKIM, mailstack-aliasd where the gateway asks Odoo, then Postfix, for one gateway host; ``fresh`` empties its queue first."""
     work = workdir(state, plan.stack, gateway)
     if fresh:
         shutil.rmtree(work / "spool", ignore_errors=True)
@@ -127,6 +128,13 @@ def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None
         overrides["smtp_bind_address6"] = gateway.ipv6
     postfix = PostfixInstance(work, files_, overrides=overrides)
     postfix.install()
+    if render.uses_aliasd(files_):
+        # Before Postfix accepts mail: its relay_recipient_maps asks mailstack-aliasd,
+        # which runs as the mailgate's user (it reads the mailgate's Odoo password).
+        aliasd = AliasDaemon(work, files_, user=users.MAILGATE_USER)
+        aliasd.start()
+        assert aliasd.pid is not None
+        state.record(f"{name}-aliasd", aliasd.pid, str(aliasd.conf_path))
     master = postfix_command(postfix.config_dir, "start")
     state.record(f"{name}-postfix", master, "master")
     for address in addresses:

@@ -83,7 +83,7 @@ def runs_as(user: str, python: str | None = None) -> bool:
 
 
 def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_port: int = 587,
-               milter_port: int = 8891, mailgate_user: str = users.MAILGATE_USER) -> Layout:
+               milter_port: int = 8891, mailgate_user: str = users.MAILGATE_USER, aliasd_port: int = 10027) -> Layout:
     """A Layout with every file under ``workdir`` and listeners on ``address``.
 
     The mailgate runs as ``mailgate_user`` with the system Python on a copy of
@@ -102,7 +102,10 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
         submission_service=f"{address}:{submission_port}",
         inet_protocols="ipv4",
         mailgate_user=mailgate_user,
-        mailgate_command=(mailgate_python(), str(workdir / "mailstack" / "mailgate.py")),
+        mailgate_command=(mailgate_python(), "-I", "-S", str(workdir / "mailstack" / "mailgate.py")),
+        aliasd_host=address,
+        aliasd_port=aliasd_port,
+        aliasd_command=(mailgate_python(), str(workdir / "mailstack" / "aliasd.py")),
     )
 
 
@@ -253,7 +256,17 @@ class PostfixInstance:
         settle(self.config_dir)
         for relative in POSTMAP_FILES:
             if relative in self.files:
-                _run([binary("postmap"), "-c", str(self.config_dir), str(self.workdir / relative)], None)
+                # In the instance's namespace: postmap reads main.cf, whose inet_interfaces
+                # may name addresses that exist only there.
+                _run([binary("postmap"), "-c", str(self.config_dir), str(self.workdir / relative)], self.netns)
+        self.check()
+
+    def check(self) -> str:
+        """``postfix -c DIR check``; raises LabError with its complaints."""
+        result = _run([binary("postfix"), "-c", str(self.config_dir), "check"], self.netns, check=False)
+        if result.returncode or "fatal" in result.stderr:
+            raise LabError(f"postfix check: {result.stderr.strip()}")
+        return result.stderr
 
     def start(self) -> None:
         """Install, check and start; returns once the master runs and SMTP accepts."""

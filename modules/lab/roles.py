@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from mailstack.core import zonefile
 from mailstack.core.model import Gateway, InboundMode, MailDomain, SenderKind
+from mailstack.gateway import render
 from mailstack.lab import files, gateway, provision, thirdparty, translate, zones
 from mailstack.lab.binaries import binary
 from mailstack.lab.bind import BindServer
-from mailstack.lab.odoo_standin import OdooStandIn
+from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import LabError
 from mailstack.lab.process import spawn, until
 from mailstack.lab.receiver import Receiver
@@ -44,7 +45,7 @@ from mailstack.rules import mta_sts
 ODOO_LOGIN = "admin"
 #: The local part inbound probes use where the stack declares no alias and the
 #: receiving side takes any address Odoo has (Odoo's servers, a mailbox provider).
-PROBE_ALIAS = "probe"
+PROBE_ALIAS = translate.PROBE_ALIAS
 #: libmilter's listener looks at its stop flag every ~5 s (measured 4.5 s after
 #: SIGTERM); the lab's milters keep no state, so they get this long, then SIGKILL.
 MILTER_GRACE = 0.5
@@ -72,17 +73,20 @@ class Lab:
 
 
 def odoo_aliases(plan: Plan) -> list[str]:
-    """Every address the Odoo stand-in routes: the declared aliases and Odoo's catchall
-    and bounce on each name Odoo receives on (and the probe alias there when mail
-    reaches it through Odoo's servers)."""
+    """Every alias the Odoo stand-in has: the declared aliases on each name Odoo
+    receives on (the lab's probe alias among them where the lab declared it,
+    ``translate.lab_stack``). Odoo's catchall and bounce are alias-domain settings."""
     stack = plan.stack
-    local_parts = [*stack.inbound.aliases, stack.odoo.catchall, stack.odoo.bounce]
+    return sorted({f"{local}@{domain}" for domain in odoo_domains(plan) for local in stack.inbound.aliases})
+
+
+def odoo_domains(plan: Plan) -> list[str]:
+    """The names Odoo receives on: the relay domains behind gateways, else each
+    domain's inbound name."""
+    stack = plan.stack
     if stack.inbound.mode is InboundMode.GATEWAY:
-        domains: Sequence[str] = plan.relay_domains
-    else:
-        domains = sorted({stack.inbound_domain(d) for d in stack.domains})
-        local_parts.append(PROBE_ALIAS)
-    return sorted({f"{local}@{domain}" for domain in domains for local in local_parts})
+        return list(plan.relay_domains)
+    return sorted({stack.inbound_domain(d) for d in stack.domains})
 
 
 def mailbox_local_parts(stack: MailDomain) -> tuple[str, ...]:
@@ -170,14 +174,23 @@ def odoo_user(stack: MailDomain) -> tuple[str, int]:
 
 
 def odoo_standin(state: LabState, plan: Plan, topology: Topology, netns: str | None = None) -> OdooStandIn:
-    """The Odoo stand-in with the stack's aliases (and Odoo's catchall and bounce)."""
+    """The Odoo stand-in (``mailstack.lab.odoo``) as the administrator would have set it
+    up: an alias domain per name Odoo receives on (with the stack's bounce, catchall and
+    notifications names), the aliases on each, the mailgate's user, and outgoing mail
+    through the first gateway (its rendered odoo.conf), sent from Odoo's lab address."""
     stack = plan.stack
     address = topology.odoo.ipv4
     assert address is not None
     login, uid = odoo_user(stack)
+    workdir = private_dir(state.role_dir("odoo"))
+    odoo_conf = None
+    if stack.gateways and stack.gateway is not None:
+        odoo_conf = files.write(workdir / "odoo.conf", gateway.rendered(state, plan, stack.gateways[0])["odoo/odoo.conf"].text, 0o600)
+    names = f"bounce={stack.odoo.bounce},catchall={stack.odoo.catchall},default_from={stack.odoo.notifications}"
     return OdooStandIn(
-        private_dir(state.role_dir("odoo")), address, 8069, database=stack.odoo.database or "odoo",
-        password=state.odoo_password(), aliases=odoo_aliases(plan), login_name=login, uid=uid, netns=netns,
+        workdir, address, 8069, database=stack.odoo.database or "odoo", password=state.odoo_password(),
+        alias_domains=[f"{domain},{names}" for domain in odoo_domains(plan)], aliases=odoo_aliases(plan),
+        login_name=login, uid=uid, netns=netns, odoo_conf=odoo_conf, smtp_source=address, hostname=topology.odoo.name,
     )
 
 
@@ -208,10 +221,11 @@ class IndependentReceiver(Role):
 class GatewayHost(Role):
     """One gateway host of the stack (``mailstack.lab.gateway``)."""
 
-    def __init__(self, host: Gateway) -> None:
+    def __init__(self, host: Gateway, aliasd: bool = False) -> None:
         self.host = host
         self.name = gateway.role_name(host)
-        self.processes = (f"{self.name}-opendkim", f"{self.name}-postfix")
+        # mailstack-aliasd where the gateway asks Odoo which recipients exist.
+        self.processes = (f"{self.name}-opendkim", f"{self.name}-postfix", *([f"{self.name}-aliasd"] if aliasd else []))
 
     def start(self, lab: Lab, fresh: bool) -> None:
         gateway.start(lab.state, lab.plan, self.host, fresh=fresh)
@@ -282,7 +296,8 @@ class MtaStsHosts(Role):
 def for_lab(lab: Lab) -> list[Role]:
     """The roles a stack needs, DNS first."""
     found: list[Role] = [Dns(), Records(), Odoo(), IndependentReceiver()]
-    found += [GatewayHost(g) for g in lab.stack.gateways]
+    aliasd = lab.stack.gateway is not None and render.needs_aliasd(lab.plan, lab.stack.gateway)
+    found += [GatewayHost(g, aliasd) for g in lab.stack.gateways]
     third_parties = any(s.kind in SENDER_HOSTS for s in lab.declared.outbound) or lab.topology.spf_sources
     if third_parties or (lab.stack.odoo.saas_host and lab.stack.inbound.mode is InboundMode.ODOO_MX):
         found.append(Services())

@@ -190,9 +190,11 @@ class LabState:
         """A role's directory below the stack's: made 0711 (reachable, not listable)
         unless the role has made it its own (``private_dir``)."""
         path = self.stack_root / role
-        if not path.exists():
+        try:
             path.mkdir(parents=True)
-            os.chmod(path, TRAVERSE_MODE)
+        except FileExistsError:  # made before, or by another role starting at once
+            return path
+        os.chmod(path, TRAVERSE_MODE)
         return path
 
     def prepare(self) -> None:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from mailstack.core import names
-from mailstack.core.model import MailDomain, Sender, SenderKind
+from mailstack.core.model import InboundMode, MailDomain, Sender, SenderKind
 from mailstack.lab.topology import ODOO_PORT, TSIG_KEY_NAME, Topology
 from mailstack.rules import spf
 
@@ -58,6 +58,13 @@ def _sender(topology: Topology, sender: Sender, lab_keys: Mapping[SenderKind, st
     return sender
 
 
+#: The alias the lab's probes write to where the stack declares none and mail does
+#: not come through its gateways (Odoo's servers, a mailbox provider): the lab's own
+#: alias, which ``lab_stack`` declares so that the checks (``odoo.aliases``, the e2e
+#: targets) expect it like any declared alias.
+PROBE_ALIAS = "probe"
+
+
 def lab_stack(stack: MailDomain, topology: Topology, lab_keys: Mapping[SenderKind, str]) -> MailDomain:
     """``stack`` as the lab runs it. ``lab_keys`` holds the lab's DKIM public key
     (base64 DER) for each sender in ``DECLARED_KEY_SENDERS`` the stack declares."""
@@ -79,7 +86,10 @@ def lab_stack(stack: MailDomain, topology: Topology, lab_keys: Mapping[SenderKin
             mailgate=dataclasses.replace(settings.mailgate, url=odoo_url(topology)),
         )
     outbound = tuple(_sender(topology, s, lab_keys) for s in stack.outbound)
-    return dataclasses.replace(stack, gateways=gateways, dns=dns, odoo=odoo, gateway=settings, outbound=outbound)
+    inbound = stack.inbound
+    if inbound.mode not in (InboundMode.GATEWAY, InboundMode.NONE) and not inbound.aliases:
+        inbound = dataclasses.replace(inbound, aliases=(PROBE_ALIAS,))
+    return dataclasses.replace(stack, gateways=gateways, dns=dns, odoo=odoo, gateway=settings, outbound=outbound, inbound=inbound)
 
 
 def spf_text(topology: Topology, text: str) -> str:

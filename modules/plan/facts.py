@@ -30,7 +30,7 @@ def sending_names(stack: MailDomain, domain: str) -> tuple[str, ...]:
 def mx_hosts(stack: MailDomain, domain: str) -> tuple[MxHost, ...]:
     """The MX set of one domain's inbound name, as declared."""
     mode = stack.inbound.mode
-    if mode is InboundMode.GATEWAY:
+    if stack.gateways_receive:
         return tuple(MxHost(g.hostname, g.priority) for g in stack.gateways)
     if mode is InboundMode.ODOO_MX and stack.inbound.record == "mx" and stack.odoo.saas_host:
         return (MxHost(stack.odoo.saas_host, 10),)
@@ -47,8 +47,9 @@ def managed_zones(stack: MailDomain) -> tuple[str, ...]:
 
 def relay_domains(stack: MailDomain) -> tuple[str, ...]:
     """The domains the gateways receive for: each domain's inbound name, when the MX
-    points at the gateways (inbound mode gateway); none for an outbound-only gateway."""
-    if stack.inbound.mode is not InboundMode.GATEWAY:
+    points at the gateways (inbound mode gateway, or forward through them); none for an
+    outbound-only gateway."""
+    if not stack.gateways_receive:
         return ()
     return tuple(sorted({stack.inbound_domain(domain) for domain in stack.domains}))
 

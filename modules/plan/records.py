@@ -14,8 +14,9 @@ from mailstack.rules.mx import NULL_MX
 def all_records(stack: MailDomain, gateway_key: str | None, zones: tuple[str, ...]) -> list[Record]:
     """Every record of the declaration (unsorted, possibly with duplicates)."""
     records: list[Record] = []
+    spf_text, dmarc_text = spf_value(stack), dmarc_value(stack)  # stack-wide: computed once
     for domain in stack.domains:
-        records += _sender_records(stack, domain, gateway_key)
+        records += _sender_records(stack, domain, gateway_key, spf_text, dmarc_text)
         records += _inbound_records(stack, domain)
         records += _policy_records(stack, domain)
     records += _gateway_addresses(stack, zones)
@@ -32,6 +33,7 @@ def order_key(record: Record) -> tuple[str, str, int, str]:
 def spf_value(stack: MailDomain) -> str | None:
     """The merged SPF value of the stack's senders, None when nobody sends."""
     terms = [t for sender in stack.outbound for t in senders.spf_terms(stack, sender)]
+    terms += senders.forwarder_terms(stack)
     if not terms:
         return None
     return spf.build(terms, stack.spf.all)
@@ -43,10 +45,9 @@ def dmarc_value(stack: MailDomain) -> str:
     return dmarc.build(d.policy, subdomain_policy=d.subdomain_policy, rua=d.rua, ruf=d.ruf, adkim=d.adkim, aspf=d.aspf, pct=d.pct, fo=d.fo)
 
 
-def _sender_records(stack: MailDomain, domain: str, gateway_key: str | None) -> list[Record]:
+def _sender_records(stack: MailDomain, domain: str, gateway_key: str | None, value: str | None, dmarc_text: str) -> list[Record]:
     ttl = stack.dns.ttl
     records: list[Record] = []
-    value = spf_value(stack)
     cname_at_inbound = stack.inbound.mode is InboundMode.ODOO_MX and stack.inbound.record == "cname"
     sending = facts.sending_names(stack, domain)
     for name in sending:
@@ -61,9 +62,8 @@ def _sender_records(stack: MailDomain, domain: str, gateway_key: str | None) -> 
                     needs_gateway_key=entry.needs_gateway_key and gateway_key is None, origin=origin,
                 ))
     if stack.outbound or stack.dmarc.rua:
-        text = dmarc_value(stack)
         for name in (domain, *dmarc_names(domain, sending)):
-            records.append(Record(dmarc.record_name(name), "TXT", text, ttl, purpose="dmarc", origin=("dmarc",)))
+            records.append(Record(dmarc.record_name(name), "TXT", dmarc_text, ttl, purpose="dmarc", origin=("dmarc",)))
     return records
 
 

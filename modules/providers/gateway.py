@@ -19,7 +19,9 @@ shell commands are ``mailstack.providers.gateway_commands``:
    key whose public half is the DKIM TXT record) and stays a secret output. Their
    ``delete`` removes what they wrote; a new secret replaces them deleting first.
 4. ``activate``: check the TLS certificate is on the host, fix modes, ``postmap``,
-   ``postfix check``, then restart OpenDKIM, reload Postfix and remove a previous
+   ``postfix check``, then restart OpenDKIM, mailstack-aliasd (RCPT validation against
+   Odoo's aliases, its stdlib-only script copied beside the mailgate) and, for
+   ``inbound.mode: forward``, postsrsd; reload Postfix and remove a previous
    selector's key. Its ``triggers`` are the hash of every rendered file (and of the
    key), so it re-runs when, and only when, what is on the host should change.
 
@@ -50,6 +52,8 @@ TYPE = "mailstack:gateway:Gateway"
 PACKAGES = ("postfix", "opendkim", "opendkim-tools", "python3", "ssl-cert")
 #: Cyrus SASL with sasldb for ``gateway.smtpAuth`` (the password: ``saslpasswd2 -p``, stdin).
 SASL_PACKAGES = ("libsasl2-modules", "sasl2-bin")
+#: SRS for ``inbound.mode: forward`` (senders rewritten into the stack's domain).
+SRS_PACKAGES = ("postsrsd",)
 
 
 @dataclass
@@ -71,10 +75,11 @@ class GatewayArgs:
     layout: Layout = field(default_factory=Layout)
 
 
-def content_hash(files: dict[str, render_module.RenderedFile], mailgate_source: str) -> str:
-    """sha256 over every rendered file (path, mode, text) and the mailgate script."""
+def content_hash(files: dict[str, render_module.RenderedFile], mailgate_source: str, *scripts: str) -> str:
+    """sha256 over every rendered file (path, mode, text), the mailgate script and any
+    other script copied to the host (mailstack-aliasd)."""
     document = json.dumps(
-        {"files": [[path, f.mode, f.text] for path, f in sorted(files.items())], "mailgate": mailgate_source},
+        {"files": [[path, f.mode, f.text] for path, f in sorted(files.items())], "mailgate": mailgate_source, "scripts": list(scripts)},
         sort_keys=True,
     )
     return hashlib.sha256(document.encode()).hexdigest()
@@ -119,7 +124,10 @@ class GatewayServer(pulumi.ComponentResource):
         stack, gateway, layout = args.plan.stack, args.gateway, args.layout
         files = render_module.render(args.plan, gateway=gateway, layout=layout)  # no key: pushed as a secret below
         mailgate_source = render_module.mailgate_source()
-        self.content_hash = content_hash(files, mailgate_source)
+        aliasd = render_module.uses_aliasd(files)
+        forward = stack.forwards_through_gateways
+        scripts = [render_module.aliasd_source()] if aliasd else []
+        self.content_hash = content_hash(files, mailgate_source, *scripts)
         self.remote_paths = [layout.host_path(relative) for relative in files]
         connection = remote.ConnectionArgs(
             host=gateway.ssh.host or gateway.ipv4,
@@ -133,13 +141,14 @@ class GatewayServer(pulumi.ComponentResource):
         mailgate_script = layout.mailgate_command[-1]
         key_path = layout.host_path(render_module.key_path(stack.dkim.selector))
 
-        package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ())]
+        package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ()), *(SRS_PACKAGES if forward else ())]
+        aliasd_script = layout.aliasd_command[-1]
         packages = remote.Command(
             f"{name}-packages",
             connection=connection,
             create=commands.packages(
                 package_list, layout.mailgate_user,
-                [posixpath.dirname(path) for path in (*self.remote_paths, mailgate_script)],
+                [posixpath.dirname(path) for path in (*self.remote_paths, mailgate_script, *([aliasd_script] if aliasd else []))],
                 posixpath.dirname(key_path), opendkim_user,
             ),
             opts=child,
@@ -154,6 +163,15 @@ class GatewayServer(pulumi.ComponentResource):
                 remote_path=layout.host_path(relative),
                 source=pulumi.StringAsset(rendered.text),
                 triggers=[hashlib.sha256(rendered.text.encode()).hexdigest()],
+                opts=after_packages,
+            ))
+        if aliasd:
+            copies.append(remote.CopyToRemote(
+                f"{name}-aliasd",
+                connection=connection,
+                remote_path=aliasd_script,
+                source=pulumi.StringAsset(scripts[0]),
+                triggers=[hashlib.sha256(scripts[0].encode()).hexdigest()],
                 opts=after_packages,
             ))
         copies.append(remote.CopyToRemote(
@@ -201,8 +219,9 @@ class GatewayServer(pulumi.ComponentResource):
         self.activate = remote.Command(
             f"{name}-activate",
             connection=connection,
-            create=commands.activate(public, mailgate_script, maps, layout.postfix_dir, tls_files,
-                                     posixpath.dirname(key_path), f"{layout.opendkim_dir}/KeyTable"),
+            create=commands.activate(public, [mailgate_script, *([aliasd_script] if aliasd else [])], maps, layout.postfix_dir, tls_files,
+                                     posixpath.dirname(key_path), f"{layout.opendkim_dir}/KeyTable",
+                                     services=[*(["mailstack-aliasd"] if aliasd else []), *(["postsrsd"] if forward else [])]),
             triggers=[self.content_hash, key_hash],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*copies, *secrets]),
         )

@@ -67,23 +67,26 @@ def remove_sasl_user(sasldb: str, realm: str, user: str) -> str:
     return f"saslpasswd2 -d -f {q(sasldb)} -u {q(realm)} {q(user)} || true"
 
 
-def activate(public_files: Sequence[str], mailgate_script: str, maps: Sequence[str], postfix_dir: str,
-             tls_files: Sequence[tuple[str, str]], keys_dir: str, key_table: str) -> str:
-    """Check the certificate is there, fix modes, build the maps, ``postfix check``,
-    then (only if all of that passed) restart OpenDKIM and reload Postfix. After the
-    restart, keys in ``keys_dir`` the KeyTable no longer names (a previous selector's)
-    are removed: OpenDKIM reads a key file at each signature, so the old one is kept
-    until the new tables are live."""
+def activate(public_files: Sequence[str], scripts: Sequence[str], maps: Sequence[str], postfix_dir: str,
+             tls_files: Sequence[tuple[str, str]], keys_dir: str, key_table: str, services: Sequence[str] = ()) -> str:
+    """Check the certificate is there, fix modes (``scripts`` executable: the mailgate,
+    mailstack-aliasd), build the maps, ``postfix check``, then (only if all of that
+    passed) restart OpenDKIM and ``services`` (mailstack-aliasd, postsrsd: they answer
+    Postfix's lookups, so before its reload), and reload Postfix. After the restart,
+    keys in ``keys_dir`` the KeyTable no longer names (a previous selector's) are
+    removed: OpenDKIM reads a key file at each signature, so the old one is kept until
+    the new tables are live."""
     steps = ["set -eu"]
     for key, path in tls_files:
         message = f"mailstack: {path} ({key}) is missing on this host: install the certificate before the deploy"
         steps.append(f"test -r {q(path)} || {{ echo {q(message)} >&2; exit 1; }}")
     steps.append(f"chmod 0644 {' '.join(q(p) for p in public_files)}")
-    steps.append(f"chmod 0755 {q(mailgate_script)}")
+    steps.append(f"chmod 0755 {' '.join(q(p) for p in scripts)}")
     if maps:
         steps.append(f"postmap {' '.join(q(m) for m in maps)}")
     steps.append(f"script -qefc {q(f'postfix -c {q(postfix_dir)} check')} /dev/null >&2")
-    steps += ["systemctl daemon-reload", "systemctl enable opendkim postfix", "systemctl restart opendkim",
+    steps += ["systemctl daemon-reload", f"systemctl enable opendkim postfix {' '.join(q(u) for u in services)}".rstrip(),
+              "systemctl restart opendkim", *(f"systemctl restart {q(u)}" for u in services),
               "systemctl reload-or-restart postfix postfix@-"]
     steps.append(f'for key in {q(keys_dir)}/*.private; do test -e "$key" || continue; '
                  f'grep -qF -- ":$key" {q(key_table)} || rm -f -- "$key"; done')

@@ -204,9 +204,11 @@ def _public_suffixes() -> Any:
     return PublicSuffixList()
 
 
+@functools.lru_cache(maxsize=65536)
 def organizational_domain(domain: str) -> str:
     """The Organizational Domain of a name (RFC 7489 §3.2): the public suffix plus one
-    label, from the Public Suffix List (publicsuffixlist, loaded on first use)."""
+    label, from the Public Suffix List (publicsuffixlist, loaded on first use); cached
+    per name (alignment asks it for every sender of every domain)."""
     name = names.normalize(domain)
     return str(_public_suffixes().privatesuffix(name) or name)
 

@@ -54,13 +54,27 @@ def spf_terms(stack: MailDomain, sender: Sender) -> tuple[str, ...]:
     if sender.kind is SenderKind.SPF:
         return sender.spf_terms
     if sender.kind is SenderKind.GATEWAY:
-        terms: list[str] = []
-        for gateway in stack.gateways:
-            terms.append(f"ip4:{gateway.ipv4}")
-            if gateway.ipv6:
-                terms.append(f"ip6:{gateway.ipv6}")
-        return tuple(terms)
+        return gateway_terms(stack)
     return (SPF_INCLUDES[sender.kind],)
+
+
+def gateway_terms(stack: MailDomain) -> tuple[str, ...]:
+    """``ip4:``/``ip6:`` of every gateway: the addresses the gateways send from."""
+    terms: list[str] = []
+    for gateway in stack.gateways:
+        terms.append(f"ip4:{gateway.ipv4}")
+        if gateway.ipv6:
+            terms.append(f"ip6:{gateway.ipv6}")
+    return tuple(terms)
+
+
+def forwarder_terms(stack: MailDomain) -> tuple[str, ...]:
+    """The SPF terms a forwarding gateway needs: it redirects mail to ``<db>.odoo.com``
+    with the envelope sender rewritten by SRS to ``SRS0=…@<domain>`` (postsrsd), so
+    Odoo's side checks SPF of the stack's domain for the gateway's address."""
+    if not stack.forwards_through_gateways or stack.sends_via(SenderKind.GATEWAY):
+        return ()
+    return gateway_terms(stack)
 
 
 def return_path_domain(stack: MailDomain, sender: Sender, domain: str) -> str | None:

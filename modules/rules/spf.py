@@ -4,6 +4,7 @@ preview, the checks after apply (recursively, through ``checks``' resolver)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -56,8 +57,27 @@ class Term:
         return f"{qualifier}{self.name}{sep}{self.value}"
 
 
+#: Terms up to this long are cached (a real term is a few dozen characters; a hostile
+#: stack file's huge ones are parsed, refused and forgotten).
+CACHED_TERM_LENGTH = 256
+
+
 def parse_term(text: str) -> Term:
-    """Parse one SPF term; raise SpfSyntaxError naming it when it is not valid."""
+    """Parse one SPF term; raise SpfSyntaxError naming it when it is not valid.
+
+    Cached (a Term is immutable): a stack of many domains plans and checks the same
+    SPF terms once per domain."""
+    if len(text) <= CACHED_TERM_LENGTH:
+        return _parse_term_cached(text)
+    return _parse_term(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_term_cached(text: str) -> Term:
+    return _parse_term(text)
+
+
+def _parse_term(text: str) -> Term:
     if not text.isascii() or not text.isprintable() or " " in text:
         # RFC 7208 §4.6.1/§7.1: terms are visible ASCII (%x21-7E).
         raise SpfSyntaxError(f"{quote(text)} is not an SPF term: only visible ASCII characters (RFC 7208 §7.1)")
@@ -153,6 +173,11 @@ def build(terms: Iterable[str], all_term: str = "~all") -> str:
 
 def budget_problems(record: str) -> list[str]:
     """Static problems of one record: over the lookup budget or over the size limit."""
+    return list(_budget_problems(record))
+
+
+@functools.lru_cache(maxsize=1024)
+def _budget_problems(record: str) -> tuple[str, ...]:
     problems = []
     count = lookup_count(parse(record))
     if count > LOOKUP_LIMIT:
@@ -162,4 +187,4 @@ def budget_problems(record: str) -> list[str]:
         )
     if size(record) > SIZE_LIMIT:
         problems.append(f"SPF record is {size(record)} bytes, over {SIZE_LIMIT} (RFC 7208 §3.4)")
-    return problems
+    return tuple(problems)
