@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import http.server
+import random
 import socket
 import socketserver
 import ssl
@@ -138,6 +139,7 @@ def dns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsLab]:
 
 
 POLICY_ADDRESS = "127.0.10.40"
+POLICY_PORTS = range(5320, 5360)  # below tests.ports.LAB_PORTS, above the check-suite BIND's
 
 
 @dataclass
@@ -183,14 +185,16 @@ def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicySe
             self.server_name, self.server_port = POLICY_ADDRESS, self.server_address[1]
 
     server: http.server.ThreadingHTTPServer | None = None
-    for port in range(5315, 5320):
+    ports = list(POLICY_PORTS)  # several suites may run at once on one machine
+    random.shuffle(ports)
+    for port in ports:
         try:
             server = LoopbackServer((POLICY_ADDRESS, port), Handler)
             break
         except OSError:
             continue
     if server is None:
-        raise OSError("no free port in 5315-5319 for the MTA-STS policy server")
+        raise OSError(f"no free port in {POLICY_PORTS.start}-{POLICY_PORTS.stop - 1} for the MTA-STS policy server")
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

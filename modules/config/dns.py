@@ -53,7 +53,7 @@ def read_dns(reader: ConfigReader, value: Any, domain: str | None, aliases: tupl
         if data.get("server") is None:
             reader.fail((*path, "server"), "is required for provider rfc2136 (the primary's address)")
         else:
-            server = reader.convert(data["server"], (*path, "server"), _server_address)
+            server = reader.convert(data["server"], (*path, "server"), kinds.host_address)
         port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=53)
         if data.get("tsigKeyName") is None:
             reader.fail((*path, "tsigKeyName"), "is required for provider rfc2136")
@@ -101,16 +101,6 @@ def _adopt(reader: ConfigReader, value: Any, path: Path, provider: str | None) -
             adopted.append((key, text))
     return tuple(sorted(adopted))
 
-
-def _server_address(value: Any) -> str:
-    try:
-        return kinds.ip_address(value)
-    except ValueError:
-        pass
-    try:
-        return kinds.hostname(value)
-    except ValueError:
-        raise ValueError(f"{quote(value)} is not an IP address or host name") from None
 
 
 def _key_name(value: Any) -> str:

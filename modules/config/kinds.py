@@ -122,6 +122,18 @@ def ip_address(value: Any) -> str:
         raise ValueError(f"{quote(value)} is not an IP address") from None
 
 
+def host_address(value: Any) -> str:
+    """Where a client connects (an SSH target, a DNS server): an IP address or a host name."""
+    try:
+        return ip_address(value)
+    except ValueError:
+        pass
+    try:
+        return hostname(value)
+    except ValueError:
+        raise ValueError(f"{quote(value)} is not an IP address or host name") from None
+
+
 def ip_network(value: Any) -> str:
     """An address or network (``10.0.0.5``, ``10.0.0.0/24``, ``2001:db8::/48``),
     host bits clear; no ``%scope``."""

@@ -29,7 +29,7 @@ from mailstack.config.records import (
 )
 from mailstack.config.senders import read_outbound
 from mailstack.config.stackfile import Secret
-from mailstack.core.errors import ConfigErrors, quote
+from mailstack.core.errors import ConfigErrors
 from mailstack.core.model import Gateway, Hosting, MailDomain, Odoo, SshTarget
 from mailstack.rules import limits
 
@@ -238,18 +238,7 @@ def _ssh(reader: ConfigReader, value: Any, path: Path) -> SshTarget | None:
         return None
     user = reader.string(data.get("user"), (*path, "user"), kinds.unix_user) or "root"
     port = reader.integer(data.get("port"), (*path, "port"), 1, 65535, default=22)
-    host = reader.string(data.get("host"), (*path, "host"), _ssh_host)
+    host = reader.string(data.get("host"), (*path, "host"), kinds.host_address)
     host_key = reader.convert(data["hostKey"], (*path, "hostKey"), kinds.ssh_host_key) if data.get("hostKey") is not None else None
     return SshTarget(user, port or 22, host, host_key)
 
-
-def _ssh_host(value: Any) -> str:
-    """Where SSH connects: an IP address or a host name."""
-    try:
-        return kinds.ip_address(value)
-    except ValueError:
-        pass
-    try:
-        return kinds.hostname(value)
-    except ValueError:
-        raise ValueError(f"{quote(value)} is not an IP address or host name") from None
