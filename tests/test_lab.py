@@ -154,6 +154,11 @@ def test_check_is_all_green_with_every_sender_and_path_proven(lab: Lab) -> None:
     path = PATHS.get(lab.stack.inbound.mode.value)
     if path:
         assert {f"e2e.inbound.{path}.{mode}" for mode in ("to", "cc", "bcc")} <= passed
+    if lab.stack.inbound.mode.value == "imap":  # Dovecot on the shared mailbox, fetched by Odoo's incoming server
+        assert {"imap.tls", "imap.login", "imap.mailbox", "e2e.inbound.imap", "odoo.incoming-server"} <= passed
+    managed = {"aliasDomains": "odoo.alias-domains", "outgoingServer": "odoo.outgoing-server", "incomingServer": "odoo.incoming-server"}
+    applied = {managed[m.value] for m in lab.stack.odoo.manage}  # as `pulumi up` applies them (mailstack.odoo.apply)
+    assert applied <= passed and all("missing" not in f["summary"] for f in findings if f["id"] in applied)
     e2e = [f for f in findings if f["id"].startswith("e2e.outbound.") and f["status"] == "pass"]
     # the verdicts come from the independent receiver, with the second opinion agreeing
     assert e2e and all(f"receiver {AUTHSERV_ID}: spf=pass" in f["detail"] and "second opinion" in f["detail"] for f in e2e)

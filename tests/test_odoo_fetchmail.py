@@ -26,7 +26,8 @@ from mailstack.lab.dovecot import Dovecot
 from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import make_workdir, wait_for
 from mailstack.odoo.client import OdooClient
-from mailstack.providers.odoo import OdooSettingProvider, incoming_server_props
+from mailstack.odoo.apply import incoming_server_props
+from mailstack.providers.odoo import OdooSettingProvider
 from mailstack.odoo.desired import IncomingServer
 from tests.ports import free_port
 from tests.servers import require_binary, require_root

@@ -63,8 +63,18 @@ def environment(lab: roles.Lab, wait: float) -> dict[str, str]:
         "MAILSTACK_E2E_WAIT": str(wait),
         "MAILSTACK_ODOO_LOGIN": roles.odoo_user(lab.stack)[0],
         "MAILSTACK_ODOO_PASSWORD_FILE": str(state.secrets / "odoo.password"),
+        "MAILSTACK_E2E_MINUTE": str(roles.ODOO_MINUTE),
         **smtp_auth(lab),
+        **imap(lab),
     }
+
+
+def imap(lab: roles.Lab) -> dict[str, str]:
+    """The ``imap`` checks log in to the lab's Dovecot as Odoo does, and verify its
+    certificate against the lab's CA."""
+    if roles.imap_mailbox(lab.stack) is None:
+        return {}
+    return {"MAILSTACK_IMAP_PASSWORD_FILE": str(lab.state.secrets / "imap.password"), "MAILSTACK_IMAP_CAFILE": str(lab.state.ca_file)}
 
 
 def smtp_auth(lab: roles.Lab) -> dict[str, str]:

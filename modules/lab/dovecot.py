@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailstack.lab import files
 from mailstack.lab.binaries import binary
 from mailstack.lab.postfix import LabError, can_connect, wait_for
 from mailstack.lab.process import stop_child
@@ -38,6 +39,13 @@ class Dovecot:
     imap_port: int = 143
     imaps_port: int = 993
     netns: str | None = None
+    #: The one Maildir every user opens (the lab's receiver delivers the stack's
+    #: mailboxes there) and the system user owning it; None: ``mail/<user>/Maildir``
+    #: here, owned by ``MAIL_USER``.
+    mailbox: Path | None = None
+    mail_owner: str = MAIL_USER
+    #: (chain, key) PEM from the lab's CA; None: a self-signed certificate.
+    certificate: tuple[bytes, bytes] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -50,16 +58,17 @@ class Dovecot:
         return self.process.pid if self.process else None
 
     def maildir(self, user: str) -> Path:
-        return self.workdir / "mail" / user / "Maildir"
+        return self.mailbox if self.mailbox is not None else self.workdir / "mail" / user / "Maildir"
 
     def install(self) -> Path:
         """Write the configuration, users, certificate and Maildirs; returns dovecot.conf."""
-        owner = pwd.getpwnam(MAIL_USER)
+        auth = pwd.getpwnam(MAIL_USER)  # Dovecot's auth process runs as it
+        owner = pwd.getpwnam(self.mail_owner)
         for directory in ("run", "state", "tls", "mail"):
             (self.workdir / directory).mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)
-        if not self.cert_path.exists():
-            cert, key = self_signed([self.hostname], ca=True)
+        if not self.cert_path.exists() or self.certificate is not None:
+            cert, key = self.certificate or self_signed([self.hostname], ca=True)
             self.cert_path.write_bytes(cert)
             key_path = self.workdir / "tls" / "imap.key"
             key_path.touch(mode=0o600)
@@ -67,18 +76,21 @@ class Dovecot:
         passwd = self.workdir / "users"
         passwd.touch(mode=0o600)
         passwd.write_text("".join(f"{user}:{{PLAIN}}{password}::::::\n" for user, password in self.users.items()))
-        os.chown(passwd, owner.pw_uid, owner.pw_gid)  # Dovecot's auth process runs as it
+        os.chown(passwd, auth.pw_uid, auth.pw_gid)
         for user in self.users:
             for sub in ("cur", "new", "tmp"):
                 (self.maildir(user) / sub).mkdir(parents=True, exist_ok=True)
-            for path in (self.workdir / "mail" / user, *self.maildir(user).rglob("*"), self.maildir(user)):
+            home = self.workdir / "mail" / user
+            home.mkdir(exist_ok=True)
+            for path in (home, *self.maildir(user).rglob("*"), self.maildir(user)):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
         os.chown(self.workdir / "mail", owner.pw_uid, owner.pw_gid)
+        location = f"maildir:{self.mailbox}" if self.mailbox is not None else f"maildir:{self.workdir}/mail/%u/Maildir"
         conf = self.workdir / "dovecot.conf"
         conf.write_text(f"""# Rendered by mailstack.lab.dovecot: a private Dovecot for the lab.
 base_dir = {self.workdir}/run
 state_dir = {self.workdir}/state
-log_path = {self.workdir}/dovecot.log
+log_path = {self.workdir}/log/dovecot.log
 protocols = imap
 listen = {self.address}
 ssl = yes
@@ -87,7 +99,7 @@ ssl_key = <{self.workdir}/tls/imap.key
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
-mail_location = maildir:{self.workdir}/mail/%u/Maildir
+mail_location = {location}
 mail_uid = {owner.pw_uid}
 mail_gid = {owner.pw_gid}
 first_valid_uid = {owner.pw_uid}
@@ -124,13 +136,14 @@ service stats {{
         command = [binary("dovecot"), "-F", "-c", str(conf)]
         if self.netns:
             command = [binary("ip"), "netns", "exec", self.netns, *command]
-        log = open(self.workdir / "dovecot.stderr", "ab")
+        files.log_file(self.workdir / "log", "dovecot.log")  # 0600 in a 0700 directory: the master (root) writes it
+        log = open(files.log_file(self.workdir / "log", "dovecot.stderr"), "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         log.close()
 
         def ready() -> bool:
             if self.process and self.process.poll() is not None:
-                raise LabError(f"dovecot exited with {self.process.returncode}: see {self.workdir / 'dovecot.log'}")
+                raise LabError(f"dovecot exited with {self.process.returncode}: see {self.workdir / 'log' / 'dovecot.log'}")
             return can_connect(self.address, self.imaps_port, self.netns) and can_connect(self.address, self.imap_port, self.netns)
 
         wait_for(ready, 30, what=f"dovecot on {self.address}")

@@ -57,12 +57,18 @@ class ReceiverConfig:
     #: Where OpenDKIM's libunbound asks (the lab's BIND) and on which port.
     nameserver: str
     dns_port: int = 53
+    #: The one Maildir (under ``mail/``) every mailbox of the stack's domains goes to,
+    #: when the provider keeps them in one shared mailbox that Odoo fetches by IMAP
+    #: (``inbound.imap``): the aliases are the mailbox's addresses, as a Microsoft 365
+    #: shared mailbox's or a Google group's are. None: one Maildir per address.
+    shared_mailbox: str | None = None
     #: Its own name: myhostname and the authserv-id of every verdict header it adds.
     hostname: str = AUTHSERV_ID
     domain: str = RECIPIENT_DOMAIN
 
 
-def config(topology: Topology, mailbox_domains: Sequence[str], local_parts: Sequence[str]) -> ReceiverConfig:
+def config(topology: Topology, mailbox_domains: Sequence[str], local_parts: Sequence[str],
+           shared_mailbox: str | None = None) -> ReceiverConfig:
     """The receiver of a topology: the recipient hosts and the mailbox provider's MX."""
     hosts = [*topology.of_role("receiver"), *topology.of_role("mailbox")]
     mailboxes = tuple(sorted({f"{local}@{domain}" for domain in mailbox_domains for local in (*local_parts, PROBE_MAILBOX)}))
@@ -73,6 +79,7 @@ def config(topology: Topology, mailbox_domains: Sequence[str], local_parts: Sequ
         names=tuple(h.name for h in hosts),
         nameserver=topology.bind_address,
         dns_port=topology.dns_port,
+        shared_mailbox=shared_mailbox,
     )
 
 
@@ -133,7 +140,8 @@ class Receiver:
             ("unbound.conf.j2", "opendkim/unbound.conf"), ("opendmarc.conf.j2", "opendmarc/opendmarc.conf"),
         ):
             files.write(work / target, files.render(f"receiver/{template}", **values))
-        files.write(work / "postfix/mailboxes", files.render("receiver/mailboxes.j2", **{**values, "mailbox_addresses": receiver.mailboxes}))
+        files.write(work / "postfix/mailboxes", files.render("receiver/mailboxes.j2", **{**values, "mailbox_addresses": receiver.mailboxes,
+                                                                           "shared_mailbox": receiver.shared_mailbox}))
         system_list = Path(SYSTEM_PSL).read_text(encoding="utf-8")
         files.write(work / "opendmarc/public_suffix_list.dat", system_list + LAB_SUFFIXES)
         files.write(work / "opendmarc/ignore.hosts", "# OpenDMARC ignores only this TEST-NET-1 address: every lab client is evaluated\n192.0.2.1\n")

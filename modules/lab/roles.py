@@ -24,11 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mailstack.core import zonefile
-from mailstack.core.model import Gateway, InboundMode, MailDomain, SenderKind
+from mailstack.core.model import Gateway, ImapMailbox, InboundMode, MailDomain, OdooSetting, SenderKind
 from mailstack.gateway import render
-from mailstack.lab import files, gateway, provision, thirdparty, translate, zones
+from mailstack.lab import files, gateway, provision, thirdparty, translate, users, zones
 from mailstack.lab.binaries import binary
 from mailstack.lab.bind import BindServer
+from mailstack.lab.dovecot import Dovecot
 from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import LabError
 from mailstack.lab.process import spawn, until
@@ -38,6 +39,9 @@ from mailstack.lab.seed import Seed
 from mailstack.lab.state import LabState, private_dir
 from mailstack.lab.topology import NAMESERVER, SENDER_HOSTS, TSIG_KEY_NAME, Topology
 from mailstack.lab.translate import odoo_url
+from mailstack.odoo.apply import Connection, apply
+from mailstack.odoo.client import OdooClient
+from mailstack.odoo.desired import desired, slug
 from mailstack.plan import Plan
 from mailstack.plan.changes import ChangeSet
 from mailstack.rules import mta_sts
@@ -49,6 +53,10 @@ PROBE_ALIAS = translate.PROBE_ALIAS
 #: libmilter's listener looks at its stop flag every ~5 s (measured 4.5 s after
 #: SIGTERM); the lab's milters keep no state, so they get this long, then SIGKILL.
 MILTER_GRACE = 0.5
+#: Seconds in one of the stand-in's minutes (its crons, fetchmail's among them): an
+#: imap-mode stack's 2-minute fetch interval takes 4 s in the lab, and ``lab check``
+#: is told (``MAILSTACK_E2E_MINUTE``) so it judges the interval on that clock.
+ODOO_MINUTE = 2.0
 
 
 #: The lab's journal of the records mailstack owns (``mailstack.lab.provision``).
@@ -187,11 +195,59 @@ def odoo_standin(state: LabState, plan: Plan, topology: Topology, netns: str | N
     if stack.gateways and stack.gateway is not None:
         odoo_conf = files.write(workdir / "odoo.conf", gateway.rendered(state, plan, stack.gateways[0])["odoo/odoo.conf"].text, 0o600)
     names = f"bounce={stack.odoo.bounce},catchall={stack.odoo.catchall},default_from={stack.odoo.notifications}"
+    fresh = managed_alias_domains(stack)
     return OdooStandIn(
         workdir, address, 8069, database=stack.odoo.database or "odoo", password=state.odoo_password(),
-        alias_domains=[f"{domain},{names}" for domain in odoo_domains(plan)], aliases=odoo_aliases(plan),
+        alias_domains=[] if fresh else [f"{domain},{names}" for domain in odoo_domains(plan)], aliases=[] if fresh else odoo_aliases(plan),
         login_name=login, uid=uid, netns=netns, odoo_conf=odoo_conf, smtp_source=address, hostname=topology.odoo.name,
+        minute=ODOO_MINUTE,
     )
+
+
+def managed_alias_domains(stack: MailDomain) -> bool:
+    """Whether mailstack makes Odoo's alias domains (``odoo.manage: [aliasDomains]``):
+    then the stand-in starts without them, as a fresh Odoo, and ``OdooSettings`` of
+    the lab creates them the way ``pulumi up`` does."""
+    return stack.odoo.manages(OdooSetting.ALIAS_DOMAINS)
+
+
+class OdooSettings(Role):
+    """Odoo's mail settings of the stack (``odoo.manage``), applied to the stand-in by
+    ``mailstack.odoo.apply`` — the operations of ``pulumi up``'s ``OdooSettings`` —
+    after every other role (the incoming server's confirmation logs in to the IMAP
+    server). Around it, what the administrator does in Odoo itself, which mailstack
+    does not manage: the declared companies exist before, the aliases are created on
+    mailstack's alias domains after."""
+
+    name = "odoo-settings"
+
+    def start(self, lab: Lab, fresh: bool) -> None:
+        stack, state = lab.stack, lab.state
+        wanted = desired(lab.plan)
+        login = odoo_user(stack)[0]
+        connection = Connection(odoo_url(lab.topology), stack.odoo.database or "odoo", login, state.odoo_password(),
+                                smtp_password=state.smtp_auth_password() if wanted.mail_server and wanted.mail_server.smtp_user else None,
+                                imap_password=state.imap_password() if wanted.incoming_server else None, adopt=stack.odoo.adopt)
+        client = OdooClient(connection.url, connection.database, login, connection.password)
+        if managed_alias_domains(stack):
+            known = {row["name"] for row in client.search_read("res.company", [], ["name"])}
+            for company, _ in stack.odoo.companies:
+                if company not in known:
+                    client.call("res.company", "create", {"name": company})
+        apply(wanted, connection)
+        if managed_alias_domains(stack):
+            _create_aliases(client, odoo_aliases(lab.plan))
+
+
+def _create_aliases(client: OdooClient, addresses: Sequence[str]) -> None:
+    """The aliases as the administrator creates them (Settings → Technical → Aliases),
+    each on its alias domain, for leads; those that exist are kept."""
+    model = client.call("ir.model", "search", [["model", "=", "crm.lead"]])
+    for address in addresses:
+        local, domain = address.rsplit("@", 1)
+        [domain_id] = client.call("mail.alias.domain", "search", [["name", "=", domain]])
+        if not client.call("mail.alias", "search", [["alias_name", "=", local], ["alias_domain_id", "=", domain_id]]):
+            client.call("mail.alias", "create", {"alias_name": local, "alias_domain_id": domain_id, "alias_model_id": model[0]})
 
 
 class Odoo(Role):
@@ -205,17 +261,53 @@ class Odoo(Role):
         lab.state.record("odoo", odoo.pid, str(odoo.db_path))
 
 
+def imap_mailbox(stack: MailDomain) -> ImapMailbox | None:
+    """The mailbox Odoo fetches (``inbound.imap`` of an imap-mode stack)."""
+    return stack.inbound.imap if stack.inbound.mode is InboundMode.IMAP else None
+
+
+def shared_mailbox(stack: MailDomain) -> str | None:
+    """Where, under the receiver's ``mail/``, the fetched mailbox lives."""
+    imap = imap_mailbox(stack)
+    return f"shared/{slug(imap.user)}/" if imap else None
+
+
 class IndependentReceiver(Role):
+    """The receiver; for an imap-mode stack also the provider's IMAP server: Dovecot on
+    the one shared mailbox the receiver delivers the stack's addresses to, on the
+    declared ``inbound.imap`` host and port with a lab-CA certificate, its user's
+    password the lab's ``imapPassword``."""
+
     name = "receiver"
-    processes = ("receiver-opendkim", "receiver-opendmarc", "receiver-postfix")
+
+    def __init__(self, stack: MailDomain) -> None:
+        imap = ("receiver-imap",) if imap_mailbox(stack) else ()
+        self.processes = ("receiver-opendkim", "receiver-opendmarc", "receiver-postfix", *imap)
 
     def start(self, lab: Lab, fresh: bool) -> None:
         stack = lab.stack
         mailbox_domains = stack.domains if stack.inbound.mode in (InboundMode.IMAP, InboundMode.FORWARD) else ()
-        receiver = Receiver.of_lab(lab.state, receiver_config(lab.topology, mailbox_domains, mailbox_local_parts(stack)))
+        config = receiver_config(lab.topology, mailbox_domains, mailbox_local_parts(stack), shared_mailbox(stack))
+        receiver = Receiver.of_lab(lab.state, config)
         if fresh:
             shutil.rmtree(receiver.workdir / "spool", ignore_errors=True)
         receiver.start()
+        imap, shared = imap_mailbox(stack), shared_mailbox(stack)
+        if imap is None or shared is None:
+            return
+        host = lab.topology.host(imap.host)
+        assert host.ipv4 is not None
+        mailbox = receiver.maildir / shared.rstrip("/")
+        for directory in (mailbox.parent, mailbox, mailbox / "cur", mailbox / "new", mailbox / "tmp"):
+            private_dir(directory, owner=users.MAILBOX_USER)  # before the first delivery makes it
+        ssl = imap.security == "ssl"
+        dovecot = Dovecot(private_dir(lab.state.role_dir("imap")), host.ipv4, imap.host, {imap.user: lab.state.imap_password()},
+                          imap_port=143 if ssl or imap.port == 993 else imap.port, imaps_port=imap.port if ssl else 993,
+                          mailbox=mailbox, mail_owner=users.MAILBOX_USER,
+                          certificate=lab.state.authority().issue([imap.host]))
+        dovecot.start()
+        assert dovecot.pid is not None
+        lab.state.record("receiver-imap", dovecot.pid, str(dovecot.workdir / "dovecot.conf"))
 
 
 class GatewayHost(Role):
@@ -295,7 +387,7 @@ class MtaStsHosts(Role):
 
 def for_lab(lab: Lab) -> list[Role]:
     """The roles a stack needs, DNS first."""
-    found: list[Role] = [Dns(), Records(), Odoo(), IndependentReceiver()]
+    found: list[Role] = [Dns(), Records(), Odoo(), IndependentReceiver(lab.stack)]
     aliasd = lab.stack.gateway is not None and render.needs_aliasd(lab.plan, lab.stack.gateway)
     found += [GatewayHost(g, aliasd) for g in lab.stack.gateways]
     third_parties = any(s.kind in SENDER_HOSTS for s in lab.declared.outbound) or lab.topology.spf_sources
@@ -303,6 +395,9 @@ def for_lab(lab: Lab) -> list[Role]:
         found.append(Services())
     if lab.stack.mta_sts and lab.topology.of_role("mta-sts"):
         found.append(MtaStsHosts())
+    wanted = desired(lab.plan)
+    if wanted.alias_domains or wanted.mail_server or wanted.incoming_server:
+        found.append(OdooSettings())
     return found
 
 
@@ -311,7 +406,8 @@ def start_all(lab: Lab, roles: Sequence[Role], *, fresh: bool) -> None:
     with the zone as seeded and starts nothing else), then every other role at once;
     their failures are raised together."""
     first = [r for r in roles if r.name in ("bind", "records")]
-    rest = [r for r in roles if r not in first]
+    last = [r for r in roles if isinstance(r, OdooSettings)]
+    rest = [r for r in roles if r not in first and r not in last]
     for role in first:
         role.start(lab, fresh)
     with cf.ThreadPoolExecutor(max_workers=max(1, len(rest)), thread_name_prefix="role") as pool:
@@ -323,6 +419,8 @@ def start_all(lab: Lab, roles: Sequence[Role], *, fresh: bool) -> None:
                 errors.append(f"{futures[future].name}: {error}")
     if errors:
         raise LabError("; ".join(sorted(errors)))
+    for role in last:
+        role.start(lab, fresh)
 
 
 def restart_bind(state: LabState) -> int:

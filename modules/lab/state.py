@@ -5,13 +5,13 @@ Layout::
     <state dir>/state.json            namespace, stack file, seed zones, every started process by role
     <state dir>/stacks/<stack id>/    one directory per stack file (its name and a hash of
                                       its path), never shared:
-        secrets/                      0700 root: tsig.secret, odoo.password, the gateway's
+        secrets/                      0700 root: tsig.secret, odoo.password, imap.password, the gateway's
                                       DKIM key (dkim-<selector>.private), the simulated third
                                       parties' keys, the lab CA's key
         ca.pem                        the lab CA's certificate (public)
         records.json                  the journal of the records mailstack owns
                                       (``mailstack.lab.provision``; no secret)
-        bind/ gateway<n>/ receiver/ odoo/ services/ mta-sts/   one per role
+        bind/ gateway<n>/ receiver/ imap/ odoo/ services/ mta-sts/   one per role
 
 A stack's directory is its own: ``lab up`` on another stack file starts from that
 stack's keys, certificates and queues, never from the previous one's (a certificate
@@ -271,6 +271,11 @@ class LabState:
     def smtp_auth_password(self) -> str:
         """Odoo's SMTP AUTH password at the gateways (``gateway.smtpAuth``)."""
         return self._secret("smtp-auth.password", lambda: base64.urlsafe_b64encode(os.urandom(18)).decode())
+
+    def imap_password(self) -> str:
+        """The mailbox's IMAP password (``mailstack:imapPassword`` of the lab): Dovecot's
+        user, Odoo's incoming server and the ``imap`` checks share it."""
+        return self._secret("imap.password", lambda: base64.urlsafe_b64encode(os.urandom(18)).decode())
 
     def private_key(self, name: str, bits: int = 2048) -> str:
         """A lab RSA private key (PEM, PKCS#8) kept as ``secrets/<name>.private``."""

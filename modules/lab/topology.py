@@ -71,7 +71,7 @@ class Host:
     """One named host of the lab and its addresses on the namespace's lo."""
 
     name: str
-    role: str  # dns | gateway | odoo | receiver | mailbox | sender | mta-sts
+    role: str  # dns | gateway | odoo | receiver | mailbox | imap | sender | mta-sts
     ipv4: str | None
     ipv6: str | None = None
     #: What it stands for, for ``lab status`` (e.g. "sender odoo", "gateways[1]").
@@ -275,6 +275,9 @@ def build(stack: MailDomain, namespace: str = DEFAULT_NAMESPACE) -> Topology:
     if stack.inbound.mode in (InboundMode.IMAP, InboundMode.FORWARD):
         for mx in stack.inbound.mx:
             hosts.append(Host(mx.host, "mailbox", alloc.lab_host(4, mx.host), label="the mailbox provider's MX (the independent receiver)"))
+    imap = stack.inbound.imap if stack.inbound.mode is InboundMode.IMAP else None
+    if imap is not None and all(h.name != imap.host for h in hosts):
+        hosts.append(Host(imap.host, "imap", alloc.lab_host(4, imap.host), label="the mailbox provider's IMAP (Dovecot on the receiver's mailbox)"))
     for sender in stack.outbound:
         name = SENDER_HOSTS.get(sender.kind)
         if name and all(h.name != name for h in hosts):

@@ -30,8 +30,9 @@ import pulumi.dynamic as dynamic
 from mailstack.core import names
 from mailstack.core.model import SMTP_SECURITY
 from mailstack.odoo import records
+from mailstack.odoo.apply import alias_domain_props, incoming_server_props, mail_server_props
 from mailstack.odoo.client import OdooError
-from mailstack.odoo.desired import AliasDomain, Desired, IncomingServer, MailServer
+from mailstack.odoo.desired import Desired
 from mailstack.providers.rfc2136 import is_unknown
 from mailstack.rules.odoo import DOT_ATOM
 
@@ -167,21 +168,6 @@ class OdooSettingsArgs:
     imap_password: pulumi.Input[str] | None = None
     #: What must exist before Odoo is told to use it: the DNS records, the gateways.
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
-
-
-def alias_domain_props(spec: AliasDomain) -> dict[str, Any]:
-    return {"kind": "aliasDomain", "key": spec.key, "name": spec.name, "bounceAlias": spec.bounce_alias,
-            "catchallAlias": spec.catchall_alias, "defaultFrom": spec.default_from, "companies": list(spec.companies)}
-
-
-def mail_server_props(spec: MailServer) -> dict[str, Any]:
-    return {"kind": "mailServer", "key": spec.key, "name": spec.name, "smtpHost": spec.smtp_host, "smtpPort": spec.smtp_port,
-            "smtpEncryption": spec.smtp_encryption, "smtpUser": spec.smtp_user, "fromFilter": spec.from_filter, "sequence": spec.sequence}
-
-
-def incoming_server_props(spec: IncomingServer) -> dict[str, Any]:
-    return {"kind": "incomingServer", "key": spec.key, "name": spec.name, "server": spec.server, "port": spec.port,
-            "isSsl": spec.is_ssl, "user": spec.user, "model": spec.model, "interval": spec.interval}
 
 
 class OdooSettings(pulumi.ComponentResource):
