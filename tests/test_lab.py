@@ -154,6 +154,10 @@ def test_check_is_all_green_with_every_sender_and_path_proven(lab: Lab) -> None:
     path = PATHS.get(lab.stack.inbound.mode.value)
     if path:
         assert {f"e2e.inbound.{path}.{mode}" for mode in ("to", "cc", "bcc")} <= passed
+    if lab.stack.forwards_through_gateways:  # redirected with SRS to <db>.odoo.com, judged in Odoo, through every MX
+        forward = [f for f in findings if f["id"].startswith("e2e.inbound.forward.") and f["status"] == "pass"]
+        assert all("in Odoo after" in f["summary"] for f in forward)
+        assert {g.hostname for g in lab.stack.gateways} <= {f["summary"].split(" via ")[1].split()[0] for f in forward}
     if lab.stack.inbound.mode.value == "imap":  # Dovecot on the shared mailbox, fetched by Odoo's incoming server
         assert {"imap.tls", "imap.login", "imap.mailbox", "e2e.inbound.imap", "odoo.incoming-server"} <= passed
     managed = {"aliasDomains": "odoo.alias-domains", "outgoingServer": "odoo.outgoing-server", "incomingServer": "odoo.incoming-server"}
@@ -162,7 +166,8 @@ def test_check_is_all_green_with_every_sender_and_path_proven(lab: Lab) -> None:
     e2e = [f for f in findings if f["id"].startswith("e2e.outbound.") and f["status"] == "pass"]
     # the verdicts come from the independent receiver, with the second opinion agreeing
     assert e2e and all(f"receiver {AUTHSERV_ID}: spf=pass" in f["detail"] and "second opinion" in f["detail"] for f in e2e)
-    for gateway in lab.stack.gateways:
+    sending = [g for g in lab.stack.gateways if any(s.kind is SenderKind.GATEWAY for s in lab.stack.outbound)]
+    for gateway in sending:
         assert any(gateway.hostname in f["summary"] and "over IPv4" in f["summary"] for f in e2e)
         if gateway.ipv6:  # SPF ip6: proven by mail sent over IPv6, the AAAA by mail received over it
             assert any(gateway.hostname in f["summary"] and "over IPv6" in f["summary"] for f in e2e)
@@ -369,6 +374,35 @@ def test_mail_from_odoos_alias_subdomain_is_signed_and_passes_dmarc(lab: Lab) ->
             assert sent["ok"], sent
             verdict = delivered(lab, message_id)[1]
             assert verdict.spf == "pass" and verdict.dkim_passes(alias_domain) and verdict.dmarc == "pass", (gateway.hostname, verdict.summary())
+
+
+@pytest.mark.stacks("online-forward")
+def test_forwarding_gateways_redirect_with_srs_and_a_bcc_alias_routes_by_its_local_part(lab: Lab) -> None:
+    """Mode forward: each gateway (primary and backup) redirects the alias to
+    ``<local>@<db>.odoo.com`` with the envelope sender rewritten by postsrsd into the
+    stack's domain; the message was addressed only in the envelope (Bcc), so Odoo routes
+    it by Delivered-To's local part (``alias_incoming_local``)."""
+    saas, domain = lab.stack.odoo.saas_host, lab.stack.domain
+    sender = lab.topology.receiver.ipv4
+    assert saas and sender
+    db = lab.root / "odoo" / "odoo-standin.sqlite3"
+    for gateway in lab.stack.gateways:
+        message_id = f"<fwd-{uuid.uuid4().hex}@recipient.test>"
+        address = lab.topology.host(gateway.hostname).ipv4
+        assert address
+        sent = send(lab, host=address, source=sender, mail_from="ann@recipient.test", to=f"sales@{domain}",
+                    raw=message(message_id, "ann@recipient.test", to="undisclosed-recipients:;"), helo="mx.recipient.test")
+        assert sent["ok"], sent
+
+        def stored(message_id: str = message_id) -> list[tuple[bytes, str]]:
+            with sqlite3.connect(db) as connection:
+                return connection.execute("SELECT raw, model FROM messages WHERE message_id = ?", (message_id,)).fetchall()
+
+        [(raw, model)] = wait_for(stored, 60, what=f"{message_id} in Odoo through {gateway.hostname}")
+        headers = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode().lower()
+        assert f"delivered-to: sales@{saas}" in headers and model == "crm.lead", headers
+        return_path = headers.split("return-path: ", 1)[1].split("\n", 1)[0].strip()
+        assert return_path.startswith("<srs0=") and return_path.endswith(f"=recipient.test=ann@{domain}>"), return_path
 
 
 # -- state, files and switching stacks ------------------------------------------------------

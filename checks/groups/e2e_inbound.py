@@ -99,13 +99,22 @@ def _send(ctx: CheckContext, settings_: E2eSettings, mode: str, target: str, mx:
     return InboundProbe(mode, target, mx, address, Probe(message_id, sender, (target,), raw, body, sent, mode))
 
 
+def into_odoo(ctx: CheckContext, path: str) -> bool:
+    """Whether the path ends in Odoo, so the probe is looked up there: the gateway and
+    Odoo paths, and forwarding by the stack's own gateways (redirected to
+    ``<db>.odoo.com``, Odoo's servers → the database). A provider's forwarding ends
+    in the provider's mailbox as far as the probe can see."""
+    return path in INTO_ODOO or (path == "forward" and ctx.stack is not None and ctx.stack.forwards_through_gateways)
+
+
 def _probe_all(ctx: CheckContext, path: str) -> InboundRun:
     settings_ = settings(ctx)
     stack = ctx.stack
     assert stack is not None
-    if path in INTO_ODOO and not (settings_.odoo_login and settings_.odoo_password and stack.odoo.url and stack.odoo.database):
+    odoo_path = into_odoo(ctx, path)
+    if odoo_path and not (settings_.odoo_login and settings_.odoo_password and stack.odoo.url and stack.odoo.database):
         return InboundRun(error="needs Odoo's URL and database (stack) and MAILSTACK_ODOO_LOGIN/MAILSTACK_ODOO_PASSWORD")
-    if path not in INTO_ODOO and (settings_.maildir is None):
+    if not odoo_path and (settings_.maildir is None):
         return InboundRun(error="needs the mailbox provider's Maildir to look in (MAILSTACK_E2E_MAILDIR; the lab sets it)")
     probes: list[InboundProbe] = []
     by_domain: dict[str, list[str]] = {}
@@ -122,7 +131,7 @@ def _probe_all(ctx: CheckContext, path: str) -> InboundRun:
         for mx, address in found[1:]:
             probes.append(_send(ctx, settings_, "to", wanted[0], mx, address))
     results: dict[str, tuple[list[dict[str, object]], float | None, str]] = {}
-    if path in INTO_ODOO:
+    if odoo_path:
         assert stack.odoo.url and stack.odoo.database and settings_.odoo_login and settings_.odoo_password
         client = OdooClient(stack.odoo.url, stack.odoo.database, settings_.odoo_login, settings_.odoo_password)
         for item in probes:
@@ -218,12 +227,12 @@ def _findings(ctx: CheckContext, path: str, mode: str) -> list[Finding]:
         assert run.found is not None
         records, when, last_error = run.found[item.probe.message_id]
         if not records:
-            where = "in Odoo" if path in INTO_ODOO else f"in the mailbox provider's Maildir ({item.mx})"
+            where = "in Odoo" if into_odoo(ctx, path) else f"in the mailbox provider's Maildir ({item.mx})"
             why = f" (last error: {last_error})" if last_error else ""
             findings.append(errored(check_id, f"{subject}: {item.probe.message_id} not {where} within {settings_.wait:g}s{why}"))
             continue
         elapsed = f"{(when or item.probe.sent_at) - item.probe.sent_at:.2f}s"
-        if path in INTO_ODOO:
+        if into_odoo(ctx, path):
             findings.append(_judge_odoo(settings_, check_id, item, records, subject, elapsed, run.models or {}))
         else:
             findings.append(passed(check_id, f"{subject}: delivered to the mailbox provider after {elapsed}; fetching it into Odoo "

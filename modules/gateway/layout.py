@@ -47,7 +47,10 @@ class Layout:
     aliasd_host: str = "127.0.0.1"
     aliasd_port: int = 10027
     aliasd_command: tuple[str, ...] = ("/usr/bin/python3", "/usr/local/lib/mailstack/aliasd.py")
-    #: postsrsd (SRS for ``inbound.mode: forward``): its forward and reverse tcp tables.
+    #: postsrsd (SRS for ``inbound.mode: forward``): where it listens, its forward and
+    #: reverse tcp tables (a host of its own has it on 127.0.0.1; the lab, whose
+    #: gateways share one namespace, on each gateway's own address).
+    srs_host: str = "127.0.0.1"
     srs_forward_port: int = 10001
     srs_reverse_port: int = 10002
     srs_secret_file: str = "/etc/postsrsd.secret"

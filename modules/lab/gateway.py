@@ -33,6 +33,7 @@ from mailstack.lab import files, users
 from mailstack.lab.aliasd import AliasDaemon
 from mailstack.lab.binaries import binary
 from mailstack.lab.postfix import LabError, OpenDkim, PostfixInstance, lab_layout, postfix_command
+from mailstack.lab.postsrsd import Postsrsd
 from mailstack.lab.process import accepts, until
 from mailstack.lab.state import LabState, private_dir
 from mailstack.plan import Plan
@@ -101,7 +102,7 @@ def _install_mailgate(work: Path, files_: dict[str, RenderedFile], password: str
 
 
 def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None:
-    """OpenDKIM, mailstack-aliasd where the gateway asks Odoo, then Postfix, for one gateway host; ``fresh`` empties its queue first."""
+    """OpenDKIM, mailstack-aliasd where the gateway asks Odoo, postsrsd where it forwards, then Postfix, for one gateway host; ``fresh`` empties its queue first."""
     work = workdir(state, plan.stack, gateway)
     if fresh:
         shutil.rmtree(work / "spool", ignore_errors=True)
@@ -135,6 +136,13 @@ def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None
         aliasd.start()
         assert aliasd.pid is not None
         state.record(f"{name}-aliasd", aliasd.pid, str(aliasd.conf_path))
+    if "postsrsd/postsrsd" in files_:
+        # inbound.mode forward: the MX's cleanup asks postsrsd (on this gateway's address)
+        # for the SRS sender before it redirects an alias to <db>.odoo.com.
+        srs = Postsrsd(private_dir(work / "postsrsd"), files_)
+        srs.start()
+        assert srs.process is not None
+        state.record(f"{name}-postsrsd", srs.process.pid, "postsrsd")
     master = postfix_command(postfix.config_dir, "start")
     state.record(f"{name}-postfix", master, "master")
     for address in addresses:

@@ -104,6 +104,7 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
         mailgate_user=mailgate_user,
         mailgate_command=(mailgate_python(), "-I", "-S", str(workdir / "mailstack" / "mailgate.py")),
         aliasd_host=address,
+        srs_host=address,
         aliasd_port=aliasd_port,
         aliasd_command=(mailgate_python(), str(workdir / "mailstack" / "aliasd.py")),
     )

@@ -42,7 +42,9 @@ class Postsrsd:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         values = self.settings()
-        command = [binary("postsrsd"), "-e", "-4"]
+        # -e reads every setting but the listen address from the environment (postsrsd
+        # 1.10: SRS_LISTEN_ADDR is only what Debian's unit passes as -l).
+        command = [binary("postsrsd"), "-e", "-4", f"-l{values['SRS_LISTEN_ADDR']}"]
         if self.netns:
             command = [binary("ip"), "netns", "exec", self.netns, *command]
         log = open(self.workdir / "postsrsd.log", "ab")

@@ -259,6 +259,20 @@ class Odoo(Role):
         odoo.start()
         assert odoo.pid is not None
         lab.state.record("odoo", odoo.pid, str(odoo.db_path))
+        if lab.stack.forwards_through_gateways:
+            login = odoo_user(lab.stack)[0]
+            _match_by_local_part(OdooClient(odoo_url(lab.topology), lab.stack.odoo.database or "odoo", login, lab.state.odoo_password()))
+
+
+def _match_by_local_part(client: OdooClient) -> None:
+    """What docs/inbound.md asks of the administrator for mode forward: every alias
+    with "Local-part based incoming detection" (``alias_incoming_local``), so a message
+    whose alias was only in Bcc — it reaches Odoo as ``<local>@<db>.odoo.com`` alone,
+    in Delivered-To — still routes to the alias of the custom domain (Odoo 17
+    ``message_route``: alias_name in the recipients' local parts)."""
+    ids = client.call("mail.alias", "search", [])
+    if ids:
+        client.call("mail.alias", "write", ids, {"alias_incoming_local": True})
 
 
 def imap_mailbox(stack: MailDomain) -> ImapMailbox | None:
@@ -313,11 +327,14 @@ class IndependentReceiver(Role):
 class GatewayHost(Role):
     """One gateway host of the stack (``mailstack.lab.gateway``)."""
 
-    def __init__(self, host: Gateway, aliasd: bool = False) -> None:
+    def __init__(self, host: Gateway, aliasd: bool = False, srs: bool = False) -> None:
         self.host = host
         self.name = gateway.role_name(host)
-        # mailstack-aliasd where the gateway asks Odoo which recipients exist.
-        self.processes = (f"{self.name}-opendkim", f"{self.name}-postfix", *([f"{self.name}-aliasd"] if aliasd else []))
+        # mailstack-aliasd where the gateway asks Odoo which recipients exist, postsrsd
+        # where it forwards to <db>.odoo.com (inbound.mode forward).
+        optional = [f"{self.name}-aliasd"] if aliasd else []
+        optional += [f"{self.name}-postsrsd"] if srs else []
+        self.processes = (f"{self.name}-opendkim", f"{self.name}-postfix", *optional)
 
     def start(self, lab: Lab, fresh: bool) -> None:
         gateway.start(lab.state, lab.plan, self.host, fresh=fresh)
@@ -334,6 +351,12 @@ def _python_service(lab: Lab, role: str, module: str, config: Mapping[str, objec
     until(ready.exists, 30, f"the lab's {role}", process, log)
 
 
+def saas_receives(stack: MailDomain) -> bool:
+    """Whether ``<db>.odoo.com`` receives mail in the lab: the inbound subdomain's MX
+    (mode odoo-mx), or the gateways' redirects (mode forward)."""
+    return bool(stack.odoo.saas_host) and (stack.inbound.mode is InboundMode.ODOO_MX or stack.forwards_through_gateways)
+
+
 def simulation(lab: Lab) -> thirdparty.Simulation:
     """What the simulated third parties run for this stack."""
     state, topology = lab.state, lab.topology
@@ -341,7 +364,7 @@ def simulation(lab: Lab) -> thirdparty.Simulation:
     relays = thirdparty.relays(lab.declared, topology, key_files)
     workdir = private_dir(state.role_dir("services"))
     saas = []
-    if lab.stack.odoo.saas_host and lab.stack.inbound.mode is InboundMode.ODOO_MX:
+    if saas_receives(lab.stack):
         chain, key = state.authority().issue([topology.odoo.name])
         cert = files.write(workdir / "tls" / "chain.pem", chain)
         key_path = files.write(workdir / "tls" / "key.pem", key, 0o600)
@@ -389,9 +412,9 @@ def for_lab(lab: Lab) -> list[Role]:
     """The roles a stack needs, DNS first."""
     found: list[Role] = [Dns(), Records(), Odoo(), IndependentReceiver(lab.stack)]
     aliasd = lab.stack.gateway is not None and render.needs_aliasd(lab.plan, lab.stack.gateway)
-    found += [GatewayHost(g, aliasd) for g in lab.stack.gateways]
+    found += [GatewayHost(g, aliasd, lab.stack.forwards_through_gateways) for g in lab.stack.gateways]
     third_parties = any(s.kind in SENDER_HOSTS for s in lab.declared.outbound) or lab.topology.spf_sources
-    if third_parties or (lab.stack.odoo.saas_host and lab.stack.inbound.mode is InboundMode.ODOO_MX):
+    if third_parties or saas_receives(lab.stack):
         found.append(Services())
     if lab.stack.mta_sts and lab.topology.of_role("mta-sts"):
         found.append(MtaStsHosts())

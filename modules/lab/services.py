@@ -132,7 +132,10 @@ class SaasInboundHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         raw = envelope.original_content or envelope.content
-        delivered = b"".join(f"Delivered-To: {r}\r\n".encode() for r in envelope.rcpt_tos)
+        # What the final MTA adds on delivery (Postfix's pipe flags R and D): the envelope
+        # sender as Return-Path, each recipient as Delivered-To.
+        delivered = f"Return-Path: <{envelope.mail_from}>\r\n".encode()
+        delivered += b"".join(f"Delivered-To: {r}\r\n".encode() for r in envelope.rcpt_tos)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.deliver, delivered + raw)
 

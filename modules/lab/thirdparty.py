@@ -177,12 +177,14 @@ def relays(stack: MailDomain, topology: Topology, key_files: dict[SenderKind, st
 
 def saas_inbound(plan: Plan, topology: Topology, *, odoo_url: str, login: str, password_file: str, cert: str, key: str,
                  local_parts: tuple[str, ...]) -> list[SaasInbound]:
-    """Odoo's servers receiving the inbound subdomain (inbound mode odoo-mx)."""
+    """Odoo's servers receiving the inbound subdomain (inbound mode odoo-mx) or, in mode
+    forward, what the gateways redirect to ``<local>@<db>.odoo.com``."""
     stack = plan.stack
-    if stack.inbound.mode is not InboundMode.ODOO_MX or not stack.odoo.saas_host:
+    forward = stack.forwards_through_gateways
+    if not stack.odoo.saas_host or not (stack.inbound.mode is InboundMode.ODOO_MX or forward):
         return []
     odoo = topology.odoo
     assert odoo.ipv4
-    domains = sorted({stack.inbound_domain(d) for d in stack.domains})
+    domains = [stack.odoo.saas_host] if forward else sorted({stack.inbound_domain(d) for d in stack.domains})
     accept = tuple(sorted({f"{local}@{domain}" for domain in domains for local in local_parts}))
     return [SaasInbound(odoo.ipv4, odoo.name, accept, odoo_url, stack.odoo.database or "odoo", login, password_file, cert, key)]
