@@ -10,12 +10,13 @@ with the address in To, one in Cc and one only in the envelope (Bcc), to the mos
 preferred MX address DNS names; every other MX address (the backup MX, a gateway's
 IPv6 address from its AAAA) gets a To probe as well, so each one is proven to receive.
 
-Gateway and Odoo paths are looked up in Odoo by Message-ID (XML-RPC
+Gateway and Odoo paths, and forwarding by the stack's own gateways (redirected to
+``<db>.odoo.com``), are looked up in Odoo by Message-ID (XML-RPC
 ``mail.message.search_read``): exactly once, routed to the address (the original
-recipient survived), the body unchanged. IMAP and forwarding paths are looked up in
-the mailbox provider's Maildir: this proves what reaches the provider's MX; Odoo's
-fetchmail (or the provider's forwarding) is not part of the probe, and the finding
-says so.
+recipient survived), the body unchanged. IMAP and a provider's forwarding are looked
+up in the mailbox provider's Maildir: this proves what reaches the provider's MX;
+Odoo's fetchmail (``e2e.inbound.imap`` follows it) or the provider's forwarding is not
+part of the probe, and the finding says so.
 """
 
 from __future__ import annotations
