@@ -101,6 +101,13 @@ def third_party(keys: Keys) -> dict[str, list[str]]:
             f"selector1-contoso-example._domainkey.contoso 300 IN TXT {_quoted(ms_key)}",
             f"selector2-contoso-example._domainkey.contoso 300 IN TXT {_quoted(ms_key)}",
         ],
+        # Microsoft 365's new forms (onpremise-m365 gives them): DKIM targets under
+        # dkim.mail.microsoft, the MX of a tenant with inbound DANE under mx.microsoft.
+        "mail.microsoft": [
+            f"selector1-contoso-example._domainkey.contoso.n-v1.dkim 300 IN TXT {_quoted(ms_key)}",
+            f"selector2-contoso-example._domainkey.contoso.n-v1.dkim 300 IN TXT {_quoted(ms_key)}",
+        ],
+        "mx.microsoft": [f"contoso-example.l-v1 300 IN A {FAKE_HOST}"],
         "reports.test": [
             # rua-ok.broken.test is authorised, rua.broken.test is not (RFC 7489 §7.1)
             'rua-ok.broken.test._report._dmarc 300 IN TXT "v=DMARC1"',

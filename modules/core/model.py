@@ -163,6 +163,10 @@ class Sender:
     dkim_selector: str | None = None
     #: Microsoft 365 tenant (the ``<tenant>.onmicrosoft.com`` prefix).
     tenant: str | None = None
+    #: Microsoft 365's DKIM CNAME targets as the tenant's admin centre shows them,
+    #: ``(sending name, selector, target)``; a name not listed gets the formula
+    #: (``mailstack.rules.senders.microsoft_dkim_target``).
+    dkim_targets: tuple[tuple[str, str, str], ...] = ()
 
 
 #: IMAP security (``inbound.imap.security``): implicit TLS (993) or STARTTLS (143).
