@@ -73,7 +73,7 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
     check_dkim_targets(reader, outbound, _sending_names(domain, aliases, inbound))
     spf_options = read_spf(reader, raw.get("spf"))
     dmarc_options = read_dmarc(reader, raw.get("dmarc"))
-    mta = read_mta_sts(reader, raw.get("mtaSts"), inbound)
+    mta = read_mta_sts(reader, raw.get("mtaSts"), inbound, bool(gateways))
     tls_rpt = read_tls_rpt(reader, raw.get("tlsRpt"))
     dns = read_dns(reader, raw.get("dns"), domain, aliases)
     gateway = gateway_settings.read(

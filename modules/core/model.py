@@ -240,10 +240,13 @@ class Dmarc:
 
 @dataclass(frozen=True, slots=True)
 class MtaSts:
-    """MTA-STS (RFC 8461): the policy mode and its cache lifetime."""
+    """MTA-STS (RFC 8461): the policy mode, its cache lifetime, and who serves it."""
 
     mode: str = "testing"
     max_age: int = 604800
+    #: ``gateway``: every gateway runs nginx serving ``https://mta-sts.<domain>/``
+    #: (the default when the stack has gateways); ``external``: another web server does.
+    serve: str = "gateway"
 
 
 @dataclass(frozen=True, slots=True)
