@@ -9,7 +9,7 @@ step, a first deploy, mail both ways, an unchanged re-deploy, a broken config st
 by ``postfix check``, a changed stack, the mirror gone, ``pulumi destroy``.
 
 Costs (measured, 2 cores): the cached root once per machine (~30-60 s), then about
-70 s for the whole module, most of it apt installing Postfix and OpenDKIM (~20 s) and
+70-85 s for the whole module (84 s with nginx-light, 2026-12-02), most of it apt installing Postfix, OpenDKIM and nginx and
 OpenDKIM's slow restart (~4.5 s per activation).
 """
 

@@ -22,6 +22,7 @@ from mailstack import plan as planning
 from mailstack.checks.engine.context import HttpsOptions
 from mailstack.checks.engine.finding import Finding, Status
 from mailstack.config.stack import from_config
+from mailstack.core.errors import ConfigErrors
 from mailstack.lab import nginx
 from mailstack.lab.process import stop_child
 from mailstack.lab.tls import self_signed
@@ -145,3 +146,31 @@ def test_the_policy_id_changes_exactly_when_the_policy_text_does() -> None:
            for mode in ("enforce", "testing") for age in (604800, 1209600)}
     assert len(set(ids.values())) == 4
     assert ids[("enforce", 604800)] == next(r.content for r in stack_plan().records if r.name == f"_mta-sts.{DOMAINS[0]}")
+
+
+@pytest.mark.parametrize(("mta", "gateways", "expected"), [
+    ({"mode": "enforce", "serve": "nginx;reboot"}, True, "mailstack:mtaSts.serve: 'nginx;reboot' is not one of gateway, external"),
+    ({"mode": "enforce", "serve": "gateway"}, False,
+     "mailstack:mtaSts.serve: gateway needs mailstack:gateways (they serve the policy with nginx); without gateways use external and serve it elsewhere"),
+])
+def test_serve_is_validated(mta: dict[str, str], gateways: bool, expected: str) -> None:
+    raw: dict[str, object] = {
+        "domain": "example.com", "odoo": {"hosting": "onpremise", "url": "https://odoo.example.com", "database": "db"},
+        "outbound": ["gateway"] if gateways else [{"spf": "ip4:192.0.2.1"}],
+        "inbound": {"mode": "gateway"} if gateways else {"mode": "forward", "mx": [{"host": "mx.example.org"}]},
+        "mtaSts": mta,
+    }
+    if gateways:
+        raw["gateways"] = [{"hostname": "mx1.example.com", "ipv4": "192.0.2.10"}]
+    with pytest.raises(ConfigErrors) as excinfo:
+        from_config(raw)
+    assert [str(e) for e in excinfo.value.errors] == [expected]
+
+
+def test_serve_defaults_to_the_gateways_when_there_are_some() -> None:
+    assert stack_plan().stack.mta_sts.serve == "gateway"  # type: ignore[union-attr]
+    external = from_config({
+        "domain": "example.com", "odoo": {"hosting": "onpremise", "url": "https://odoo.example.com", "database": "db"},
+        "outbound": [{"spf": "ip4:192.0.2.1"}], "inbound": {"mode": "forward", "mx": [{"host": "mx.example.org"}]}, "mtaSts": True,
+    })
+    assert external.mta_sts is not None and external.mta_sts.serve == "external"

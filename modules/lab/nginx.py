@@ -49,13 +49,18 @@ class PolicySite:
         """The rendered site for ``plan`` and each domain's policy file (``policies``
         replaces texts, for tests serving a policy other than the plan's)."""
         private_dir(self.workdir)
+        private_dir(self.workdir / "tmp")
+        private_dir(self.workdir / "run")  # nginx writes its pid file 0644 whatever the umask
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             private_dir(self.workdir / "tmp" / sub)
         layout = self.layout
         site = render.render_mta_sts_site(plan, layout, cert, key, "lab")
         files.write(self.workdir / SITE, site, 0o600)
         for domain, text in {**render.policies(plan), **(policies or {})}.items():
-            files.write(Path(layout.host_path(render.policy_path(domain))), text, 0o644)
+            path = Path(layout.host_path(render.policy_path(domain)))
+            for directory in reversed(path.relative_to(self.workdir).parents[:-1]):
+                private_dir(self.workdir / directory)  # the workers run as root: nobody else reads
+            files.write(path, text, 0o600)
         files.write(self.config, files.render("nginx.conf.j2", workdir=str(self.workdir), site=str(self.workdir / SITE)), 0o600)
 
     def command(self) -> list[str]:
