@@ -30,6 +30,8 @@ BIND_PORT = 5300
 #: A UDP socket bound here swallows every query: names delegated to it time out.
 DEAD_ADDRESS = "127.0.10.99"
 FAKE_HOST = "127.0.10.200"
+#: Where tests/test_mta_sts_served.py runs nginx (issue 15's range).
+STS_ADDRESS = "127.0.153.10"
 #: Stacks whose gateways have real (loopback) MX hosts: the SMTP tests'.
 STACKS = ("online", "odoo-sh", "onpremise", "onpremise-m365", "multi-company")
 
@@ -101,6 +103,13 @@ def third_party(keys: Keys) -> dict[str, list[str]]:
             f"selector1-contoso-example._domainkey.contoso 300 IN TXT {_quoted(ms_key)}",
             f"selector2-contoso-example._domainkey.contoso 300 IN TXT {_quoted(ms_key)}",
         ],
+        # Microsoft 365's new forms (onpremise-m365 gives them): DKIM targets under
+        # dkim.mail.microsoft, the MX of a tenant with inbound DANE under mx.microsoft.
+        "mail.microsoft": [
+            f"selector1-contoso-example._domainkey.contoso.n-v1.dkim 300 IN TXT {_quoted(ms_key)}",
+            f"selector2-contoso-example._domainkey.contoso.n-v1.dkim 300 IN TXT {_quoted(ms_key)}",
+        ],
+        "mx.microsoft": [f"contoso-example.l-v1 300 IN A {FAKE_HOST}"],
         "reports.test": [
             # rua-ok.broken.test is authorised, rua.broken.test is not (RFC 7489 §7.1)
             'rua-ok.broken.test._report._dmarc 300 IN TXT "v=DMARC1"',
@@ -216,6 +225,18 @@ def broken(keys: Keys) -> list[str]:
         "mta-sts.sts-html 300 IN A 127.0.10.40",
         "mta-sts.sts-garbage 300 IN A 127.0.10.40",
         "mta-sts.sts-down 300 IN A 127.0.10.41",
+        # MTA-STS served by real nginx with the gateway's rendered site (tests/
+        # test_mta_sts_served.py, on 127.0.153.10): a good policy, a weak one (testing,
+        # one day, a wildcard missing a two-label MX), a stale one (enforce, an MX missing)
+        *(f"mta-sts.{name} 300 IN A {STS_ADDRESS}" for name in ("sts-good", "sts-weak", "sts-stale")),
+        "sts-good 300 IN MX 10 mx1.sts-good.broken.test.",
+        "sts-good 300 IN MX 20 mx2.sts-good.broken.test.",
+        "sts-weak 300 IN MX 10 mx1.sts-weak.broken.test.",
+        "sts-weak 300 IN MX 20 a.b.sts-weak.broken.test.",
+        '_mta-sts.sts-weak 300 IN TXT "v=STSv1; id=weak1"',
+        "sts-stale 300 IN MX 10 mx1.sts-stale.broken.test.",
+        "sts-stale 300 IN MX 20 mx2.sts-stale.broken.test.",
+        '_mta-sts.sts-stale 300 IN TXT "v=STSv1; id=stale1"',
         # a delegation to a server that never answers: every name below times out
         "slow 300 IN NS ns.slow.broken.test.",
         f"ns.slow 300 IN A {DEAD_ADDRESS}",

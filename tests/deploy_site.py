@@ -191,10 +191,11 @@ class Site:
         assert status == 0, f"{hostname}: {command}: exit {status}: {err}{out}"
         return out
 
-    def install_certificate(self, hostname: str, cert_path: str, key_path: str) -> None:
+    def install_certificate(self, hostname: str, cert_path: str, key_path: str, also: tuple[str, ...] = ()) -> None:
         """What the administrator (or certbot) does before the deploy: the host's
-        certificate where ``gateway.tls`` says (self-signed here)."""
-        cert, key = self_signed([hostname])
+        certificate where ``gateway.tls`` says (self-signed here, its own CA), naming
+        ``also`` too (the MTA-STS policy hosts the gateway serves)."""
+        cert, key = self_signed([hostname, *also], ca=True)
         self.checked(hostname, f"install -d -m 0755 {shlex.quote(posixpath.dirname(cert_path))} && "
                                f"cat > {shlex.quote(cert_path)}", cert.decode())
         self.checked(hostname, f"install -d -m 0755 {shlex.quote(posixpath.dirname(key_path))} && umask 077 && "

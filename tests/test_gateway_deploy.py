@@ -9,7 +9,7 @@ step, a first deploy, mail both ways, an unchanged re-deploy, a broken config st
 by ``postfix check``, a changed stack, the mirror gone, ``pulumi destroy``.
 
 Costs (measured, 2 cores): the cached root once per machine (~30-60 s), then about
-70 s for the whole module, most of it apt installing Postfix and OpenDKIM (~20 s) and
+70-85 s for the whole module (84 s with nginx-light, 2026-12-02), most of it apt installing Postfix, OpenDKIM and nginx and
 OpenDKIM's slow restart (~4.5 s per activation).
 """
 
@@ -24,6 +24,7 @@ import pytest
 from mailstack.gateway import render
 from mailstack.gateway.layout import Layout
 from mailstack.lab import smtp_tools
+from mailstack.rules import mta_sts
 from tests.command_replay import COPY, DeployError, leaked
 from tests.deploy_site import OUTSIDE, RECEIVER_DOMAIN, Deploy, Site, example_values
 from tests.servers import require_binary, require_root
@@ -33,6 +34,19 @@ CERT, KEY = "/etc/ssl/mailstack/fullchain.pem", "/etc/ssl/mailstack/privkey.pem"
 HOSTS = ("mx1.example.net", "mx2.example.net")
 ALIASES = ("sales", "support", "jobs", "catchall", "bounce")
 NEW_DOMAIN, NEW_SELECTOR = "example.org", "odoo2027"
+#: The MTA-STS policy hosts the gateways serve (their certificate names them too).
+POLICY_HOSTS = ("mta-sts.example.net", f"mta-sts.{NEW_DOMAIN}")
+#: Run by the host's own python3: GET the policy over HTTPS from the host's nginx, with
+#: SNI and the certificate verified for the policy host (argv: CA file, host, path).
+FETCH = (
+    "import http.client, socket, ssl, sys\n"
+    "ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
+    "c = http.client.HTTPSConnection(sys.argv[2], 443, context=ctx, timeout=10)\n"
+    "c.sock = ctx.wrap_socket(socket.create_connection(('127.0.0.1', 443), 10), server_hostname=sys.argv[2])\n"
+    "c.request('GET', sys.argv[3], headers={'Host': sys.argv[2]})\n"
+    "r = c.getresponse()\n"
+    "sys.stdout.write(f'{r.status} {r.getheader(\"Content-Type\")}\\n' + r.read().decode())\n"
+)
 #: What a deploy leaves on a host, without mtimes: compared before and after a re-run.
 SNAPSHOT = (
     "cd / && find etc/postfix etc/opendkim etc/mailstack usr/local/lib/mailstack etc/systemd/system/opendkim.service.d "
@@ -109,7 +123,7 @@ def test_first_deploy_installs_and_starts_everything(day: Day) -> None:
         assert f"{CERT} (mailstack:gateway.tls.cert) is missing on this host" in message, message
     done = {e.name for e in deployer.executed[first:] if e.exit_status == 0}
     for hostname in HOSTS:
-        site.install_certificate(hostname, CERT, KEY)
+        site.install_certificate(hostname, CERT, KEY, POLICY_HOSTS)
     ran = deployer.up(deploy.resources)
     # After the first failure no new step started (as the engine does): the next up
     # runs what had not succeeded, each once, and nothing that had.
@@ -154,6 +168,34 @@ def test_mail_flows_both_ways_through_each_deployed_host(day: Day) -> None:
         refused = smtp_tools.send(day.site.hosts[hostname].address, 25, f"alice@{RECEIVER_DOMAIN}", ["sales+quote@example.net"],
                                   b"Subject: x\r\n\r\nx\r\n", netns=day.site.lab, helo=f"sender.{RECEIVER_DOMAIN}", source=OUTSIDE)
         assert refused["rcpt"]["sales+quote@example.net"][0] == 550 and refused["data"] is None
+
+
+def served_policies(day: Day, deploy: Deploy, hostname: str) -> dict[str, str]:
+    """Each planned ``_mta-sts`` domain's policy as the host's nginx serves it, checked
+    to be text/plain and to hash to the planned id; other paths are 404."""
+    found = {}
+    for record in (r for r in deploy.records() if r.name.startswith("_mta-sts.")):
+        domain = record.name.removeprefix("_mta-sts.")
+        status, body = day.site.checked(hostname, f"python3 -I - {CERT} mta-sts.{domain} /.well-known/mta-sts.txt", FETCH).split("\n", 1)
+        assert status == "200 text/plain", (hostname, domain, status, body)
+        assert record.content == mta_sts.txt_value(body), (hostname, domain, body)
+        found[domain] = body
+        assert day.site.checked(hostname, f"python3 -I - {CERT} mta-sts.{domain} /", FETCH).startswith("404 ")
+    return found
+
+
+def test_each_host_serves_the_mta_sts_policy_with_nginx(day: Day) -> None:
+    """mtaSts.serve: gateway (the default): nginx-light installed, the rendered site in
+    conf.d, the policy at https://mta-sts.example.net/.well-known/mta-sts.txt with the
+    gateway's certificate, the exact text whose hash is the published id."""
+    assert day.current is not None
+    for hostname in HOSTS:
+        assert set(served_policies(day, day.current, hostname)) == {"example.net"}
+        assert day.site.checked(hostname, "systemctl is-active nginx; systemctl is-enabled nginx").split() == ["active", "enabled"]
+        modes = day.site.checked(hostname, "stat -c '%n %a %U:%G' /etc/nginx/conf.d/mailstack-mta-sts.conf "
+                                           "/var/www/mta-sts/example.net/.well-known/mta-sts.txt")
+        assert modes.splitlines() == ["/etc/nginx/conf.d/mailstack-mta-sts.conf 644 root:root",
+                                      "/var/www/mta-sts/example.net/.well-known/mta-sts.txt 644 root:root"]
 
 
 def test_an_unchanged_stack_changes_nothing_and_a_rerun_is_idempotent(day: Day) -> None:
@@ -227,6 +269,9 @@ def test_a_changed_stack_reruns_exactly_what_changed_and_converges(day: Day) -> 
         # The key's path changed, not the key: an update writes it there; activation
         # removes the old selector's key after the restart.
         expected |= {(f"gateway-{hostname}-dkim-key", "update"), (f"gateway-{hostname}-activate", "create")}
+        # The new domain's policy directory (/var/www/mta-sts/example.org/.well-known) is
+        # made by the packages step, whose command names every directory: it re-runs.
+        expected.add((f"gateway-{hostname}-packages", "update"))
         assert {(e.name, e.action) for e in ran if e.name.startswith(f"gateway-{hostname}-")} == expected
         listing = site.checked(hostname, "stat -c '%n %a %U' /etc/opendkim/keys/*; postconf -h relay_domains")
         assert listing.splitlines() == [f"/etc/opendkim/keys/{NEW_SELECTOR}.private 600 opendkim", f"example.net, {NEW_DOMAIN}"]
@@ -234,6 +279,7 @@ def test_a_changed_stack_reruns_exactly_what_changed_and_converges(day: Day) -> 
         assert ("pass", "example.net", NEW_SELECTOR) in verdict.dkim and verdict.dmarc == "pass"
         stored = site.send_inbound(hostname, f"support@{NEW_DOMAIN}", f"new domain via {hostname}")
         assert stored["routes"] == f"support@{NEW_DOMAIN}"
+        assert set(served_policies(day, new, hostname)) == {"example.net", NEW_DOMAIN}  # nginx reloaded with its server block
 
 
 def _changed_paths(old: Deploy, new: Deploy, hostname: str) -> set[str]:

@@ -208,13 +208,20 @@ def test_odoo_on_the_gateway_host_submits_over_loopback() -> None:
 
 def test_mta_sts_policy_matches_the_record_id() -> None:
     stack = from_config(base_config())
-    policy = render.render(plan.build(stack))["mta-sts/mta-sts.txt"].text
-    assert "mx: mx1.example.org\r\n" in policy and "mode: enforce\r\n" in policy
-    txt = next(r for r in planned(stack) if r.name == "_mta-sts.example.org")
-    assert txt.content == mta_sts.txt_value(policy)
+    files = render.render(plan.build(stack))
+    for domain in stack.domains:  # each domain's own policy, under its own document root
+        policy = files[f"mta-sts/{domain}/.well-known/mta-sts.txt"].text
+        assert "mx: mx1.example.org\r\n" in policy and "mode: enforce\r\n" in policy
+        txt = next(r for r in planned(stack) if r.name == f"_mta-sts.{domain}")
+        assert txt.content == mta_sts.txt_value(policy)
+        assert f"server_name mta-sts.{domain};\n    ssl_certificate {stack.gateway.tls.cert};" in files[render.NGINX_SITE].text  # type: ignore[union-attr]
+        assert f"root /var/www/mta-sts/{domain};" in files[render.NGINX_SITE].text
     raw = base_config()
     del raw["mtaSts"]
-    assert "mta-sts/mta-sts.txt" not in render.render(plan.build(from_config(raw)))
+    assert not [f for f in render.render(plan.build(from_config(raw))) if f.startswith(("mta-sts/", "nginx/"))]
+    raw = {**base_config(), "mtaSts": {"mode": "enforce", "serve": "external"}}
+    external = render.render(plan.build(from_config(raw)))
+    assert render.NGINX_SITE not in external and "mta-sts/example.org/.well-known/mta-sts.txt" in external
 
 
 def test_rendering_is_deterministic_and_secrets_are_0600(private_key_pem: str) -> None:

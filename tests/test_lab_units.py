@@ -144,7 +144,7 @@ def test_third_parties_are_published_in_their_real_shapes() -> None:
     records = {(r.name, r.type): r.content for r in thirdparty.records(plan, topology, {k: KEY for k in thirdparty.SIGNING_KINDS})}
     office = topology.host("smtp.office365.com").ipv4
     assert records[("spf.protection.outlook.com", "TXT")] == f"v=spf1 ip4:{office} -all"
-    assert records[("selector1-contoso-example._domainkey.contoso.onmicrosoft.com", "TXT")] == f"v=DKIM1; k=rsa; p={KEY}"
+    assert records[("selector1-contoso-example._domainkey.contoso.n-v1.dkim.mail.microsoft", "TXT")] == f"v=DKIM1; k=rsa; p={KEY}"
     assert ("_spf.google.com", "TXT") in records
     online = stackfile.load(project.stack_path("online"))
     topology = build_topology(online)

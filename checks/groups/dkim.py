@@ -125,6 +125,25 @@ async def resolves(ctx: CheckContext) -> list[Finding]:
     return await _each(ctx, "dkim.resolves", judge)
 
 
+@check("dkim.cname", ref="RFC 6376 §3.6.2.1, RFC 1034 §3.6.2")
+async def cname(ctx: CheckContext) -> list[Finding]:
+    """A selector declared as a CNAME to a provider's key (Odoo, Microsoft 365: the
+    targets the stack gives, or the formula) points at exactly that target: a CNAME to
+    another key (the classic ``….onmicrosoft.com`` where the tenant now hands out
+    ``….dkim.mail.microsoft``) may still resolve, but to a key the provider does not
+    sign with. The key at the end is judged by the other ``dkim.*`` checks."""
+    def judge(record: Record | None, obs: KeyObservation) -> Finding:
+        if record is None or record.type != "CNAME":
+            return skipped("dkim.cname", f"{obs.name}: not declared as a CNAME")
+        found = obs.cnames[0] if obs.cnames else None
+        if found == record.content:
+            via = f" (then {' -> '.join(obs.cnames[1:])})" if len(obs.cnames) > 1 else ""
+            return passed("dkim.cname", f"{obs.name}: CNAME to {found}{via}", found=found)
+        what = f"a CNAME to {found}" if found else "not a CNAME"
+        return failed("dkim.cname", f"{obs.name}: {what}, declared {record.content}", expected=record.content, found=found or "", fix=zonefile.line(record))
+    return await _each(ctx, "dkim.cname", judge)
+
+
 @check("dkim.syntax", ref="RFC 6376 §3.6.1")
 async def syntax(ctx: CheckContext) -> list[Finding]:
     """The key record parses: tags, v=DKIM1, k= algorithm, p= a valid public key."""

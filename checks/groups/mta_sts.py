@@ -3,10 +3,15 @@
 The TXT records are compared with the declaration (the MTA-STS ``id`` is derived from
 the policy text, so an equal id means the declared policy was published), and the
 policy file itself is fetched over HTTPS (``mailstack.checks.probes.mta_sts``) and compared field
-by field with the declared one.
+by field with the declared one. The served policy's quality is judged on its own, as
+for any domain: a mode that does not enforce, a ``max_age`` under a week, a live MX its
+patterns do not match (``mailstack.rules.mta_sts.mx_matches``).
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
 
 from mailstack.checks.dns.answer import DnsError
 from mailstack.checks.engine.context import CheckContext, gather
@@ -19,10 +24,12 @@ from mailstack.checks.engine.finding import (
     warned,
 )
 from mailstack.checks.engine.registry import check
+from mailstack.checks.groups import mx as mx_checks
 from mailstack.checks.probes import mta_sts as mta_sts_policy
 from mailstack.core import zonefile
 from mailstack.core.record import Record
 from mailstack.rules import mta_sts
+from mailstack.rules import mx as mx_rules
 
 
 async def _run(ctx: CheckContext, id: str, purpose: str, prefix: str, what: str) -> list[Finding]:
@@ -130,3 +137,95 @@ async def mta_sts_policy_file(ctx: CheckContext) -> list[Finding]:
         return passed("mta-sts.policy", f"{got.url}: {_render(published)}")
 
     return await gather(one(domain) for domain in domains)
+
+
+async def _published(ctx: CheckContext, id: str, domain: str) -> tuple[str, dict[str, object]] | Finding:
+    """The parsed policy served for a domain, or a skip pointing at ``mta-sts.policy``
+    (which reports why it could not be fetched or parsed)."""
+    got = await _fetch(ctx, domain)
+    if got.error or got.problem or got.text is None:
+        return skipped(id, f"{got.url}: no policy to judge (see mta-sts.policy)")
+    try:
+        return got.url, mta_sts.parse_policy(got.text)
+    except mta_sts.PolicyError:
+        return skipped(id, f"{got.url}: the policy does not parse (see mta-sts.policy)")
+
+
+def _change(ctx: CheckContext, what: str) -> str:
+    """How to change the served policy: the stack's key, or the file and its id."""
+    if ctx.declared:
+        return f"set mailstack:mtaSts.{what} and run `pulumi up` (the policy file and the _mta-sts id change together)"
+    return f"set {what} in the policy file and publish a new id in _mta-sts (senders refetch only when the id changes)"
+
+
+async def _each_policy(ctx: CheckContext, id: str, judge: Callable[[str, str, dict[str, object]], Awaitable[Finding] | Finding]) -> list[Finding]:
+    domains = await _policy_domains(ctx)
+    if not domains:
+        return [skipped(id, "MTA-STS is not declared" if ctx.declared else "no _mta-sts record published")]
+
+    async def one(domain: str) -> Finding:
+        got = await _published(ctx, id, domain)
+        if isinstance(got, Finding):
+            return got
+        result = judge(domain, *got)
+        return await result if inspect.isawaitable(result) else result
+
+    return await gather(one(domain) for domain in domains)
+
+
+@check("mta-sts.mode", ref="RFC 8461 §5")
+async def mta_sts_mode(ctx: CheckContext) -> list[Finding]:
+    """The served policy enforces: ``testing`` only reports failures (through TLS-RPT) and
+    ``none`` withdraws the policy, so neither protects the mail. How long a domain has
+    been in testing is not visible in DNS or the policy, so the warning says what to do,
+    not since when."""
+    def judge(domain: str, url: str, policy: dict[str, object]) -> Finding:
+        mode = policy["mode"]
+        if mode == "enforce":
+            return passed("mta-sts.mode", f"{url}: mode enforce")
+        why = ("senders deliver even when TLS fails and only report it (TLS-RPT)" if mode == "testing"
+               else "senders drop the policy: mail is not protected")
+        return warned("mta-sts.mode", f"{url}: mode {mode}: {why}", found=f"mode: {mode}", expected="mode: enforce",
+                      fix=f"once TLS-RPT reports show no failures, {_change(ctx, 'mode: enforce')}")
+    return await _each_policy(ctx, "mta-sts.mode", judge)
+
+
+@check("mta-sts.max-age", ref="RFC 8461 §3.2")
+async def mta_sts_max_age(ctx: CheckContext) -> list[Finding]:
+    """``max_age`` is at least one week: the RFC expects "weeks or greater"; a shorter
+    lifetime lets cached policies lapse, and a sender without one is open to a
+    downgrade at its next fetch."""
+    def judge(domain: str, url: str, policy: dict[str, object]) -> Finding:
+        age = policy["max_age"]
+        assert isinstance(age, int)
+        if age >= mta_sts.ADVISED_MAX_AGE:
+            return passed("mta-sts.max-age", f"{url}: max_age {age} s ({age / 86400:g} days)")
+        return warned("mta-sts.max-age", f"{url}: max_age {age} s ({age / 86400:g} days) is under one week", found=f"max_age: {age}",
+                      expected=f"max_age: {mta_sts.ADVISED_MAX_AGE} or more", fix=_change(ctx, f"maxAge: {mta_sts.ADVISED_MAX_AGE}" if ctx.declared else f"max_age: {mta_sts.ADVISED_MAX_AGE}"))
+    return await _each_policy(ctx, "mta-sts.max-age", judge)
+
+
+@check("mta-sts.mx", ref="RFC 8461 §4.1, §5")
+async def mta_sts_mx(ctx: CheckContext) -> list[Finding]:
+    """Every live MX host of the domain matches an ``mx:`` pattern of the served policy
+    (``*.`` is one label): in mode enforce senders refuse to deliver to any other MX
+    (fail), in testing they report it (warn)."""
+    async def judge(domain: str, url: str, policy: dict[str, object]) -> Finding:
+        patterns = policy["mx"]
+        assert isinstance(patterns, list)
+        if policy["mode"] == "none":
+            return skipped("mta-sts.mx", f"{url}: mode none, the MX patterns are not used")
+        live = await mx_checks.observe(ctx, domain)
+        if live.error:
+            return errored("mta-sts.mx", f"{domain}: DNS error reading the MX: {live.error}")
+        hosts = sorted({t.host for t in live.targets if t.host != mx_rules.NULL_MX})
+        if not hosts:
+            return failed("mta-sts.mx", f"{domain}: no MX host, but {url} names {', '.join(patterns)}", fix="publish the MX or remove the policy")
+        missing = mta_sts.unmatched(patterns, hosts)
+        if not missing:
+            return passed("mta-sts.mx", f"{url}: every MX ({', '.join(hosts)}) matches {', '.join(patterns)}")
+        make = failed if policy["mode"] == "enforce" else warned
+        fix = ("declare every MX host (gateways, inbound.mx) or remove the undeclared MX record, then `pulumi up` (it serves the policy of the declared MX set)" if ctx.declared else f"add mx: {missing[0]} (or a *. pattern) to the policy and publish a new id")
+        return make("mta-sts.mx", f"{domain}: MX {', '.join(missing)} not matched by the policy at {url}: senders enforcing it do not deliver there",
+                    found=", ".join(hosts), expected=", ".join(patterns), fix=fix)
+    return await _each_policy(ctx, "mta-sts.mx", judge)

@@ -10,7 +10,7 @@ from mailstack.config.odoo import read_imap
 from mailstack.config.reader import ConfigReader, Path
 from mailstack.core.model import Gateway, Inbound, InboundMode, MxHost, Odoo
 from mailstack.rules import limits
-from mailstack.rules.senders import GOOGLE_MX, microsoft_mx
+from mailstack.rules.senders import GOOGLE_MX, MICROSOFT_MX_PRIORITY, microsoft_mx
 
 
 def _mx_list(reader: ConfigReader, value: Any, path: Path, domain: str | None) -> tuple[MxHost, ...]:
@@ -18,6 +18,11 @@ def _mx_list(reader: ConfigReader, value: Any, path: Path, domain: str | None) -
         return GOOGLE_MX
     if value == "microsoft":
         return microsoft_mx(domain or "invalid")
+    if isinstance(value, dict) and set(value) == {"microsoft"}:
+        # The tenant's own MX host as the admin centre shows it (``….mx.microsoft`` for
+        # inbound DANE, or the classic ``….mail.protection.outlook.com``).
+        host = reader.convert(value["microsoft"], (*path, "microsoft"), kinds.hostname)
+        return (MxHost(host, MICROSOFT_MX_PRIORITY),) if host else ()
     items = reader.sequence(value, path, limits.MX_HOSTS, "MX hosts") or []
     result: list[MxHost] = []
     for index, item in enumerate(items):

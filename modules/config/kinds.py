@@ -91,6 +91,16 @@ def hostname(value: Any) -> str:
     return names.hostname(text(value) if isinstance(value, str) else value)
 
 
+def dkim_key_name(value: Any) -> str:
+    """The name of a DKIM key record a CNAME points at (a provider's target such as
+    ``selector1-example-com._domainkey.contoso.n-v1.dkim.mail.microsoft``): a DNS name
+    with a ``_domainkey`` label (RFC 6376 §3.6.2.1)."""
+    name = names.service_name(text(value) if isinstance(value, str) else value)
+    if "_domainkey" not in name.split(".")[1:-1]:
+        raise ValueError(f"{quote(name)} is not the name of a DKIM key (<selector>._domainkey.<domain>): copy the CNAME's target, the value it points to")
+    return name
+
+
 def domain(value: Any) -> str:
     """A mail domain: host-name syntax (``example.com``)."""
     return names.domain(text(value) if isinstance(value, str) else value)

@@ -81,7 +81,7 @@ def read_dmarc(reader: ConfigReader, value: Any) -> Dmarc | None:
     return options
 
 
-def read_mta_sts(reader: ConfigReader, value: Any, inbound: Inbound | None) -> MtaSts | None:
+def read_mta_sts(reader: ConfigReader, value: Any, inbound: Inbound | None, has_gateways: bool = False) -> MtaSts | None:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         value = value.strip().lower() == "true"  # the Pulumi engine passes booleans as strings
     if value is None or value is False:
@@ -89,7 +89,7 @@ def read_mta_sts(reader: ConfigReader, value: Any, inbound: Inbound | None) -> M
     if value is True:
         value = {}
     path: Path = ("mtaSts",)
-    data = reader.mapping(value, path, ("mode", "maxAge"))
+    data = reader.mapping(value, path, ("mode", "maxAge", "serve"))
     if data is None:
         return None
     mode = reader.choice(data.get("mode"), (*path, "mode"), mta_sts.MODES, default="testing")
@@ -101,9 +101,12 @@ def read_mta_sts(reader: ConfigReader, value: Any, inbound: Inbound | None) -> M
         # policy lists; with a subdomain that is <subdomain>.<domain>, which mailstack
         # does not publish a policy for (and Odoo's host cannot serve one).
         reader.fail(path, f"MTA-STS is published for the domain itself, but inbound mail uses the subdomain {inbound.subdomain}; remove mtaSts or inbound.subdomain")
-    if mode is None or max_age is None:
+    serve = reader.choice(data.get("serve"), (*path, "serve"), mta_sts.SERVERS, default="gateway" if has_gateways else "external")
+    if serve == "gateway" and not has_gateways and not reader.has_error(("gateways",)):
+        reader.fail((*path, "serve"), "gateway needs mailstack:gateways (they serve the policy with nginx); without gateways use external and serve it elsewhere")
+    if mode is None or max_age is None or serve is None:
         return None
-    return MtaSts(mode, max_age)
+    return MtaSts(mode, max_age, serve)
 
 
 def read_tls_rpt(reader: ConfigReader, value: Any) -> TlsRpt | None:

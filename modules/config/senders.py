@@ -13,14 +13,14 @@ from typing import Any
 from mailstack.config import kinds
 from mailstack.config.reader import ConfigReader, Path
 from mailstack.core.model import Gateway, Odoo, Sender, SenderKind
-from mailstack.rules import dkim, spf
+from mailstack.rules import dkim, senders, spf
 
 _SENDER_FIELDS: dict[str, tuple[str, ...]] = {
     "odoo": ("type",),
     "gateway": ("type",),
     "mailjet": ("type", "dkimKey", "dkimSelector"),
     "google": ("type", "dkimKey", "dkimSelector"),
-    "microsoft": ("type", "tenant"),
+    "microsoft": ("type", "tenant", "dkim"),
 }
 
 
@@ -78,7 +78,8 @@ def _sender(reader: ConfigReader, item: Any, path: Path) -> Sender | None:
             reader.fail((*path, "tenant"), "is required for microsoft (the <tenant>.onmicrosoft.com prefix)")
             return None
         tenant = reader.convert(tenant, (*path, "tenant"), kinds.label)
-        return Sender(sender_kind, tenant=tenant) if tenant else None
+        targets = _microsoft_targets(reader, data.get("dkim"), (*path, "dkim"))
+        return Sender(sender_kind, tenant=tenant, dkim_targets=targets) if tenant and targets is not None else None
     if sender_kind in (SenderKind.GOOGLE, SenderKind.MAILJET):
         key = None
         if data.get("dkimKey") is not None:
@@ -88,6 +89,44 @@ def _sender(reader: ConfigReader, item: Any, path: Path) -> Sender | None:
             selector = reader.convert(data["dkimSelector"], (*path, "dkimSelector"), kinds.label)
         return Sender(sender_kind, dkim_key=key, dkim_selector=selector)
     return Sender(sender_kind)
+
+
+def _microsoft_targets(reader: ConfigReader, value: Any, path: Path) -> tuple[tuple[str, str, str], ...] | None:
+    """``dkim: {<sending name>: {selector1: HOST, selector2: HOST}}``: the CNAME targets
+    Microsoft 365's admin centre shows for each domain (classic ``….onmicrosoft.com``
+    or ``….dkim.mail.microsoft``), both selectors, each the name of a DKIM key."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or not value:
+        reader.fail(path, "must map each sending domain to {selector1: HOST, selector2: HOST}, the CNAME targets the admin centre shows")
+        return None
+    found: list[tuple[str, str, str]] = []
+    for name, pair in value.items():
+        domain = reader.convert(name, (*path, str(name)), kinds.domain)
+        data = reader.mapping(pair, (*path, str(name)), senders.MICROSOFT_SELECTORS)
+        if domain is None or data is None:
+            continue
+        for selector in senders.MICROSOFT_SELECTORS:
+            where = (*path, str(name), selector)
+            if data.get(selector) is None:
+                reader.fail(where, "is required: Microsoft 365 publishes both selectors (copy both CNAME targets from the admin centre)")
+                continue
+            target = reader.convert(data[selector], where, kinds.dkim_key_name)
+            if target is not None:
+                found.append((domain, selector, target))
+    return None if reader.has_error(path) else tuple(found)
+
+
+def check_dkim_targets(reader: ConfigReader, outbound: tuple[Sender, ...] | None, sending_names: tuple[str, ...]) -> None:
+    """Microsoft 365's given targets name only the stack's sending names (a typo would
+    leave the real name on the formula's targets)."""
+    for index, sender in enumerate(outbound or ()):
+        for name, selector, target in sender.dkim_targets:
+            if name not in sending_names:
+                if selector == senders.MICROSOFT_SELECTORS[0]:
+                    reader.fail(("outbound", index, "dkim", name), f"is not a sending name of this stack ({', '.join(sending_names)})")
+            elif target == dkim.record_name(selector, name):
+                reader.fail(("outbound", index, "dkim", name, selector), f"is the CNAME's own name ({target}): give the target it points to, from the admin centre")
 
 
 def _third_party_key(value: Any) -> str:

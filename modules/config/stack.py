@@ -27,7 +27,7 @@ from mailstack.config.records import (
     read_spf,
     read_tls_rpt,
 )
-from mailstack.config.senders import read_outbound
+from mailstack.config.senders import check_dkim_targets, read_outbound
 from mailstack.config.stackfile import Secret
 from mailstack.core.errors import ConfigErrors
 from mailstack.core.model import Gateway, Hosting, MailDomain, Odoo, SshTarget
@@ -70,9 +70,10 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
     outbound = read_outbound(reader, raw.get("outbound"), odoo, gateways)
     inbound = read_inbound(reader, raw.get("inbound"), odoo, gateways, domain)
     dkim = read_dkim(reader, raw.get("dkim"), _sending_names(domain, aliases, inbound))
+    check_dkim_targets(reader, outbound, _sending_names(domain, aliases, inbound))
     spf_options = read_spf(reader, raw.get("spf"))
     dmarc_options = read_dmarc(reader, raw.get("dmarc"))
-    mta = read_mta_sts(reader, raw.get("mtaSts"), inbound)
+    mta = read_mta_sts(reader, raw.get("mtaSts"), inbound, bool(gateways))
     tls_rpt = read_tls_rpt(reader, raw.get("tlsRpt"))
     dns = read_dns(reader, raw.get("dns"), domain, aliases)
     gateway = gateway_settings.read(

@@ -163,6 +163,10 @@ class Sender:
     dkim_selector: str | None = None
     #: Microsoft 365 tenant (the ``<tenant>.onmicrosoft.com`` prefix).
     tenant: str | None = None
+    #: Microsoft 365's DKIM CNAME targets as the tenant's admin centre shows them,
+    #: ``(sending name, selector, target)``; a name not listed gets the formula
+    #: (``mailstack.rules.senders.microsoft_dkim_target``).
+    dkim_targets: tuple[tuple[str, str, str], ...] = ()
 
 
 #: IMAP security (``inbound.imap.security``): implicit TLS (993) or STARTTLS (143).
@@ -236,10 +240,13 @@ class Dmarc:
 
 @dataclass(frozen=True, slots=True)
 class MtaSts:
-    """MTA-STS (RFC 8461): the policy mode and its cache lifetime."""
+    """MTA-STS (RFC 8461): the policy mode, its cache lifetime, and who serves it."""
 
     mode: str = "testing"
     max_age: int = 604800
+    #: ``gateway``: every gateway runs nginx serving ``https://mta-sts.<domain>/``
+    #: (the default when the stack has gateways); ``external``: another web server does.
+    serve: str = "gateway"
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,24 @@ def hostname(text: object) -> str:
     return name
 
 
+def service_name(text: object) -> str:
+    """A DNS name whose labels may be service labels (``_domainkey``, RFC 8552), such as a
+    DKIM key's name a CNAME points at; otherwise host-name rules."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidName("must be a DNS name such as selector1._domainkey.example.com")
+    name = normalize(text)
+    if is_ip(name):
+        raise InvalidName(f"{quote(text)} is an IP address, not a DNS name")
+    _check_length(name)
+    labels = name.split(".")
+    if len(labels) < 2 or labels[-1].isdigit():
+        raise InvalidName(f"{quote(text)} is not a fully qualified DNS name")
+    for label in labels:
+        if not _SERVICE.fullmatch(label):
+            raise InvalidName(f"{quote(text)}: label {quote(label)} has characters other than letters, digits, hyphens and underscores")
+    return name
+
+
 def domain(text: object) -> str:
     """Validate a mail domain: a host name (mail domains follow host-name syntax)."""
     return hostname(text)

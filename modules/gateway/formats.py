@@ -183,6 +183,16 @@ def env_file(value: str) -> str | None:
     return _line(value) or _word(value) or _chars(value, "'\"`$\\;&|<>(){}*?[]!#~", "a shell would interpret it") or _plain(value, "defaults file")
 
 
+def nginx(value: str) -> str | None:
+    """A word of an nginx directive: no ``;`` (ends the directive), braces (open and
+    close blocks), ``#`` (a comment), ``$`` (a variable), quotes or backslashes."""
+    return (
+        _line(value) or _word(value)
+        or _chars(value, ";{}#$'\"\\", "nginx ends directives at ;, opens blocks at braces, comments at #, expands $variables")
+        or _plain(value, "nginx config")
+    )
+
+
 #: The format of each template, by its name in ``mailstack.templates``.
 FORMATS: dict[str, Callable[[str], str | None]] = {
     "postfix/main.cf.j2": main_cf,
@@ -213,6 +223,8 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "mailstack/aliasd.conf.j2": ini,
     "postfix/odoo_redirect.j2": postfix_regexp_literal,
     "postsrsd/postsrsd.j2": env_file,
+    "nginx/mta-sts.conf.j2": nginx,
+    "lab/nginx.conf.j2": nginx,
 }
 
 

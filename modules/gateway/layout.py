@@ -21,7 +21,13 @@ class Layout:
     postfix_dir: str = "/etc/postfix"
     opendkim_dir: str = "/etc/opendkim"
     mailstack_dir: str = "/etc/mailstack"
-    mta_sts_dir: str = "/var/www/mta-sts/.well-known"
+    #: One directory per domain, ``<domain>/.well-known/mta-sts.txt`` in it: nginx's
+    #: document root of ``mta-sts.<domain>``.
+    mta_sts_dir: str = "/var/www/mta-sts"
+    nginx_dir: str = "/etc/nginx"
+    #: nginx ``listen`` values of the MTA-STS policy hosts (``mtaSts.serve: gateway``);
+    #: the lab and the tests listen on one loopback address and port.
+    https_listen: tuple[str, ...] = ("443", "[::]:443")
     systemd_dir: str = "/etc/systemd/system"
     maillog_file: str = "/var/log/postfix.log"
     opendkim_pidfile: str = "/run/opendkim/opendkim.pid"
@@ -68,6 +74,7 @@ class Layout:
             "mailstack": self.mailstack_dir,
             "odoo": f"{self.mailstack_dir}/odoo",
             "mta-sts": self.mta_sts_dir,
+            "nginx": self.nginx_dir,
             "systemd": self.systemd_dir,
             "postsrsd": "/etc/default",
         }

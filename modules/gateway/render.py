@@ -43,6 +43,9 @@ REDIRECT_CLEANUP = "odoo-redirect"
 REQUIRED_LOCAL_PARTS = ("postmaster",)
 #: Rendered maps that need ``postmap`` before Postfix can read them.
 POSTMAP_FILES = ("postfix/transport", "postfix/relay_recipients")
+#: nginx's site of the MTA-STS policy hosts (``mtaSts.serve: gateway``).
+NGINX_SITE = "nginx/conf.d/mailstack-mta-sts.conf"
+POLICY_PATH = "/.well-known/mta-sts.txt"
 #: Where Odoo submits: the submission service (RFC 6409), never port 25.
 SUBMISSION_PORT = 587
 SECRET_MODE = 0o600
@@ -117,12 +120,47 @@ def render(
         templates["postfix/sasl/smtpd.conf"] = "postfix/sasl_smtpd.conf.j2"
     for relative, template in templates.items():
         files[relative] = RenderedFile(env.get_template(template).render(context))
-    if stack.mta_sts:
-        hosts = [mx.host for mx in plan.mx_hosts[stack.domain]]
-        files["mta-sts/mta-sts.txt"] = RenderedFile(mta_sts.policy_text(stack.mta_sts.mode, hosts, stack.mta_sts.max_age))
+    for domain, text in policies(plan).items():
+        files[policy_path(domain)] = RenderedFile(text)
+    if serves_mta_sts(plan):
+        files[NGINX_SITE] = RenderedFile(render_mta_sts_site(plan, layout, settings.tls.cert, settings.tls.key, gateway.hostname))
     if dkim_private_key_pem is not None:
         files[key_path(stack.dkim.selector)] = RenderedFile(_checked_private_key(dkim_private_key_pem), SECRET_MODE)
     return dict(sorted(files.items()))
+
+
+def policies(plan: Plan) -> dict[str, str]:
+    """The MTA-STS policy text of each domain with an MX set (the text the plan's
+    ``_mta-sts`` id is the hash of)."""
+    stack = plan.stack
+    if not stack.mta_sts:
+        return {}
+    found = {}
+    for domain in stack.domains:
+        hosts = [mx.host for mx in plan.mx_hosts[domain]]
+        if hosts:
+            found[domain] = mta_sts.policy_text(stack.mta_sts.mode, hosts, stack.mta_sts.max_age)
+    return found
+
+
+def policy_path(domain: str) -> str:
+    """The rendered path of a domain's policy: the document root of ``mta-sts.<domain>``
+    (``mta-sts/<domain>``) holds ``.well-known/mta-sts.txt``."""
+    return f"mta-sts/{names.domain(domain)}{POLICY_PATH}"
+
+
+def serves_mta_sts(plan: Plan) -> bool:
+    """True when the gateways serve the policy hosts themselves (``mtaSts.serve: gateway``)."""
+    return plan.stack.mta_sts is not None and plan.stack.mta_sts.serve == "gateway" and bool(policies(plan))
+
+
+def render_mta_sts_site(plan: Plan, layout: Layout, cert: str, key: str, hostname: str) -> str:
+    """nginx's server blocks for ``mta-sts.<domain>`` of every domain with a policy, on
+    ``layout.https_listen`` with the certificate ``cert`` (a gateway's ``gateway.tls``);
+    the lab's policy hosts run this same site (``mailstack.lab.nginx``)."""
+    sites = [{"host": mta_sts.policy_host(domain), "root": layout.host_path(f"mta-sts/{domain}")} for domain in policies(plan)]
+    values = {"layout": layout, "sites": sites, "cert": cert, "key": key, "hostname": hostname}
+    return _environment().get_template("nginx/mta-sts.conf.j2").render(values)
 
 
 def mailgate_source() -> str:

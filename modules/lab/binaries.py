@@ -32,6 +32,7 @@ PACKAGES = {
     "setpriv": "util-linux",
     "dovecot": "dovecot-imapd",
     "postsrsd": "postsrsd",
+    "nginx": "nginx-light",
 }
 #: Where Debian installs programs, searched after PATH.
 SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")

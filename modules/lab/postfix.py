@@ -93,6 +93,7 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
         opendkim_dir=str(workdir / "opendkim"),
         mailstack_dir=str(workdir / "mailstack"),
         mta_sts_dir=str(workdir / "mta-sts"),
+        nginx_dir=str(workdir / "nginx"),
         systemd_dir=str(workdir / "systemd"),
         maillog_file=str(workdir / "postfix.log"),
         opendkim_pidfile=str(workdir / "opendkim" / "opendkim.pid"),

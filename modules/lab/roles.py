@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from mailstack.core import zonefile
 from mailstack.core.model import Gateway, ImapMailbox, InboundMode, MailDomain, OdooSetting, SenderKind
 from mailstack.gateway import render
-from mailstack.lab import files, gateway, provision, thirdparty, translate, users, zones
+from mailstack.lab import files, gateway, nginx, provision, thirdparty, translate, users, zones
 from mailstack.lab.binaries import binary
 from mailstack.lab.bind import BindServer
 from mailstack.lab.dovecot import Dovecot
@@ -44,7 +44,6 @@ from mailstack.odoo.client import OdooClient
 from mailstack.odoo.desired import desired, slug
 from mailstack.plan import Plan
 from mailstack.plan.changes import ChangeSet
-from mailstack.rules import mta_sts
 
 ODOO_LOGIN = "admin"
 #: The local part inbound probes use where the stack declares no alias and the
@@ -386,26 +385,22 @@ class Services(Role):
 
 
 class MtaStsHosts(Role):
-    """``https://mta-sts.<domain>/.well-known/mta-sts.txt`` for every domain."""
+    """``https://mta-sts.<domain>/.well-known/mta-sts.txt`` for every domain: Debian's
+    nginx with the site a gateway deploys (``mailstack.lab.nginx``), on port 443 of each
+    policy host's lab address, with a lab CA certificate for those names."""
 
     name = "mta-sts"
     processes = ("mta-sts",)
 
     def start(self, lab: Lab, fresh: bool) -> None:
-        stack, topology = lab.stack, lab.topology
-        assert stack.mta_sts is not None
-        hosts = topology.of_role("mta-sts")
+        hosts = lab.topology.of_role("mta-sts")
         chain, key = lab.state.authority().issue([h.name for h in hosts])
         workdir = private_dir(lab.state.role_dir("mta-sts"))
-        servers = []
-        for domain in stack.domains:
-            host = topology.host(f"mta-sts.{domain}")
-            mx = [m.host for m in lab.plan.mx_hosts[domain]]
-            if mx:
-                servers.append({"address": host.ipv4, "host": host.name, "policy": mta_sts.policy_text(stack.mta_sts.mode, mx, stack.mta_sts.max_age)})
-        config = {"cert": str(files.write(workdir / "chain.pem", chain)), "key": str(files.write(workdir / "key.pem", key, 0o600)),
-                  "servers": servers}
-        _python_service(lab, "mta-sts", "mailstack.lab.policy_server", config)
+        site = nginx.PolicySite(workdir, tuple((h.ipv4, nginx.HTTPS_PORT) for h in hosts if h.ipv4))
+        site.write(lab.plan, str(files.write(workdir / "chain.pem", chain)), str(files.write(workdir / "key.pem", key, 0o600)))
+        log = files.log_file(workdir, "mta-sts.log")
+        process = site.start(log)
+        lab.state.record("mta-sts", process.pid, str(site.config))
 
 
 def for_lab(lab: Lab) -> list[Role]:

@@ -63,7 +63,7 @@ SENDER_HOSTS: dict[SenderKind, str] = {
     SenderKind.MAILJET: "in-v3.mailjet.com",
 }
 #: Zones the lab itself serves; a stack may not manage a zone inside or around them.
-RESERVED_ZONES = (LAB_ZONE, RECIPIENT_DOMAIN, "odoo.com", "outlook.com", "onmicrosoft.com", "google.com", "mailjet.com")
+RESERVED_ZONES = (LAB_ZONE, RECIPIENT_DOMAIN, "odoo.com", "outlook.com", "onmicrosoft.com", "mail.microsoft", "mx.microsoft", "google.com", "mailjet.com")
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ shell commands are ``mailstack.providers.gateway_commands``:
    ``postfix check``, then restart OpenDKIM, mailstack-aliasd (RCPT validation against
    Odoo's aliases, its stdlib-only script copied beside the mailgate) and, for
    ``inbound.mode: forward``, postsrsd; reload Postfix and remove a previous
-   selector's key. Its ``triggers`` are the hash of every rendered file (and of the
+   selector's key; with ``mtaSts.serve: gateway``, test and reload nginx (the
+   policy hosts, ``nginx-light`` installed in step 1). Its ``triggers`` are the hash of every rendered file (and of the
    key), so it re-runs when, and only when, what is on the host should change.
 
 The SSH private key is the Pulumi secret ``mailstack:sshPrivateKey`` (else the SSH
@@ -54,6 +55,8 @@ PACKAGES = ("postfix", "opendkim", "opendkim-tools", "python3", "ssl-cert")
 SASL_PACKAGES = ("libsasl2-modules", "sasl2-bin")
 #: SRS for ``inbound.mode: forward`` (senders rewritten into the stack's domain).
 SRS_PACKAGES = ("postsrsd",)
+#: The MTA-STS policy hosts (``mtaSts.serve: gateway``): Debian's smallest nginx.
+WEB_PACKAGES = ("nginx-light",)
 
 
 @dataclass
@@ -126,6 +129,7 @@ class GatewayServer(pulumi.ComponentResource):
         mailgate_source = render_module.mailgate_source()
         aliasd = render_module.uses_aliasd(files)
         forward = stack.forwards_through_gateways
+        web = render_module.NGINX_SITE in files
         scripts = [render_module.aliasd_source()] if aliasd else []
         self.content_hash = content_hash(files, mailgate_source, *scripts)
         self.remote_paths = [layout.host_path(relative) for relative in files]
@@ -141,7 +145,7 @@ class GatewayServer(pulumi.ComponentResource):
         mailgate_script = layout.mailgate_command[-1]
         key_path = layout.host_path(render_module.key_path(stack.dkim.selector))
 
-        package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ()), *(SRS_PACKAGES if forward else ())]
+        package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ()), *(SRS_PACKAGES if forward else ()), *(WEB_PACKAGES if web else ())]
         aliasd_script = layout.aliasd_command[-1]
         packages = remote.Command(
             f"{name}-packages",
@@ -221,7 +225,7 @@ class GatewayServer(pulumi.ComponentResource):
             connection=connection,
             create=commands.activate(public, [mailgate_script, *([aliasd_script] if aliasd else [])], maps, layout.postfix_dir, tls_files,
                                      posixpath.dirname(key_path), f"{layout.opendkim_dir}/KeyTable",
-                                     services=[*(["mailstack-aliasd"] if aliasd else []), *(["postsrsd"] if forward else [])]),
+                                     services=[*(["mailstack-aliasd"] if aliasd else []), *(["postsrsd"] if forward else [])], web=web),
             triggers=[self.content_hash, key_hash],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*copies, *secrets]),
         )

@@ -15,6 +15,9 @@ the details below were found:
   umbrella unit only propagates the reload): both units are named.
 * Postfix starts without the certificate ``gateway.tls`` names and fails every STARTTLS
   later; activation refuses first, naming the key.
+* nginx (``mtaSts.serve: gateway``) is tested with ``nginx -t`` beside ``postfix check``,
+  before anything restarts, and reloaded last: Debian's package starts it on install
+  with its default site (port 80 only), which stays as it is.
 """
 
 from __future__ import annotations
@@ -68,14 +71,16 @@ def remove_sasl_user(sasldb: str, realm: str, user: str) -> str:
 
 
 def activate(public_files: Sequence[str], scripts: Sequence[str], maps: Sequence[str], postfix_dir: str,
-             tls_files: Sequence[tuple[str, str]], keys_dir: str, key_table: str, services: Sequence[str] = ()) -> str:
+             tls_files: Sequence[tuple[str, str]], keys_dir: str, key_table: str, services: Sequence[str] = (),
+             web: bool = False) -> str:
     """Check the certificate is there, fix modes (``scripts`` executable: the mailgate,
     mailstack-aliasd), build the maps, ``postfix check``, then (only if all of that
     passed) restart OpenDKIM and ``services`` (mailstack-aliasd, postsrsd: they answer
     Postfix's lookups, so before its reload), and reload Postfix. After the restart,
     keys in ``keys_dir`` the KeyTable no longer names (a previous selector's) are
     removed: OpenDKIM reads a key file at each signature, so the old one is kept until
-    the new tables are live."""
+    the new tables are live. ``web``: nginx serves the MTA-STS policy hosts; its
+    configuration is tested with the others and it is reloaded after Postfix."""
     steps = ["set -eu"]
     for key, path in tls_files:
         message = f"mailstack: {path} ({key}) is missing on this host: install the certificate before the deploy"
@@ -85,9 +90,13 @@ def activate(public_files: Sequence[str], scripts: Sequence[str], maps: Sequence
     if maps:
         steps.append(f"postmap {' '.join(q(m) for m in maps)}")
     steps.append(f"script -qefc {q(f'postfix -c {q(postfix_dir)} check')} /dev/null >&2")
+    if web:
+        steps.append("nginx -t -q")
     steps += ["systemctl daemon-reload", f"systemctl enable opendkim postfix {' '.join(q(u) for u in services)}".rstrip(),
               "systemctl restart opendkim", *(f"systemctl restart {q(u)}" for u in services),
               "systemctl reload-or-restart postfix postfix@-"]
+    if web:
+        steps += ["systemctl enable nginx", "systemctl reload-or-restart nginx"]
     steps.append(f'for key in {q(keys_dir)}/*.private; do test -e "$key" || continue; '
                  f'grep -qF -- ":$key" {q(key_table)} || rm -f -- "$key"; done')
     return "; ".join(steps)

@@ -13,7 +13,12 @@ from collections.abc import Iterable
 from mailstack.core.errors import RuleError, quote
 
 MAX_AGE_LIMIT = 31557600  # RFC 8461 §3.2
+#: RFC 8461 §3.2 expects max_age "in the range of weeks or greater": a shorter cache
+#: leaves each sender's policy to lapse between fetches, when an attacker can strip it.
+ADVISED_MAX_AGE = 604800
 MODES = ("enforce", "testing", "none")
+#: Who serves the policy file: the gateways (nginx) or a web server outside mailstack.
+SERVERS = ("gateway", "external")
 
 
 def policy_text(mode: str, mx_hosts: Iterable[str], max_age: int) -> str:
@@ -25,8 +30,29 @@ def policy_text(mode: str, mx_hosts: Iterable[str], max_age: int) -> str:
 
 
 def policy_id(text: str) -> str:
-    """A policy id (1-32 alphanumerics) derived from the policy text."""
+    """A policy id (1-32 alphanumerics, RFC 8461 §3.1) derived from the policy text: a
+    new text is a new id, so senders refetch exactly when the policy changed, and the
+    same text always keeps its id (no refetch storm on a re-deploy)."""
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def mx_matches(pattern: str, host: str) -> bool:
+    """Whether a policy ``mx:`` pattern matches an MX host (RFC 8461 §4.1): exactly, or
+    a leading ``*.`` stands for exactly one label (``*.example.com`` matches
+    ``mx1.example.com``, not ``example.com`` nor ``a.b.example.com``); case and a
+    trailing dot do not matter."""
+    pattern, host = pattern.strip().rstrip(".").lower(), host.strip().rstrip(".").lower()
+    if pattern.startswith("*."):
+        label, dot, rest = host.partition(".")
+        return bool(label) and bool(dot) and rest == pattern[2:]
+    return pattern == host
+
+
+def unmatched(patterns: Iterable[str], hosts: Iterable[str]) -> list[str]:
+    """The MX hosts no pattern of a policy matches: senders enforcing the policy refuse
+    to deliver to them (RFC 8461 §5)."""
+    listed = list(patterns)
+    return [host for host in hosts if not any(mx_matches(p, host) for p in listed)]
 
 
 def record_name(domain: str) -> str:

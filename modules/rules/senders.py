@@ -34,9 +34,24 @@ MICROSOFT_SELECTORS = ("selector1", "selector2")
 GOOGLE_MX = (MxHost("smtp.google.com", 1),)
 
 
+#: The priority Microsoft 365's admin centre gives its MX.
+MICROSOFT_MX_PRIORITY = 0
+
+
 def microsoft_mx(domain: str) -> tuple[MxHost, ...]:
-    """Microsoft 365's MX for a domain: ``<domain-dashed>.mail.protection.outlook.com``."""
-    return (MxHost(f"{domain.replace('.', '-')}.mail.protection.outlook.com", 0),)
+    """Microsoft 365's classic MX for a domain, the documented default:
+    ``<domain-dashed>.mail.protection.outlook.com``. Tenants with inbound DANE get a
+    tenant-specific ``<domain-dashed>.<x>-v1.mx.microsoft`` instead, which cannot be
+    derived: the stack gives it (``inbound.mx: {microsoft: HOST}``)."""
+    return (MxHost(f"{domain.replace('.', '-')}.mail.protection.outlook.com", MICROSOFT_MX_PRIORITY),)
+
+
+def microsoft_dkim_target(selector: str, domain: str, tenant: str) -> str:
+    """Microsoft 365's classic DKIM CNAME target, the documented default:
+    ``<selector>-<domain-dashed>._domainkey.<tenant>.onmicrosoft.com``. Domains set up
+    since 2025 get ``…._domainkey.<tenant>.<x>-v1.dkim.mail.microsoft`` from the admin
+    centre, which cannot be derived: the stack gives those (``outbound[].dkim``)."""
+    return f"{selector}-{domain.replace('.', '-')}._domainkey.{tenant}.onmicrosoft.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +111,9 @@ def dkim_entries(stack: MailDomain, sender: Sender, domain: str, gateway_key: st
         content = dkim.txt_value(gateway_key or dkim.PENDING_KEY)
         return [DkimEntry(stack.dkim.selector, "TXT", content, needs_gateway_key=True)]
     if sender.kind is SenderKind.MICROSOFT:
-        dashed = domain.replace(".", "-")
+        given = {selector: target for name, selector, target in sender.dkim_targets if name == domain}
         return [
-            DkimEntry(sel, "CNAME", f"{sel}-{dashed}._domainkey.{sender.tenant}.onmicrosoft.com")
+            DkimEntry(sel, "CNAME", given.get(sel) or microsoft_dkim_target(sel, domain, sender.tenant or ""))
             for sel in MICROSOFT_SELECTORS
         ]
     if sender.kind in (SenderKind.GOOGLE, SenderKind.MAILJET) and sender.dkim_key:
