@@ -100,7 +100,7 @@ def _txt_values(server: Authority, name: str, timeout: float) -> list[str] | Non
     values: list[str] = []
     for rrset in response.answer:
         if rrset.rdtype == dns.rdatatype.TXT:
-            values += [txt.join(rdata.strings) for rdata in rrset]
+            values += [txt.from_wire(rdata.strings) for rdata in rrset]
     return values
 
 
