@@ -12,7 +12,7 @@ Authentication-Results, read with ``authres``.
 publish  ns2 lacks the new key -> OpenDKIM signs with the old selector -> dkim=pass s=old
 switch   ns2 serves it          -> the tables switch to the new one     -> dkim=pass s=new
          dropping dkim.previous now is refused (exit 2, the retire time named)
-retire   TTL (1 s) + margin (6 s) later: the check warns the old key is still published
+retire   TTL (1 s) + margin (10 s) later: the check warns the old key is still published
          -> dkim.previous removed, the old record deleted -> dkim=pass s=new, check skipped
 """
 
@@ -53,7 +53,7 @@ pytestmark = pytest.mark.servers
 NS1, NS2, GATEWAY, ODOO, RECEIVER = "127.0.154.2", "127.0.154.3", "127.0.154.10", "127.0.154.20", "127.0.154.30"
 RECEIVER_HOST = "mx.recipient.test"
 #: Seconds after the old record's TTL (1 s): long enough for the switch-phase steps below.
-MARGIN = 6
+MARGIN = 10
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -153,19 +153,25 @@ class Site:
         assert len(findings) == 1, result.stdout + result.stderr
         return findings[0]
 
-    def apply(self, planned: planning.Plan, rotation: dict[str, Any] | None) -> str:
-        """What an apply does: record the state, render OpenDKIM for the phase's selector
-        and restart it on the new tables; returns the signing selector."""
-        decided = None
-        if rotation is not None:
-            state = RotationState(planned.stack.dkim.selector, planned.stack.dkim.previous or "", rotation["switchedAt"], rotation["retireAt"])
-            self.state_file.write_text(json.dumps(state.as_json()))
-            decided = dkim_rotation.decide(planned.stack.dkim, planned.stack.dns.ttl, None, state, time.time())
-            planned = planned.with_rotation(decided)
+    def apply(self, planned: planning.Plan) -> str:
+        """What an apply does: ``mailstack render --dkim-rotation FILE`` asks the servers
+        and records the switch (the CLI's state file), then OpenDKIM restarts on the
+        tables of that phase; returns the signing selector."""
+        cli_table = None
+        if planned.stack.dkim.previous:
+            self.sent += 1
+            out = self.workdir / f"rendered-{self.sent}"
+            result = self.cli("render", "--stack-file", str(self.stack_file), "--out", str(out), "--nameserver", NS1,
+                              "--dkim-rotation", str(self.state_file))
+            assert result.returncode == 0, result.stdout + result.stderr
+            state = RotationState.loads(self.state_file.read_text())
+            planned = planned.with_rotation(dkim_rotation.decide(planned.stack.dkim, planned.stack.dns.ttl, None, state, time.time()))
+            cli_table = (out / "mx1.acme.test" / "opendkim" / "SigningTable").read_text()
         elif self.state_file.exists():
             self.state_file.unlink()
         signing = planned.signing_selector
         files = render.render(planned, dkim_private_key_pem=self.keys[signing][0], layout=lab_layout(self.workdir, GATEWAY))
+        assert cli_table is None or files["opendkim/SigningTable"].text == cli_table
         if self.opendkim is not None:
             self.opendkim.stop()
         self.opendkim = OpenDkim(self.workdir, files, netns=self.netns)
@@ -246,31 +252,39 @@ def site() -> Iterator[Site]:
 def test_every_phase_signs_mail_the_independent_receiver_verifies(site: Site) -> None:
     # publish: ns2 lacks the new key, so the old one signs; the check says which server.
     planned = site.declare("old")
+    assert site.apply(planned) == "old"
     rotation = site.plan_rotation()
     assert rotation is not None and rotation["phase"] == Phase.PUBLISH.value and rotation["signing"] == "old", rotation
-    assert site.apply(planned, rotation) == "old"
+    assert rotation["switchedAt"] is None and "not yet: ns2.acme.test" in rotation["next"]
+    new_pem, old_pem = site.key_files()
+    shown = site.cli("diff", "--stack-file", str(site.stack_file), "--nameserver", NS1, "--dkim-public-key", new_pem,
+                     "--dkim-previous-public-key", old_pem, "--dkim-rotation", str(site.state_file))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "DKIM rotation old -> new: phase publish, signing with old\n  next: publishing new;" in shown.stdout, shown.stdout
     assert site.send() == ("pass", "old", "pass", "pass")
     finding = site.check()
-    assert finding["status"] == "warn" and NS2 in finding["summary"] and "new._domainkey.acme.test" in finding["summary"], finding
+    assert finding["status"] == "warn" and "ns2.acme.test" in finding["summary"] and "new._domainkey.acme.test" in finding["summary"], finding
 
-    # switch: ns2 has transferred; the switch time is recorded, the new key signs.
+    # switch: ns2 has transferred; the apply records the switch time, the new key signs.
     site.zone(site.ns2, planned)
     before = time.time()
+    assert site.apply(planned) == "new"
     rotation = site.plan_rotation()
     assert rotation is not None and rotation["phase"] == Phase.SWITCH.value and rotation["signing"] == "new", rotation
     assert before <= rotation["switchedAt"] <= time.time() and rotation["retireAt"] == pytest.approx(rotation["switchedAt"] + 1 + MARGIN)
-    assert site.apply(planned, rotation) == "new"
-    assert site.send() == ("pass", "new", "pass", "pass")
     finding = site.check()
     assert finding["status"] == "pass", finding
-    assert site.plan_rotation() == rotation  # recorded once: a later run keeps the switch time
     # Dropping dkim.previous before the retire time is refused, the time named.
     site.declare(None)
     early = site.cli("plan", "--stack-file", str(site.stack_file), "--nameserver", NS1, "--owned", str(site.owned_file),
                      "--dkim-rotation", str(site.state_file))
-    assert early.returncode == 2 and "mailstack:dkim.previous" not in early.stdout
+    assert early.returncode == 2 and not early.stdout
     assert "dkim.previous: old's record may be deleted only after" in early.stderr, early.stderr
     planned = site.declare("old")
+    assert site.send() == ("pass", "new", "pass", "pass")
+    site.apply(planned)
+    again = site.plan_rotation()  # recorded once: a later apply keeps the switch time
+    assert again is not None and (again["switchedAt"], again["retireAt"]) == (rotation["switchedAt"], rotation["retireAt"])
 
     # retire: TTL + margin have passed; the old key still published is a warning.
     wait_for(lambda: time.time() > rotation["retireAt"], MARGIN + 5, what="the retire time")
@@ -288,6 +302,6 @@ def test_every_phase_signs_mail_the_independent_receiver_verifies(site: Site) ->
     assert "delete    old._domainkey.acme.test TXT" in allowed.stdout, allowed.stdout
     for server in (site.ns1, site.ns2):
         site.zone(server, planned)
-    assert site.apply(planned, None) == "new"
+    assert site.apply(planned) == "new"
     assert site.send() == ("pass", "new", "pass", "pass")
     assert site.check()["status"] == "skip"

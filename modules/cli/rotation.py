@@ -11,11 +11,14 @@ records nothing: the switch time it reads is the one ``pulumi up`` exported
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from mailstack import plan
+from mailstack.checks.dns.resolver import Resolver
 from mailstack.cli import options
 from mailstack.core.errors import MailstackError, RuleError
 from mailstack.core.model import MailDomain, SenderKind
@@ -42,7 +45,11 @@ def previous_key(args: argparse.Namespace) -> str | None:
     return key
 
 
-def read_state(path: Path | None) -> RotationState | None:
+def read_state(path: Path | None, missing_ok: bool = False) -> RotationState | None:
+    """``--dkim-rotation FILE``; a missing FILE is no state yet where ``missing_ok``
+    (``render`` starts the record there)."""
+    if path is not None and missing_ok and not path.exists():
+        return None
     text = options.read_text(path, "--dkim-rotation")
     if text is None:
         return None
@@ -52,11 +59,13 @@ def read_state(path: Path | None) -> RotationState | None:
         raise MailstackError(f"--dkim-rotation {path}: {err}") from err
 
 
-def with_rotation(args: argparse.Namespace, planned: plan.Plan, nameservers: list[tuple[str, int]], timeout: float) -> plan.Plan:
+def with_rotation(
+    args: argparse.Namespace, planned: plan.Plan, nameservers: list[tuple[str, int]], timeout: float, *, missing_ok: bool = False,
+) -> plan.Plan:
     """The plan with the rotation decided from the authoritative servers' answers, or
     unchanged when the stack declares no rotation."""
     stack = planned.stack
-    state = read_state(args.dkim_rotation)
+    state = read_state(args.dkim_rotation, missing_ok)
     if not stack.sends_via(SenderKind.GATEWAY) or stack.dkim.previous is None:
         if state is not None and (problem := dkim_rotation.retire_problem(stack.dkim, state, time.time())):
             raise MailstackError(f"dkim.previous: {problem}")
@@ -66,6 +75,24 @@ def with_rotation(args: argparse.Namespace, planned: plan.Plan, nameservers: lis
     servers = authoritative.of_stack(stack.dns, zone, nameservers, timeout)
     observed = authoritative.observe(servers, new, old, timeout)
     return planned.with_rotation(dkim_rotation.decide(stack.dkim, stack.dns.ttl, observed, state, time.time()))
+
+
+def record(args: argparse.Namespace, planned: plan.Plan) -> plan.Plan:
+    """``mailstack render --dkim-rotation FILE``: decide the phase with the servers'
+    answers and the state in FILE, write the state back (the switch time, once), and
+    say the phase on stderr (stdout lists the files written)."""
+    try:
+        servers = [(s.address, s.port) for s in Resolver.from_strings(args.nameserver, args.timeout).servers]
+    except ValueError as err:
+        raise MailstackError(f"--nameserver: {err}") from err
+    decided = with_rotation(args, planned, servers, args.timeout, missing_ok=True)
+    if decided.rotation is not None and decided.rotation.state is not None:
+        try:
+            args.dkim_rotation.write_text(json.dumps(decided.rotation.state.as_json()) + "\n", encoding="utf-8")
+        except OSError as err:
+            raise MailstackError(f"--dkim-rotation {args.dkim_rotation}: cannot write there: {err.strerror or err}") from err
+    print("\n".join(lines(decided.stack, decided.rotation)), file=sys.stderr)
+    return decided
 
 
 def lines(stack: MailDomain, rotation: Rotation | None) -> list[str]:
