@@ -132,5 +132,8 @@ if stack.odoo.manage:
 
 pulumi.export("records", [r.as_json() for r in planned.records])
 if dkim_key is not None:
-    pulumi.export("dkimSelector", planned.signing_selector)
+    pulumi.export("dkimSelector", stack.dkim.selector)
+    pulumi.export("dkimSigningSelector", planned.signing_selector)
     pulumi.export("dkimPublicKeyPem", dkim_key.public_key_pem)
+if dkim_previous_key is not None:
+    pulumi.export("dkimPreviousPublicKeyPem", dkim_previous_key.public_key_pem)

@@ -202,7 +202,9 @@ def test_program_publishes_both_keys_and_signs_by_phase(monkeypatch: pytest.Monk
     command = run.named("gateway-mx1.example.org-dkim-key")
     assert f"/etc/opendkim/keys/{signing}.private" in command.inputs["create"]
     assert secret_of(command.inputs["stdin"]) == private_pem(DistinctKeys.made[f"dkim-{signing}"])
-    assert run.exports["dkimPhase"] == phase and run.exports["dkimSelector"] == signing
+    assert run.exports["dkimPhase"] == phase and run.exports["dkimSigningSelector"] == signing
+    assert (run.exports["dkimSelector"], run.exports["dkimPublicKeyPem"]) == ("new", pems["dkim-new"])
+    assert run.exports["dkimPreviousPublicKeyPem"] == pems["dkim-old"]
     # Every DNS record waits for the rotation's guard; the old key carries the legacy name.
     guard = run.named("dkim-rotation")
     assert guard.inputs["previous"] == "old" and provider.observation_from_json(guard.inputs["observed"]) == observed
@@ -245,3 +247,17 @@ def test_provider_records_the_switch_once_and_refuses_an_early_retire(monkeypatc
     assert rotation.diff("dkim-rotation", again, props("", None)).changes
     done = rotation.update("dkim-rotation", again, props("", None)).outs
     assert done is not None and done["phase"] == "steady" and done["state"] == {}
+
+
+# --- asking the servers: a server that does not answer is not a server that has the key ---------
+
+
+def test_a_silent_server_counts_as_lacking_the_new_key() -> None:
+    from mailstack.rfc2136 import authoritative
+    from tests.ports import free_port
+
+    silent = authoritative.Authority("ns9.example.org", "127.0.154.9", free_port("127.0.154.9"))
+    observed = authoritative.observe([silent], {"new._domainkey.example.org": None}, ["old._domainkey.example.org"], timeout=0.3)
+    assert not observed.new_everywhere and observed.lacking == (silent.where,)
+    assert observed.servers[0].error and "Timeout" in observed.servers[0].error
+    assert rule.decide(DKIM, TTL, observed, None, T0).signing == "old"
