@@ -261,3 +261,57 @@ def test_a_silent_server_counts_as_lacking_the_new_key() -> None:
     assert not observed.new_everywhere and observed.lacking == (silent.where,)
     assert observed.servers[0].error and "Timeout" in observed.servers[0].error
     assert rule.decide(DKIM, TTL, observed, None, T0).signing == "old"
+
+
+# --- the provider as the engine drives it: Pulumi's dynamic-provider host over gRPC ------------
+
+ROTATION_URN = "urn:pulumi:test::mailstack::pulumi-python:dynamic/mailstack:DkimRotation::dkim-rotation"
+
+
+@pytest.fixture
+def provider_host(tmp_path: Any) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    import grpc
+    from pulumi.runtime.proto import provider_pb2_grpc
+
+    process = subprocess.Popen([sys.executable, "-m", "pulumi.dynamic"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout is not None
+        channel = grpc.insecure_channel(f"127.0.0.1:{int(process.stdout.readline().decode().strip())}")
+        yield provider_pb2_grpc.ResourceProviderStub(channel)
+        channel.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_guard_fails_the_deployment_in_the_provider_host(provider_host: Any) -> None:
+    import grpc
+    from pulumi.dynamic.dynamic import serialize_provider
+    from pulumi.runtime.proto import provider_pb2
+
+    from tests.test_rfc2136_grpc import plain, struct
+
+    serialized = serialize_provider(provider.DkimRotationProvider())
+
+    def bag(previous: str, observed: Observation | None, margin: int, ttl: int) -> Any:
+        return struct({**props(previous, observed), "retireMargin": margin, "ttl": ttl, "__provider": serialized})
+
+    for margin, ttl, allowed in ((3600, TTL, False), (0, 0, True)):
+        created = provider_host.Create(provider_pb2.CreateRequest(urn=ROTATION_URN, properties=bag("old", LACKING, margin, ttl)))
+        assert plain(created.properties)["phase"] == "publish"
+        switched = provider_host.Update(provider_pb2.UpdateRequest(id=created.id, urn=ROTATION_URN, olds=created.properties,
+                                                                   news=bag("old", Observation((ServerView("ns1"),)), margin, ttl)))
+        state = plain(switched.properties)
+        assert state["phase"] == ("switch" if not allowed else "retire") and state["state"]["switchedAt"] is not None
+        request = provider_pb2.DiffRequest(id=created.id, urn=ROTATION_URN, olds=switched.properties, news=bag("", None, margin, ttl))
+        if allowed:
+            assert provider_host.Diff(request).changes == provider_pb2.DiffResponse.DIFF_SOME
+        else:
+            with pytest.raises(grpc.RpcError) as caught:
+                provider_host.Diff(request)
+            assert "mailstack:dkim.previous: old's record may be deleted only after" in caught.value.details()
