@@ -315,3 +315,28 @@ def test_the_guard_fails_the_deployment_in_the_provider_host(provider_host: Any)
             with pytest.raises(grpc.RpcError) as caught:
                 provider_host.Diff(request)
             assert "mailstack:dkim.previous: old's record may be deleted only after" in caught.value.details()
+
+
+# --- the lab: both keys published, the previous one signs (nothing observed) ---------------------
+
+
+def test_the_lab_publishes_both_keys_and_signs_with_the_previous_one(tmp_path: Any) -> None:
+    import dataclasses
+
+    from mailstack.config import stackfile
+    from mailstack.lab import control, gateway as lab_gateway
+    from mailstack.lab.state import LabState
+    from mailstack.lab.topology import build as build_topology
+    from tests import project
+
+    path = project.stack_path("onpremise")
+    stack = stackfile.load(path)
+    stack = dataclasses.replace(stack, dkim=dataclasses.replace(stack.dkim, selector="s2027", previous=stack.dkim.selector, bits=1024))
+    state = LabState(tmp_path, stack_file=str(path))
+    planned = control.lab_plan(state, stack, build_topology(stack))
+    assert not planned.needs_gateway_key and planned.signing_selector == stack.dkim.previous
+    published = {dkim.selector_of(r.name): r.content for r in planned.of_purpose("dkim") if r.origin[0] == "dkim"}
+    for selector in ("s2027", stack.dkim.previous):
+        assert published[selector] == dkim.txt_value(LabState.public_key_pem(state.dkim_private_key(selector, 1024)))
+    files = lab_gateway.rendered(state, planned, planned.stack.gateways[0])
+    assert files[f"opendkim/keys/{stack.dkim.previous}.private"].text == state.dkim_private_key(stack.dkim.previous, 1024)
