@@ -18,6 +18,7 @@ from mailstack import plan
 from mailstack.config.stack import from_config
 from mailstack.core.errors import ConfigErrors
 from mailstack.core.model import Dkim
+from mailstack.core.record import Record
 from mailstack.gateway import render
 from mailstack.providers import dkim_rotation as provider
 from mailstack.rules import dkim
@@ -340,3 +341,52 @@ def test_the_lab_publishes_both_keys_and_signs_with_the_previous_one(tmp_path: A
         assert published[selector] == dkim.txt_value(LabState.public_key_pem(state.dkim_private_key(selector, 1024)))
     files = lab_gateway.rendered(state, planned, planned.stack.gateways[0])
     assert files[f"opendkim/keys/{stack.dkim.previous}.private"].text == state.dkim_private_key(stack.dkim.previous, 1024)
+
+
+# --- the CLI refuses what it cannot use, naming the option (exit 2, no traceback) ----------------
+
+
+def cli(*args: str, cwd: Any = None) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mailstack.cli", *args], capture_output=True, text=True, timeout=120, check=False, cwd=cwd)
+
+
+def test_cli_refuses_a_broken_state_file_and_a_key_of_the_wrong_selector(tmp_path: Any) -> None:
+    import yaml
+
+    stack_file = tmp_path / "Pulumi.rotation.yaml"
+    stack_file.write_text(yaml.safe_dump({"config": {f"mailstack:{k}": v for k, v in values(previous="old").items()}}))
+    broken = tmp_path / "rotation.json"
+    broken.write_text('{"selector": "new", "previous": "old", "switchedAt": "yesterday"}')
+    for command in ("plan", "diff"):
+        result = cli(command, "--stack-file", str(stack_file), "--nameserver", "127.0.154.9:9", "--dkim-rotation", str(broken))
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f"--dkim-rotation {broken}: the DKIM rotation state's switchedAt is not a time" in result.stderr, result.stderr
+    key = tmp_path / "new.pem"
+    key.write_text(keypair()[0])
+    result = cli("render", "--stack-file", str(stack_file), "--out", str(tmp_path / "out"), "--dkim-private-key", str(key))
+    assert result.returncode == 2 and "--dkim-private-key: old (dkim.previous) signs" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_rfc2136_program_fills_each_selector_from_its_key_and_waits_for_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pulumi.runtime import rpc
+
+    from mailstack.core import zonefile
+    from tests import project
+    from tests.pulumi_harness import stack_config
+
+    config, secrets = stack_config(project.stack_path("lab"))
+    config["mailstack:tsigSecret"] = "c2VjcmV0LW9mLXRoZS1sYWItdHNpZy1rZXk="
+    config["mailstack:dkim"] = json.dumps({"selector": "s2027", "previous": "lab"})
+    monkeypatch.setattr(provider, "observe", lambda planned: LACKING)
+    run = run_program(config=config, secret_keys=secrets, mocks=DistinctKeys())
+    [resource] = run.of_type("pulumi-python:dynamic/mailstack:Rfc2136ZoneRecords")
+    values_by_name = {r["name"]: r["value"] for r in rpc.unwrap_rpc_secret(resource.inputs["records"]) if "._domainkey." in r["name"]}
+    for selector in ("s2027", "lab"):
+        record = Record(f"{selector}._domainkey.acme.test", "TXT", dkim.txt_value(run.public_keys[f"dkim-{selector}"]), 1)
+        assert values_by_name[record.name] == zonefile.rdata(record).to_text()
+    assert run.named("dkim-rotation").urn in resource.dependencies
+    assert run.exports["dkimSigningSelector"] == "lab"

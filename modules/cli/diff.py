@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     stack = options.load_stack(args)
     planned = plan.build(stack, options.gateway_public_key(args.dkim_public_key), rotation.previous_key(args))
+    state = rotation.read_state(args.dkim_rotation)  # a broken file stops the run before any query
     owned = options.owned_records(args.owned)
     if args.wait is None:
         try:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         servers = [(s.address, s.port) for s in Resolver.from_strings(args.nameserver, args.timeout).servers]
     except ValueError as err:
         raise MailstackError(f"--nameserver: {err}") from err
-    planned = rotation.with_rotation(args, planned, servers, args.timeout)
+    planned = rotation.with_rotation(planned, state, servers, args.timeout)
     name = args.stack or str(args.stack_file)
     if args.format == "json":
         print(render_json(name, outcome, args.wait, rotation.as_json(planned.rotation)))

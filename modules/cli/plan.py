@@ -69,9 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     stack = options.load_stack(args)
     planned = plan.build(stack, options.gateway_public_key(args.dkim_public_key), rotation.previous_key(args))
+    state = rotation.read_state(args.dkim_rotation)  # a broken file stops the run before any query
     owned = options.owned_records(args.owned)
     live, source, exact = _live(args, stack, planned, owned)
-    planned = rotation.with_rotation(args, planned, _nameservers(args), args.timeout)
+    planned = rotation.with_rotation(planned, state, _nameservers(args), args.timeout)
     rfc2136 = stack.dns.provider == "rfc2136"
     decided = calculate(
         planned.records, live, owned,

@@ -76,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
     if args.dkim_rotation is not None and stack.dkim.previous is not None:
         planned = rotation.record(args, planned)
     if planned.signing_selector != stack.dkim.selector:
+        if key is not None and args.dkim_previous_private_key is None:
+            raise MailstackError(
+                f"--dkim-private-key: {planned.signing_selector} (dkim.previous) signs until every authoritative server serves "
+                f"{stack.dkim.selector}'s key: give its key with --dkim-previous-private-key (and --dkim-rotation FILE to switch)"
+            )
         key = options.read_text(args.dkim_previous_private_key, "--dkim-previous-private-key")
     # Render every host first: an error leaves nothing half-written.
     rendered = {g.hostname: render.render(planned, dkim_private_key_pem=key, gateway=g) for g in gateways}

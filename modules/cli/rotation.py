@@ -59,13 +59,12 @@ def read_state(path: Path | None, missing_ok: bool = False) -> RotationState | N
         raise MailstackError(f"--dkim-rotation {path}: {err}") from err
 
 
-def with_rotation(
-    args: argparse.Namespace, planned: plan.Plan, nameservers: list[tuple[str, int]], timeout: float, *, missing_ok: bool = False,
-) -> plan.Plan:
-    """The plan with the rotation decided from the authoritative servers' answers, or
-    unchanged when the stack declares no rotation."""
+def with_rotation(planned: plan.Plan, state: RotationState | None, nameservers: list[tuple[str, int]], timeout: float) -> plan.Plan:
+    """The plan with the rotation decided from the authoritative servers' answers and
+    the recorded ``state`` (``read_state``, read before anything is asked), or unchanged
+    when the stack declares no rotation; MailstackError when ``dkim.previous`` was
+    dropped before the recorded retire time."""
     stack = planned.stack
-    state = read_state(args.dkim_rotation, missing_ok)
     if not stack.sends_via(SenderKind.GATEWAY) or stack.dkim.previous is None:
         if state is not None and (problem := dkim_rotation.retire_problem(stack.dkim, state, time.time())):
             raise MailstackError(f"dkim.previous: {problem}")
@@ -85,7 +84,7 @@ def record(args: argparse.Namespace, planned: plan.Plan) -> plan.Plan:
         servers = [(s.address, s.port) for s in Resolver.from_strings(args.nameserver, args.timeout).servers]
     except ValueError as err:
         raise MailstackError(f"--nameserver: {err}") from err
-    decided = with_rotation(args, planned, servers, args.timeout, missing_ok=True)
+    decided = with_rotation(planned, read_state(args.dkim_rotation, missing_ok=True), servers, args.timeout)
     if decided.rotation is not None and decided.rotation.state is not None:
         try:
             args.dkim_rotation.write_text(json.dumps(decided.rotation.state.as_json()) + "\n", encoding="utf-8")
