@@ -11,6 +11,7 @@ Authentication-Results, read with ``authres``.
 
 publish  ns2 lacks the new key -> OpenDKIM signs with the old selector -> dkim=pass s=old
 switch   ns2 serves it          -> the tables switch to the new one     -> dkim=pass s=new
+         a message signed in publish, queued until now               -> dkim=pass s=old
          dropping dkim.previous now is refused (exit 2, the retire time named)
 retire   TTL (1 s) + margin (10 s) later: the check warns the old key is still published
          -> dkim.previous removed, the old record deleted -> dkim=pass s=new, check skipped
@@ -181,14 +182,33 @@ class Site:
             self.postfix.start()
         return signing
 
-    def send(self) -> tuple[str, str, str, str]:
-        """One message from Odoo through the gateway; the receiver's (dkim, s=, dmarc, spf)."""
+    def postfix_command(self, *argv: str) -> str:
+        assert self.postfix is not None
+        result = subprocess.run([binary("ip"), "netns", "exec", self.netns, binary(argv[0]), "-c", str(self.postfix.config_dir), *argv[1:]],
+                                capture_output=True, text=True, timeout=60, check=True)
+        return result.stdout
+
+    def hold(self, held: bool) -> None:
+        """Keep outbound mail queued at the gateway (``defer_transports``), or let it go."""
+        self.postfix_command("postconf", "-e", f"defer_transports={'smtp' if held else ''}")
+        self.postfix_command("postfix", "reload")
+        if not held:
+            self.postfix_command("postqueue", "-f")
+
+    def submit(self) -> str:
+        """One message from Odoo to the gateway's submission port; its Message-Id."""
         self.sent += 1
         message_id = f"<rotation-{self.sent}-{os.getpid()}@acme.test>"
         raw = (f"From: Acme <notifications@acme.test>\r\nTo: ann@recipient.test\r\nSubject: phase {self.sent}\r\n"
                f"Message-Id: {message_id}\r\nDate: Wed, 02 Dec 2026 06:00:00 +0000\r\n\r\nHello.\r\n").encode()
         reply = smtp_tools.send(GATEWAY, 587, "notifications@acme.test", ["ann@recipient.test"], raw, netns=self.netns, source=ODOO)
         assert reply.get("data", [0])[0] == 250, reply
+        return message_id
+
+    def send(self, message_id: str | None = None) -> tuple[str, str, str, str]:
+        """One message from Odoo through the gateway (or one submitted before); the
+        receiver's (dkim, s=, dmarc, spf)."""
+        message_id = message_id or self.submit()
         delivered = wait_for(lambda: next((m for m in self.receiver.messages() if message_id.encode() in m), None), 60,
                              what=f"{message_id} at the receiver")
         found = verdict(delivered, RECEIVER_HOST)
@@ -262,6 +282,11 @@ def test_every_phase_signs_mail_the_independent_receiver_verifies(site: Site) ->
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "DKIM rotation old -> new: phase publish, signing with old\n  next: publishing new;" in shown.stdout, shown.stdout
     assert site.send() == ("pass", "old", "pass", "pass")
+    # A message signed now waits in the gateway's queue (a receiver deferring it) until
+    # after the switch: the old key must still be published when it arrives.
+    site.hold(True)
+    queued = site.submit()
+    wait_for(lambda: "notifications@acme.test" in site.postfix_command("postqueue", "-p"), 30, what="the message queued")
     finding = site.check()
     assert finding["status"] == "warn" and "ns2.acme.test" in finding["summary"] and "new._domainkey.acme.test" in finding["summary"], finding
 
@@ -281,7 +306,10 @@ def test_every_phase_signs_mail_the_independent_receiver_verifies(site: Site) ->
     assert early.returncode == 2 and not early.stdout
     assert "dkim.previous: old's record may be deleted only after" in early.stderr, early.stderr
     planned = site.declare("old")
+    assert not any(queued.encode() in m for m in site.receiver.messages()), "held at the gateway until now"
+    site.hold(False)
     assert site.send() == ("pass", "new", "pass", "pass")
+    assert site.send(queued) == ("pass", "old", "pass", "pass")  # signed before the switch, verified after it
     site.apply(planned)
     again = site.plan_rotation()  # recorded once: a later apply keeps the switch time
     assert again is not None and (again["switchedAt"], again["retireAt"]) == (rotation["switchedAt"], rotation["retireAt"])
