@@ -24,6 +24,7 @@ import pulumi
 import pulumi.dynamic as dynamic
 import pulumi_tls as tls
 
+from mailstack.core.errors import MailstackError
 from mailstack.core.model import Dkim, MailDomain
 from mailstack.plan import Plan
 from mailstack.rfc2136 import authoritative
@@ -63,7 +64,7 @@ def observe(planned: Plan) -> Observation | None:
     zone = planned.zone_of(next(iter(new)))
     try:
         servers = authoritative.of_stack(planned.stack.dns, zone)
-    except Exception as err:  # noqa: BLE001 - any failure means: not verified, keep the old key
+    except MailstackError as err:  # no server known: not verified, the old key keeps signing
         return Observation((ServerView(zone, error=str(err)),))
     return authoritative.observe(servers, new, old)
 
