@@ -239,6 +239,7 @@ def test_provider_records_the_switch_once_and_refuses_an_early_retire(monkeypatc
     assert switched is not None and switched["phase"] == "switch" and switched["state"]["switchedAt"] == T0 + 60
     assert switched["retireAt"] == T0 + 60 + 900 + MARGIN
     clock[0] = T0 + 120
+    assert not rotation.diff("dkim-rotation", switched, props("old", LACKING)).changes  # answers alone are no change
     again = rotation.update("dkim-rotation", switched, props("old", LACKING)).outs
     assert again is not None and again["state"] == switched["state"]  # recorded once
     with pytest.raises(ValueError, match=r"mailstack:dkim.previous: old's record may be deleted only after"):
@@ -248,6 +249,7 @@ def test_provider_records_the_switch_once_and_refuses_an_early_retire(monkeypatc
     assert rotation.diff("dkim-rotation", again, props("", None)).changes
     done = rotation.update("dkim-rotation", again, props("", None)).outs
     assert done is not None and done["phase"] == "steady" and done["state"] == {}
+    assert not rotation.diff("dkim-rotation", done, props("", None)).changes  # a steady stack stays quiet
 
 
 # --- asking the servers: a server that does not answer is not a server that has the key ---------

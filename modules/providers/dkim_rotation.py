@@ -86,6 +86,23 @@ def observation_from_json(value: Any) -> Observation | None:
     ))
 
 
+#: What a change of the rotation is: the declaration and the decision, not the answers.
+DECIDED = ("selector", "previous", "retireMargin", "ttl", "phase", "signing", "state", "retireAt")
+
+
+def _normal(value: Any) -> Any:
+    """A value as the engine hands it back (numbers as floats, None dropped from maps)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    return value
+
+
 def _dkim(props: dict[str, Any]) -> Dkim:
     return Dkim(str(props["selector"]), previous=props.get("previous") or None, retire_margin=int(props.get("retireMargin", dkim_rotation.DEFAULT_MARGIN)))
 
@@ -112,11 +129,12 @@ class DkimRotationProvider(dynamic.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         """Fails (before any DNS step that depends on it) when ``dkim.previous`` was
-        dropped too early; otherwise always an update, so the state follows the servers."""
-        problem = dkim_rotation.retire_problem(_dkim(news), _state(olds), time.time())
-        if problem:
-            raise ValueError(f"mailstack:dkim.previous: {problem}")
-        return dynamic.DiffResult(changes=True, replaces=[], stables=[], delete_before_replace=False)
+        dropped too early; otherwise an update exactly when the decision changes (the
+        servers' answers alone are no change: ``pulumi preview --expect-no-changes``
+        stays quiet on a steady stack)."""
+        decided = self._outputs(news, olds)
+        changed = [key for key in DECIDED if _normal(decided.get(key)) != _normal(olds.get(key))]
+        return dynamic.DiffResult(changes=bool(changed), replaces=[], stables=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         return dynamic.CreateResult("dkim-rotation", self._outputs(props, None))
