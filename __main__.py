@@ -1,11 +1,14 @@
 """The Pulumi program: wiring only. Config → MailDomain → plan → components → exports."""
 
+import time
+
 import pulumi
-import pulumi_tls as tls
 
 from mailstack import plan
 from mailstack.config.stack import from_config
 from mailstack.core.errors import ConfigErrors, MailstackError
+from mailstack.rules.dkim_rotation import decide
+from mailstack.providers import dkim_rotation as rotation
 from mailstack.providers import engine_config
 from mailstack.providers.cloudflare import CloudflareRecords, CloudflareRecordsArgs
 
@@ -23,13 +26,21 @@ except MailstackError as err:
 odoo_after: list[pulumi.Resource] = []
 
 dkim_key = None
+dkim_previous_key = None
+#: What the DNS components wait for: the DKIM rotation's guard (docs/gateway.md).
+dns_after: list[pulumi.Resource] = []
 if planned.needs_gateway_key or stack.gateways:
-    dkim_key = tls.PrivateKey(
-        "dkim",
-        algorithm="RSA",
-        rsa_bits=stack.dkim.bits,
-        opts=pulumi.ResourceOptions(additional_secret_outputs=["private_key_pem", "private_key_openssh", "private_key_pem_pkcs8"]),
-    )
+    # One key per selector in use; during a rotation (dkim.previous) the phase decides
+    # which one OpenDKIM signs with, from what every authoritative server serves now.
+    dkim_keys = rotation.keys(stack)
+    dkim_key = dkim_keys[stack.dkim.selector]
+    dkim_previous_key = dkim_keys.get(stack.dkim.previous or "")
+    observed = rotation.observe(planned)
+    planned = planned.with_rotation(decide(stack.dkim, stack.dns.ttl, observed, None, time.time()))
+    dkim_rotation = rotation.DkimRotation("dkim-rotation", stack, observed)
+    dns_after.append(dkim_rotation)
+    pulumi.export("dkimRotation", dkim_rotation.state)
+    pulumi.export("dkimPhase", planned.rotation.phase.value if planned.rotation else "steady")
 
 if stack.dns.provider == "cloudflare":
     dns = CloudflareRecords(
@@ -38,9 +49,12 @@ if stack.dns.provider == "cloudflare":
             records=planned.records,
             zones=planned.zones,
             gateway_public_key_pem=dkim_key.public_key_pem if dkim_key else None,
+            previous_selector=stack.dkim.previous,
+            previous_public_key_pem=dkim_previous_key.public_key_pem if dkim_previous_key else None,
             allow_delete=stack.dns.allow_delete,
             adopt=dict(stack.dns.adopt),
         ),
+        opts=pulumi.ResourceOptions(depends_on=dns_after),
     )
     pulumi.export("zoneIds", dns.zone_ids)
     odoo_after.append(dns)
@@ -61,9 +75,12 @@ elif stack.dns.provider == "rfc2136":
             tsig_algorithm=stack.dns.tsig_algorithm,
             tsig_secret=tsig_secret,
             gateway_public_key_pem=dkim_key.public_key_pem if dkim_key else None,
+            previous_selector=stack.dkim.previous,
+            previous_public_key_pem=dkim_previous_key.public_key_pem if dkim_previous_key else None,
             allow_delete=stack.dns.allow_delete,
             adopt=dict(stack.dns.adopt),
         ),
+        opts=pulumi.ResourceOptions(depends_on=dns_after),
     )
     odoo_after.append(rfc2136_dns)
 
@@ -79,7 +96,9 @@ if dkim_key is not None and stack.gateway is not None and stack.gateway.deploy:
             GatewayArgs(
                 plan=planned,
                 gateway=gateway,
-                dkim_private_key_pem=dkim_key.private_key_pem,
+                # The key of the selector the rotation's phase signs with.
+                dkim_private_key_pem=(dkim_previous_key or dkim_key).private_key_pem
+                if planned.signing_selector == stack.dkim.previous else dkim_key.private_key_pem,
                 ssh_private_key=ssh_private_key,
                 odoo_password=odoo_password,
                 smtp_auth_password=smtp_auth_password,
@@ -114,4 +133,7 @@ if stack.odoo.manage:
 pulumi.export("records", [r.as_json() for r in planned.records])
 if dkim_key is not None:
     pulumi.export("dkimSelector", stack.dkim.selector)
+    pulumi.export("dkimSigningSelector", planned.signing_selector)
     pulumi.export("dkimPublicKeyPem", dkim_key.public_key_pem)
+if dkim_previous_key is not None:
+    pulumi.export("dkimPreviousPublicKeyPem", dkim_previous_key.public_key_pem)

@@ -13,6 +13,7 @@ parsing here: the CLI and the lab each turn their own arguments into ``Options``
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ from mailstack.config import stackfile
 from mailstack.config.stack import from_config
 from mailstack.core import names
 from mailstack.core.errors import MailstackError
+from mailstack.rules import dkim_rotation
+from mailstack.rules.dkim_rotation import RotationState
 
 
 
@@ -104,11 +107,16 @@ def for_stack(
     gateway_public_key: str | None = None,
     gateway_private_key: str | None = None,
     resolver: Resolver | None = None,
+    rotation_state: RotationState | None = None,
 ) -> Target:
     """A run on a declared stack: expectations from its plan (made with the gateway's
-    DKIM public key when known, so that record compares by content)."""
+    DKIM public key when known, so that record compares by content; with a DKIM
+    rotation's recorded state, so ``dkim.rotation`` knows the retire time)."""
     stack = from_config(stackfile.read_namespace(stack_file))
-    return for_plan(plan.build(stack, gateway_public_key), options, stack_file=stack_file, disabled=stack.checks.disable,
+    planned = plan.build(stack, gateway_public_key)
+    if rotation_state is not None:
+        planned = planned.with_rotation(dkim_rotation.decide(stack.dkim, stack.dns.ttl, None, rotation_state, time.time()))
+    return for_plan(planned, options, stack_file=stack_file, disabled=stack.checks.disable,
                     gateway_private_key=gateway_private_key, resolver=resolver)
 
 

@@ -135,7 +135,7 @@ def test_smtp_auth_password_goes_into_the_sasldb_through_stdin() -> None:
 
 def test_dkim_txt_record_comes_from_the_generated_key() -> None:
     run = run_values(base_values())
-    pem = run.public_keys["dkim"]
+    pem = run.public_keys["dkim-gw"]  # one key per selector (alias: the former name "dkim")
     txt = [r for r in run.of_type(CF_RECORD) if r.inputs["name"] == "gw._domainkey.example.org"]
     assert len(txt) == 1
     assert txt[0].inputs["content"].replace('" "', "").strip('"') == dkim.txt_value(pem)

@@ -32,7 +32,7 @@ from mailstack.checks.defaults import (
     DEFAULT_WORKERS,
     FORMATS,
 )
-from mailstack.cli import options
+from mailstack.cli import options, rotation
 from mailstack.core.errors import ConfigErrors, MailstackError
 
 if TYPE_CHECKING:
@@ -91,6 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="threads for blocking checks and probes (SMTP, HTTPS, pyspf) (default: %(default)s)")
     parser.add_argument("--dkim-public-key", metavar="PEM", type=Path, help="the gateway's DKIM public key: compare its record by content (one stack)")
     parser.add_argument("--dkim-private-key", metavar="PEM", type=Path, help="the gateway's DKIM private key: sign a probe and verify it against DNS (one stack)")
+    parser.add_argument("--dkim-rotation", metavar="FILE", type=Path,
+                        help="a DKIM rotation's recorded state (JSON: `pulumi stack output dkimRotation --json`, or the lab's), for dkim.rotation")
     parser.add_argument("--smtp-port", type=int, default=25, help="port of the MX hosts (default: 25)")
     parser.add_argument("--smtp-timeout", type=float, default=10.0, help="seconds per SMTP session step (default: %(default)s)")
     parser.add_argument("--ca-file", metavar="PEM", help="CA certificates for the MTA-STS policy host (default: the system's)")
@@ -166,6 +168,7 @@ def targets(args: argparse.Namespace, settings: check_run.Options) -> list[check
                 path, settings, resolver=resolver,
                 gateway_public_key=options.gateway_public_key(args.dkim_public_key),
                 gateway_private_key=options.read_text(args.dkim_private_key, "--dkim-private-key"),
+                rotation_state=rotation.read_state(args.dkim_rotation),
             ))
         except ConfigErrors as err:
             if not fleet:

@@ -19,7 +19,7 @@ from mailstack import plan
 from mailstack.checks.dns.diff import ServerDiff, WaitResult, diff, wait_for_stack
 from mailstack.checks.dns.published import Change, RecordDiff
 from mailstack.checks.dns.resolver import Resolver
-from mailstack.cli import options
+from mailstack.cli import options, rotation
 from mailstack.cli.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mailstack.core.errors import MailstackError
 
@@ -52,13 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     options.add_dns_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     parser.add_argument("--dkim-public-key", metavar="PEM", type=Path, help="the gateway's DKIM public key (PEM file), to compare its content too")
+    rotation.add_arguments(parser)
     options.add_owned_argument(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     stack = options.load_stack(args)
-    planned = plan.build(stack, options.gateway_public_key(args.dkim_public_key))
+    planned = plan.build(stack, options.gateway_public_key(args.dkim_public_key), rotation.previous_key(args))
+    state = rotation.read_state(args.dkim_rotation)  # a broken file stops the run before any query
     owned = options.owned_records(args.owned)
     if args.wait is None:
         try:
@@ -70,8 +72,16 @@ def run(args: argparse.Namespace) -> int:
         outcome = WaitResult(results, 1, all(r.agrees for r in results))
     else:
         outcome = wait_for_stack(planned, args.nameserver, args.wait, timeout=args.timeout, interval=args.interval, owned=owned)
+    try:
+        servers = [(s.address, s.port) for s in Resolver.from_strings(args.nameserver, args.timeout).servers]
+    except ValueError as err:
+        raise MailstackError(f"--nameserver: {err}") from err
+    planned = rotation.with_rotation(planned, state, servers, args.timeout)
     name = args.stack or str(args.stack_file)
-    print(render_json(name, outcome, args.wait) if args.format == "json" else render_text(name, outcome, args.wait))
+    if args.format == "json":
+        print(render_json(name, outcome, args.wait, rotation.as_json(planned.rotation)))
+    else:
+        print("\n".join([render_text(name, outcome, args.wait), *rotation.lines(stack, planned.rotation)]))
     return exit_code(outcome.results)
 
 
@@ -125,8 +135,8 @@ def _diff_json(item: RecordDiff) -> dict[str, Any]:
     }
 
 
-def render_json(stack: str, outcome: WaitResult, wait: float | None) -> str:
-    """The documented JSON shape (docs/ci-gate.md)."""
+def render_json(stack: str, outcome: WaitResult, wait: float | None, dkim_rotation: dict[str, Any] | None = None) -> str:
+    """The documented JSON shape (docs/ci-gate.md); ``dkimRotation`` while one runs."""
     document = {
         "stack": stack,
         "equal": all(r.agrees for r in outcome.results),
@@ -136,4 +146,6 @@ def render_json(stack: str, outcome: WaitResult, wait: float | None) -> str:
             {"server": r.server, "equal": r.agrees, "records": [_diff_json(d) for d in r.diffs]} for r in outcome.results
         ],
     }
+    if dkim_rotation:
+        document["dkimRotation"] = dkim_rotation
     return json.dumps(document, indent=2)

@@ -14,11 +14,12 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from mailstack import plan
 from mailstack.checks.dns import published
 from mailstack.checks.dns.resolver import Resolver
-from mailstack.cli import options
+from mailstack.cli import options, rotation
 from mailstack.cli.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mailstack.core import tsig
 from mailstack.core.errors import MailstackError
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     options.add_stack_arguments(parser)
     options.add_dns_arguments(parser, wait=False)
     parser.add_argument("--dkim-public-key", metavar="PEM", type=Path, help="the gateway's DKIM public key (PEM file)")
+    rotation.add_arguments(parser)
     options.add_owned_argument(parser)
     parser.add_argument("--tsig-secret-file", metavar="FILE", type=Path, help=f"RFC 2136: the TSIG secret (default: ${SECRET_ENV})")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
@@ -66,9 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace) -> int:
     stack = options.load_stack(args)
-    planned = plan.build(stack, options.gateway_public_key(args.dkim_public_key))
+    planned = plan.build(stack, options.gateway_public_key(args.dkim_public_key), rotation.previous_key(args))
+    state = rotation.read_state(args.dkim_rotation)  # a broken file stops the run before any query
     owned = options.owned_records(args.owned)
     live, source, exact = _live(args, stack, planned, owned)
+    planned = rotation.with_rotation(planned, state, _nameservers(args), args.timeout)
     rfc2136 = stack.dns.provider == "rfc2136"
     decided = calculate(
         planned.records, live, owned,
@@ -77,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     if not rfc2136:
         decided = cloudflare.refine(decided, dict(stack.dns.adopt))
     name = args.stack or str(args.stack_file)
-    print(render_json(name, source, decided) if args.format == "json" else render_text(name, source, decided))
+    if args.format == "json":
+        print(render_json(name, source, decided, rotation.as_json(planned.rotation)))
+    else:
+        print("\n".join([render_text(name, source, decided), *rotation.lines(stack, planned.rotation)]))
     if decided.conflicts:
         return EXIT_USAGE
     return EXIT_FAILED if decided.changed else EXIT_OK
@@ -102,6 +109,13 @@ def _live(args: argparse.Namespace, stack: MailDomain, planned: plan.Plan, owned
     zones = {planned.zone_of(r.name) for r in [*planned.records, *owned]}
     snapshots = sync.read(server, zones)
     return {k: list(v) for k, v in sync.live_records(snapshots.values()).items()}, f"{server.where} (zone transfer)", True
+
+
+def _nameservers(args: argparse.Namespace) -> list[tuple[str, int]]:
+    try:
+        return [(s.address, s.port) for s in Resolver.from_strings(args.nameserver, args.timeout).servers]
+    except ValueError as err:
+        raise MailstackError(f"--nameserver: {err}") from err
 
 
 def _tsig_secret(args: argparse.Namespace) -> str:
@@ -145,8 +159,8 @@ def render_text(stack: str, source: str, decided: ChangeSet) -> str:
     return "\n".join(lines)
 
 
-def render_json(stack: str, source: str, decided: ChangeSet) -> str:
-    """The documented JSON shape (docs/records.md)."""
+def render_json(stack: str, source: str, decided: ChangeSet, dkim_rotation: dict[str, Any] | None = None) -> str:
+    """The documented JSON shape (docs/records.md); ``dkimRotation`` while one runs."""
     return json.dumps({
         "stack": stack,
         "source": source,
@@ -154,4 +168,5 @@ def render_json(stack: str, source: str, decided: ChangeSet) -> str:
         "conflicts": len(decided.conflicts),
         "counts": decided.counts(),
         "changes": [c.as_json() for c in decided.changes],
+        **({"dkimRotation": dkim_rotation} if dkim_rotation else {}),
     }, indent=2)

@@ -1,4 +1,5 @@
-"""The sections that set record tags: ``dkim`` (the gateway's selector and key size),
+"""The sections that set record tags: ``dkim`` (the gateway's selector and key size,
+and the selector a rotation moves away from),
 ``spf`` (the closing ``all``), ``dmarc`` (policy and reports), ``mtaSts`` and
 ``tlsRpt``. Values are checked with the same rule modules that build the records."""
 
@@ -9,14 +10,14 @@ from typing import Any
 from mailstack.config import kinds
 from mailstack.config.reader import ConfigReader, Path
 from mailstack.core.model import Dkim, Dmarc, Inbound, InboundMode, MtaSts, Spf, TlsRpt
-from mailstack.rules import dkim, dmarc, limits, mta_sts, spf
+from mailstack.rules import dkim, dkim_rotation, dmarc, limits, mta_sts, spf
 
 
 def read_dkim(reader: ConfigReader, value: Any, names: tuple[str, ...] = ()) -> Dkim | None:
     """``names``: every name the key is published under (``<selector>._domainkey.<name>``
     must be a DNS name of at most 253 characters for each)."""
     path: Path = ("dkim",)
-    data = reader.mapping(value, path, ("selector", "bits"))
+    data = reader.mapping(value, path, ("selector", "bits", "previous", "retireMargin"))
     if data is None:
         return None
     selector = "mailstack"
@@ -30,7 +31,28 @@ def read_dkim(reader: ConfigReader, value: Any, names: tuple[str, ...] = ()) -> 
     if bits is not None and bits not in dkim.RSA_SIZES:
         sizes = ", ".join(str(size) for size in dkim.RSA_SIZES)
         reader.fail((*path, "bits"), f"{bits} is not one of {sizes} (RFC 8301: at least {dkim.MIN_RSA_BITS})")
-    return Dkim(selector, bits or 2048)
+    previous = _previous_selector(reader, data.get("previous"), selector, names)
+    margin = reader.integer(data.get("retireMargin"), (*path, "retireMargin"), 0, dkim_rotation.MAX_MARGIN, default=dkim_rotation.DEFAULT_MARGIN)
+    return Dkim(selector, bits or 2048, previous, dkim_rotation.DEFAULT_MARGIN if margin is None else margin)
+
+
+def _previous_selector(reader: ConfigReader, value: Any, selector: str, names: tuple[str, ...]) -> str | None:
+    """``dkim.previous``: the selector a rotation moves away from (docs/gateway.md)."""
+    path: Path = ("dkim", "previous")
+    if value is None:
+        return None
+    previous = reader.convert(value, path, kinds.label)
+    if previous is None:
+        return None
+    if previous == selector:
+        reader.fail(path, f"is the same selector as dkim.selector ({selector}): a rotation needs a new selector")
+        return None
+    longest = max(names, key=len, default=None)
+    problem = limits.dkim_name_problem(previous, longest) if longest else None
+    if problem:
+        reader.fail(path, problem)
+        return None
+    return previous
 
 
 def read_spf(reader: ConfigReader, value: Any) -> Spf | None:

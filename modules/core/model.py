@@ -211,10 +211,16 @@ class Inbound:
 
 @dataclass(frozen=True, slots=True)
 class Dkim:
-    """The gateway's own DKIM key."""
+    """The gateway's own DKIM key, and the key it replaces while a rotation runs."""
 
     selector: str = "mailstack"
     bits: int = 2048
+    #: The selector being rotated away from (``dkim.previous``); None: no rotation.
+    previous: str | None = None
+    #: Seconds the previous key's record stays published after the switch, on top of
+    #: its TTL (``dkim.retireMargin``): mail signed before the switch may still sit in
+    #: the gateway's queue (Postfix retries for 5 days) and is verified on arrival.
+    retire_margin: int = 5 * 86400
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,8 @@ def render(
 
     ``settings`` defaults to the stack's own (``mailstack:gateway``); ``gateway`` to
     the first declared gateway (it only sets the host's own name). Without
-    ``dkim_private_key_pem`` the key file is left out (Pulumi pushes it separately, as
+    ``dkim_private_key_pem`` (the key of ``plan.signing_selector``: during a DKIM
+    rotation the phase's) the key file is left out (Pulumi pushes it separately, as
     a secret). Raises ConfigErrors for a stack without gateways, MailstackError for a
     key that is not a PEM private key; nothing is returned half-way.
     """
@@ -125,7 +126,7 @@ def render(
     if serves_mta_sts(plan):
         files[NGINX_SITE] = RenderedFile(render_mta_sts_site(plan, layout, settings.tls.cert, settings.tls.key, gateway.hostname))
     if dkim_private_key_pem is not None:
-        files[key_path(stack.dkim.selector)] = RenderedFile(_checked_private_key(dkim_private_key_pem), SECRET_MODE)
+        files[key_path(plan.signing_selector)] = RenderedFile(_checked_private_key(dkim_private_key_pem), SECRET_MODE)
     return dict(sorted(files.items()))
 
 
@@ -226,6 +227,9 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "recipients": accepted_recipients(plan),
         "accept_all": plan.stack.inbound.accept_all,
         "signing_domains": plan.signing_domains,
+        # The selector OpenDKIM signs with: during a DKIM rotation the plan's phase
+        # decides it (rules.dkim_rotation), so the switch waits for the new record.
+        "signing_selector": plan.signing_selector,
         "submission_encrypt": submission_encrypt,
         # Odoo submits on the submission port only (port 25 is the MX and relays for
         # nobody); smtp_ssl is Odoo's STARTTLS switch, on when TLS or AUTH is required.

@@ -187,7 +187,10 @@ def lab_plan(state: LabState, stack: MailDomain, topology: Topology) -> Plan:
     gateway DKIM key and its keys for the third parties' declared ones."""
     keys = {kind: LabState.public_key_b64(pem) for kind, pem in roles.third_party_keys(state, stack).items()}
     public = LabState.public_key_pem(state.dkim_private_key(stack.dkim.selector, stack.dkim.bits))
-    return planning.build(translate.lab_stack(stack, topology, keys), public)
+    # A declared DKIM rotation publishes both keys; nothing observed, the previous one
+    # signs (the publish phase; tests/test_dkim_rotation_live.py walks every phase).
+    previous = LabState.public_key_pem(state.dkim_private_key(stack.dkim.previous, stack.dkim.bits)) if stack.dkim.previous else None
+    return planning.build(translate.lab_stack(stack, topology, keys), public, previous)
 
 
 def make_lab(state_dir: Path, stack: MailDomain, topology: Topology, seeds: tuple[Seed, ...] = ()) -> roles.Lab:

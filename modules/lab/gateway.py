@@ -71,7 +71,7 @@ def rendered(state: LabState, plan: Plan, gateway: Gateway) -> dict[str, Rendere
         opendkim_pidfile=str(work / "run" / "opendkim.pid"),
         sasldb_path=str(sasldb(work)),
     )
-    pem = state.dkim_private_key(stack.dkim.selector, stack.dkim.bits)
+    pem = state.dkim_private_key(plan.signing_selector, stack.dkim.bits)  # the phase's key during a rotation
     return render.render(plan, settings, pem, gateway=gateway, layout=layout)
 
 

@@ -11,12 +11,12 @@ from mailstack.rules import dkim, dmarc, mta_sts, senders, spf
 from mailstack.rules.mx import NULL_MX
 
 
-def all_records(stack: MailDomain, gateway_key: str | None, zones: tuple[str, ...]) -> list[Record]:
+def all_records(stack: MailDomain, gateway_key: str | None, zones: tuple[str, ...], previous_key: str | None = None) -> list[Record]:
     """Every record of the declaration (unsorted, possibly with duplicates)."""
     records: list[Record] = []
     spf_text, dmarc_text = spf_value(stack), dmarc_value(stack)  # stack-wide: computed once
     for domain in stack.domains:
-        records += _sender_records(stack, domain, gateway_key, spf_text, dmarc_text)
+        records += _sender_records(stack, domain, (gateway_key, previous_key), spf_text, dmarc_text)
         records += _inbound_records(stack, domain)
         records += _policy_records(stack, domain)
     records += _gateway_addresses(stack, zones)
@@ -45,7 +45,10 @@ def dmarc_value(stack: MailDomain) -> str:
     return dmarc.build(d.policy, subdomain_policy=d.subdomain_policy, rua=d.rua, ruf=d.ruf, adkim=d.adkim, aspf=d.aspf, pct=d.pct, fo=d.fo)
 
 
-def _sender_records(stack: MailDomain, domain: str, gateway_key: str | None, value: str | None, dmarc_text: str) -> list[Record]:
+def _sender_records(
+    stack: MailDomain, domain: str, keys: tuple[str | None, str | None], value: str | None, dmarc_text: str,
+) -> list[Record]:
+    """``keys``: the gateway's DKIM public key and, while a rotation runs, the previous one."""
     ttl = stack.dns.ttl
     records: list[Record] = []
     cname_at_inbound = stack.inbound.mode is InboundMode.ODOO_MX and stack.inbound.record == "cname"
@@ -55,11 +58,15 @@ def _sender_records(stack: MailDomain, domain: str, gateway_key: str | None, val
         if value and not inherits_from_cname:
             records.append(Record(name, "TXT", value, ttl, purpose="spf", origin=("outbound",)))
         for index, sender in enumerate(stack.outbound):
-            origin = ("dkim", "selector") if sender.kind is SenderKind.GATEWAY else ("outbound", index)
-            for entry in senders.dkim_entries(stack, sender, name, gateway_key):
+            for entry in senders.dkim_entries(stack, sender, name, *keys):
+                origin: tuple[str | int, ...] = ("outbound", index)
+                key = keys[0]
+                if sender.kind is SenderKind.GATEWAY:
+                    previous = entry.selector == stack.dkim.previous
+                    origin, key = (("dkim", "previous"), keys[1]) if previous else (("dkim", "selector"), keys[0])
                 records.append(Record(
                     dkim.record_name(entry.selector, name), entry.type, entry.content, ttl, purpose="dkim",
-                    needs_gateway_key=entry.needs_gateway_key and gateway_key is None, origin=origin,
+                    needs_gateway_key=entry.needs_gateway_key and key is None, origin=origin,
                 ))
     if stack.outbound or stack.dmarc.rua:
         for name in (domain, *dmarc_names(domain, sending)):

@@ -16,6 +16,7 @@ from mailstack.core.record import Record
 from mailstack.plan import conflicts, facts
 from mailstack.plan.records import all_records, order_key
 from mailstack.rules import dkim
+from mailstack.rules.dkim_rotation import Rotation
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -35,6 +36,18 @@ class Plan:
     relay_domains: tuple[str, ...]
     #: The gateway's DKIM public key the plan was made with, None when Pulumi makes it.
     gateway_key: str | None = None
+    #: The phase of a DKIM rotation (``dkim.previous``), when it was decided with the
+    #: authoritative servers' answers (``rules.dkim_rotation.decide``); None otherwise.
+    rotation: Rotation | None = None
+
+    @property
+    def signing_selector(self) -> str:
+        """The selector OpenDKIM signs with: the rotation's decision, else — nothing
+        observed — the previous selector while a rotation is declared (the key known to
+        be published), else ``dkim.selector``."""
+        if self.rotation is not None:
+            return self.rotation.signing
+        return self.stack.dkim.previous or self.stack.dkim.selector
 
     @property
     def domain(self) -> str:
@@ -68,22 +81,48 @@ class Plan:
         """True when a record waits for the gateway's generated DKIM key."""
         return any(r.needs_gateway_key for r in self.records)
 
-    def with_gateway_key(self, public_key: str) -> Plan:
-        """The same plan with the gateway's DKIM public key filled in."""
+    def with_gateway_key(self, public_key: str, selector: str | None = None) -> Plan:
+        """The same plan with the gateway's DKIM public key of ``selector`` (default:
+        ``dkim.selector``) filled in."""
+        selector = selector or self.stack.dkim.selector
         value = dkim.txt_value(public_key)
-        records = tuple(replace(r, content=value, needs_gateway_key=False) if r.needs_gateway_key else r for r in self.records)
+        records = tuple(
+            replace(r, content=value, needs_gateway_key=False) if r.needs_gateway_key and dkim.selector_of(r.name) == selector else r
+            for r in self.records
+        )
+        if selector != self.stack.dkim.selector:
+            return replace(self, records=records)
         return replace(self, records=records, gateway_key=public_key)
 
+    def rotation_names(self) -> tuple[dict[str, str | None], list[str]]:
+        """A declared rotation's key record names: the new selector's, each with the
+        key it must carry (None while Pulumi generates it), and the previous one's."""
+        new: dict[str, str | None] = {}
+        old: list[str] = []
+        dkim_options = self.stack.dkim
+        for record in self.of_purpose("dkim"):
+            selector = dkim.selector_of(record.name)
+            if record.origin == ("dkim", "selector") and selector == dkim_options.selector:
+                new[record.name] = None if record.needs_gateway_key else dkim.parse(record.content).public_key
+            elif record.origin == ("dkim", "previous") and selector == dkim_options.previous:
+                old.append(record.name)
+        return new, old
 
-def build(stack: MailDomain, gateway_key: str | None = None) -> Plan:
+    def with_rotation(self, rotation: Rotation) -> Plan:
+        """The same plan with the rotation's decided phase (the signing selector)."""
+        return replace(self, rotation=rotation)
+
+
+def build(stack: MailDomain, gateway_key: str | None = None, previous_key: str | None = None) -> Plan:
     """The plan of a declaration; PlanError (every broken rule, each at its key).
 
     ``gateway_key`` is the gateway's DKIM public key (PEM or base64). Without it the
     gateway's DKIM TXT carries ``dkim.PENDING_KEY`` and ``needs_gateway_key`` is set,
-    so the Pulumi component fills it from the generated key.
+    so the Pulumi component fills it from the generated key. ``previous_key`` is the
+    key of ``dkim.previous`` while a rotation runs (docs/gateway.md), the same way.
     """
     zones = facts.managed_zones(stack)
-    records = all_records(stack, gateway_key, zones)
+    records = all_records(stack, gateway_key, zones, previous_key)
     problems = conflicts.find(records)
     problems += _unplanned_adoptions(stack, records)
     if problems:

@@ -46,6 +46,9 @@ class CloudflareRecordsArgs:
     zones: dict[str, str]
     #: The gateway's DKIM public key (PEM), for records with ``needs_gateway_key``.
     gateway_public_key_pem: pulumi.Input[str] | None = None
+    #: During a DKIM rotation: the previous selector and its key (PEM), for its records.
+    previous_selector: str | None = None
+    previous_public_key_pem: pulumi.Input[str] | None = None
     #: ``mailstack:dns.allowDelete``: register mail records unprotected so a later change may delete them.
     allow_delete: bool = False
     #: ``mailstack:dns.adopt``: record key → Cloudflare import id (``<zone_id>/<record_id>``)
@@ -61,7 +64,8 @@ class CloudflareRecords(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CloudflareRecordsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mailstack:dns:CloudflareRecords", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        # Every record waits for what the component waits for (the DKIM rotation's guard).
+        child = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
         self.zone_ids = {
             zone: cloudflare.get_zone_output(
                 filter={"name": zone, "match": "all"}, opts=pulumi.InvokeOutputOptions(parent=self)
@@ -72,9 +76,11 @@ class CloudflareRecords(pulumi.ComponentResource):
         for record in args.records:
             content: pulumi.Input[str] = cloudflare_content(record)
             if record.needs_gateway_key:
-                if args.gateway_public_key_pem is None:
+                previous = bool(args.previous_selector) and dkim.selector_of(record.name) == args.previous_selector
+                pem = args.previous_public_key_pem if previous else args.gateway_public_key_pem
+                if pem is None:
                     raise ValueError(f"{record.name}: the gateway DKIM key is needed but was not given")
-                content = pulumi.Output.from_input(args.gateway_public_key_pem).apply(
+                content = pulumi.Output.from_input(pem).apply(
                     lambda pem: txt.quoted(dkim.txt_value(pem))
                 )
             self.records[record.key] = cloudflare.DnsRecord(

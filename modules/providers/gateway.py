@@ -143,7 +143,7 @@ class GatewayServer(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         opendkim_user = layout.opendkim_user
         mailgate_script = layout.mailgate_command[-1]
-        key_path = layout.host_path(render_module.key_path(stack.dkim.selector))
+        key_path = layout.host_path(render_module.key_path(args.plan.signing_selector))
 
         package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ()), *(SRS_PACKAGES if forward else ()), *(WEB_PACKAGES if web else ())]
         aliasd_script = layout.aliasd_command[-1]

@@ -40,6 +40,9 @@ class Rfc2136RecordsArgs:
     tsig_secret: pulumi.Input[str]
     #: The gateway's DKIM public key (PEM), for records with ``needs_gateway_key``.
     gateway_public_key_pem: pulumi.Input[str] | None = None
+    #: During a DKIM rotation: the previous selector and its key (PEM), for its records.
+    previous_selector: str | None = None
+    previous_public_key_pem: pulumi.Input[str] | None = None
     allow_delete: bool = False
     #: ``mailstack:dns.adopt``: planned record key → the live value mailstack takes over.
     adopt: Mapping[str, str] = field(default_factory=dict)
@@ -60,6 +63,14 @@ def _item(zone: str, record: Record, pem: pulumi.Input[str] | None) -> dict[str,
     return item
 
 
+def _key_for(args: Rfc2136RecordsArgs, record: Record) -> pulumi.Input[str] | None:
+    """The public key a gateway key record carries: the previous selector's during a
+    rotation, else the gateway's."""
+    if args.previous_selector and dkim.selector_of(record.name) == args.previous_selector:
+        return args.previous_public_key_pem
+    return args.gateway_public_key_pem
+
+
 class Rfc2136Records(pulumi.ComponentResource):
     """Every planned record of one stack on an RFC 2136 primary, as one resource."""
 
@@ -74,12 +85,13 @@ class Rfc2136Records(pulumi.ComponentResource):
             server=args.server,
             port=args.port,
             zones=sorted(set(args.zones[r.name] for r in args.records)),
-            records=[_item(args.zones[r.name], r, args.gateway_public_key_pem) for r in ordered],
+            records=[_item(args.zones[r.name], r, _key_for(args, r)) for r in ordered],
             tsig_key_name=args.tsig_key_name,
             tsig_algorithm=args.tsig_algorithm,
             tsig_secret=args.tsig_secret,
             adopt=dict(args.adopt),
             allow_delete=args.allow_delete,
-            opts=pulumi.ResourceOptions(parent=self, protect=protect),
+            # The DKIM rotation's guard (depends_on) must pass before this update.
+            opts=pulumi.ResourceOptions(parent=self, protect=protect, depends_on=opts.depends_on if opts else None),
         )
         self.register_outputs({"recordsId": self.records.id})

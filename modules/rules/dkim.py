@@ -172,6 +172,13 @@ def record_name(selector: str, domain: str) -> str:
     return f"{selector}.{LABEL}.{domain}"
 
 
+def selector_of(name: str) -> str | None:
+    """The selector of a key record name (``<selector>._domainkey.<domain>``), None
+    for any other name."""
+    labels = name.split(".")
+    return labels[0] if len(labels) > 2 and labels[1] == LABEL else None
+
+
 def is_key_name(name: str) -> bool:
     """True when a name is a selector's key name (a ``_domainkey`` label below the top)."""
     return key_domain(name) is not None

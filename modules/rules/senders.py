@@ -103,13 +103,18 @@ def return_path_domain(stack: MailDomain, sender: Sender, domain: str) -> str | 
     return domain  # gateway (bounce@domain), Google, Microsoft 365, raw SPF: the From domain
 
 
-def dkim_entries(stack: MailDomain, sender: Sender, domain: str, gateway_key: str | None) -> list[DkimEntry]:
-    """The DKIM records a sender needs for one domain."""
+def dkim_entries(
+    stack: MailDomain, sender: Sender, domain: str, gateway_key: str | None, previous_key: str | None = None,
+) -> list[DkimEntry]:
+    """The DKIM records a sender needs for one domain. The gateway's: its key, and
+    while a rotation runs (``dkim.previous``) the previous key too (docs/gateway.md)."""
     if sender.kind is SenderKind.ODOO:
         return [DkimEntry(ODOO_DKIM_SELECTOR, "CNAME", ODOO_DKIM_TARGET)]
     if sender.kind is SenderKind.GATEWAY:
-        content = dkim.txt_value(gateway_key or dkim.PENDING_KEY)
-        return [DkimEntry(stack.dkim.selector, "TXT", content, needs_gateway_key=True)]
+        entries = [DkimEntry(stack.dkim.selector, "TXT", dkim.txt_value(gateway_key or dkim.PENDING_KEY), needs_gateway_key=True)]
+        if stack.dkim.previous:
+            entries.append(DkimEntry(stack.dkim.previous, "TXT", dkim.txt_value(previous_key or dkim.PENDING_KEY), needs_gateway_key=True))
+        return entries
     if sender.kind is SenderKind.MICROSOFT:
         given = {selector: target for name, selector, target in sender.dkim_targets if name == domain}
         return [
