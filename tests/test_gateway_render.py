@@ -130,9 +130,9 @@ def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None
     assert "flags=Rq user=mailgate argv=" in master and "--recipient ${original_recipient}" in master
     recipients = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines()[1:]}
     for domain in ("example.org", "brand.example"):
-        for local in ("catchall", "bounce", "postmaster", "sales", "jobs"):
+        for local in ("catchall", "bounce", "postmaster", "abuse", "sales", "jobs"):
             assert f"{local}@{domain}" in recipients
-    assert len(recipients) == 10  # not notifications@: Odoo routes it only as a reply
+    assert len(recipients) == 12  # not notifications@: Odoo routes it only as a reply
     assert conf["relay_recipient_maps"] == "socketmap:inet:127.0.0.1:10027:odoo"  # mailstack-aliasd asks Odoo
     assert conf["recipient_delimiter"] == ""  # Odoo 17 strips no +detail
     aliasd = files["mailstack/aliasd.conf"].text
@@ -356,7 +356,7 @@ def test_recipients_and_transport_follow_the_declaration(aliases: list[str], ali
         assert "postfix/relay_recipients" not in files
         return
     listed = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines() if not line.startswith("#")}
-    locals_ = {"bounce", "catchall", "postmaster", *(a.lower() for a in aliases)}
+    locals_ = {"bounce", "catchall", "postmaster", "abuse", *(a.lower() for a in aliases)}
     assert listed == {f"{local}@{domain}" for local in locals_ for domain in domains}
 
 

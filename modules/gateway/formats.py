@@ -189,6 +189,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "postfix/master.cf.j2": master_cf,
     "postfix/transport.j2": postfix_table,
     "postfix/relay_recipients.j2": postfix_table,
+    "postfix/role_addresses.j2": postfix_table,
     "postfix/submission_senders.j2": postfix_regexp,
     "postfix/submission_header_checks.j2": postfix_regexp,
     "postfix/submission_line_checks.j2": postfix_regexp,

@@ -92,7 +92,7 @@ def odoo_domains(plan: Plan) -> list[str]:
 def mailbox_local_parts(stack: MailDomain) -> tuple[str, ...]:
     """The mailboxes a mailbox provider hosts for the stack's domains in the lab."""
     odoo = stack.odoo
-    return tuple(dict.fromkeys([*stack.inbound.aliases, odoo.catchall, odoo.bounce, odoo.notifications, "postmaster", PROBE_ALIAS]))
+    return tuple(dict.fromkeys([*stack.inbound.aliases, odoo.catchall, odoo.bounce, odoo.notifications, "postmaster", "abuse", PROBE_ALIAS]))
 
 
 def third_party_keys(state: LabState, stack: MailDomain) -> dict[SenderKind, str]:
