@@ -50,6 +50,12 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("dmarc-ruf", {"dmarc": {"ruf": ["mailto:ok@example.com", "ftp://x"]}}, ["mailstack:dmarc.ruf[1]: 'ftp://x' is not a mailto: or https: report URI"]),
     ("dmarc-fo", {"dmarc": {"fo": "2"}}, ["mailstack:dmarc.fo: '2' is not a ':'-list of 0, 1, d, s"]),
     ("dmarc-unknown", {"dmarc": {"polcy": "none"}}, ["mailstack:dmarc.polcy: unknown key; did you mean mailstack:dmarc.policy? (expected one of policy, subdomainPolicy, nonexistentPolicy, testMode, rua, ruf, adkim, aspf, pct, fo)"]),
+    ("inbound-postmaster-address", {**ONPREM, "inbound": {"mode": "gateway", "postmaster": "ops"}}, ["mailstack:inbound.postmaster: 'ops' is not an e-mail address (local@domain)"]),
+    ("inbound-postmaster-mode", {"inbound": {"mode": "odoo-mx", "subdomain": "mail", "postmaster": "ops@example.org"}}, [
+        "mailstack:inbound.postmaster: only applies when the gateways receive the mail (mode gateway, or forward through the gateways): "
+        "elsewhere the mailbox provider routes postmaster@ and abuse@"]),
+    ("checks-blocklists-kind", {"checks": {"blocklists": "zen.spamhaus.org"}}, ["mailstack:checks.blocklists: must be a list of DNS blocklist zones (e.g. [zen.spamhaus.org]), [] for none"]),
+    ("checks-blocklists-name", {"checks": {"blocklists": ["zen spamhaus"]}}, ["mailstack:checks.blocklists[0]: 'zen spamhaus' is not a fully qualified host name"]),
     ("unknown-top", {"domian": "x"}, None),  # message checked separately (lists known keys)
     ("sender-name", {"outbound": ["odooo"]}, ["mailstack:outbound[0].type: 'odooo' is not one of odoo, gateway, mailjet, google, microsoft"]),
     ("sender-type", {"outbound": [{"type": "sendgrid"}]}, ["mailstack:outbound[0].type: 'sendgrid' is not one of odoo, gateway, mailjet, google, microsoft"]),

@@ -45,14 +45,15 @@ async def _lookup(ctx: CheckContext, address: str, zone: str) -> Finding:
         texts = (await ctx.dns.txt(name)).texts() if answer.addresses() else ()
     except DnsError as err:
         return errored("reputation.dnsbl", f"{address} on {zone}: not checked: {err}", detail=f"query {name}")
-    verdict = dnsbl.classify(answer.nxdomain or answer.void, answer.addresses(), texts)
+    codes = tuple(sorted(answer.addresses()))  # servers rotate the order of an RRset
+    verdict = dnsbl.classify(answer.nxdomain or answer.void, codes, tuple(sorted(texts)))
     if verdict.outcome is dnsbl.Outcome.LISTED:
         return failed(
-            "reputation.dnsbl", f"{address} is listed on {zone}: {verdict.reason}", found=", ".join(answer.addresses()), detail=f"query {name}",
+            "reputation.dnsbl", f"{address} is listed on {zone}: {verdict.reason}", found=", ".join(codes), detail=f"query {name}",
             fix=f"find why on the list's lookup page ({zone}), stop the cause (an open relay, a compromised account, a dynamic-IP range), then request delisting",
         )
     if verdict.outcome is dnsbl.Outcome.UNKNOWN:
-        return errored("reputation.dnsbl", f"{address} on {zone}: not checked: {verdict.reason}", found=", ".join(answer.addresses()),
+        return errored("reputation.dnsbl", f"{address} on {zone}: not checked: {verdict.reason}", found=", ".join(codes),
                        detail=f"query {name}", fix="ask through a resolver of your own (--nameserver), not a public one")
     return passed("reputation.dnsbl", f"{address} is not listed on {zone}")
 

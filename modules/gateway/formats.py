@@ -164,10 +164,13 @@ def systemd_exec(value: str) -> str | None:
 
 def postfix_regexp_literal(value: str) -> str | None:
     """A literal in a Postfix regexp table (POSIX ERE between ``/``): a host name whose
-    dots the ``regexp_literal`` filter escaped (``acme\\.test``), or a replacement host."""
+    dots the ``regexp_literal`` filter escaped (``acme\\.test``), or a replacement host
+    or address (``it-ops@example.org``: no ``$``, which would substitute a group)."""
     problem = _line(value) or _word(value)
     if problem:
         return problem
+    if re.fullmatch(r"[A-Za-z0-9._+=-]+@[A-Za-z0-9.-]+", value):
+        return None
     if not re.fullmatch(r"(?:[A-Za-z0-9-]|\\\.|\.)+", value):
         return "it is not a host name (letters, digits, - and dots) for a Postfix regexp table"
     return None

@@ -201,6 +201,7 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "relay_domains": plan.relay_domains,
         "recipients": accepted_recipients(plan),
         "role_addresses": role_addresses(plan),
+        "role_destination": stack.inbound.postmaster or "",
         "accept_all": plan.stack.inbound.accept_all,
         "signing_domains": plan.signing_domains,
         "submission_encrypt": submission_encrypt,

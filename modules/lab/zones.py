@@ -8,6 +8,8 @@
   IPv6-only ``v6.`` subdomain), every third party the stack relies on
   (``mailstack.lab.thirdparty``), and the parent of any other host name the lab needs
   (its Organizational Domain, e.g. ``office365.com`` for ``smtp.office365.com``).
+* The top-level domain of each of those zones, empty (the DMARC tree walk asks
+  ``_dmarc.<tld>``, RFC 9989 §4.10; the Internet answers NXDOMAIN, so must the lab).
 * Reverse zones (/24 for IPv4, /64 for IPv6) with one PTR per address: every lab host
   name has A (or AAAA) and PTR, so FCrDNS holds and Postfix never warns.
 """
@@ -92,6 +94,11 @@ def build(plan: Plan, topology: Topology, third_party: list[Record]) -> ZoneSet:
             continue
         zone = _zone_for(record.name, [*static, *RESERVED_ZONES]) or dmarc.organizational_domain(record.name)
         static[zone].append(record)
+    # The top-level domain of every zone, empty, as the Internet's answer NXDOMAIN for
+    # what nobody publishes there: the DMARC tree walk (RFC 9989 §4.10) asks _dmarc.<tld>.
+    served = [*dynamic, *static]
+    for tld in sorted({zone.rsplit(".", 1)[-1] for zone in served} - set(served)):
+        static[tld] = []
     reverse: dict[str, list[Record]] = defaultdict(list)
     for address, host in sorted(topology.pointers().items()):
         reverse[reverse_zone(address)].append(Record(ipaddress.ip_address(address).reverse_pointer, "PTR", host, TTL))
