@@ -44,6 +44,8 @@ def dmarcbis() -> list[str]:
         '_dmarc.x2.x3.x4.x5.x6.x7.x8.deep 300 IN TXT "v=DMARC1; p=reject"',
         '_dmarc.x3.x4.x5.x6.x7.x8.deep 300 IN TXT "v=DMARC1; p=quarantine"',
         '_dmarc.deep 300 IN TXT "v=DMARC1; p=none; rua=mailto:d@deep.dmarcbis"',
+        "x1.x2.x3.x4.x5.x6.x7.x8.deep 300 IN A 127.0.151.23",  # names exist (checkdmarc asks)
+        "a.b.other.psd 300 IN A 127.0.151.24",
         # removed (pct, rf, ri), unknown (foo) and test-mode tags
         '_dmarc.removed 300 IN TXT "v=DMARC1; p=reject; pct=50; rf=afrf; ri=3600"',
         '_dmarc.unknown 300 IN TXT "v=DMARC1; p=reject; foo=bar; rua=mailto:d@unknown.dmarcbis"',

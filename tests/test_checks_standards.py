@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mailstack.checks.dns import loop
 from mailstack.checks.engine.finding import Finding, Status
 from mailstack.checks.groups import dmarc as dmarc_checks
@@ -60,6 +62,23 @@ def test_organizational_domain_by_the_tree_walk_live(dns_lab) -> None:
     found = loop.run(dmarc_checks.discovery(ctx, sz.DEEP))
     # the records 9 and 8 labels deep are never asked (the walk shortens to 7 labels): deep.dmarcbis applies
     assert (found.policy_domain, found.record) == ("deep.dmarcbis", "v=DMARC1; p=none; rua=mailto:d@deep.dmarcbis")
+
+
+@pytest.mark.parametrize("domain", ["shop.brand.psd.dmarcbis", "other.psd.dmarcbis", "news.org.psd.dmarcbis", sz.DEEP, "removed.dmarcbis",
+                                    "a.b.other.psd.dmarcbis"])
+def test_policy_discovery_agrees_with_checkdmarc(dns_lab, domain: str) -> None:
+    """checkdmarc (6.0, an RFC 9989 tree walk nobody here wrote) finds the same record
+    at the same place through the same BIND."""
+    import checkdmarc.dmarc as cdmarc
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [dns_lab.bind.address]
+    resolver.port = dns_lab.port
+    resolver.lifetime = 3
+    theirs = cdmarc.query_dmarc_record(domain, resolver=resolver)
+    ours = loop.run(dmarc_checks.discovery(context(dns_lab, domain=domain), domain))
+    assert (ours.policy_domain, ours.record) == (theirs["location"], theirs["record"])
 
 
 def test_removed_tags_warn_with_the_fix_and_pct_is_not_a_policy_warning(dns_lab) -> None:

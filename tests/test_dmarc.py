@@ -133,14 +133,19 @@ def test_organizational_domain_by_the_tree_walk() -> None:
     d = dmarc.discover("a.b.brand.psd.example", found)
     assert (d.organizational_domain, d.policy_domain, d.inherited) == ("brand.psd.example", "psd.example", True)
     found["b.brand.psd.example"] = "v=DMARC1; p=none; rua=mailto:x@b.brand.psd.example"
-    d = dmarc.discover("a.b.brand.psd.example", found)
-    assert (d.organizational_domain, d.policy_domain) == ("brand.psd.example", "b.brand.psd.example")
+    d = dmarc.discover("a.b.brand.psd.example", found)  # no record at brand.psd: the PSD's applies
+    assert (d.organizational_domain, d.policy_domain) == ("brand.psd.example", "psd.example")
+    found["brand.psd.example"] = "v=DMARC1; p=quarantine"
+    assert dmarc.discover("a.b.brand.psd.example", found).policy_domain == "brand.psd.example"
+    del found["brand.psd.example"]
     found["b.brand.psd.example"] = "v=DMARC1; p=none; psd=n"
     assert dmarc.discover("a.b.brand.psd.example", found).organizational_domain == "b.brand.psd.example"
     # no psd anywhere: the shortest name with a record
     plain = {"mail.shop.example.com": None, "shop.example.com": "v=DMARC1; p=none", "example.com": "v=DMARC1; p=reject", "com": None}
     assert dmarc.discover("mail.shop.example.com", plain).organizational_domain == "example.com"
-    assert dmarc.discover("mail.shop.example.com", plain).policy_domain == "shop.example.com"
+    # ...whose record applies: the intermediate shop.example.com publishes for itself only
+    assert dmarc.discover("mail.shop.example.com", plain).policy_domain == "example.com"
+    assert dmarc.discover("shop.example.com", plain).policy_domain == "shop.example.com"
     # a PSD's own name is its own Organizational Domain
     assert dmarc.discover("psd.example", {"psd.example": "v=DMARC1; p=reject; psd=y", "example": None}).organizational_domain == "psd.example"
     # the walk may stop at a psd= record: the names above it are not needed

@@ -287,7 +287,7 @@ def walk(domain: str) -> tuple[str, ...]:
 
 def policy_names(domain: str) -> tuple[str, ...]:
     """Where a receiver looks for the policy of a From domain, in order: ``_dmarc.`` of
-    each name of the tree walk (``walk``); the first single DMARC record found applies."""
+    each name of the tree walk (``walk``); which record applies is ``discover``'s decision."""
     return tuple(record_name(name) for name in walk(domain))
 
 
@@ -327,34 +327,39 @@ def discover(domain: str, found: Mapping[str, str | None]) -> Discovery:
     """Decide policy and Organizational Domain from the walk's answers.
 
     ``found`` maps each name of ``walk(domain)`` to the single DMARC record found there
-    (``single_record``) or None; a name missing from it was not needed (the caller may
-    stop asking once the decision is made, see ``decided``). Policy: the first record
-    on the walk. Organizational Domain (§4.10.2): the first name with ``psd=n``; for a
+    (``single_record``) or None; a name missing from it was not needed (the walk stops
+    at a ``psd=y``/``psd=n`` record, see ``decided``).
+
+    Organizational Domain (RFC 9989 §4.10.2): the first name with ``psd=n``; for a
     ``psd=y`` name, the name one label below it on the way to ``domain`` (``domain``
-    itself when it is the PSD); else the shortest name with a record; else ``domain``.
+    itself when it is the PSD); else the name with the fewest labels that has a record;
+    else ``domain``. Policy (§4.10.1): the domain's own record; else the Organizational
+    Domain's; else, below a PSD, the PSD's record. (A record at a name between the
+    domain and its Organizational Domain does not apply to the domain: as RFC 7489,
+    only the Author Domain and the Organizational Domain publish policy for it.)
     """
     domain = names.normalize(domain)
-    steps = walk(domain)
     labels = domain.split(".")
-    policy_domain = record = None
     organization: str | None = None
+    public_suffix: str | None = None
     shortest: str | None = None
-    for name in steps:
+    for name in walk(domain):
         text = found.get(name)
         if text is None:
             continue
-        if policy_domain is None:
-            policy_domain, record = name, text
         tag = psd(text)
         if tag == "n":
             organization = name
             break
         if tag == "y":
+            public_suffix = name
             depth = len(name.split("."))
             organization = domain if name == domain else ".".join(labels[-(depth + 1):])
             break
         shortest = name
-    return Discovery(domain, policy_domain, record, organization or shortest or domain)
+    organization = organization or shortest or domain
+    policy_domain = next((n for n in (domain, organization, public_suffix) if n and found.get(n)), None)
+    return Discovery(domain, policy_domain, found.get(policy_domain) if policy_domain else None, organization)
 
 
 def decided(domain: str, found: Mapping[str, str | None]) -> bool:
