@@ -255,7 +255,9 @@ def simulation(lab: Lab) -> thirdparty.Simulation:
         key_path = files.write(workdir / "tls" / "key.pem", key, 0o600)
         saas = thirdparty.saas_inbound(
             lab.plan, topology, odoo_url=odoo_url(topology), login=odoo_user(lab.stack)[0], password_file=str(state.secrets / "odoo.password"),
-            cert=str(cert), key=str(key_path), local_parts=tuple(dict.fromkeys([*lab.stack.inbound.aliases, lab.stack.odoo.catchall, lab.stack.odoo.bounce, PROBE_ALIAS])),
+            cert=str(cert), key=str(key_path), local_parts=tuple(dict.fromkeys([*lab.stack.inbound.aliases, lab.stack.odoo.catchall, lab.stack.odoo.bounce, PROBE_ALIAS,
+                                              # assumed: Odoo's servers accept the RFC 5321/2142 role mailboxes (smtp.postmaster tells live)
+                                              "postmaster", "abuse"])),
         )
     return thirdparty.Simulation(tuple(relays), tuple(saas))
 

@@ -27,6 +27,7 @@ from mailstack.core.record import Record
 from mailstack.lab.topology import (
     LAB_BLOCKLIST,
     LAB_ZONE,
+    NAMESERVER,
     RECEIVER,
     RECEIVER6,
     RECIPIENT6_DOMAIN,
@@ -106,7 +107,9 @@ def build(plan: Plan, topology: Topology, third_party: list[Record]) -> ZoneSet:
     # what nobody publishes there: the DMARC tree walk (RFC 9989 §4.10) asks _dmarc.<tld>.
     served = [*dynamic, *static]
     for tld in sorted({zone.rsplit(".", 1)[-1] for zone in served} - set(served)):
-        static[tld] = []
+        # BIND loads a zone whose NS (the lab's ns1.lab.test) lies inside it only with
+        # that name's address in the zone itself.
+        static[tld] = [Record(NAMESERVER, "A", topology.bind_address, TTL)] if names.within(NAMESERVER, tld) else []
     reverse: dict[str, list[Record]] = defaultdict(list)
     for address, host in sorted(topology.pointers().items()):
         reverse[reverse_zone(address)].append(Record(ipaddress.ip_address(address).reverse_pointer, "PTR", host, TTL))
