@@ -166,3 +166,14 @@ def test_dmarcbis_tags_removed_unknown_and_test_mode() -> None:
     for bad, words in (("t=maybe", "t='maybe' is not y or n"), ("psd=x", "psd='x' is not y, n or u"), ("np=drop", "np='drop'")):
         with pytest.raises(dmarc.DmarcError, match=words):
             dmarc.validate(dmarc.parse(f"v=DMARC1; p=reject; {bad}"))
+
+
+def test_no_planned_dmarc_record_carries_a_removed_tag() -> None:
+    """Plan and policy pack agree: the planner writes no pct/rf/ri (RFC 9989), which the
+    policy pack's dmarc-valid refuses and dmarc.removed-tags warns about."""
+    from mailstack import plan
+    from tests import check_zones
+
+    records = [r for name in check_zones.STACKS for r in plan.build(check_zones.load_stack(name)).records if r.purpose == "dmarc"]
+    assert records
+    assert all(dmarc.removed_tags(dmarc.parse(r.content)) == [] for r in records), [r.content for r in records]
