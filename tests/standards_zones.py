@@ -51,6 +51,9 @@ def dmarcbis() -> list[str]:
         '_dmarc.unknown 300 IN TXT "v=DMARC1; p=reject; foo=bar; rua=mailto:d@unknown.dmarcbis"',
         '_dmarc.testmode 300 IN TXT "v=DMARC1; p=reject; t=y; rua=mailto:d@testmode.dmarcbis"',
         '_dmarc.enforced 300 IN TXT "v=DMARC1; p=reject; np=reject; rua=mailto:d@enforced.dmarcbis"',
+        # an undeclared domain whose MX host has a listed address (reputation.dnsbl in --domain mode)
+        "rep-mx 300 IN MX 10 mx.rep-mx.dmarcbis.",
+        f"mx.rep-mx 300 IN A {LISTED}",
         # SPF macros: valid ones (2 lookups: exists and include counted once each), an invalid one
         'spf-macro 300 IN TXT "v=spf1 exists:%{i}._spf.spf-macro.dmarcbis include:%{d2}._inc.spf-macro.dmarcbis -all"',
         # what pyspf's expansion of exists:%{i}._spf... asks for 127.0.151.30: it exists

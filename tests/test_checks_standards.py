@@ -175,3 +175,17 @@ def test_a_list_that_lists_everything_or_cannot_be_asked_is_an_error(dns_lab) ->
     (unserved,) = reputation(dns_lab, reputation_stack(sz.CLEAN, lists=["bl.not-served.invalid"]))
     assert unserved.status is ERROR and "not checked" in unserved.summary
     assert [f.status for f in reputation(dns_lab, reputation_stack(sz.CLEAN, lists=[]))] == [SKIP]
+
+
+def test_domain_mode_looks_up_the_mx_addresses_on_the_blocklist_option(dns_lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """``mailstack check --domain D --blocklist ZONE``: the MX hosts' addresses, exit 1 when listed."""
+    import json
+
+    from mailstack.cli import main as cli
+
+    args = ["check", "--nameserver", dns_lab.nameserver, "--timeout", "1", "--only", "reputation", "--format", "json", "--domain", "rep-mx.dmarcbis"]
+    assert cli.main([*args, "--blocklist", sz.BLOCKLIST]) == 1
+    (finding,) = json.loads(capsys.readouterr().out)["checks"]
+    assert (finding["id"], finding["status"]) == ("reputation.dnsbl", "fail") and sz.LISTED in finding["summary"]
+    assert cli.main([*args, "--blocklist", "not a zone"]) == 2
+    assert "--blocklist: " in capsys.readouterr().err

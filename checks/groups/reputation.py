@@ -20,7 +20,9 @@ from mailstack.rules import dnsbl
 
 
 def zones(ctx: CheckContext) -> tuple[str, ...]:
-    """The lists to ask: ``mailstack:checks.blocklists``, else the default ones."""
+    """The lists to ask: ``--blocklist``, else ``mailstack:checks.blocklists``, else the default ones."""
+    if ctx.blocklists is not None:
+        return ctx.blocklists
     declared = ctx.stack.checks.blocklists if ctx.stack else None
     return dnsbl.DEFAULT_ZONES if declared is None else declared
 
