@@ -67,6 +67,8 @@ class Options:
     #: Poll the authoritative servers until they serve the plan, at most this long.
     wait: float | None = None
     interval: float = 2.0
+    #: ``--blocklist``: the DNS blocklists ``reputation.dnsbl`` asks (None: the stack's or the default).
+    blocklists: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,7 @@ def for_domain(domain: str, options: Options, *, resolver: Resolver | None = Non
         name = names.domain(domain)
     except names.InvalidName as err:
         raise MailstackError(f"--domain: {err}") from err
-    return Target(CheckContext(name, resolver or resolver_for(options), smtp=options.smtp, https=options.https))
+    return Target(CheckContext(name, resolver or resolver_for(options), smtp=options.smtp, https=options.https, blocklists=options.blocklists))
 
 
 def for_stack(
@@ -132,6 +134,7 @@ def for_plan(
         dkim_private_key=gateway_private_key.encode() if gateway_private_key else None,
         smtp=options.smtp,
         https=options.https,
+        blocklists=options.blocklists,
     )
     return Target(ctx, disabled, stack_file)
 

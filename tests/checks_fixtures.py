@@ -30,6 +30,7 @@ from mailstack.core.model import MailDomain
 from mailstack.lab import netns
 from mailstack.lab.bind import BindServer
 from tests import check_zones as z
+from tests import standards_zones
 from tests.servers import require_binary, require_root
 
 
@@ -108,6 +109,8 @@ def _start(base: Path) -> DnsLab:
         bind.add_zone(origin, extra_lines=lines)
     bind.add_zone("broken.test", extra_lines=z.broken(keys))
     bind.add_zone(z.SERVFAIL_ZONE[0], extra_lines=z.SERVFAIL_ZONE[1])
+    for origin, lines in standards_zones.zones(list(bind.zones)).items():
+        bind.add_zone(origin, extra_lines=lines)
     bind.start()
     _cleanup.callback(bind.stop)
     return DnsLab(bind, keys, port)

@@ -122,7 +122,7 @@ def test_routed_mirrors_odoo_17(tmp_path: Path, sink) -> None:  # noqa: F811
     domains = odoo.call("mail.alias.domain", "search_read", [], fields=["bounce_email", "catchall_email"])
     assert aliasd.routed(aliases, domains, ["example.net", "example.org"]) == {
         "sales@example.net", "support@example.net", "everywhere@example.net", "everywhere@example.org",
-        "bounce@example.net", "catchall@example.net", "postmaster@example.net", "postmaster@example.org",
+        "bounce@example.net", "catchall@example.net", "postmaster@example.net", "postmaster@example.org", "abuse@example.net", "abuse@example.org",
     }
 
 

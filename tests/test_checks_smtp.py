@@ -3,10 +3,13 @@ configuration ``modules.render`` produces (``modules.lab.postfix.PostfixInstance
 with a few main.cf overrides to make the broken variants:
 
 - good.smtp.test   127.0.10.21  the rendered gateway as is (STARTTLS with a certificate
-                   for its MX name, relaying refused, unknown recipients rejected)
+                   for its MX name, relaying refused, unknown recipients rejected),
+                   postmaster@/abuse@ routed to ``inbound.postmaster`` (delivery
+                   deferred: ``defer_transports``, so nothing leaves the queue)
 - relay.smtp.test  127.0.10.22  an open relay accepting every recipient, certificate
                    for another name
-- plain.smtp.test  127.0.10.23  no STARTTLS; rendered with fewer aliases than declared
+- plain.smtp.test  127.0.10.23  no STARTTLS; rendered with fewer aliases than declared;
+                   refuses postmaster@ and abuse@ (as servers that forgot them do)
 - refuse.smtp.test 127.0.10.24  refuses EHLO
 - picky.smtp.test  127.0.10.26  refuses every sender at RCPT (the probe, not the recipient)
 - down.smtp.test   127.0.10.25  nothing listens (the checks report ``error``)
@@ -44,13 +47,17 @@ SMTP_PORT = 5310
 PASS, WARN, FAIL, ERROR, SKIP = Status.PASS, Status.WARN, Status.FAIL, Status.ERROR, Status.SKIP
 
 
+#: Where the good gateway routes postmaster@ and abuse@ (mailstack:inbound.postmaster).
+ROLE_DESTINATIONS = {"good": "it-ops@ops.example"}
+
+
 def declaration(name: str, address: str, aliases: list[str], alias_domains: list[str] | None = None) -> MailDomain:
     raw: dict[str, Any] = {
         "aliasDomains": alias_domains or [],
         "domain": f"{name}.smtp.test",
         "odoo": {"hosting": "onpremise", "url": "http://127.0.10.30:8069", "database": "db"},
         "outbound": ["gateway"],
-        "inbound": {"mode": "gateway", "aliases": aliases},
+        "inbound": {"mode": "gateway", "aliases": aliases, **({"postmaster": ROLE_DESTINATIONS[name]} if name in ROLE_DESTINATIONS else {})},
         "gateways": [{"hostname": f"mx.{name}.smtp.test", "ipv4": address}],
         "gateway": {"odooAddresses": ["127.0.10.30/32"], "mailgate": {"login": "admin", "passwordFile": "/nonexistent/odoo-password"}},
         "dns": {"zone": "smtp.test"},
@@ -60,11 +67,15 @@ def declaration(name: str, address: str, aliases: list[str], alias_domains: list
 
 INSTANCES: dict[str, tuple[str, list[str], str, dict[str, str]]] = {
     # name: (address, aliases rendered, certificate name, main.cf overrides)
-    "good": ("127.0.10.21", ["sales", "support"], "mx.good.smtp.test", {}),
+    # nothing is delivered (a probe message to postmaster@ stays queued, rewritten)
+    "good": ("127.0.10.21", ["sales", "support"], "mx.good.smtp.test", {"defer_transports": "smtp, odoo"}),
     # the classic open relay: every client is "my network"; no recipient list
     "relay": ("127.0.10.22", ["sales"], "wrong.example", {"mynetworks": "0.0.0.0/0", "relay_recipient_maps": "",
                                                           "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination"}),
-    "plain": ("127.0.10.23", ["sales"], "mx.plain.smtp.test", {"smtpd_tls_security_level": "none"}),
+    "plain": ("127.0.10.23", ["sales"], "mx.plain.smtp.test", {
+        "smtpd_tls_security_level": "none",
+        "smtpd_recipient_restrictions": "check_recipient_access inline:{postmaster@plain.smtp.test=REJECT, abuse@plain.smtp.test=REJECT}, "
+                                        "reject_non_fqdn_recipient, reject_unlisted_recipient, permit"}),
     "refuse": ("127.0.10.24", ["sales"], "mx.refuse.smtp.test", {"smtpd_delay_reject": "no", "smtpd_helo_restrictions": "reject"}),
     # refuses every sender at RCPT time (as a HELO or sender-domain rule would)
     "picky": ("127.0.10.26", ["sales"], "mx.picky.smtp.test", {"smtpd_sender_restrictions": "reject"}),
@@ -211,3 +222,44 @@ def test_null_mx_domain_skips_smtp(dns_lab) -> None:
     })
     findings = run(context(dns_lab, stack=stack), "smtp")
     assert {f.status for f in findings} == {SKIP}
+
+
+def test_postmaster_and_abuse_accepted_by_the_rendered_gateway(dns_lab, postfixes) -> None:
+    findings = smtp_run(dns_lab, "good", ["sales", "support"])
+    for id in ("smtp.postmaster", "smtp.abuse"):
+        assert statuses_of(findings, id) == [PASS], (id, [f.summary for f in of(findings, id)])
+    assert "postmaster@good.smtp.test accepted" in of(findings, "smtp.postmaster")[0].summary
+
+
+def test_postmaster_refused_fails_and_abuse_refused_warns(dns_lab, postfixes) -> None:
+    findings = smtp_run(dns_lab, "plain", ["sales"])
+    (postmaster,) = of(findings, "smtp.postmaster")
+    assert postmaster.status is FAIL and "postmaster@plain.smtp.test refused at RCPT" in postmaster.summary
+    assert "554" in postmaster.detail or "5.7.1" in postmaster.detail, postmaster.detail
+    assert statuses_of(findings, "smtp.abuse") == [WARN]
+    assert statuses_of(findings, "smtp.aliases") == [PASS]  # the role probes are not declared aliases
+    down = smtp_run(dns_lab, "down", ["sales"])
+    assert statuses_of(down, "smtp.postmaster") == [ERROR] and statuses_of(down, "smtp.abuse") == [ERROR]
+
+
+def test_role_addresses_are_rewritten_to_the_declared_mailbox(dns_lab, postfixes) -> None:
+    """Postfix itself (not our code) rewrites postmaster@ and abuse@ to inbound.postmaster:
+    the queued message's envelope recipients are the declared mailbox."""
+    import smtplib
+
+    with smtplib.SMTP(INSTANCES["good"][0], SMTP_PORT, timeout=10) as client:
+        client.ehlo("probe.smtp.test")
+        refused = client.sendmail("", ["postmaster@good.smtp.test", "abuse@good.smtp.test"],
+                                  b"From: probe@smtp.test\r\nTo: postmaster@good.smtp.test\r\nSubject: role route\r\n\r\nhello\r\n")
+    assert refused == {}
+    good = postfixes["good"]
+
+    def queued() -> list[dict[str, Any]]:
+        return [m for m in good.queue() if any(r.get("address") == ROLE_DESTINATIONS["good"] for r in m.get("recipients", []))]
+
+    from mailstack.lab.postfix import wait_for
+
+    (message,) = wait_for(queued, timeout=30, what="the role message in the queue")
+    assert {r["address"] for r in message["recipients"]} == {ROLE_DESTINATIONS["good"]}
+    # the other addresses keep their transport to the mailgate (no virtual alias for them)
+    assert good.postconf("virtual_alias_maps") == "hash:${config_directory}/role_addresses"

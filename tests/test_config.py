@@ -41,15 +41,21 @@ def errors_of(declaration: dict[str, Any]) -> list[str]:
 CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("dmarc-policy", {"dmarc": {"policy": "rejectt"}}, ["mailstack:dmarc.policy: 'rejectt' is not one of none, quarantine, reject"]),
     ("dmarc-sp", {"dmarc": {"subdomainPolicy": "x"}}, ["mailstack:dmarc.subdomainPolicy: 'x' is not one of none, quarantine, reject"]),
-    ("dmarc-pct-high", {"dmarc": {"pct": 101}}, ["mailstack:dmarc.pct: 101 is not between 0 and 100"]),
-    ("dmarc-pct-text", {"dmarc": {"pct": "half"}}, ["mailstack:dmarc.pct: 'half' is not an integer"]),
-    ("dmarc-pct-bool", {"dmarc": {"pct": True}}, ["mailstack:dmarc.pct: True is not an integer"]),
+    ("dmarc-pct-removed", {"dmarc": {"pct": 50}}, ["mailstack:dmarc.pct: was removed by RFC 9989 (DMARCbis) and is not published: t=y (test mode) replaces pct=0; any other percentage is no longer honoured: drop pct (mailstack:dmarc.testMode: true)"]),
+    ("dmarc-test-mode", {"dmarc": {"testMode": "often"}}, ["mailstack:dmarc.testMode: 'often' is not true or false"]),
+    ("dmarc-np", {"dmarc": {"nonexistentPolicy": "drop"}}, ["mailstack:dmarc.nonexistentPolicy: 'drop' is not one of none, quarantine, reject"]),
     ("dmarc-adkim", {"dmarc": {"adkim": "x"}}, ["mailstack:dmarc.adkim: 'x' is not one of r, s"]),
     ("dmarc-aspf", {"dmarc": {"aspf": "strict"}}, ["mailstack:dmarc.aspf: 'strict' is not one of r, s"]),
     ("dmarc-rua", {"dmarc": {"rua": ["dmarc@example.com"]}}, ["mailstack:dmarc.rua[0]: 'dmarc@example.com' is not a mailto: or https: report URI"]),
     ("dmarc-ruf", {"dmarc": {"ruf": ["mailto:ok@example.com", "ftp://x"]}}, ["mailstack:dmarc.ruf[1]: 'ftp://x' is not a mailto: or https: report URI"]),
     ("dmarc-fo", {"dmarc": {"fo": "2"}}, ["mailstack:dmarc.fo: '2' is not a ':'-list of 0, 1, d, s"]),
-    ("dmarc-unknown", {"dmarc": {"polcy": "none"}}, ["mailstack:dmarc.polcy: unknown key; did you mean mailstack:dmarc.policy? (expected one of policy, subdomainPolicy, rua, ruf, adkim, aspf, pct, fo)"]),
+    ("dmarc-unknown", {"dmarc": {"polcy": "none"}}, ["mailstack:dmarc.polcy: unknown key; did you mean mailstack:dmarc.policy? (expected one of policy, subdomainPolicy, nonexistentPolicy, testMode, rua, ruf, adkim, aspf, pct, fo)"]),
+    ("inbound-postmaster-address", {**ONPREM, "inbound": {"mode": "gateway", "postmaster": "ops"}}, ["mailstack:inbound.postmaster: 'ops' is not an e-mail address (local@domain)"]),
+    ("inbound-postmaster-mode", {"inbound": {"mode": "odoo-mx", "subdomain": "mail", "postmaster": "ops@example.org"}}, [
+        "mailstack:inbound.postmaster: only applies when the gateways receive the mail (mode gateway, or forward through the gateways): "
+        "elsewhere the mailbox provider routes postmaster@ and abuse@"]),
+    ("checks-blocklists-kind", {"checks": {"blocklists": "zen.spamhaus.org"}}, ["mailstack:checks.blocklists: must be a list of DNS blocklist zones (e.g. [zen.spamhaus.org]), [] for none"]),
+    ("checks-blocklists-name", {"checks": {"blocklists": ["zen spamhaus"]}}, ["mailstack:checks.blocklists[0]: 'zen spamhaus' is not a fully qualified host name"]),
     ("unknown-top", {"domian": "x"}, None),  # message checked separately (lists known keys)
     ("sender-name", {"outbound": ["odooo"]}, ["mailstack:outbound[0].type: 'odooo' is not one of odoo, gateway, mailjet, google, microsoft"]),
     ("sender-type", {"outbound": [{"type": "sendgrid"}]}, ["mailstack:outbound[0].type: 'sendgrid' is not one of odoo, gateway, mailjet, google, microsoft"]),
@@ -186,7 +192,7 @@ def test_every_problem_reported_at_once() -> None:
         "mailstack:dkim.bits: 100 is not between 1024 and 4096",
         "mailstack:spf.all: '+all' is not one of ~all, -all",
         "mailstack:dmarc.policy: 'x' is not one of none, quarantine, reject",
-        "mailstack:dmarc.pct: 200 is not between 0 and 100",
+        "mailstack:dmarc.pct: was removed by RFC 9989 (DMARCbis) and is not published: t=y (test mode) replaces pct=0; any other percentage is no longer honoured: drop pct (mailstack:dmarc.testMode: true)",
     ]
 
 
@@ -219,7 +225,7 @@ def test_defaults() -> None:
     assert stack.inbound.mode is InboundMode.NONE
     assert (stack.dkim.selector, stack.dkim.bits) == ("mailstack", 2048)
     assert stack.spf.all == "~all"
-    assert (stack.dmarc.policy, stack.dmarc.adkim, stack.dmarc.aspf, stack.dmarc.pct) == ("none", "r", "r", None)
+    assert (stack.dmarc.policy, stack.dmarc.adkim, stack.dmarc.aspf, stack.dmarc.testing) == ("none", "r", "r", False)
     assert (stack.dns.provider, stack.dns.zone, stack.dns.ttl) == ("cloudflare", "example.com", 3600)
     assert stack.mta_sts is None and stack.tls_rpt is None
 
@@ -241,8 +247,8 @@ def test_onpremise_database_keeps_odoo_names() -> None:
 
 def test_engine_strings_are_coerced() -> None:
     """The Pulumi engine may hand numbers and booleans over as strings."""
-    stack = from_config({**BASE, "dmarc": {"pct": "50"}, "dns": {"ttl": "300", "allowDelete": "true"}})
-    assert stack.dmarc.pct == 50 and stack.dns.ttl == 300 and stack.dns.allow_delete is True
+    stack = from_config({**BASE, "dmarc": {"testMode": "true"}, "dns": {"ttl": "300", "allowDelete": "true"}})
+    assert stack.dmarc.testing is True and stack.dns.ttl == 300 and stack.dns.allow_delete is True
 
 
 def test_secret_and_extension_keys_are_known() -> None:

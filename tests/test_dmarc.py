@@ -20,14 +20,15 @@ def test_build_full_tag_order_and_defaults_left_out() -> None:
         ruf=["mailto:f@example.com!10m"],
         adkim="s",
         aspf="s",
-        pct=50,
         fo="1:d",
+        testing=True,
+        nonexistent_policy="reject",
     )
     assert value == (
-        "v=DMARC1; p=reject; sp=quarantine; pct=50; rua=mailto:a@example.com,https://reports.example.net/dmarc; "
+        "v=DMARC1; p=reject; sp=quarantine; np=reject; t=y; rua=mailto:a@example.com,https://reports.example.net/dmarc; "
         "ruf=mailto:f@example.com!10m; adkim=s; aspf=s; fo=1:d"
     )
-    assert dmarc.build("none", adkim="r", aspf="r", pct=100) == "v=DMARC1; p=none"
+    assert dmarc.build("none", adkim="r", aspf="r") == "v=DMARC1; p=none"
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_build_full_tag_order_and_defaults_left_out() -> None:
         ({"policy": "none", "subdomain_policy": "all"}, "sp='all' is not one of none"),
         ({"policy": "none", "adkim": "x"}, "adkim='x' is not r or s"),
         ({"policy": "none", "aspf": "relaxed"}, "aspf='relaxed' is not r or s"),
-        ({"policy": "none", "pct": 101}, "pct='101' is not an integer from 0 to 100"),
+        ({"policy": "none", "nonexistent_policy": "drop"}, "np='drop' is not one of none"),
         ({"policy": "none", "rua": ["postmaster@example.com"]}, "is not a mailto: or https: report URI"),
         ({"policy": "none", "ruf": ["http://example.com/r"]}, "is not a mailto: or https: report URI"),
         ({"policy": "none", "fo": "2"}, "fo='2'"),
@@ -86,7 +87,7 @@ def test_validate_warnings_and_required_p() -> None:
     assert dmarc.validate(dmarc.parse("v=DMARC1; p=none")) == [
         "p=none without rua: nobody sees the reports, the policy does nothing"
     ]
-    assert dmarc.validate(dmarc.parse("v=DMARC1; p=reject; zz=1")) == ["unknown tag zz"]
+    assert dmarc.validate(dmarc.parse("v=DMARC1; p=reject; zz=1")) == ["unknown tag zz: ignored by receivers (RFC 9989 §4.7)"]
     with pytest.raises(dmarc.DmarcError, match="p= tag is required"):
         dmarc.validate(dmarc.parse("v=DMARC1; rua=mailto:a@example.com"))
 
@@ -108,6 +109,71 @@ def test_relaxed_alignment_is_one_rule_by_organizational_domain() -> None:
     assert not hasattr(dmarc_checks, "_aligned"), "the checks use mailstack.rules.dmarc.aligned"
 
 
-def test_policy_discovery_walks_the_tree() -> None:
-    assert dmarc.policy_names("mail.shop.example.com") == ("_dmarc.mail.shop.example.com", "_dmarc.shop.example.com", "_dmarc.example.com")
-    assert dmarc.policy_names("Example.COM.") == ("_dmarc.example.com",)
+def test_policy_discovery_walks_the_tree_down_to_the_tld() -> None:
+    """RFC 9989 §4.10.1: the name, then (beyond 7 labels) its last 7, then one label
+    less each step down to the TLD (a PSD may publish there): at most 8 queries."""
+    assert dmarc.policy_names("mail.shop.example.com") == (
+        "_dmarc.mail.shop.example.com", "_dmarc.shop.example.com", "_dmarc.example.com", "_dmarc.com")
+    assert dmarc.policy_names("Example.COM.") == ("_dmarc.example.com", "_dmarc.com")
+    deep = "a.b.c.d.e.f.g.h.i.example"  # 10 labels
+    walk = dmarc.walk(deep)
+    assert walk[0] == deep and walk[1] == "d.e.f.g.h.i.example" and walk[-1] == "example"
+    assert len(walk) == dmarc.TREE_WALK_QUERIES == 8
+    assert "b.c.d.e.f.g.h.i.example" not in walk and "c.d.e.f.g.h.i.example" not in walk  # 9 and 8 labels: skipped
+
+
+def test_organizational_domain_by_the_tree_walk() -> None:
+    """RFC 9989 §4.10.2: psd=n ends the walk at that name; psd=y makes the name one
+    label below the PSD the Organizational Domain; else the shortest name with a
+    record; no record at all: the name itself."""
+    walk = {"_dmarc." + n: None for n in dmarc.walk("a.b.brand.psd.example")}
+    found = {n.removeprefix("_dmarc."): r for n, r in walk.items()}
+    assert dmarc.discover("a.b.brand.psd.example", found).organizational_domain == "a.b.brand.psd.example"
+    found["psd.example"] = "v=DMARC1; p=reject; psd=y"
+    d = dmarc.discover("a.b.brand.psd.example", found)
+    assert (d.organizational_domain, d.policy_domain, d.inherited) == ("brand.psd.example", "psd.example", True)
+    found["b.brand.psd.example"] = "v=DMARC1; p=none; rua=mailto:x@b.brand.psd.example"
+    d = dmarc.discover("a.b.brand.psd.example", found)  # no record at brand.psd: the PSD's applies
+    assert (d.organizational_domain, d.policy_domain) == ("brand.psd.example", "psd.example")
+    found["brand.psd.example"] = "v=DMARC1; p=quarantine"
+    assert dmarc.discover("a.b.brand.psd.example", found).policy_domain == "brand.psd.example"
+    del found["brand.psd.example"]
+    found["b.brand.psd.example"] = "v=DMARC1; p=none; psd=n"
+    assert dmarc.discover("a.b.brand.psd.example", found).organizational_domain == "b.brand.psd.example"
+    # no psd anywhere: the shortest name with a record
+    plain = {"mail.shop.example.com": None, "shop.example.com": "v=DMARC1; p=none", "example.com": "v=DMARC1; p=reject", "com": None}
+    assert dmarc.discover("mail.shop.example.com", plain).organizational_domain == "example.com"
+    # ...whose record applies: the intermediate shop.example.com publishes for itself only
+    assert dmarc.discover("mail.shop.example.com", plain).policy_domain == "example.com"
+    assert dmarc.discover("shop.example.com", plain).policy_domain == "shop.example.com"
+    # a PSD's own name is its own Organizational Domain
+    assert dmarc.discover("psd.example", {"psd.example": "v=DMARC1; p=reject; psd=y", "example": None}).organizational_domain == "psd.example"
+    # the walk may stop at a psd= record: the names above it are not needed
+    assert dmarc.decided("a.b.brand.psd.example", {"a.b.brand.psd.example": None, "b.brand.psd.example": "v=DMARC1; p=none; psd=n"})
+    assert not dmarc.decided("a.b.brand.psd.example", {"a.b.brand.psd.example": None})
+
+
+def test_dmarcbis_tags_removed_unknown_and_test_mode() -> None:
+    tags = dmarc.parse("v=DMARC1; p=reject; pct=0; rf=afrf; ri=3600; foo=bar; t=n")
+    notes = dmarc.validate(tags)
+    assert dmarc.removed_tags(tags) == ["pct", "rf", "ri"]
+    assert any(n.startswith("removed tag pct") for n in notes) and any(n.startswith("unknown tag foo: ignored") for n in notes)
+    assert dmarc.without_removed(tags) == "v=DMARC1; p=reject; foo=bar; t=n"
+    assert dmarc.without_removed(dmarc.parse("v=DMARC1; p=reject; pct=0")) == "v=DMARC1; p=reject; t=y"
+    # a removed tag's value is no longer judged: receivers ignore the tag
+    assert dmarc.validate(dmarc.parse("v=DMARC1; p=reject; pct=150")) != []
+    assert dmarc.testing(dmarc.parse("v=DMARC1; p=reject; t=y")) and not dmarc.testing(dmarc.parse("v=DMARC1; p=reject; pct=0"))
+    for bad, words in (("t=maybe", "t='maybe' is not y or n"), ("psd=x", "psd='x' is not y, n or u"), ("np=drop", "np='drop'")):
+        with pytest.raises(dmarc.DmarcError, match=words):
+            dmarc.validate(dmarc.parse(f"v=DMARC1; p=reject; {bad}"))
+
+
+def test_no_planned_dmarc_record_carries_a_removed_tag() -> None:
+    """Plan and policy pack agree: the planner writes no pct/rf/ri (RFC 9989), which the
+    policy pack's dmarc-valid refuses and dmarc.removed-tags warns about."""
+    from mailstack import plan
+    from tests import check_zones
+
+    records = [r for name in check_zones.STACKS for r in plan.build(check_zones.load_stack(name)).records if r.purpose == "dmarc"]
+    assert records
+    assert all(dmarc.removed_tags(dmarc.parse(r.content)) == [] for r in records), [r.content for r in records]

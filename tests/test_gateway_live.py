@@ -199,7 +199,7 @@ def test_plus_detail_and_declared_aliases_odoo_lacks_are_refused_at_rcpt(lab: La
     for address in ("sales+quote@example.net", "legacy@example.net", "nobody@example.net", "notifications@example.net"):
         code, text = lab.rcpt(address)
         assert code == 550 and "5.1.1" in text, (address, code, text)
-    for address in ("sales@example.net", "catchall@example.net", "bounce@example.net", "postmaster@example.net"):
+    for address in ("sales@example.net", "catchall@example.net", "bounce@example.net", "postmaster@example.net", "abuse@example.net"):
         assert lab.rcpt(address)[0] == 250, address
 
 

@@ -130,9 +130,9 @@ def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None
     assert "flags=Rq user=mailgate argv=" in master and "--recipient ${original_recipient}" in master
     recipients = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines()[1:]}
     for domain in ("example.org", "brand.example"):
-        for local in ("catchall", "bounce", "postmaster", "sales", "jobs"):
+        for local in ("catchall", "bounce", "postmaster", "abuse", "sales", "jobs"):
             assert f"{local}@{domain}" in recipients
-    assert len(recipients) == 10  # not notifications@: Odoo routes it only as a reply
+    assert len(recipients) == 12  # not notifications@: Odoo routes it only as a reply
     assert conf["relay_recipient_maps"] == "socketmap:inet:127.0.0.1:10027:odoo"  # mailstack-aliasd asks Odoo
     assert conf["recipient_delimiter"] == ""  # Odoo 17 strips no +detail
     aliasd = files["mailstack/aliasd.conf"].text
@@ -363,7 +363,7 @@ def test_recipients_and_transport_follow_the_declaration(aliases: list[str], ali
         assert "postfix/relay_recipients" not in files
         return
     listed = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines() if not line.startswith("#")}
-    locals_ = {"bounce", "catchall", "postmaster", *(a.lower() for a in aliases)}
+    locals_ = {"bounce", "catchall", "postmaster", "abuse", *(a.lower() for a in aliases)}
     assert listed == {f"{local}@{domain}" for local in locals_ for domain in domains}
 
 
@@ -409,3 +409,33 @@ def test_odoo_submits_on_587_only_with_its_senders_checked_before_signing() -> N
     assert "/^.{999}/m\tREJECT 5.6.0" in headers and "@(brand\\.example|example\\.org)>" in headers
     assert "RequiredHeaders         yes" in files["opendkim/opendkim.conf"].text
     assert "smtp_port = 587\n" in files["odoo/odoo.conf"].text and "smtp_ssl = False\n" in files["odoo/odoo.conf"].text
+
+
+def _role_stack(mode: str, postmaster: str | None) -> Any:
+    from mailstack.config.stack import from_config as read
+
+    inbound: dict[str, Any] = {"mode": mode, "aliases": ["sales"], **({"postmaster": postmaster} if postmaster else {})}
+    hosting = {"hosting": "online", "database": "acme"} if mode == "forward" else {"hosting": "onpremise", "url": "https://odoo.acme.test", "database": "acme"}
+    return plan.build(read({
+        "domain": "acme.test", "aliasDomains": ["brand.test"], "odoo": hosting, "outbound": ["gateway"], "inbound": inbound,
+        "gateways": [{"hostname": "mx1.acme.test", "ipv4": "192.0.2.10"}],
+    }))
+
+
+def test_postmaster_and_abuse_routed_to_the_declared_mailbox() -> None:
+    """inbound.postmaster: a virtual alias for postmaster@/abuse@ of every relay domain
+    (gateway mode), or the first lines of the redirect map (forward mode); without it,
+    no virtual alias at all and both are accepted and handed to Odoo."""
+    files = render.render(_role_stack("gateway", "it-ops@example.org"))
+    assert files["postfix/role_addresses"].text.splitlines()[3:] == [
+        "postmaster@acme.test\tit-ops@example.org", "abuse@acme.test\tit-ops@example.org",
+        "postmaster@brand.test\tit-ops@example.org", "abuse@brand.test\tit-ops@example.org",
+    ]
+    assert "virtual_alias_maps = hash:${config_directory}/role_addresses" in files["postfix/main.cf"].text
+    assert "postfix/role_addresses" in render.POSTMAP_FILES
+    plain = render.render(_role_stack("gateway", None))
+    assert "postfix/role_addresses" not in plain and "virtual_alias_maps" not in plain["postfix/main.cf"].text.replace("not a virtual alias", "")
+    assert {"postmaster@acme.test", "abuse@acme.test"} <= set(render.accepted_recipients(_role_stack("gateway", None)))
+    forward = render.render(_role_stack("forward", "it-ops@example.org"))["postfix/odoo_redirect"].text.splitlines()
+    first = forward.index("/^(postmaster|abuse)@acme\\.test$/\tit-ops@example.org")
+    assert first < forward.index("/^(.+)@acme\\.test$/\t${1}@acme.odoo.com")

@@ -267,7 +267,9 @@ def test_unusable_dkim_key_record_is_refused(content: str, words: str) -> None:
     "content, words",
     [
         ("v=DMARC1; p=maybe", "p='maybe'"),
-        ("v=DMARC1; p=reject; pct=150", "pct"),
+        ("v=DMARC1; p=reject; pct=150", "pct= was removed by RFC 9989"),
+        ("v=DMARC1; p=reject; rf=afrf", "rf= was removed by RFC 9989"),
+        ("v=DMARC1; p=reject; ri=3600", "ri= was removed by RFC 9989"),
         ("p=reject; v=DMARC1", "starts with"),
         ("v=DMARC1; p=reject; rua=dmarc@example.com", "report URI"),
     ],

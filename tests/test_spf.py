@@ -103,3 +103,38 @@ def test_size_limit() -> None:
     problems = spf.budget_problems(record)
     assert len(problems) == 1 and f"{spf.size(record)} bytes, over 512" in problems[0]
     assert spf.budget_problems(spf.build(many[:20])) == []
+
+
+VALID_MACROS = ["exists:%{i}._spf.example.com", "include:%{d}._spf.example.net", "a:%{d}/24", "mx:%{o}//64",
+                "redirect=%{d}.spf.example", "exists:%{ir}.%{v}._spf.%{d2}", "exists:%{l1r-}.x.example", "exists:%{i}",
+                "exp=explain.%{d}", "exists:%{l}.%%.%_.%-.example.com", "exists:%{H}.%{S}.example.com"]
+#: (term, our words); pyspf (independent) raises PermError on each of these as well.
+INVALID_MACROS = [("exists:%{x}.example.com", "%{x} is not a macro letter"),
+                  ("exists:%{c}.example.com", "allowed only in explanation text"),
+                  ("include:%i.example.com", "is not a macro"),
+                  ("exists:50%.example.com", "is not a macro")]
+#: Where RFC 7208's grammar and pyspf's leniency part: we follow the RFC (§7.1, §7.3).
+RFC_ONLY = [("exists:%{i0}.example.com", "transformer 0"), ("exists:%{i.example.com", "is not a macro"),
+            ("include:%{d}.", "ends with a macro or a '.' and a top label")]
+
+
+@pytest.mark.parametrize("term", VALID_MACROS)
+def test_spf_macros_valid_count_one_lookup_and_pyspf_expands_them(term: str) -> None:
+    import spf as pyspf
+
+    parsed = spf.parse_term(term)
+    assert spf.has_macro(parsed.value)
+    assert spf.lookup_count([parsed]) == (0 if term.startswith("exp=") else 1)
+    spec = parsed.value.split("/", 1)[0] if parsed.name in ("a", "mx") else parsed.value
+    pyspf.query(i="192.0.2.1", s="a@b.example", h="b.example", querytime=0).expand(spec)  # no PermError
+
+
+@pytest.mark.parametrize(("term", "words"), INVALID_MACROS + RFC_ONLY)
+def test_spf_macros_invalid_are_refused_naming_the_part(term: str, words: str) -> None:
+    import spf as pyspf
+
+    with pytest.raises(spf.SpfSyntaxError, match=words.replace("(", r"\(").replace("{", r"\{").replace("%", "%")):
+        spf.parse_term(term)
+    if (term, words) in INVALID_MACROS:
+        with pytest.raises(pyspf.PermError):
+            pyspf.query(i="192.0.2.1", s="a@b.example", h="b.example", querytime=0).expand(term.split(":", 1)[1])

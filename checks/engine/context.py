@@ -70,6 +70,8 @@ class CheckContext:
     dkim_private_key: bytes | None = None
     smtp: SmtpOptions = field(default_factory=SmtpOptions)
     https: HttpsOptions = field(default_factory=HttpsOptions)
+    #: ``--blocklist`` zones: replace the stack's ``checks.blocklists`` and the default.
+    blocklists: tuple[str, ...] | None = None
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -1,6 +1,9 @@
-"""DMARC checks (RFC 7489): the record at ``_dmarc``, its syntax, the policy's
-strength, authorisation of external report destinations (§7.1), and whether each
-declared sender can align (§3.1) given what is published."""
+"""DMARC checks (RFC 9989, DMARCbis): the record at ``_dmarc``, its syntax, tags
+DMARCbis removed, the policy's strength (test mode, p=none), authorisation of external
+report destinations (§4.6 / RFC 9990), and whether each declared sender can align
+(§4.4) given what is published. Policy discovery and the Organizational Domain come
+from the DNS tree walk (§4.10, ``mailstack.rules.dmarc.discover``), not the Public
+Suffix List."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mailstack.checks.dns.answer import DnsError
-from mailstack.checks.engine.context import CheckContext, gather
+from mailstack.checks.engine.context import CheckContext, gather, settled
 from mailstack.checks.engine.finding import (
     Finding,
     errored,
@@ -19,7 +22,7 @@ from mailstack.checks.engine.finding import (
     warned,
 )
 from mailstack.checks.engine.registry import check
-from mailstack.core import zonefile
+from mailstack.core import names, zonefile
 from mailstack.core.model import MailDomain, Sender
 from mailstack.core.record import Record
 from mailstack.rules import dkim, dmarc, senders, spf
@@ -27,12 +30,13 @@ from mailstack.rules import dkim, dmarc, senders, spf
 
 @dataclass(frozen=True, slots=True)
 class DmarcObservation:
-    """The DMARC records at ``_dmarc.<domain>``."""
+    """The DMARC records that apply to a domain: its own, or (undeclared) those of the
+    parent the tree walk found."""
 
     domain: str
     records: tuple[str, ...]
     error: str | None = None
-    #: The parent whose record applies (RFC 7489 §6.6.3) when the domain has none.
+    #: The parent whose record applies (RFC 9989 §4.10.1) when the domain has none.
     inherited_from: str | None = None
 
     @property
@@ -44,28 +48,58 @@ class DmarcObservation:
         return self.records[0] if len(self.records) == 1 else None
 
 
-async def _fetch(ctx: CheckContext, domain: str, name: str) -> DmarcObservation:
-    try:
-        texts = (await ctx.dns.txt(name)).texts()
-    except DnsError as err:
-        return DmarcObservation(domain, (), str(err))
-    return DmarcObservation(domain, tuple(t for t in texts if dmarc.is_dmarc(t)))
+def _records(ctx: CheckContext, domain: str) -> Awaitable[tuple[str, ...]]:
+    """The v=DMARC1 TXT values at ``_dmarc.<domain>``, asked once per run (a parent
+    several domains' walks reach, e.g. ``_dmarc.<tld>``, is asked once); DnsError raised."""
+    async def fetch() -> tuple[str, ...]:
+        texts = (await ctx.dns.txt(dmarc.record_name(domain))).texts()
+        return tuple(t for t in texts if dmarc.is_dmarc(t))
+    return ctx.observe(f"dmarc-records:{domain}", fetch)
+
+
+async def discovery(ctx: CheckContext, domain: str) -> dmarc.Discovery:
+    """The tree walk of ``domain`` (RFC 9989 §4.10) through the run's resolver: every
+    name of the walk asked at once, then decided by ``dmarc.discover``. DnsError when a
+    name the decision depends on could not be asked."""
+    steps = dmarc.walk(domain)
+    answers = await settled(_records(ctx, name) for name in steps)
+    found: dict[str, str | None] = {}
+    for name, answer in zip(steps, answers):
+        if dmarc.decided(domain, found):
+            break
+        if isinstance(answer, DnsError):
+            raise answer
+        if isinstance(answer, BaseException):
+            raise answer
+        found[name] = dmarc.single_record(answer)
+    return dmarc.discover(domain, found)
+
+
+def organizational_domain(ctx: CheckContext, domain: str) -> Awaitable[str]:
+    """The Organizational Domain by the tree walk (memoised per run); DnsError raised."""
+    async def compute() -> str:
+        return (await discovery(ctx, domain)).organizational_domain
+    return ctx.observe(f"dmarc-org:{domain}", compute)
 
 
 def observe(ctx: CheckContext, domain: str) -> Awaitable[DmarcObservation]:
-    """The DMARC record of a domain. Undeclared, a domain without one falls back to its
-    Organizational Domain's as receivers do (``dmarc.policy_names``, RFC 7489 §6.6.3).
-    A declaration plans a record for each domain, so there the domain's own is judged."""
+    """The DMARC record of a domain. Undeclared, a domain without one takes the record
+    the tree walk finds above it, as receivers do (RFC 9989 §4.10.1). A declaration
+    plans a record for each domain, so there the domain's own is judged."""
     async def compute() -> DmarcObservation:
-        own_name, *fallbacks = dmarc.policy_names(domain)
-        own = await _fetch(ctx, domain, own_name)
-        if own.records or own.error or ctx.declared:
-            return own
-        for name in fallbacks:
-            found = await _fetch(ctx, domain, name)
-            if found.records or found.error:
-                return DmarcObservation(domain, found.records, found.error, inherited_from=name.removeprefix("_dmarc."))
-        return own
+        try:
+            own = await _records(ctx, domain)
+        except DnsError as err:
+            return DmarcObservation(domain, (), str(err))
+        if own or ctx.declared:
+            return DmarcObservation(domain, own)
+        try:
+            found = await discovery(ctx, domain)
+        except DnsError as err:
+            return DmarcObservation(domain, (), str(err))
+        if found.policy_domain is None or not found.inherited:
+            return DmarcObservation(domain, own)
+        return DmarcObservation(domain, await _records(ctx, found.policy_domain), inherited_from=found.policy_domain)
     return ctx.observe(f"dmarc:{domain}", compute)
 
 
@@ -112,7 +146,7 @@ async def _each(ctx: CheckContext, id: str, judge: _Judge) -> list[Finding]:
     return [f for j in judged for f in (next(later) if inspect.isawaitable(j) else j)]
 
 
-@check("dmarc.present", ref="RFC 7489 §6.1, §6.6.3")
+@check("dmarc.present", ref="RFC 9989 §4.10.1")
 async def present(ctx: CheckContext) -> list[Finding]:
     """Exactly one DMARC record at ``_dmarc.<domain>``."""
     def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
@@ -126,26 +160,46 @@ async def present(ctx: CheckContext) -> list[Finding]:
     return await _each(ctx, "dmarc.present", judge)
 
 
-@check("dmarc.syntax", ref="RFC 7489 §6.3, §6.4")
+@check("dmarc.syntax", ref="RFC 9989 §4.7")
 async def syntax(ctx: CheckContext) -> list[Finding]:
-    """The record parses and every tag value is valid (p, sp, np, adkim, aspf, pct, rua, ruf, fo)."""
+    """The record parses and every tag value is valid (p, sp, np, psd, t, adkim, aspf, rua, ruf, fo); unknown tags are noted."""
     def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
         if obs.record is None:
             return [skipped("dmarc.syntax", f"{obs.name}: no single DMARC record (see dmarc.present)")]
         try:
-            warnings = dmarc.validate(dmarc.parse(obs.record))
+            notes = dmarc.validate(dmarc.parse(obs.record))
         except dmarc.DmarcError as err:
             return [failed("dmarc.syntax", f"{obs.name}: {err}", found=obs.record, fix=_fix(ctx, obs.domain))]
-        unknown = [w for w in warnings if w.startswith("unknown tag")]
+        unknown = [n for n in notes if n.startswith("unknown tag")]
         if unknown:
-            return [warned("dmarc.syntax", f"{obs.name}: {', '.join(unknown)}", found=obs.record, fix=_fix(ctx, obs.domain))]
+            # RFC 9989 §4.7: receivers ignore unknown tags, so the record still works.
+            return [passed("dmarc.syntax", f"{obs.name}: valid; {len(unknown)} unknown tag(s) ignored", detail="; ".join(unknown), found=obs.record)]
         return [passed("dmarc.syntax", f"{obs.name}: valid", found=obs.record)]
     return await _each(ctx, "dmarc.syntax", judge)
 
 
-@check("dmarc.policy", ref="RFC 7489 §6.3 (p=, pct=), §6.7")
+@check("dmarc.removed-tags", ref="RFC 9989 §4.7, Appendix C")
+async def removed_tags(ctx: CheckContext) -> list[Finding]:
+    """No tag RFC 9989 removed (pct, rf, ri): receivers ignore them, so they promise what is not done."""
+    def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
+        parsed = tags(obs)
+        if parsed is None:
+            return [skipped("dmarc.removed-tags", f"{obs.name}: no valid DMARC record")]
+        removed = dmarc.removed_tags(parsed)
+        if not removed:
+            return [passed("dmarc.removed-tags", f"{obs.name}: no removed tag")]
+        planned = _planned(ctx, obs.domain)
+        fix = zonefile.line(planned) if planned else f'{obs.name}. IN TXT "{dmarc.without_removed(parsed)}"'
+        return [warned(
+            "dmarc.removed-tags", f"{obs.name}: {', '.join(f'{n}=' for n in removed)} removed by RFC 9989; receivers ignore it",
+            detail="; ".join(f"{n}: {dmarc.REMOVED_TAGS[n]}" for n in removed), found=obs.record or "", fix=fix,
+        )]
+    return await _each(ctx, "dmarc.removed-tags", judge)
+
+
+@check("dmarc.policy", ref="RFC 9989 §4.7 (p=, sp=, t=), §5.5")
 async def policy(ctx: CheckContext) -> list[Finding]:
-    """The policy is the declared one; p=none without reports or pct<100 are flagged."""
+    """The policy is the declared one; p=none without reports and test mode (t=y) are flagged."""
     def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
         parsed = tags(obs)
         if parsed is None:
@@ -154,12 +208,16 @@ async def policy(ctx: CheckContext) -> list[Finding]:
         declared = ctx.stack.dmarc.policy if ctx.stack else None
         if declared and p != declared:
             return [failed("dmarc.policy", f"{obs.name}: p={p}, declared p={declared}", expected=f"p={declared}", found=obs.record or "", fix=_fix(ctx, obs.domain))]
+        test_declared = ctx.stack.dmarc.testing if ctx.stack else False
+        if ctx.stack and dmarc.testing(parsed) != test_declared:
+            return [failed("dmarc.policy", f"{obs.name}: t={parsed.get('t', 'n')}, declared t={'y' if test_declared else 'n'}", found=obs.record or "", fix=_fix(ctx, obs.domain))]
         if p == "none" and not parsed.get("rua"):
             return [warned("dmarc.policy", f"{obs.name}: p=none without rua: no policy and nobody reads reports", found=obs.record or "", fix=_fix(ctx, obs.domain))]
         if p == "none":
             return [warned("dmarc.policy", f"{obs.name}: p=none (monitoring only); move to quarantine once reports are clean", found=obs.record or "")]
-        if parsed.get("pct", "100") != "100":
-            return [warned("dmarc.policy", f"{obs.name}: p={p} applies to {parsed['pct']}% of failing mail only", found=obs.record or "")]
+        if dmarc.testing(parsed):
+            return [warned("dmarc.policy", f"{obs.name}: p={p} in test mode (t=y): receivers do not apply it", found=obs.record or "",
+                           fix="remove t=y once the reports show every legitimate sender aligned (mailstack:dmarc.testMode: false)")]
         return [passed("dmarc.policy", f"{obs.name}: p={p}")]
     return await _each(ctx, "dmarc.policy", judge)
 
@@ -170,7 +228,7 @@ def external_report_domains(domain: str, parsed: dict[str, str]) -> list[str]:
     return list(dict.fromkeys(d for d in found if dmarc.is_external(d, domain)))
 
 
-@check("dmarc.report-auth", ref="RFC 7489 §7.1")
+@check("dmarc.report-auth", ref="RFC 9990 (external destinations), RFC 7489 §7.1")
 async def report_auth(ctx: CheckContext) -> list[Finding]:
     """Each external rua/ruf domain authorises reports (``<domain>._report._dmarc.<rua-domain>``)."""
     async def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
@@ -220,7 +278,7 @@ def sender_paths(stack: MailDomain, domain: str) -> list[Path]:
     return paths
 
 
-@check("dmarc.alignment", ref="RFC 7489 §3.1, §4.2")
+@check("dmarc.alignment", ref="RFC 9989 §4.4, §4.10.2")
 async def alignment(ctx: CheckContext) -> list[Finding]:
     """Each declared sender can pass DMARC: aligned SPF that authorises it, or an aligned DKIM key."""
     if ctx.stack is None:
@@ -233,7 +291,11 @@ async def alignment(ctx: CheckContext) -> list[Finding]:
 
     async def one(domain: str, path: Path) -> Finding:
         spf_ok = False
-        if path.spf_domain and dmarc.aligned(path.spf_domain, domain, stack.dmarc.aspf):
+        try:
+            spf_aligned = bool(path.spf_domain) and await _walk_aligned(ctx, path.spf_domain or "", domain, stack.dmarc.aspf)
+        except DnsError as err:
+            return errored("dmarc.alignment", f"{domain}/{path.sender}: DNS error finding the Organizational Domain: {err}")
+        if spf_aligned and path.spf_domain:
             spf_tree = await tree(ctx, domain) if path.spf_domain == domain else None
             if spf_tree and spf_tree.record and not spf_tree.syntax_error:
                 published = {str(t) for t in spf.parse(spf_tree.record)}
@@ -255,3 +317,12 @@ async def alignment(ctx: CheckContext) -> list[Finding]:
         )
 
     return await gather(one(domain, path) for domain in stack.domains for path in sender_paths(stack, domain))
+
+
+async def _walk_aligned(ctx: CheckContext, identifier: str, from_domain: str, mode: str) -> bool:
+    """``dmarc.aligned`` with the Organizational Domains the tree walk finds (RFC 9989 §4.10.2)."""
+    if mode == "s":
+        return dmarc.aligned(identifier, from_domain, mode)
+    pair = (names.normalize(identifier), names.normalize(from_domain))
+    orgs = dict(zip(pair, await gather(organizational_domain(ctx, d) for d in pair)))
+    return dmarc.aligned(identifier, from_domain, mode, orgs.__getitem__)

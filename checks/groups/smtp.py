@@ -1,10 +1,12 @@
 """SMTP checks against each MX address (RFC 5321, RFC 3207): banner and EHLO, STARTTLS
 offered with a certificate naming the MX host, no open relay, unknown recipients
-rejected at RCPT, declared aliases accepted at RCPT. No message is ever sent."""
+rejected at RCPT, declared aliases and the role mailboxes postmaster@ and abuse@
+accepted at RCPT. No message is ever sent."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 
 from mailstack.checks.engine.context import CheckContext, gather
 from mailstack.checks.engine.finding import (
@@ -37,6 +39,16 @@ def declared_recipients(ctx: CheckContext) -> list[str]:
     return [f"{part}@{recipient_domain(ctx, d)}" for d in ctx.domains for part in local_parts]
 
 
+#: The role mailboxes every mail domain answers (RFC 5321 §4.5.1: postmaster, a MUST;
+#: RFC 2142 §4: abuse, where complaints about the domain's mail go).
+ROLE_LOCAL_PARTS = ("postmaster", "abuse")
+
+
+def role_recipients(ctx: CheckContext, local_part: str) -> list[str]:
+    """``local_part@`` each name the domains receive mail at (alias domains too)."""
+    return list(dict.fromkeys(f"{local_part}@{recipient_domain(ctx, d)}" for d in ctx.domains))
+
+
 async def observations(ctx: CheckContext) -> list[SmtpObservation]:
     """One observation per address of each MX target of the inbound names (memoised);
     each session probes the recipients of every domain, so an MX shared by alias
@@ -45,7 +57,7 @@ async def observations(ctx: CheckContext) -> list[SmtpObservation]:
     async def compute() -> list[SmtpObservation]:
         main = recipient_domain(ctx)
         unknown = f"no-such-user-{secrets.token_hex(6)}@{main}"
-        wanted = declared_recipients(ctx)
+        wanted = list(dict.fromkeys([*declared_recipients(ctx), *(r for part in ROLE_LOCAL_PARTS for r in role_recipients(ctx, part))]))
         inbound = [recipient_domain(ctx, domain) for domain in ctx.domains]
         planned: list[SmtpObservation | tuple[str, str]] = []
         seen: set[str] = set()
@@ -156,7 +168,7 @@ async def aliases(ctx: CheckContext) -> list[Finding]:
         if o.error or o.mail_refused:
             findings.append(errored("smtp.aliases", f"{o.where}: {_why_no_rcpt(o)}"))
             continue
-        refused = {r: reply for r, reply in o.recipients.items() if reply[0] not in (250, 251)}
+        refused = {r: reply for r, reply in o.recipients.items() if r in wanted and reply[0] not in (250, 251)}
         if any(refused_us(reply) for reply in refused.values()):
             findings.append(errored("smtp.aliases", f"{o.where}: the server refused the probe itself, not the recipients", detail="; ".join(f"{r}: {c} {m}" for r, (c, m) in refused.items())))
         elif refused:
@@ -165,6 +177,45 @@ async def aliases(ctx: CheckContext) -> list[Finding]:
         else:
             findings.append(passed("smtp.aliases", f"{o.where}: {len(wanted)} declared addresses accepted"))
     return findings
+
+
+def _roles(ctx: CheckContext, id: str, local_part: str, missing: Callable[..., Finding], why: str, fix: str) -> Awaitable[list[Finding]]:
+    async def judge() -> list[Finding]:
+        wanted = role_recipients(ctx, local_part)
+        live, findings = await _each(ctx, id)
+        for o in live:
+            if o.error or o.mail_refused:
+                findings.append(errored(id, f"{o.where}: {_why_no_rcpt(o)}"))
+                continue
+            replies = {r: o.recipients[r] for r in wanted if r in o.recipients}
+            refused = {r: reply for r, reply in replies.items() if reply[0] not in (250, 251)}
+            detail = "; ".join(f"{r}: {c} {m}" for r, (c, m) in refused.items())
+            if any(refused_us(reply) for reply in refused.values()):
+                findings.append(errored(id, f"{o.where}: the server refused the probe itself, not {local_part}@", detail=detail))
+            elif refused:
+                findings.append(missing(id, f"{o.where}: {', '.join(refused)} refused at RCPT; {why}", detail=detail, expected="250", fix=fix))
+            else:
+                findings.append(passed(id, f"{o.where}: {', '.join(replies)} accepted"))
+        return findings
+    return judge()
+
+
+@check("smtp.postmaster", ref="RFC 5321 §4.5.1")
+async def postmaster(ctx: CheckContext) -> list[Finding]:
+    """postmaster@ of every mail domain is accepted at RCPT by every MX (RFC 5321 requires it)."""
+    return await _roles(
+        ctx, "smtp.postmaster", "postmaster", failed, "RFC 5321 requires every mail domain to accept it",
+        "accept postmaster@ and route it to a mailbox somebody reads (mailstack gateways: mailstack:inbound.postmaster)",
+    )
+
+
+@check("smtp.abuse", ref="RFC 2142 §2, §4")
+async def abuse(ctx: CheckContext) -> list[Finding]:
+    """abuse@ of every mail domain is accepted at RCPT by every MX (where complaints about its mail go)."""
+    return await _roles(
+        ctx, "smtp.abuse", "abuse", warned, "complaints about the domain's mail bounce, and some receivers judge a domain by it",
+        "accept abuse@ and route it to a mailbox somebody reads (mailstack gateways: mailstack:inbound.postmaster)",
+    )
 
 
 def _why_no_rcpt(o: SmtpObservation) -> str:

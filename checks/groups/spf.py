@@ -148,6 +148,10 @@ async def lookups(ctx: CheckContext) -> list[Finding]:
                 found=found, expected=f"<= {spf.LOOKUP_LIMIT}",
                 fix="replace includes by ip4:/ip6: terms or drop senders no longer used; " + _fix(ctx, name),
             )
+        macros = t.macro_terms()
+        if macros:  # counted once each; what a macro include names is known per message only
+            return passed("spf.lookups", f"{name}: {b.lookups} of {spf.LOOKUP_LIMIT} DNS lookups ({len(macros)} term(s) with macros counted once each)",
+                          found=found, detail="terms with macros (RFC 7208 §7), counted and not followed: " + " ".join(macros))
         return passed("spf.lookups", f"{name}: {b.lookups} of {spf.LOOKUP_LIMIT} DNS lookups", found=found)
     return await _each(ctx, "spf.lookups", judge)
 
@@ -180,6 +184,9 @@ async def loop(ctx: CheckContext) -> list[Finding]:
         loops = t.loops()
         if loops:
             return failed("spf.loop", f"{name}: include loop {loops[0]}", detail="; ".join(loops), fix="remove the include that points back")
+        unfetched = t.unfetched_includes()
+        if unfetched:  # what an unfetched record includes is unknown: it may loop
+            return errored("spf.loop", f"{name}: an included record could not be fetched, so a loop cannot be ruled out: {unfetched[0]}", detail="; ".join(unfetched))
         return passed("spf.loop", f"{name}: no include loop")
     return await _each(ctx, "spf.loop", judge)
 

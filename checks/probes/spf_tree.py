@@ -9,7 +9,10 @@ fixtures can build trees by hand.
 Counting follows RFC 7208 §4.6.4: include, a, mx, ptr, exists and redirect each count
 one lookup, recursively through include/redirect; a query that returns no records or
 NXDOMAIN is a void lookup. ``a``/``mx``/``exists`` are resolved against the record's
-own domain (macros are not expanded: a term with ``%{`` is counted but not queried).
+own domain. A term whose domain-spec holds macros (RFC 7208 §7, validated by
+``mailstack.rules.spf``) names a different domain for each message: it is counted as
+the one lookup it is and marked ``macro``, but neither queried nor followed (an
+``include:%{d}._spf.example`` may need more lookups when a message arrives).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class TermResult:
     child: SpfRecord | None = None
     error: str | None = None  # the term's own query failed: its void status is unknown
     mx_hosts: int = 0  # an ``mx`` term: the MX records it names (at most 10, §4.6.4)
+    macro: bool = False  # the domain-spec holds macros: counted once, not followed
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,26 @@ class SpfRecord:
     @property
     def voids(self) -> int:
         return sum(int(t.void) + t.voids_below for t in self.terms)
+
+    def macro_terms(self) -> list[str]:
+        """Terms anywhere in the tree whose domain-spec holds macros (not followed)."""
+        found = [t.term for t in self.terms if t.macro]
+        for t in self.terms:
+            if t.child is not None:
+                found += t.child.macro_terms()
+        return found
+
+    def unfetched_includes(self) -> list[str]:
+        """include/redirect targets anywhere in the tree that could not be fetched: what
+        they include (and whether it loops) is unknown."""
+        found: list[str] = []
+        for t in self.terms:
+            if t.child is None:
+                continue
+            if t.child.dns_error:
+                found.append(f"{t.term}: {t.child.dns_error}")
+            found += t.child.unfetched_includes()
+        return found
 
     def per_term(self) -> list[tuple[str, int]]:
         """(term, lookups it causes) for the terms of this record that query DNS."""
@@ -140,9 +164,9 @@ async def _walk(resolver: AsyncResolver, domain: str, records: tuple[str, ...], 
 
 async def _term(resolver: AsyncResolver, domain: str, term: spf.Term, path: tuple[str, ...], depth: int) -> TermResult:
     text = str(term)
+    if spf.has_macro(term.value):
+        return TermResult(text, 1, False, 0, macro=True)
     target = names.normalize(term.value.split("/", 1)[0] or domain)
-    if "%{" in target:
-        return TermResult(text, 1, False, 0)
     if term.name in ("include", "redirect"):
         return await _follow(resolver, text, target, path, depth)
     void, error, mx_hosts = await _void(resolver, term.name, target)

@@ -167,12 +167,15 @@ def _from_domain(raw: bytes) -> str | None:
     return addresses[0][1].rsplit("@", 1)[1].lower()
 
 
-def _dmarc_record(resolver: Resolver, domain: str) -> str | None:
-    for name in dmarc.policy_names(domain):
-        records = [t for t in resolver.txt(name).texts() if dmarc.is_dmarc(t)]
-        if len(records) == 1:
-            return records[0]
-    return None
+def _discover(resolver: Resolver, domain: str) -> dmarc.Discovery:
+    """The DNS tree walk of RFC 9989 §4.10 for ``domain`` through ``resolver`` (cached
+    per run), decided by ``mailstack.rules.dmarc.discover``; DnsError propagates."""
+    found: dict[str, str | None] = {}
+    for name in dmarc.walk(domain):
+        if dmarc.decided(domain, found):
+            break
+        found[name] = dmarc.single_record(resolver.txt(dmarc.record_name(name)).texts())
+    return dmarc.discover(domain, found)
 
 
 def _dkim(raw: bytes, resolver: Resolver) -> tuple[DkimResult, ...]:
@@ -214,8 +217,9 @@ def second_opinion(raw: bytes, seen: Envelope, resolver: Resolver) -> Verdict:
     if from_domain is None:
         return Verdict("second opinion", spf_result, spf_domain, signatures, "fail", None, ("no single From address",))
     result = dmarc.evaluate(
-        from_domain, _dmarc_record(resolver, from_domain), spf_result=spf_result or "none", spf_domain=spf_domain or "",
+        from_domain, _discover(resolver, from_domain).record, spf_result=spf_result or "none", spf_domain=spf_domain or "",
         dkim_domains=[d.domain for d in signatures if d.result == "pass" and d.domain],
+        org=lambda name: _discover(resolver, name).organizational_domain,  # the tree walk, not the PSL
     )
     return Verdict("second opinion (pyspf, dkimpy, mailstack.rules.dmarc)", spf_result, spf_domain, signatures,
                    result.result, from_domain, (*notes, result.reason))

@@ -33,6 +33,7 @@ from mailstack.checks.defaults import (
     FORMATS,
 )
 from mailstack.cli import options, rotation
+from mailstack.core import names
 from mailstack.core.errors import ConfigErrors, MailstackError
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--mta-sts-port", type=int, default=443, help=argparse.SUPPRESS)  # tests only
     parser.add_argument("--smtp-helo", metavar="NAME", default=None, help="EHLO name (default: this host's FQDN)")
     parser.add_argument("--verbose", action="store_true", help="text: show details of passing checks too")
+    parser.add_argument("--blocklist", metavar="ZONE", action="append", default=None,
+                        help="DNS blocklist reputation.dnsbl asks (repeatable; replaces checks.blocklists and the default zen.spamhaus.org, bl.spamcop.net)")
     parser.set_defaults(handler=run)
 
 
@@ -126,7 +129,18 @@ def run_options(args: argparse.Namespace) -> check_run.Options:
         deadline_per_domain=args.deadline_per_domain,
         wait=args.wait,
         interval=args.interval,
+        blocklists=_blocklists(args.blocklist),
     )
+
+
+def _blocklists(zones: list[str] | None) -> tuple[str, ...] | None:
+    """``--blocklist`` zones, each a domain name (MailstackError naming the option)."""
+    if zones is None:
+        return None
+    try:
+        return tuple(dict.fromkeys(names.domain(zone) for zone in zones))
+    except names.InvalidName as err:
+        raise MailstackError(f"--blocklist: {err}") from None
 
 
 def fleet_mode(args: argparse.Namespace) -> bool:

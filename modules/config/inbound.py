@@ -41,7 +41,7 @@ def _mx_list(reader: ConfigReader, value: Any, path: Path, domain: str | None) -
 
 def read_inbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: tuple[Gateway, ...] | None, domain: str | None) -> Inbound | None:
     path: Path = ("inbound",)
-    data = reader.mapping(value, path, ("mode", "subdomain", "record", "mx", "aliases", "acceptAll", "imap"))
+    data = reader.mapping(value, path, ("mode", "subdomain", "record", "mx", "aliases", "acceptAll", "imap", "postmaster"))
     if data is None:
         return None
     modes = tuple(m.value for m in InboundMode)
@@ -94,4 +94,11 @@ def read_inbound(reader: ConfigReader, value: Any, odoo: Odoo | None, gateways: 
             reader.fail((*path, "mode"), "forward through the gateways redirects to <db>.odoo.com: it needs odoo.hosting online or sh "
                         "(on premise, use mode gateway: the mailgate hands mail to Odoo directly)")
     imap = read_imap(reader, data.get("imap"), (*path, "imap"), mode)
-    return Inbound(mode, subdomain, record, mx, tuple(aliases), accept_all, imap)
+    postmaster = None
+    if data.get("postmaster") is not None:
+        postmaster = reader.convert(data["postmaster"], (*path, "postmaster"), kinds.email_address)
+        receiving = mode is InboundMode.GATEWAY or (mode is InboundMode.FORWARD and data.get("mx") is None and gateways)
+        if not receiving:
+            reader.fail((*path, "postmaster"), "only applies when the gateways receive the mail (mode gateway, or forward through the gateways): "
+                        "elsewhere the mailbox provider routes postmaster@ and abuse@")
+    return Inbound(mode, subdomain, record, mx, tuple(aliases), accept_all, imap, postmaster)

@@ -76,14 +76,20 @@ def _uris(reader: ConfigReader, value: Any, path: Path) -> tuple[str, ...]:
 
 def read_dmarc(reader: ConfigReader, value: Any) -> Dmarc | None:
     path: Path = ("dmarc",)
-    data = reader.mapping(value, path, ("policy", "subdomainPolicy", "rua", "ruf", "adkim", "aspf", "pct", "fo"))
+    data = reader.mapping(value, path, ("policy", "subdomainPolicy", "nonexistentPolicy", "testMode", "rua", "ruf", "adkim", "aspf", "pct", "fo"))
     if data is None:
         return None
     policy = reader.choice(data.get("policy"), (*path, "policy"), dmarc.POLICIES, default="none")
     sp = reader.choice(data.get("subdomainPolicy"), (*path, "subdomainPolicy"), dmarc.POLICIES)
+    np = reader.choice(data.get("nonexistentPolicy"), (*path, "nonexistentPolicy"), dmarc.POLICIES)
     adkim = reader.choice(data.get("adkim"), (*path, "adkim"), dmarc.ALIGNMENTS, default="r")
     aspf = reader.choice(data.get("aspf"), (*path, "aspf"), dmarc.ALIGNMENTS, default="r")
-    pct = reader.integer(data.get("pct"), (*path, "pct"), 0, 100)
+    testing = reader.boolean(data.get("testMode"), (*path, "testMode"))
+    if data.get("pct") is not None:
+        # RFC 9989 removed pct: receivers ignore it, so publishing it would promise a
+        # partial policy nobody applies. Named, so an old stack gets told what to write.
+        reader.fail((*path, "pct"), f"was removed by RFC 9989 (DMARCbis) and is not published: {dmarc.REMOVED_TAGS['pct']} "
+                    "(mailstack:dmarc.testMode: true)")
     fo = None
     if data.get("fo") is not None:
         fo = reader.convert(data["fo"] if isinstance(data["fo"], str) else str(data["fo"])[:20], (*path, "fo"), dmarc.check_fo)
@@ -91,9 +97,9 @@ def read_dmarc(reader: ConfigReader, value: Any) -> Dmarc | None:
     ruf = _uris(reader, data.get("ruf"), (*path, "ruf"))
     if policy is None or adkim is None or aspf is None:
         return None
-    options = Dmarc(policy, sp, rua, ruf, adkim, aspf, pct, fo)
+    options = Dmarc(policy, sp, rua, ruf, adkim, aspf, fo, testing=bool(testing), nonexistent_policy=np)
     try:
-        record = dmarc.build(policy, subdomain_policy=sp, rua=rua, ruf=ruf, adkim=adkim, aspf=aspf, pct=pct, fo=fo)
+        record = dmarc.build(policy, subdomain_policy=sp, rua=rua, ruf=ruf, adkim=adkim, aspf=aspf, fo=fo, testing=bool(testing), nonexistent_policy=np)
     except dmarc.DmarcError:
         return options  # a tag already reported at its key
     problem = limits.txt_problem(record, "DMARC")

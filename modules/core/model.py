@@ -207,6 +207,9 @@ class Inbound:
     accept_all: bool = False
     #: Mode imap: the mailbox Odoo's fetchmail polls (None: not declared).
     imap: ImapMailbox | None = None
+    #: Where the gateways deliver postmaster@ and abuse@ of every mail domain (RFC 5321
+    #: §4.5.1, RFC 2142); None: handed to Odoo like any address (Odoo needs aliases).
+    postmaster: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +235,7 @@ class Spf:
 
 @dataclass(frozen=True, slots=True)
 class Dmarc:
-    """DMARC tags (RFC 7489 §6.3)."""
+    """DMARC tags (RFC 9989 §4.7). No pct, rf or ri: RFC 9989 removed them."""
 
     policy: str = "none"
     subdomain_policy: str | None = None
@@ -240,8 +243,11 @@ class Dmarc:
     ruf: tuple[str, ...] = ()
     adkim: str = "r"
     aspf: str = "r"
-    pct: int | None = None
     fo: str | None = None
+    #: ``t=y`` (RFC 9989 §4.7): receivers do not apply the policy yet.
+    testing: bool = False
+    #: ``np=``: the policy for subdomains that do not exist (RFC 9989 §4.7).
+    nonexistent_policy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,9 +413,11 @@ class GatewaySettings:
 
 @dataclass(frozen=True, slots=True)
 class Checks:
-    """``mailstack:checks``: check ids ``mailstack check`` skips for this stack."""
+    """``mailstack:checks``: check ids ``mailstack check`` skips for this stack, and the
+    DNS blocklists ``reputation.dnsbl`` asks (None: ``mailstack.rules.dnsbl.DEFAULT_ZONES``)."""
 
     disable: tuple[str, ...] = ()
+    blocklists: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ stripped, so ``sales+tag@`` is refused unless an alias of that very name exists;
 alias with ``alias_incoming_local`` by its local part on any relay domain; each alias
 domain's ``bounce_email`` (Odoo processes bounces) and ``catchall_email`` (replies to
 Odoo's mail, threaded by References; a direct write Odoo bounces itself); and
-postmaster (RFC 5321 §4.5.1). Not the ``default_from`` (``notifications@``): Odoo routes
+postmaster and abuse (RFC 5321 §4.5.1, RFC 2142). Not the ``default_from`` (``notifications@``): Odoo routes
 it only as a reply and raises "No possible route" for anything else, which would end
 as a Postfix bounce (replies go to the Reply-To Odoo sets: the alias or the catchall).
 
@@ -48,7 +48,7 @@ from typing import Any
 
 MAP_NAME = "odoo"
 MAX_REQUEST = 1024
-REQUIRED_LOCAL_PARTS = ("postmaster",)
+REQUIRED_LOCAL_PARTS = ("postmaster", "abuse")
 
 
 @dataclass(frozen=True)

@@ -164,10 +164,13 @@ def systemd_exec(value: str) -> str | None:
 
 def postfix_regexp_literal(value: str) -> str | None:
     """A literal in a Postfix regexp table (POSIX ERE between ``/``): a host name whose
-    dots the ``regexp_literal`` filter escaped (``acme\\.test``), or a replacement host."""
+    dots the ``regexp_literal`` filter escaped (``acme\\.test``), or a replacement host
+    or address (``it-ops@example.org``: no ``$``, which would substitute a group)."""
     problem = _line(value) or _word(value)
     if problem:
         return problem
+    if re.fullmatch(r"[A-Za-z0-9._+=-]+@[A-Za-z0-9.-]+", value):
+        return None
     if not re.fullmatch(r"(?:[A-Za-z0-9-]|\\\.|\.)+", value):
         return "it is not a host name (letters, digits, - and dots) for a Postfix regexp table"
     return None
@@ -199,6 +202,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "postfix/master.cf.j2": master_cf,
     "postfix/transport.j2": postfix_table,
     "postfix/relay_recipients.j2": postfix_table,
+    "postfix/role_addresses.j2": postfix_table,
     "postfix/submission_senders.j2": postfix_regexp,
     "postfix/submission_header_checks.j2": postfix_regexp,
     "postfix/submission_line_checks.j2": postfix_regexp,

@@ -40,9 +40,10 @@ MAILGATE_TRANSPORT = "odoo"
 #: The cleanup service of the MX's smtpd in forward mode (redirect + SRS), master.cf.
 REDIRECT_CLEANUP = "odoo-redirect"
 #: Odoo's local parts every gateway accepts, whatever the stack declares on top.
-REQUIRED_LOCAL_PARTS = ("postmaster",)
+#: postmaster (RFC 5321 §4.5.1: a MUST) and abuse (RFC 2142: complaints about the domain's mail).
+REQUIRED_LOCAL_PARTS = ("postmaster", "abuse")
 #: Rendered maps that need ``postmap`` before Postfix can read them.
-POSTMAP_FILES = ("postfix/transport", "postfix/relay_recipients")
+POSTMAP_FILES = ("postfix/transport", "postfix/relay_recipients", "postfix/role_addresses")
 #: nginx's site of the MTA-STS policy hosts (``mtaSts.serve: gateway``).
 NGINX_SITE = "nginx/conf.d/mailstack-mta-sts.conf"
 POLICY_PATH = "/.well-known/mta-sts.txt"
@@ -117,6 +118,8 @@ def render(
         if needs_aliasd(plan, settings):
             templates["mailstack/aliasd.conf"] = "mailstack/aliasd.conf.j2"
             templates["systemd/mailstack-aliasd.service"] = "systemd/mailstack-aliasd.service.j2"
+    if stack.inbound.postmaster and not stack.forwards_through_gateways:
+        templates["postfix/role_addresses"] = "postfix/role_addresses.j2"
     if settings.smtp_auth:
         templates["postfix/sasl/smtpd.conf"] = "postfix/sasl_smtpd.conf.j2"
     for relative, template in templates.items():
@@ -197,9 +200,20 @@ def key_path(selector: str) -> str:
     return f"opendkim/keys/{selector}.private"
 
 
+def role_addresses(plan: Plan) -> list[tuple[str, str]]:
+    """(address, destination) for postmaster@ and abuse@ of every relay domain, when the
+    stack routes them (``inbound.postmaster``): a Postfix virtual alias (gateway mode)
+    or a line of the redirect map before the general one (forward mode). Empty when
+    they go to Odoo like any address."""
+    destination = plan.stack.inbound.postmaster
+    if not destination:
+        return []
+    return [(f"{local}@{domain}", destination) for domain in plan.relay_domains for local in REQUIRED_LOCAL_PARTS]
+
+
 def accepted_recipients(plan: Plan) -> list[str]:
     """The declared addresses accepted at RCPT time: Odoo's bounce and catchall,
-    postmaster (RFC 5321 §4.5.1) and the declared aliases, on every relay domain —
+    postmaster and abuse (RFC 5321 §4.5.1, RFC 2142) and the declared aliases, on every relay domain —
     exactly, no ``+detail`` (Odoo 17 strips none). Not ``notifications@``: Odoo routes
     it only as a reply and bounces anything else. With ``gateway.recipientCheck: odoo``
     this is mailstack-aliasd's fallback while Odoo cannot be asked."""
@@ -225,6 +239,8 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "mailgate_transport": MAILGATE_TRANSPORT,
         "relay_domains": plan.relay_domains,
         "recipients": accepted_recipients(plan),
+        "role_addresses": role_addresses(plan),
+        "role_destination": stack.inbound.postmaster or "",
         "accept_all": plan.stack.inbound.accept_all,
         "signing_domains": plan.signing_domains,
         # The selector OpenDKIM signs with: during a DKIM rotation the plan's phase

@@ -99,7 +99,7 @@ def odoo_domains(plan: Plan) -> list[str]:
 def mailbox_local_parts(stack: MailDomain) -> tuple[str, ...]:
     """The mailboxes a mailbox provider hosts for the stack's domains in the lab."""
     odoo = stack.odoo
-    return tuple(dict.fromkeys([*stack.inbound.aliases, odoo.catchall, odoo.bounce, odoo.notifications, "postmaster", PROBE_ALIAS]))
+    return tuple(dict.fromkeys([*stack.inbound.aliases, odoo.catchall, odoo.bounce, odoo.notifications, "postmaster", "abuse", PROBE_ALIAS]))
 
 
 def third_party_keys(state: LabState, stack: MailDomain) -> dict[SenderKind, str]:
@@ -369,7 +369,9 @@ def simulation(lab: Lab) -> thirdparty.Simulation:
         key_path = files.write(workdir / "tls" / "key.pem", key, 0o600)
         saas = thirdparty.saas_inbound(
             lab.plan, topology, odoo_url=odoo_url(topology), login=odoo_user(lab.stack)[0], password_file=str(state.secrets / "odoo.password"),
-            cert=str(cert), key=str(key_path), local_parts=tuple(dict.fromkeys([*lab.stack.inbound.aliases, lab.stack.odoo.catchall, lab.stack.odoo.bounce, PROBE_ALIAS])),
+            cert=str(cert), key=str(key_path), local_parts=tuple(dict.fromkeys([*lab.stack.inbound.aliases, lab.stack.odoo.catchall, lab.stack.odoo.bounce, PROBE_ALIAS,
+                                              # assumed: Odoo's servers accept the RFC 5321/2142 role mailboxes (smtp.postmaster tells live)
+                                              "postmaster", "abuse"])),
         )
     return thirdparty.Simulation(tuple(relays), tuple(saas))
 

@@ -39,6 +39,9 @@ DEFAULT_STATE_DIR = "/var/lib/mailstack-lab"
 TSIG_KEY_NAME = "mailstack-lab"
 #: The lab's own zone (its name server, the simulated raw-SPF senders).
 LAB_ZONE = "lab.test"
+#: The lab's DNS blocklist (RFC 5782): the lab's stacks ask it instead of the public
+#: lists (which the lab cannot reach); it lists only the RFC 5782 §5 test entry.
+LAB_BLOCKLIST = f"dnsbl.{LAB_ZONE}"
 #: The mailbox provider on the far side: the independent receiver's domains. The v6
 #: domain's MX has only an AAAA record, so mail to it proves a gateway's IPv6 path.
 RECIPIENT_DOMAIN = "recipient.test"

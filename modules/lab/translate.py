@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 
 from mailstack.core import names
 from mailstack.core.model import InboundMode, MailDomain, Sender, SenderKind
-from mailstack.lab.topology import ODOO_PORT, TSIG_KEY_NAME, Topology
+from mailstack.lab.topology import LAB_BLOCKLIST, ODOO_PORT, TSIG_KEY_NAME, Topology
 from mailstack.rules import spf
 
 _SPF_ADDRESS = re.compile(r"(?<![\w-])(ip[46]:)([0-9A-Fa-f:.]+(?:/\d+)?)")
@@ -89,7 +89,9 @@ def lab_stack(stack: MailDomain, topology: Topology, lab_keys: Mapping[SenderKin
     inbound = stack.inbound
     if inbound.mode not in (InboundMode.GATEWAY, InboundMode.NONE) and not inbound.aliases:
         inbound = dataclasses.replace(inbound, aliases=(PROBE_ALIAS,))
-    return dataclasses.replace(stack, gateways=gateways, dns=dns, odoo=odoo, gateway=settings, outbound=outbound, inbound=inbound)
+    # reputation.dnsbl asks the lab's own list: the public ones are not reachable here
+    checks = dataclasses.replace(stack.checks, blocklists=() if stack.checks.blocklists == () else (LAB_BLOCKLIST,))
+    return dataclasses.replace(stack, gateways=gateways, dns=dns, odoo=odoo, gateway=settings, outbound=outbound, inbound=inbound, checks=checks)
 
 
 def spf_text(topology: Topology, text: str) -> str:
@@ -142,6 +144,8 @@ def substitutions(stack: MailDomain) -> list[str]:
                 f"{sender.kind.value}: the declared DKIM public key is replaced by the lab's own "
                 "(the lab cannot sign with the provider's private key)"
             )
+    if stack.checks.blocklists != ():
+        notes.append(f"checks.blocklists: the lab asks its own list {LAB_BLOCKLIST} (RFC 5782 test entry only), not the public ones")
     if stack.gateway and stack.gateway.relay_host:
         notes.append(f"gateway.relayHost {stack.gateway.relay_host.postfix} is not simulated: the lab's gateways deliver directly")
     return notes

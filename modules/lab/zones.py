@@ -8,6 +8,10 @@
   IPv6-only ``v6.`` subdomain), every third party the stack relies on
   (``mailstack.lab.thirdparty``), and the parent of any other host name the lab needs
   (its Organizational Domain, e.g. ``office365.com`` for ``smtp.office365.com``).
+* The lab's DNS blocklist ``dnsbl.lab.test`` (RFC 5782 §5 test entry only), which the
+  lab's stacks ask instead of the public lists.
+* The top-level domain of each of those zones, empty (the DMARC tree walk asks
+  ``_dmarc.<tld>``, RFC 9989 §4.10; the Internet answers NXDOMAIN, so must the lab).
 * Reverse zones (/24 for IPv4, /64 for IPv6) with one PTR per address: every lab host
   name has A (or AAAA) and PTR, so FCrDNS holds and Postfix never warns.
 """
@@ -21,7 +25,9 @@ from dataclasses import dataclass
 from mailstack.core import names
 from mailstack.core.record import Record
 from mailstack.lab.topology import (
+    LAB_BLOCKLIST,
     LAB_ZONE,
+    NAMESERVER,
     RECEIVER,
     RECEIVER6,
     RECIPIENT6_DOMAIN,
@@ -92,6 +98,18 @@ def build(plan: Plan, topology: Topology, third_party: list[Record]) -> ZoneSet:
             continue
         zone = _zone_for(record.name, [*static, *RESERVED_ZONES]) or dmarc.organizational_domain(record.name)
         static[zone].append(record)
+    # The lab's DNS blocklist: only the RFC 5782 §5 test entry (127.0.0.2) is listed.
+    static[LAB_BLOCKLIST] = [
+        Record(f"2.0.0.127.{LAB_BLOCKLIST}", "A", "127.0.0.2", TTL),
+        Record(f"2.0.0.127.{LAB_BLOCKLIST}", "TXT", "RFC 5782 test entry", TTL),
+    ]
+    # The top-level domain of every zone, empty, as the Internet's answer NXDOMAIN for
+    # what nobody publishes there: the DMARC tree walk (RFC 9989 §4.10) asks _dmarc.<tld>.
+    served = [*dynamic, *static]
+    for tld in sorted({zone.rsplit(".", 1)[-1] for zone in served} - set(served)):
+        # BIND loads a zone whose NS (the lab's ns1.lab.test) lies inside it only with
+        # that name's address in the zone itself.
+        static[tld] = [Record(NAMESERVER, "A", topology.bind_address, TTL)] if names.within(NAMESERVER, tld) else []
     reverse: dict[str, list[Record]] = defaultdict(list)
     for address, host in sorted(topology.pointers().items()):
         reverse[reverse_zone(address)].append(Record(ipaddress.ip_address(address).reverse_pointer, "PTR", host, TTL))

@@ -42,7 +42,8 @@ def spf_value(stack: MailDomain) -> str | None:
 def dmarc_value(stack: MailDomain) -> str:
     """The DMARC value of the stack's ``dmarc`` tags."""
     d = stack.dmarc
-    return dmarc.build(d.policy, subdomain_policy=d.subdomain_policy, rua=d.rua, ruf=d.ruf, adkim=d.adkim, aspf=d.aspf, pct=d.pct, fo=d.fo)
+    return dmarc.build(d.policy, subdomain_policy=d.subdomain_policy, rua=d.rua, ruf=d.ruf, adkim=d.adkim, aspf=d.aspf, fo=d.fo,
+                       testing=d.testing, nonexistent_policy=d.nonexistent_policy)
 
 
 def _sender_records(

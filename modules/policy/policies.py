@@ -159,9 +159,14 @@ def _dmarc_valid(record: Record, report: ReportViolation) -> None:
     if record.type != "TXT" or protection.mail_purpose(record) != "dmarc":
         return
     try:
-        dmarc.validate(dmarc.parse(record.content))
+        tags = dmarc.parse(record.content)
+        dmarc.validate(tags)
     except dmarc.DmarcError as err:
         report(f"{record.name}: DMARC record is invalid: {err}", None)
+        return
+    # The planner never writes a tag RFC 9989 removed (dmarc.build): neither may the zone.
+    for name in dmarc.removed_tags(tags):
+        report(f"{record.name}: DMARC tag {name}= was removed by RFC 9989: {dmarc.REMOVED_TAGS[name]}", None)
 
 
 def _target_not_ip(record: Record, report: ReportViolation) -> None:
@@ -295,7 +300,7 @@ def all_policies() -> list[Policy]:
         ("spf-size-advised", "SPF is at most 450 bytes.", _resource_check(_spf_size_advised), ADVISORY),
         ("dkim-key-valid", "DKIM key records parse and hold a key of at least 1024 bits.", _resource_check(_dkim_key_valid), MANDATORY),
         ("dkim-key-size-advised", "DKIM RSA keys have at least 2048 bits.", _resource_check(_dkim_key_size_advised), ADVISORY),
-        ("dmarc-valid", "DMARC records parse and every tag value is valid.", _resource_check(_dmarc_valid), MANDATORY),
+        ("dmarc-valid", "DMARC records parse, every tag value is valid and no tag RFC 9989 removed (pct, rf, ri) is used.", _resource_check(_dmarc_valid), MANDATORY),
         ("mail-target-not-ip", "MX and CNAME targets are host names, never IP addresses.", _resource_check(_target_not_ip), MANDATORY),
         ("mail-records-not-proxied", "Mail records are DNS-only, never proxied.", _not_proxied, MANDATORY),
     ]

@@ -1,11 +1,15 @@
-"""DMARC (RFC 7489, RFC 9989 for report authorisation), written once: build the record
-from the stack's tags, parse and validate a published one."""
+"""DMARC as RFC 9989 (DMARCbis, with RFC 9990 for aggregate and RFC 9991 for failure
+reports) defines it, written once: build the record from the stack's tags, parse and
+validate a published one, say which tags DMARCbis removed, and find a domain's policy
+and Organizational Domain by the DNS tree walk (§4.10) from the answers a caller
+fetched (this module does no I/O). The Public Suffix List stays only for offline
+planning, where no DNS can be asked (``organizational_domain``)."""
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +19,18 @@ from mailstack.core.errors import RuleError, quote
 POLICIES = ("none", "quarantine", "reject")
 ALIGNMENTS = ("r", "s")
 FO_VALUES = frozenset({"0", "1", "d", "s"})
-KNOWN_TAGS = ("v", "p", "sp", "np", "pct", "rua", "ruf", "adkim", "aspf", "fo", "rf", "ri", "psd", "t")
+#: The tags of RFC 9989 §4.7; any other tag is ignored by receivers (§4.7: "unknown
+#: tags MUST be ignored").
+KNOWN_TAGS = ("v", "p", "sp", "np", "psd", "t", "rua", "ruf", "adkim", "aspf", "fo")
+#: Tags of RFC 7489 that RFC 9989 removed, with what replaces them (RFC 9989 §4.7 and
+#: Appendix "Changes from RFC 7489"): receivers ignore them now.
+REMOVED_TAGS = {
+    "pct": "t=y (test mode) replaces pct=0; any other percentage is no longer honoured: drop pct",
+    "rf": "failure reports have one format (RFC 9991): drop rf",
+    "ri": "aggregate reports are sent daily (RFC 9990): drop ri",
+}
+PSD_VALUES = ("y", "n", "u")
+TEST_VALUES = ("y", "n")
 #: A report URI (RFC 7489 §6.2): ``mailto:`` or ``https:``, then an optional ``!size``.
 #: Only characters a URI may hold unescaped (RFC 3986), less DMARC's own separators
 #: (``,`` between URIs, ``!`` before the size, ``;`` between tags), which must be
@@ -120,18 +135,22 @@ def build(
     ruf: Iterable[str] = (),
     adkim: str = "r",
     aspf: str = "r",
-    pct: int | None = None,
     fo: str | None = None,
+    testing: bool = False,
+    nonexistent_policy: str | None = None,
 ) -> str:
     """The DMARC TXT value; tags in a fixed order so the same stack gives the same bytes.
 
-    Defaults (adkim=r, aspf=r, pct=100) are left out: shorter, and what receivers assume.
+    Defaults (adkim=r, aspf=r, t=n) are left out: shorter, and what receivers assume.
+    Never a tag RFC 9989 removed (pct, rf, ri): ``testing`` is DMARCbis' ``t=y``.
     """
     tags = {"v": "DMARC1", "p": policy}
     if subdomain_policy:
         tags["sp"] = subdomain_policy
-    if pct is not None and pct != 100:
-        tags["pct"] = str(pct)
+    if nonexistent_policy:
+        tags["np"] = nonexistent_policy
+    if testing:
+        tags["t"] = "y"
     if rua := list(rua):
         tags["rua"] = ",".join(rua)
     if ruf := list(ruf):
@@ -143,7 +162,9 @@ def build(
     if fo:
         tags["fo"] = fo
     text = "; ".join(f"{k}={v}" for k, v in tags.items())
-    validate(parse(text))
+    parsed = parse(text)
+    validate(parsed)
+    assert not removed_tags(parsed)  # the rule the policy pack and the checks apply
     return text
 
 
@@ -166,30 +187,56 @@ def parse(text: str) -> dict[str, str]:
 
 
 def validate(tags: dict[str, str]) -> list[str]:
-    """Check tag values; raise DmarcError on the first invalid one, return warnings."""
+    """Check the values of the tags RFC 9989 defines; raise DmarcError on the first
+    invalid one, return notes: an unknown tag ("unknown tag x: ignored"), a removed one
+    ("removed tag pct: ..."), p=none without rua. A removed or unknown tag's value is
+    not judged (receivers ignore the tag)."""
     warnings: list[str] = []
     if "p" not in tags:
-        raise DmarcError("the p= tag is required (RFC 7489 §6.3)")
+        raise DmarcError("the p= tag is required (RFC 9989 §4.7)")
     for name in ("p", "sp", "np"):
         if name in tags and tags[name] not in POLICIES:
             raise DmarcError(f"{name}={quote(tags[name])} is not one of {', '.join(POLICIES)}")
     for name in ("adkim", "aspf"):
         if name in tags and tags[name] not in ALIGNMENTS:
             raise DmarcError(f"{name}={quote(tags[name])} is not r or s")
-    if "pct" in tags:
-        if not tags["pct"].isdigit() or not 0 <= int(tags["pct"]) <= 100:
-            raise DmarcError(f"pct={quote(tags['pct'])} is not an integer from 0 to 100")
+    if "psd" in tags and tags["psd"] not in PSD_VALUES:
+        raise DmarcError(f"psd={quote(tags['psd'])} is not y, n or u")
+    if "t" in tags and tags["t"] not in TEST_VALUES:
+        raise DmarcError(f"t={quote(tags['t'])} is not y or n")
     for name in ("rua", "ruf"):
         for uri in uris(tags, name):
             check_uri(uri)
     if "fo" in tags:
         check_fo(tags["fo"], tag="fo=")
     for name in tags:
-        if name not in KNOWN_TAGS:
-            warnings.append(f"unknown tag {name}")
+        if name in REMOVED_TAGS:
+            warnings.append(f"removed tag {name} (RFC 9989): {REMOVED_TAGS[name]}")
+        elif name not in KNOWN_TAGS:
+            warnings.append(f"unknown tag {name}: ignored by receivers (RFC 9989 §4.7)")
     if tags["p"] == "none" and not tags.get("rua"):
         warnings.append("p=none without rua: nobody sees the reports, the policy does nothing")
     return warnings
+
+
+def removed_tags(tags: dict[str, str]) -> list[str]:
+    """The tags of a record that RFC 9989 removed (pct, rf, ri), in record order."""
+    return [name for name in tags if name in REMOVED_TAGS]
+
+
+def without_removed(tags: dict[str, str]) -> str:
+    """The record text with the removed tags dropped (``pct=0`` becomes ``t=y``): the
+    fix for a record that still carries them."""
+    kept = {k: v for k, v in tags.items() if k not in REMOVED_TAGS}
+    if tags.get("pct") == "0" and "t" not in kept:
+        kept["t"] = "y"
+    return "; ".join(f"{k}={v}" for k, v in kept.items())
+
+
+def testing(tags: dict[str, str]) -> bool:
+    """``t=y``: the Domain Owner is testing; receivers do not apply the policy
+    (RFC 9989 §4.7). (RFC 7489's ``pct=0`` meant that; DMARCbis receivers ignore pct.)"""
+    return tags.get("t") == "y"
 
 
 def report_authorization_name(domain: str, report_domain: str) -> str:
@@ -206,42 +253,136 @@ def _public_suffixes() -> Any:
 
 @functools.lru_cache(maxsize=65536)
 def organizational_domain(domain: str) -> str:
-    """The Organizational Domain of a name (RFC 7489 §3.2): the public suffix plus one
-    label, from the Public Suffix List (publicsuffixlist, loaded on first use); cached
-    per name (alignment asks it for every sender of every domain)."""
+    """The Organizational Domain of a name for offline planning, where no DNS can be
+    asked: the public suffix plus one label, from the Public Suffix List
+    (publicsuffixlist, loaded on first use; RFC 7489 §3.2). Where DNS can be asked, the
+    checks use the tree walk (``discover``), as RFC 9989 §4.10 receivers do. Cached per
+    name (alignment asks it for every sender of every domain)."""
     name = names.normalize(domain)
     return str(_public_suffixes().privatesuffix(name) or name)
 
 
-#: RFC 9989 §4.10.1: a name of more labels is shortened to this many before the walk.
-TREE_WALK_LABELS = 8
+#: RFC 9989 §4.10.1: a name of more labels is shortened to this many after the first
+#: query, so a walk makes at most 8 queries (the name, then 7 labels down to 1).
+TREE_WALK_LABELS = 7
+#: RFC 9989 §4.10.1: the most DNS queries one tree walk makes.
+TREE_WALK_QUERIES = 8
+
+
+def walk(domain: str) -> tuple[str, ...]:
+    """The domains the DNS tree walk (RFC 9989 §4.10.1) asks for ``_dmarc`` records, in
+    order: the name itself; then, when it has more than 7 labels, its last 7; then one
+    label less each step, down to the top-level domain (a PSD may publish there).
+    At most ``TREE_WALK_QUERIES`` names."""
+    labels = names.normalize(domain).split(".")
+    steps = [labels]
+    if len(labels) > TREE_WALK_LABELS:
+        labels = labels[-TREE_WALK_LABELS:]
+        steps.append(labels)
+    while len(labels) > 1:
+        labels = labels[1:]
+        steps.append(labels)
+    return tuple(dict.fromkeys(".".join(parts) for parts in steps))
 
 
 def policy_names(domain: str) -> tuple[str, ...]:
-    """Where a receiver looks for the policy of a From domain, in order: the DNS tree
-    walk of DMARCbis (RFC 9989 §4.10.1): ``_dmarc.<domain>``, then each parent (a long
-    name first shortened to 8 labels), the first record found applying; it finds what
-    RFC 7489's Organizational-Domain fallback (§6.6.3) finds, and the intermediate
-    parents too. The walk stops above the top-level domain's child (no ``_dmarc.<tld>``
-    query: public-suffix operators' records are out of scope here)."""
-    labels = names.normalize(domain).split(".")
-    walk = [labels]
-    if len(labels) > TREE_WALK_LABELS:
-        labels = labels[-TREE_WALK_LABELS:]
-        walk.append(labels)
-    while len(labels) > 2:
-        labels = labels[1:]
-        walk.append(labels)
-    return tuple(dict.fromkeys(record_name(".".join(parts)) for parts in walk))
+    """Where a receiver looks for the policy of a From domain, in order: ``_dmarc.`` of
+    each name of the tree walk (``walk``); which record applies is ``discover``'s decision."""
+    return tuple(record_name(name) for name in walk(domain))
 
 
-def aligned(identifier_domain: str, from_domain: str, mode: str) -> bool:
-    """Identifier alignment (RFC 7489 §3.1): strict needs the same name, relaxed the
-    same Organizational Domain."""
+def single_record(texts: Iterable[str]) -> str | None:
+    """The record a walk step finds at one name (RFC 9989 §4.10.1 steps 2 and 7): TXT
+    values not starting with v=DMARC1 are discarded; more than one left is none."""
+    records = [t for t in texts if is_dmarc(t)]
+    return records[0] if len(records) == 1 else None
+
+
+def psd(record: str) -> str:
+    """The record's ``psd=`` value (y, n or u, the default), u when it does not parse."""
+    try:
+        return parse(record).get("psd", "u")
+    except DmarcError:
+        return "u"
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """What the tree walk decided for one name (RFC 9989 §4.10): the policy record that
+    applies (``policy_domain`` is where it was found, None when no record applies) and
+    the Organizational Domain."""
+
+    domain: str
+    policy_domain: str | None
+    record: str | None
+    organizational_domain: str
+
+    @property
+    def inherited(self) -> bool:
+        """True when the policy comes from a parent (sp=/np= apply, not p=)."""
+        return self.policy_domain is not None and self.policy_domain != self.domain
+
+
+def discover(domain: str, found: Mapping[str, str | None]) -> Discovery:
+    """Decide policy and Organizational Domain from the walk's answers.
+
+    ``found`` maps each name of ``walk(domain)`` to the single DMARC record found there
+    (``single_record``) or None; a name missing from it was not needed (the walk stops
+    at a ``psd=y``/``psd=n`` record, see ``decided``).
+
+    Organizational Domain (RFC 9989 §4.10.2): the first name with ``psd=n``; for a
+    ``psd=y`` name, the name one label below it on the way to ``domain`` (``domain``
+    itself when it is the PSD); else the name with the fewest labels that has a record;
+    else ``domain``. Policy (§4.10.1): the domain's own record; else the Organizational
+    Domain's; else, below a PSD, the PSD's record. (A record at a name between the
+    domain and its Organizational Domain does not apply to the domain: as RFC 7489,
+    only the Author Domain and the Organizational Domain publish policy for it.)
+    """
+    domain = names.normalize(domain)
+    labels = domain.split(".")
+    organization: str | None = None
+    public_suffix: str | None = None
+    shortest: str | None = None
+    for name in walk(domain):
+        text = found.get(name)
+        if text is None:
+            continue
+        tag = psd(text)
+        if tag == "n":
+            organization = name
+            break
+        if tag == "y":
+            public_suffix = name
+            depth = len(name.split("."))
+            organization = domain if name == domain else ".".join(labels[-(depth + 1):])
+            break
+        shortest = name
+    organization = organization or shortest or domain
+    policy_domain = next((n for n in (domain, organization, public_suffix) if n and found.get(n)), None)
+    return Discovery(domain, policy_domain, found.get(policy_domain) if policy_domain else None, organization)
+
+
+def decided(domain: str, found: Mapping[str, str | None]) -> bool:
+    """True when the names asked so far decide ``discover``: a psd=y/n record was found
+    (the walk stops there) or every name of the walk was asked."""
+    for name in walk(domain):
+        if name not in found:
+            return False
+        text = found[name]
+        if text is not None and psd(text) in ("y", "n"):
+            return True
+    return True
+
+
+def aligned(identifier_domain: str, from_domain: str, mode: str, org: Callable[[str], str] | None = None) -> bool:
+    """Identifier alignment (RFC 9989 §4.4): strict needs the same name, relaxed the
+    same Organizational Domain — by ``org`` (the tree walk, where the caller can ask
+    DNS), else by the Public Suffix List (offline)."""
     a, b = names.normalize(identifier_domain), names.normalize(from_domain)
     if mode == "s":
         return a == b
-    return organizational_domain(a) == organizational_domain(b)
+    org = org or organizational_domain
+    return org(a) == org(b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +404,7 @@ def evaluate(
     spf_result: str,
     spf_domain: str,
     dkim_domains: Iterable[str],
+    org: Callable[[str], str] | None = None,
 ) -> Verdict:
     """Evaluate DMARC for one message from its authentication results.
 
@@ -272,8 +414,8 @@ def evaluate(
     if record is None:
         return Verdict("none", None, False, False, f"no DMARC record for {from_domain}")
     tags = parse(record)
-    spf_ok = spf_result == "pass" and aligned(spf_domain, from_domain, tags.get("aspf", "r"))
-    dkim_ok = any(aligned(d, from_domain, tags.get("adkim", "r")) for d in dkim_domains)
+    spf_ok = spf_result == "pass" and aligned(spf_domain, from_domain, tags.get("aspf", "r"), org)
+    dkim_ok = any(aligned(d, from_domain, tags.get("adkim", "r"), org) for d in dkim_domains)
     reasons = [
         f"SPF {spf_result} for {spf_domain or '(empty MAIL FROM)'}, {'aligned' if spf_ok else 'not aligned'} (aspf={tags.get('aspf', 'r')})",
         f"DKIM d={','.join(dkim_domains) or '(no passing signature)'}, {'aligned' if dkim_ok else 'not aligned'} (adkim={tags.get('adkim', 'r')})",

@@ -52,6 +52,8 @@ INBOUND_ALIASES = Limit(
     "each is accepted on every relay domain: 2,000 domains x 500 aliases is a "
     "1,000,000-entry Postfix recipient map",
 )
+#: DNS blocklists asked per gateway address (``mailstack:checks.blocklists``).
+BLOCKLISTS = Limit(20, "each list costs one query per gateway address and check run; receivers consult two or three")
 #: A DNS name in text form (RFC 1035 §2.3.4: 255 octets on the wire).
 NAME_LENGTH = Limit(253, "RFC 1035 §2.3.4: a DNS name is at most 255 octets on the wire")
 

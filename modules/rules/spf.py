@@ -27,6 +27,51 @@ MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exist
 MODIFIERS = frozenset({"redirect", "exp"})
 ALL_QUALIFIERS = ("~all", "-all")
 
+#: RFC 7208 §7.1: one macro-expand (``%{d}``, ``%{ir}``, ``%{l1r-}``, ``%%``, ``%_``, ``%-``).
+_MACRO_EXPAND = r"%\{(?P<letter>[A-Za-z])(?P<digits>[0-9]*)(?P<reverse>[rR]?)(?P<delimiters>[.+,/_=-]*)\}|%%|%_|%-"
+_MACRO_TOKEN = re.compile(rf"{_MACRO_EXPAND}|(?P<literal>[\x21-\x24\x26-\x7e])|(?P<bad>%.{{0,8}})", re.S)
+#: RFC 7208 §7.2: the macro letters of a domain-spec; c, r and t only in explanations.
+MACRO_LETTERS = frozenset("slodipvh")
+EXPLANATION_LETTERS = frozenset("crt")
+#: RFC 7208 §7.1 ``domain-end``: "." toplabel ["."], unless the spec ends with a macro.
+_DOMAIN_END = re.compile(r"\.(?:[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9])\.?$")
+#: The mechanisms and modifiers whose value is a domain-spec (RFC 7208 §5, §6).
+DOMAIN_SPEC_TERMS = frozenset({"include", "exists", "a", "mx", "ptr", "redirect", "exp"})
+
+
+def has_macro(value: str) -> bool:
+    """True when a term's value holds a macro (RFC 7208 §7): it is expanded per message,
+    so the name it queries is not known before a message arrives."""
+    return "%" in value
+
+
+def check_macros(spec: str) -> None:
+    """Validate a domain-spec holding macros against RFC 7208 §7.1 (macro-string
+    domain-end): every ``%`` starts a valid macro-expand, the letter is one of
+    s l o d i p v h (c, r, t only in explanation text, §7.2), a digit transformer is
+    not 0 (§7.3), and the spec ends with a macro or a "." top label. SpfSyntaxError
+    naming the bad part otherwise."""
+    position = 0
+    ends_with_macro = False
+    while position < len(spec):
+        token = _MACRO_TOKEN.match(spec, position)
+        if token is None or token["bad"] is not None:
+            bad = token["bad"] if token is not None else spec[position:position + 8]
+            raise SpfSyntaxError(f"{quote(spec)}: {quote(bad)} is not a macro (RFC 7208 §7.1: %{{letter}}, %%, %_ or %-)")
+        letter = token["letter"]
+        if letter is not None:
+            if letter.lower() in EXPLANATION_LETTERS:
+                raise SpfSyntaxError(f"{quote(spec)}: macro %{{{letter}}} is allowed only in explanation text (RFC 7208 §7.2)")
+            if letter.lower() not in MACRO_LETTERS:
+                raise SpfSyntaxError(f"{quote(spec)}: %{{{letter}}} is not a macro letter (RFC 7208 §7.2: s l o d i p v h)")
+            if token["digits"] and int(token["digits"]) == 0:
+                raise SpfSyntaxError(f"{quote(spec)}: macro transformer 0 is not allowed (RFC 7208 §7.3)")
+        ends_with_macro = token["literal"] is None
+        position = token.end()
+    if not ends_with_macro and not _DOMAIN_END.search(spec):
+        raise SpfSyntaxError(f"{quote(spec)}: a domain-spec ends with a macro or a '.' and a top label (RFC 7208 §7.1)")
+
+
 _TERM = re.compile(r"^(?P<qualifier>[+?~-]?)(?P<name>[a-z0-9]+)(?P<rest>[:/=].*)?$", re.I)
 _MODIFIER = re.compile(r"^(?P<name>[a-z][a-z0-9_.-]*)=(?P<value>.*)$", re.I)
 
@@ -46,7 +91,10 @@ class Term:
 
     @property
     def queries_dns(self) -> bool:
-        """True for the terms RFC 7208 §4.6.4 counts against the 10-lookup limit."""
+        """True for the terms RFC 7208 §4.6.4 counts against the 10-lookup limit: each
+        counts one, whether its domain-spec holds macros or not (an ``exists:%{i}._spf.
+        example`` is one lookup; an ``include:%{d}._spf.example`` is one plus whatever
+        the record it names at evaluation time needs)."""
         return self.name in LOOKUP_MECHANISMS or (self.modifier and self.name == "redirect")
 
     def __str__(self) -> str:
@@ -86,6 +134,8 @@ def _parse_term(text: str) -> Term:
         name = modifier["name"].lower()
         if not modifier["value"] and name in MODIFIERS:
             raise SpfSyntaxError(f"modifier {quote(text)} has no value")
+        if name in DOMAIN_SPEC_TERMS and has_macro(modifier["value"]):
+            check_macros(modifier["value"])
         return Term("", name, modifier["value"], modifier=True)
     match = _TERM.match(text)
     if not match or match["name"].lower() not in MECHANISMS:
@@ -111,6 +161,10 @@ def _check_value(text: str, name: str, value: str) -> None:
         raise SpfSyntaxError(f"{quote(text)}: {name} needs a domain")
     elif name == "all" and value:
         raise SpfSyntaxError(f"{quote(text)}: all takes no argument")
+    if name in DOMAIN_SPEC_TERMS and has_macro(value):
+        # a and mx carry an optional CIDR length after the domain-spec ("/24", "//64")
+        spec = value.split("/", 1)[0] if name in ("a", "mx") else value
+        check_macros(spec)
 
 
 def parse(record: str) -> list[Term]:
