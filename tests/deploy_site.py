@@ -75,7 +75,8 @@ class Deploy:
 
     @property
     def public_key(self) -> str:
-        return self.run.public_keys["dkim"]
+        selector = from_config(self.values).dkim.selector
+        return self.run.public_keys[f"dkim-{selector}"]  # one key per selector (mailstack.rules.dkim rotation)
 
     def records(self) -> list[Record]:
         return list(plan.build(from_config(self.values), self.public_key).records)
