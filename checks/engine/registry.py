@@ -41,6 +41,7 @@ BUILTIN_MODULES = (
     "mailstack.checks.groups.e2e_inbound",
     "mailstack.checks.groups.e2e_imap",
     "mailstack.checks.groups.dnssec",
+    "mailstack.checks.groups.dane",
 )
 
 

@@ -23,6 +23,7 @@ from mailstack.config import kinds
 from mailstack.config.reader import ConfigReader, Path
 from mailstack.core import names
 from mailstack.core.errors import quote
+from mailstack.rules import dane
 from mailstack.rules.limits import Limit
 from mailstack.core.model import (
     DEFAULT_MAILGATE_CONCURRENCY,
@@ -147,9 +148,10 @@ def _smtp_auth(reader: ConfigReader, value: Any, path: Path) -> SmtpAuth | None:
 
 
 def _tls(reader: ConfigReader, value: Any, path: Path) -> Tls | None:
-    data = reader.mapping(value, path, ("cert", "key", "required"))
+    data = reader.mapping(value, path, ("cert", "key", "required", "dane"))
     if data is None:
         return None
+    dane = _dane(reader, data.get("dane"), (*path, "dane"))
     required = reader.boolean(data.get("required"), (*path, "required"))
     paths: dict[str, str] = {}
     for key in ("cert", "key"):
@@ -164,7 +166,34 @@ def _tls(reader: ConfigReader, value: Any, path: Path) -> Tls | None:
     if (data.get("cert") is None) != (data.get("key") is None) and not required:
         missing = "key" if data.get("cert") is not None else "cert"
         reader.fail((*path, missing), "give the certificate and its key together")
-    return Tls(paths.get("cert", DEFAULT_TLS_CERT), paths.get("key", DEFAULT_TLS_KEY), required)
+    return Tls(paths.get("cert", DEFAULT_TLS_CERT), paths.get("key", DEFAULT_TLS_KEY), required, dane)
+
+
+def _dane(reader: ConfigReader, value: Any, path: Path) -> tuple[str, ...]:
+    """``tls.dane: {digest: HEX, next: HEX}``: the current key's digest and, during a
+    rollover, the next key's (both published; RFC 7671 §8.1)."""
+    if value is None:
+        return ()
+    data = reader.mapping(value, path, ("digest", "next"))
+    if data is None:
+        return ()
+    if data.get("digest") is None:
+        reader.fail((*path, "digest"), "is required: the SHA-256 digest of the gateway key's SubjectPublicKeyInfo")
+        return ()
+    found: list[str] = []
+    for key in ("digest", "next"):
+        if data.get(key) is None:
+            continue
+        checked = reader.convert(data[key], (*path, key), _digest)
+        if checked is not None and checked not in found:
+            found.append(checked)
+    return tuple(found)
+
+
+def _digest(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string of 64 hex digits")
+    return dane.digest(value)
 
 
 def _rates(reader: ConfigReader, value: Any, path: Path) -> RateLimits | None:

@@ -334,6 +334,10 @@ class Tls:
     #: Require STARTTLS from Odoo (submission). Port 25 stays opportunistic: RFC 3207
     #: §4 says a publicly referenced MX must not require TLS.
     required: bool = False
+    #: DANE (``tls.dane``): SHA-256 digests of the gateway key's SubjectPublicKeyInfo,
+    #: the current one first, then the next key's during a rollover; each becomes a
+    #: ``_25._tcp.<gateway> TLSA 3 1 1`` record (``mailstack.rules.dane``).
+    dane: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
