@@ -111,10 +111,10 @@ class BindServer:
         lines += list(extra_lines)
         self.zones[origin] = _Zone(origin, lines, dynamic, update_key, signed)
 
-    def add_zone_file(self, origin: str, text: str, dynamic: bool = False, update_key: str | None = None) -> None:
+    def add_zone_file(self, origin: str, text: str, dynamic: bool = False, update_key: str | None = None, signed: bool = False) -> None:
         """Serve ``origin`` from a whole zone file's text (a seed zone, as given)."""
         origin = names.normalize(origin)
-        self.zones[origin] = _Zone(origin, text.splitlines(), dynamic, update_key)
+        self.zones[origin] = _Zone(origin, text.splitlines(), dynamic, update_key, signed)
 
     def replace_zone(self, origin: str, records: Iterable[Record] | None = None, extra_lines: Iterable[str] = ()) -> None:
         """Rewrite a static zone with new content and reload (a bumped SOA serial)."""
@@ -177,9 +177,12 @@ class BindServer:
         return dnssec.policy_ds(self.workdir / "keys", names.normalize(origin), self.conf_path)
 
     def _parent_ds(self, zone: _Zone) -> list[str]:
-        """DS lines of the signed zones served here whose parent is ``zone``."""
+        """DS lines of the signed zones served here that ``zone`` delegates (NS lines
+        for them, by relative or absolute owner): a DS belongs at a zone cut only."""
+        delegated = {line.split()[0].rstrip(".").lower() for line in zone.lines if len(line.split()) > 3 and "NS" in line.split()[1:4]}
         children = [z for z in self.zones.values() if z.signed and z.origin.endswith("." + zone.origin)
-                    and names.normalize(z.origin.split(".", 1)[1]) == zone.origin]
+                    and names.normalize(z.origin.split(".", 1)[1]) == zone.origin
+                    and (z.origin in delegated or z.origin[: -len(zone.origin) - 1] in delegated)]
         return [line for child in children for line in self.ds_lines(child.origin)]
 
     def _write_conf(self) -> None:

@@ -21,11 +21,13 @@ from mailstack.lab.binaries import binary
 
 POLICY_NAME = "mailstack-lab"
 #: A CSK with P-256 (RFC 8624 recommends algorithm 13) and short timers: a lab zone
-#: is used at once; rollover timing does not matter here.
+#: is used at once; rollover timing does not matter here. ``max-zone-ttl`` is a year:
+#: named refuses to load a policy zone holding a longer TTL, and a seed zone (an
+#: export of a real one) may hold day- or week-long TTLs.
 POLICY = f"""dnssec-policy "{POLICY_NAME}" {{
   keys {{ csk lifetime unlimited algorithm ecdsap256sha256; }};
   dnskey-ttl 60;
-  max-zone-ttl 3600;
+  max-zone-ttl 365d;
   publish-safety 1m;
   retire-safety 1m;
   purge-keys 1h;
