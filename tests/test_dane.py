@@ -187,3 +187,17 @@ def test_the_plan_publishes_current_and_next_tlsa_and_refuses_a_bad_digest() -> 
     assert zonefile.line(records[0]).startswith("_25._tcp.mx.good.dnssec.test. 3600 IN TLSA 3 1 1 ")
     with pytest.raises(Exception, match=r"gateway\.tls\.dane\.digest.*64 hex digits"):
         declaration("good.dnssec.test", GOOD, ["xyz"])
+
+
+def test_openssl_dane_agrees_on_the_match_and_the_mismatch(lab: DaneLab) -> None:
+    """OpenSSL's own DANE verifier (s_client -dane_tlsa_rrdata) on the served records."""
+    def dane_verify(address: str, host: str, rrdata: str) -> str:
+        result = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-connect", f"{address}:{lab.port}", "-servername", host,
+                                 "-dane_tlsa_domain", host, "-dane_tlsa_rrdata", rrdata, "-verify_return_error", "-brief"],
+                                input="", capture_output=True, text=True, timeout=30)
+        return result.stdout + result.stderr
+    good = dane_verify(GOOD, "mx.good.dnssec.test", dane.content(lab.digest))
+    assert "Verification: OK" in good and "DANE TLSA 3 1 1" in good, good
+    served = [r.to_text() for r in lab.zones.resolver().query("_25._tcp.mx.mismatch.dnssec.test", "TLSA").records]
+    bad = dane_verify(WEAK, "mx.mismatch.dnssec.test", served[0])
+    assert "Verification: OK" not in bad, bad

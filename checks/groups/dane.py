@@ -124,9 +124,15 @@ async def tlsa(ctx: CheckContext) -> list[Finding]:
     """Every MX host's STARTTLS certificate matches its validated TLSA records."""
     live, findings = await _each(ctx, "dane.tlsa")
     declared = declared_hosts(ctx)
-    for o, out in zip(live, await gather(_tlsa(ctx, o.host) for o in live)):
+    addresses = await gather(dnssec_checks.outcome(ctx, o.host, "AAAA" if ":" in o.address else "A") for o in live)
+    for o, out, address in zip(live, await gather(_tlsa(ctx, o.host) for o in live), addresses):
         where = f"{o.where} {dane.tlsa_name(o.host)}"
-        if out.status is Status.BOGUS:
+        if out.status is Status.SECURE and out.records and address.status is not Status.SECURE:
+            # RFC 7672 §2.2.2: TLSA is used only when the host's address records are secure
+            findings.append(dnssec_checks.verdict("dane.tlsa", address, f"{where}: address records of {o.host}")
+                            if address.status is not Status.INSECURE else
+                            skipped("dane.tlsa", f"{where}: the address records of {o.host} are not signed, so senders do not use its TLSA"))
+        elif out.status is Status.BOGUS:
             findings.append(failed("dane.tlsa", f"{where}: the TLSA RRset is bogus; DANE senders defer all mail: {out.reason}", fix=dnssec_checks.FIX_BOGUS))
         elif out.status is Status.INDETERMINATE:
             findings.append(errored("dane.tlsa", f"{where}: the TLSA lookup could not be validated: {out.reason}"))
