@@ -110,7 +110,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaneLab]:
             assert stack.gateway is not None
             settings = dataclasses.replace(stack.gateway, recipient_check="static",
                                            tls=dataclasses.replace(stack.gateway.tls, cert=str(workdir / "cert.pem"), key=str(workdir / "key.pem")))
-            layout = lab_layout(workdir, address, smtp_port=port, submission_port=free_port(address), milter_port=free_port(address))
+            submission, milter = _other_ports(address, port)
+            layout = lab_layout(workdir, address, smtp_port=port, submission_port=submission, milter_port=milter)
             files = render.render(plan.build(stack), settings, layout=layout)
             main_cf = next(f.text for p, f in files.items() if p.endswith("main.cf"))
             assert "smtpd_tls_protocols = >=TLSv1.2" in main_cf and "smtpd_tls_mandatory_protocols = >=TLSv1.2" in main_cf
@@ -127,6 +128,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaneLab]:
             shutil.rmtree(workdir, ignore_errors=True)
         for address in added:
             netns.remove_address(address)
+
+
+def _other_ports(address: str, taken: int) -> tuple[int, int]:
+    """Two free ports on ``address`` other than ``taken`` and each other (nothing is
+    bound yet, so ``free_port`` alone could hand out the SMTP port again)."""
+    chosen: list[int] = []
+    while len(chosen) < 2:
+        port = free_port(address)
+        if port != taken and port not in chosen:
+            chosen.append(port)
+    return chosen[0], chosen[1]
 
 
 def of(findings: list[Finding], id: str) -> list[Finding]:

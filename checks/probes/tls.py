@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -71,20 +70,11 @@ def _handshake(host: str, address: str, options: SmtpOptions, context: ssl.SSLCo
 
 
 def probe(host: str, address: str, options: SmtpOptions, cafile: str | None) -> TlsObservation:
-    """STARTTLS to ``address`` (MX ``host``): certificate, PKIX, legacy versions.
-    A temporary refusal (4xx to STARTTLS, as Postfix gives under load) is retried once
-    after a second, as a sending MTA would retry."""
-    for attempt in (1, 2):
-        try:
-            client, sock = _handshake(host, address, options, _unverified())
-            break
-        except smtplib.SMTPResponseException as err:
-            if attempt == 1 and 400 <= err.smtp_code < 500:
-                time.sleep(1.0)
-                continue
-            return TlsObservation(host, address, options.port, error=f"STARTTLS failed: {err}")
-        except (OSError, smtplib.SMTPException, ssl.SSLError) as err:
-            return TlsObservation(host, address, options.port, error=f"STARTTLS failed: {err}")
+    """STARTTLS to ``address`` (MX ``host``): certificate, PKIX, legacy versions."""
+    try:
+        client, sock = _handshake(host, address, options, _unverified())
+    except (OSError, smtplib.SMTPException, ssl.SSLError) as err:
+        return TlsObservation(host, address, options.port, error=f"STARTTLS failed: {err}")
     leaf = sock.getpeercert(binary_form=True)
     chain_method = getattr(sock, "get_unverified_chain", None)
     chain = tuple(bytes(der) for der in chain_method() or ()) if chain_method else ()  # DER, leaf first
