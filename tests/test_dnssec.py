@@ -113,3 +113,15 @@ def test_bad_trust_anchor_files_are_refused_with_the_reason(tmp_path: Path) -> N
             dnssec.load_anchors(bad)
     with pytest.raises(dnssec.AnchorError, match="does not exist"):
         dnssec.load_anchors(tmp_path / "missing")
+
+
+def test_check_refuses_a_bad_trust_anchor_file_before_any_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailstack.cli import main as cli
+
+    bad = tmp_path / "anchor"
+    bad.write_text("example. IN A 192.0.2.1\n")
+    # a nameserver nothing listens on: a query would cost a timeout, exit 2 comes at once
+    code = cli.main(["check", "--domain", "example.net", "--trust-anchor", str(bad), "--nameserver", "127.0.152.9:9", "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: ") and "not a DS or DNSKEY record" in err
