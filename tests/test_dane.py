@@ -213,3 +213,22 @@ def test_openssl_dane_agrees_on_the_match_and_the_mismatch(lab: DaneLab) -> None
     served = [r.to_text() for r in lab.zones.resolver().query("_25._tcp.mx.mismatch.dnssec.test", "TLSA").records]
     bad = dane_verify(WEAK, "mx.mismatch.dnssec.test", served[0])
     assert "Verification: OK" not in bad, bad
+
+
+def test_a_gateway_with_its_own_key_gets_its_own_tlsa_and_every_gateway_needs_one() -> None:
+    shared, own = "ab" * 32, "cd" * 32
+    raw: dict[str, Any] = {
+        "domain": "example.net",
+        "odoo": {"hosting": "onpremise", "url": "https://odoo.example.net", "database": "db"},
+        "outbound": ["gateway"], "inbound": {"mode": "gateway"},
+        "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.10"}, {"hostname": "mx2.example.net", "ipv4": "192.0.2.11"}],
+        "gateway": {"mailgate": {"login": "admin"}, "tls": {"dane": {"digest": shared, "hosts": {"mx2.example.net": {"digest": own}}}}},
+    }
+    records = {(r.name, r.content) for r in plan.build(from_config(raw)).records if r.type == "TLSA"}
+    assert records == {("_25._tcp.mx1.example.net", f"3 1 1 {shared}"), ("_25._tcp.mx2.example.net", f"3 1 1 {own}")}
+    del raw["gateway"]["tls"]["dane"]["digest"]
+    with pytest.raises(Exception, match=r"gateway\.tls\.dane\.digest: is required.*no digest for mx1\.example\.net"):
+        from_config(raw)
+    raw["gateway"]["tls"]["dane"] = {"hosts": {"mx9.example.net": {"digest": own}}}
+    with pytest.raises(Exception, match=r"gateway\.tls\.dane\.hosts\.mx9\.example\.net: is not a gateway of this stack"):
+        from_config(raw)

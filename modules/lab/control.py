@@ -202,11 +202,11 @@ def lab_dane(state: LabState, stack: MailDomain) -> MailDomain:
     place of a declared one (the lab cannot hold the real key), and with ``--dnssec``
     even when none is declared, so DANE is proven live on the signed zones."""
     settings = stack.gateway
-    if settings is None or not (settings.tls.dane or state.dnssec):
+    if settings is None or not (settings.tls.dane or settings.tls.dane_hosts or state.dnssec):
         return stack
     key = serialization.load_pem_private_key(state.gateway_tls_key().encode(), password=None)
     spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    tls = dataclasses.replace(settings.tls, dane=(hashlib.sha256(spki).hexdigest(),))
+    tls = dataclasses.replace(settings.tls, dane=(hashlib.sha256(spki).hexdigest(),), dane_hosts=())
     return dataclasses.replace(stack, gateway=dataclasses.replace(settings, tls=tls))
 
 

@@ -124,13 +124,15 @@ def _gateway_tlsa(stack: MailDomain, zones: tuple[str, ...]) -> list[Record]:
     """DANE (RFC 7672): ``_25._tcp.<gateway> TLSA 3 1 1`` of each declared key digest
     (the current key, and the next one during a rollover), for gateways in a managed zone."""
     settings = stack.gateway
-    if settings is None or not settings.tls.dane:
+    if settings is None:
         return []
+    tls = settings.tls
     return [
         Record(dane.tlsa_name(gateway.hostname), "TLSA", dane.content(key_digest), stack.dns.ttl, purpose="dane",
-               origin=("gateway", "tls", "dane", "digest" if position == 0 else "next"))
+               origin=("gateway", "tls", "dane", *(("hosts", gateway.hostname) if gateway.hostname in dict(tls.dane_hosts) else ()),
+                       "digest" if position == 0 else "next"))
         for gateway in stack.gateways if facts.in_managed_zone(gateway.hostname, zones)
-        for position, key_digest in enumerate(settings.tls.dane)
+        for position, key_digest in enumerate(tls.dane_for(gateway.hostname))
     ]
 
 
