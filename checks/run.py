@@ -31,7 +31,7 @@ from mailstack.checks.dns import loop
 from mailstack.checks.dns.diff import wait_for_stack
 from mailstack.checks.dns.resolver import Resolver
 from mailstack.checks.engine import registry, runner
-from mailstack.checks.engine.context import CheckContext, HttpsOptions, SmtpOptions
+from mailstack.checks.engine.context import CheckContext, DnssecOptions, HttpsOptions, SmtpOptions, TlsOptions
 from mailstack.checks.engine.finding import Finding
 from mailstack.checks.report import json as report_json
 from mailstack.checks.report import junit as report_junit
@@ -57,6 +57,8 @@ class Options:
     concurrency: int = DEFAULT_CONCURRENCY
     smtp: SmtpOptions = field(default_factory=SmtpOptions)
     https: HttpsOptions = field(default_factory=HttpsOptions)
+    dnssec: DnssecOptions = field(default_factory=DnssecOptions)
+    tls: TlsOptions = field(default_factory=TlsOptions)
     only: tuple[str, ...] = ()
     disable: tuple[str, ...] = ()
     workers: int = DEFAULT_WORKERS
@@ -99,7 +101,8 @@ def for_domain(domain: str, options: Options, *, resolver: Resolver | None = Non
         name = names.domain(domain)
     except names.InvalidName as err:
         raise MailstackError(f"--domain: {err}") from err
-    return Target(CheckContext(name, resolver or resolver_for(options), smtp=options.smtp, https=options.https, blocklists=options.blocklists))
+    return Target(CheckContext(name, resolver or resolver_for(options), smtp=options.smtp, https=options.https, blocklists=options.blocklists,
+                               dnssec=options.dnssec, tls=options.tls))
 
 
 def for_stack(
@@ -135,6 +138,8 @@ def for_plan(
         smtp=options.smtp,
         https=options.https,
         blocklists=options.blocklists,
+        dnssec=options.dnssec,
+        tls=options.tls,
     )
     return Target(ctx, disabled, stack_file)
 

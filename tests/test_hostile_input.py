@@ -386,3 +386,20 @@ def test_as_a_process(text: str, expected: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert result.stdout == "" and not (tmp_path / "out").exists()
+
+
+# -- DANE digests reach a TLSA record: only 64 hex digits get there ---------------------
+
+@pytest.mark.parametrize("key", ["mailstack:gateway.tls.dane.digest", "mailstack:gateway.tls.dane.next"])
+@pytest.mark.parametrize("value", ["ab" * 32 + "\n_25._tcp.evil TLSA 3 1 1 00", "ab" * 31, "ab" * 32 + "00", 12345, ["ab" * 32]],
+                         ids=["newline", "short", "long", "number", "list"])
+def test_a_dane_digest_that_is_not_64_hex_digits_never_reaches_a_record(key: str, value: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = mutated("mailstack:gateway.tls.dane.digest", "cd" * 32)
+    document = _set(document, key, value)
+    code, err = run(tmp_path, capsys, yaml.safe_dump(document), "records", "--format", "zone")
+    assert_refused(code, err, key, tmp_path)
+
+
+def test_dane_without_a_digest_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(tmp_path, capsys, yaml.safe_dump(mutated("mailstack:gateway.tls.dane", {"next": "ab" * 32})), "records")
+    assert_refused(code, err, "mailstack:gateway.tls.dane.digest", tmp_path)

@@ -115,7 +115,8 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     running = Lab(request.param, stack_file, stack, build_topology(stack, NAMESPACE))
     seed = ("--seed-zone", str(SEEDS[request.param])) if request.param in SEEDS else ()
     try:
-        mailstack("lab", "up", "--stack-file", str(stack_file), *seed, *running.opts(), check=True)
+        # --dnssec: every stack is proven on signed zones, DANE and TLS checks included
+        mailstack("lab", "up", "--stack-file", str(stack_file), *seed, "--dnssec", *running.opts(), check=True)
         yield running
     finally:
         mailstack("lab", "down", *running.opts())
@@ -173,6 +174,11 @@ def test_check_is_all_green_with_every_sender_and_path_proven(lab: Lab) -> None:
             assert any(gateway.hostname in f["summary"] and "over IPv6" in f["summary"] for f in e2e)
             lab_v6 = lab.topology.host(gateway.hostname).ipv6
             assert any(f"[{lab_v6}]" in f["summary"] for f in findings if f["id"].startswith("e2e.inbound.") and f["status"] == "pass")
+    assert {"dnssec.signed", "dnssec.valid"} <= passed  # on the signed lab zones
+    if "smtp.starttls" in passed:  # every MX the smtp group talks to: chain, versions, expiry too
+        assert {"tls.chain", "tls.versions", "tls.expiry"} <= passed
+    if lab.stack.gateways:  # the lab's gateway key, its TLSA in the signed zone
+        assert {"dane.tlsa", "dane.signed"} <= passed
     declared_keys = [s for s in lab.stack.outbound if s.kind in (SenderKind.GOOGLE, SenderKind.MAILJET) and s.dkim_key]
     for sender in declared_keys:  # the report says the lab published its own key
         assert any("in place of the declared one" in f["detail"] for f in e2e if f["id"] == f"e2e.outbound.{SENDER_IDS[sender.kind]}")

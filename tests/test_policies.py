@@ -485,3 +485,18 @@ def test_allow_delete_unprotects_mx_and_passes_the_gate() -> None:
     assert violations(resources) == []
     resources.remove(mx)
     assert violations(resources) == []  # step two: the MX is gone, and that is allowed
+
+
+def test_tlsa_records_are_judged_by_the_dane_rule(tmp_path: Path) -> None:
+    text = ONPREMISE.read_text().replace(
+        "      key: /etc/ssl/mailstack/privkey.pem\n",
+        "      key: /etc/ssl/mailstack/privkey.pem\n      dane: {digest: " + "ab" * 32 + ", next: " + "cd" * 32 + "}\n", 1)
+    stack_file = tmp_path / "Pulumi.dane.yaml"
+    stack_file.write_text(text)
+    resources = resources_of(stack_file)
+    tlsa = [r for r in resources if r.inputs.get("type") == "TLSA"]
+    assert len(tlsa) == 4  # two gateways, current and next key
+    assert "tlsa-valid" not in names(violations(resources))
+    tlsa[0].inputs["data"]["usage"] = 1  # PKIX-EE: unusable for SMTP
+    found = [m for n, m, _ in violations(resources) if n == "tlsa-valid"]
+    assert len(found) == 1 and "usage 1 is unusable for SMTP (RFC 7672 §3.1.3)" in found[0]

@@ -442,3 +442,22 @@ def test_adopt_ids_and_keys_are_validated_before_any_resource() -> None:
         run_program(project.stack_path("online"), config=_online_with_dns(adopt={"txt-example.com": "abc"}))
     with pytest.raises(pulumi.RunError, match=r"mailstack:dns.adopt.txt-www.example.com: txt-www.example.com is not a record this stack plans \(its keys: "):
         run_program(project.stack_path("online"), config=_online_with_dns(adopt={"txt-www.example.com": f"{ZONE_ID}/{SPF_ID}"}))
+
+
+def test_dane_tlsa_records_are_cloudflare_data_current_and_next() -> None:
+    current, following = "ab" * 32, "cd" * 32
+    run = run_inline(
+        {
+            "domain": "example.net",
+            "odoo": {"hosting": "onpremise", "url": "https://odoo.example.net", "database": "production"},
+            "outbound": ["gateway"],
+            "inbound": {"mode": "gateway"},
+            "gateways": [{"hostname": "mx1.example.net", "ipv4": "192.0.2.10"}],
+            "gateway": {"mailgate": {"login": "admin"}, "tls": {"dane": {"digest": current, "next": following}}},
+        }
+    )
+    tlsa = [r for r in cf_records(run) if r.inputs["type"] == "TLSA"]
+    assert sorted(r.inputs["data"]["certificate"] for r in tlsa) == [current, following]
+    assert {r.inputs["name"] for r in tlsa} == {"_25._tcp.mx1.example.net"}
+    assert all((r.inputs["data"]["usage"], r.inputs["data"]["selector"], r.inputs["data"]["matchingType"]) == (3, 1, 1) for r in tlsa)
+    assert all("content" not in r.inputs for r in tlsa)

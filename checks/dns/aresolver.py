@@ -16,9 +16,13 @@
   for the run and concurrent askers of the same question wait for the one query in
   flight: a record several checks read is asked once, and a name that times out costs
   one timeout per run, not one per check or per domain;
-- ``dnssec=True`` asks with the DO bit (EDNS0, 1232-byte payload) and keeps the RRSIGs
-  of the answer and the AD flag in the ``Answer`` — the kind of question DNSSEC, DANE
-  (TLSA) and DNSKEY/DS checks ask; any record type dnspython knows can be asked.
+- ``dnssec=True`` asks with the DO bit (EDNS0, 1232-byte payload) and CD (a validating
+  resolver hands over even bogus data, so the checks can say *why* it is bogus) and
+  keeps the RRSIGs of the answer and the AD flag in the ``Answer`` — the kind of
+  question DNSSEC, DANE (TLSA) and DNSKEY/DS checks ask; any record type dnspython
+  knows can be asked. ``message`` returns such a response whole (authority section
+  included: the NSEC/NSEC3 denial proofs ``mailstack.checks.dns.dnssec`` validates),
+  cached per run like the rest.
 
 Everything here runs on one event loop (``mailstack.checks.dns.loop``); blocking code
 uses the ``Resolver`` face of ``mailstack.checks.dns.resolver``.
@@ -80,6 +84,7 @@ class AsyncResolver:
         self.transport = Transport(timeout, concurrency)
         self._system: tuple[Server, ...] | None = None
         self._cache: dict[_Key, _Result | asyncio.Future[_Result]] | None = {} if cached else None
+        self._messages: dict[tuple[str, str], asyncio.Future[dns.message.Message]] | None = {} if cached else None
 
     @property
     def stats(self) -> Stats:
@@ -115,6 +120,25 @@ class AsyncResolver:
         CNAME), which ``addresses`` asks too: one query, not two."""
         hop = await self._hop(names.normalize(name), "A", False)
         return hop.links[0] if hop.links else None
+
+    async def message(self, name: str, rdtype: str) -> dns.message.Message:
+        """The whole response to ``name``/``rdtype`` asked with DO and CD (referrals
+        followed, CNAMEs not): what a DNSSEC validator reads. Raises DnsError like
+        ``query``; with a cache, asked once per run (errors are not kept: a validation
+        that could not complete asks again next time)."""
+        name = names.normalize(name)
+        if self._messages is None:
+            return (await self._ask(name, rdtype, True))[0]
+        key = (name, rdtype)
+        future = self._messages.get(key)
+        if future is None or (future.done() and (future.cancelled() or future.exception() is not None)):
+            async def fetch() -> dns.message.Message:
+                return (await self._ask(name, rdtype, True))[0]
+            future = asyncio.ensure_future(fetch())
+            self._messages[key] = future
+        else:
+            self.stats.cached += 1
+        return await asyncio.shield(future)
 
     # -- the query -----------------------------------------------------------------
 
@@ -202,6 +226,8 @@ class AsyncResolver:
         for _ in range(MAX_REFERRALS):
             seen.add(server)
             query = dns.message.make_query(name, rdtype, want_dnssec=dnssec, payload=DNSSEC_PAYLOAD if dnssec else None)
+            if dnssec:
+                query.flags |= dns.flags.CD
             response = await self.transport.exchange(query, server, name, rdtype)
             glue = _referral_glue(response)
             if glue is None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from mailstack.checks.dns import loop
 from mailstack.checks.dns.aresolver import AsyncResolver
+from mailstack.checks.dns.dnssec import Anchors
 from mailstack.checks.dns.resolver import Resolver
 from mailstack.core.model import MailDomain
 from mailstack.core.record import Record
@@ -55,6 +56,22 @@ class HttpsOptions:
     timeout: float = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class DnssecOptions:
+    """Where DNSSEC validation starts: ``anchors`` parsed from ``--trust-anchor FILE``
+    (``mailstack.checks.dns.dnssec.parse_anchors``), None for the system's root anchor."""
+
+    anchors: Anchors | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """How the MX certificates' chains are verified: ``cafile`` (``--ca-file``) or the
+    system trust store."""
+
+    cafile: str | None = None
+
+
 @dataclass
 class CheckContext:
     """The target of a run. ``plan`` is None in ``--domain`` mode.
@@ -72,6 +89,8 @@ class CheckContext:
     https: HttpsOptions = field(default_factory=HttpsOptions)
     #: ``--blocklist`` zones: replace the stack's ``checks.blocklists`` and the default.
     blocklists: tuple[str, ...] | None = None
+    dnssec: DnssecOptions = field(default_factory=DnssecOptions)
+    tls: TlsOptions = field(default_factory=TlsOptions)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)

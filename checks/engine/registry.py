@@ -42,6 +42,8 @@ BUILTIN_MODULES = (
     "mailstack.checks.groups.e2e_imap",
     "mailstack.checks.groups.dkim_rotation",
     "mailstack.checks.groups.reputation",
+    "mailstack.checks.groups.dnssec",
+    "mailstack.checks.groups.dane",
 )
 
 

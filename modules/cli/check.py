@@ -96,7 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="a DKIM rotation's recorded state (JSON: `pulumi stack output dkimRotation --json`, or the lab's), for dkim.rotation")
     parser.add_argument("--smtp-port", type=int, default=25, help="port of the MX hosts (default: 25)")
     parser.add_argument("--smtp-timeout", type=float, default=10.0, help="seconds per SMTP session step (default: %(default)s)")
-    parser.add_argument("--ca-file", metavar="PEM", help="CA certificates for the MTA-STS policy host (default: the system's)")
+    parser.add_argument("--ca-file", metavar="PEM", help="CA certificates for the MTA-STS policy host and the MX certificates' chains (default: the system's)")
+    parser.add_argument("--trust-anchor", metavar="FILE", type=Path,
+                        help="DNSSEC trust anchors: DS or DNSKEY records in zone-file syntax, for any zone of the chain (default: the system's root anchor)")
     parser.add_argument("--mta-sts-port", type=int, default=443, help=argparse.SUPPRESS)  # tests only
     parser.add_argument("--smtp-helo", metavar="NAME", default=None, help="EHLO name (default: this host's FQDN)")
     parser.add_argument("--verbose", action="store_true", help="text: show details of passing checks too")
@@ -108,7 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run_options(args: argparse.Namespace) -> check_run.Options:
     """The run's options from the command line."""
     from mailstack.checks import run as check_run
-    from mailstack.checks.engine.context import HttpsOptions, SmtpOptions
+    from mailstack.checks.dns.dnssec import load_anchors
+    from mailstack.checks.engine.context import DnssecOptions, HttpsOptions, SmtpOptions, TlsOptions
 
     for option, value in (("--workers", args.workers), ("--dns-concurrency", args.dns_concurrency)):
         if value < 1:
@@ -122,6 +125,9 @@ def run_options(args: argparse.Namespace) -> check_run.Options:
         concurrency=args.dns_concurrency,
         smtp=SmtpOptions(port=args.smtp_port, timeout=args.smtp_timeout, helo=args.smtp_helo or socket.getfqdn()),
         https=HttpsOptions(port=args.mta_sts_port, cafile=args.ca_file),
+        # read before any query: a bad anchor file is a usage error (exit 2)
+        dnssec=DnssecOptions(load_anchors(args.trust_anchor) if args.trust_anchor else None),
+        tls=TlsOptions(args.ca_file),
         only=tuple(args.only),
         disable=tuple(args.disable),
         workers=args.workers,

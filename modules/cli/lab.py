@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     options.add_stack_arguments(up, required=False)
     up.add_argument("--seed-zone", metavar="FILE", type=Path, action="append", default=[],
                     help="load this BIND zone file (an export of the real zone) into the lab before the plan is applied (repeatable)")
+    up.add_argument("--dnssec", action="store_true",
+                    help="BIND signs every lab zone (dnssec-policy) and the gateways get TLSA records of their key (DANE); "
+                         "`lab check` validates from the zones' DS")
     common(up)
     up.set_defaults(handler=run_up)
 
@@ -133,8 +136,8 @@ def run_up(args: argparse.Namespace) -> int:
     if control.inside(args.namespace):
         return _up_inside(args, stack, topology, seeds)
     started = time.monotonic()
-    prepared = control.prepare(args.state_dir, topology, stack_file, _digest(seeds))
-    code = _reexec(args, ["up", "--stack-file", str(stack_file), *(f"--seed-zone={s.path}" for s in seeds)])
+    prepared = control.prepare(args.state_dir, topology, stack_file, _digest(seeds), dnssec=args.dnssec)
+    code = _reexec(args, ["up", "--stack-file", str(stack_file), *(f"--seed-zone={s.path}" for s in seeds), *(["--dnssec"] if args.dnssec else [])])
     if code == INSIDE_CONFLICT:
         print(f"the lab's BIND is left up in namespace {args.namespace} with the zones exactly as seeded, nothing of "
               "the plan written: inspect them (ip netns exec … dig), then `mailstack lab down`", file=sys.stderr)

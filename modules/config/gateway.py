@@ -23,6 +23,7 @@ from mailstack.config import kinds
 from mailstack.config.reader import ConfigReader, Path
 from mailstack.core import names
 from mailstack.core.errors import quote
+from mailstack.rules import dane
 from mailstack.rules.limits import Limit
 from mailstack.core.model import (
     DEFAULT_MAILGATE_CONCURRENCY,
@@ -51,7 +52,8 @@ ODOO_ADDRESSES = Limit(100, "they are Odoo's own servers; trust a network instea
 MAILGATE_URL = kinds.url(("http", "https"))
 
 
-def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_database: str | None, has_gateways: bool) -> GatewaySettings | None:
+def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_database: str | None, has_gateways: bool,
+         hosts: tuple[str, ...] = ()) -> GatewaySettings | None:
     """Validate ``mailstack:gateway``; errors go to ``reader`` and None is returned.
 
     Returns None without error when the stack has no gateways and no key (nothing to
@@ -72,7 +74,7 @@ def read(reader: ConfigReader, value: Any, *, odoo_url: str | None, odoo_databas
     relay = None
     if data.get("relayHost") is not None:
         relay = reader.convert(data["relayHost"], (*path, "relayHost"), parse_relay_host)
-    tls = _tls(reader, data.get("tls"), (*path, "tls"))
+    tls = _tls(reader, data.get("tls"), (*path, "tls"), hosts)
     size = reader.integer(data.get("messageSizeLimit"), (*path, "messageSizeLimit"), 1048576, 1073741824, default=DEFAULT_SIZE_LIMIT)
     rates = _rates(reader, data.get("rateLimits"), (*path, "rateLimits"))
     mailgate = _mailgate(reader, data.get("mailgate"), (*path, "mailgate"), odoo_url, odoo_database)
@@ -146,10 +148,11 @@ def _smtp_auth(reader: ConfigReader, value: Any, path: Path) -> SmtpAuth | None:
     return SmtpAuth(user) if user else None
 
 
-def _tls(reader: ConfigReader, value: Any, path: Path) -> Tls | None:
-    data = reader.mapping(value, path, ("cert", "key", "required"))
+def _tls(reader: ConfigReader, value: Any, path: Path, hosts: tuple[str, ...] = ()) -> Tls | None:
+    data = reader.mapping(value, path, ("cert", "key", "required", "dane"))
     if data is None:
         return None
+    dane, dane_hosts = _dane(reader, data.get("dane"), (*path, "dane"), hosts)
     required = reader.boolean(data.get("required"), (*path, "required"))
     paths: dict[str, str] = {}
     for key in ("cert", "key"):
@@ -164,7 +167,59 @@ def _tls(reader: ConfigReader, value: Any, path: Path) -> Tls | None:
     if (data.get("cert") is None) != (data.get("key") is None) and not required:
         missing = "key" if data.get("cert") is not None else "cert"
         reader.fail((*path, missing), "give the certificate and its key together")
-    return Tls(paths.get("cert", DEFAULT_TLS_CERT), paths.get("key", DEFAULT_TLS_KEY), required)
+    return Tls(paths.get("cert", DEFAULT_TLS_CERT), paths.get("key", DEFAULT_TLS_KEY), required, dane, dane_hosts)
+
+
+def _dane(reader: ConfigReader, value: Any, path: Path, hosts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """``tls.dane: {digest: HEX, next: HEX, hosts: {<gateway>: {digest, next}}}``: the
+    gateways' key digest and, during a rollover, the next key's (both published; RFC
+    7671 §8.1); ``hosts`` gives a gateway with its own key its own pair. Every gateway
+    needs a digest, shared or its own."""
+    if value is None:
+        return (), ()
+    data = reader.mapping(value, path, ("digest", "next", "hosts"))
+    if data is None:
+        return (), ()
+    shared = _pair(reader, data, path, required=False)
+    own: list[tuple[str, tuple[str, ...]]] = []
+    given = data.get("hosts")
+    if given is not None and not isinstance(given, dict):
+        reader.fail((*path, "hosts"), "must be a mapping of gateway host name to {digest, next}")
+        given = None
+    for host, entry in (given or {}).items():
+        where = (*path, "hosts", str(host)[:80])
+        if not isinstance(host, str) or host not in hosts:
+            reader.fail(where, f"is not a gateway of this stack (mailstack:gateways: {', '.join(hosts) or 'none'})")
+            continue
+        pair = reader.mapping(entry, where, ("digest", "next"))
+        if pair is not None:
+            own.append((host, _pair(reader, pair, where, required=True)))
+    missing = [h for h in hosts if not shared and h not in dict(own)]
+    if missing:
+        reader.fail((*path, "digest"), f"is required: the SHA-256 digest of the gateway key's SubjectPublicKeyInfo (no digest for {', '.join(missing)})")
+    return shared, tuple(own)
+
+
+def _pair(reader: ConfigReader, data: dict[str, Any], path: Path, *, required: bool) -> tuple[str, ...]:
+    """``digest`` (and ``next``) of one key pair, checked; ``next`` needs ``digest``."""
+    if data.get("digest") is None:
+        if required or data.get("next") is not None:
+            reader.fail((*path, "digest"), "is required: the SHA-256 digest of the gateway key's SubjectPublicKeyInfo")
+        return ()
+    found: list[str] = []
+    for key in ("digest", "next"):
+        if data.get(key) is None:
+            continue
+        checked = reader.convert(data[key], (*path, key), _digest)
+        if checked is not None and checked not in found:
+            found.append(checked)
+    return tuple(found)
+
+
+def _digest(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string of 64 hex digits")
+    return dane.digest(value)
 
 
 def _rates(reader: ConfigReader, value: Any, path: Path) -> RateLimits | None:

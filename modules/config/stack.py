@@ -82,6 +82,7 @@ def from_config(raw: Mapping[str, Any], *, extension_keys: set[str] | None = Non
         odoo_url=odoo.rpc_url if odoo else None,
         odoo_database=odoo.database if odoo else None,
         has_gateways=bool(gateways) or bool(raw.get("gateways")),
+        hosts=tuple(g.hostname for g in gateways or ()),
     )
     checks = read_checks(reader, raw.get("checks"))
     _lab(reader, raw.get("lab"))

@@ -353,6 +353,16 @@ class Tls:
     #: Require STARTTLS from Odoo (submission). Port 25 stays opportunistic: RFC 3207
     #: §4 says a publicly referenced MX must not require TLS.
     required: bool = False
+    #: DANE (``tls.dane``): SHA-256 digests of the gateway key's SubjectPublicKeyInfo,
+    #: the current one first, then the next key's during a rollover; each becomes a
+    #: ``_25._tcp.<gateway> TLSA 3 1 1`` record (``mailstack.rules.dane``).
+    dane: tuple[str, ...] = ()
+    #: Per gateway host (``tls.dane.hosts``): its own digests, for hosts with their own key.
+    dane_hosts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def dane_for(self, hostname: str) -> tuple[str, ...]:
+        """The digests whose TLSA records ``hostname`` gets (its own, else the shared)."""
+        return dict(self.dane_hosts).get(hostname, self.dane)
 
 
 @dataclass(frozen=True, slots=True)

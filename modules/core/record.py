@@ -46,11 +46,14 @@ class Record:
 
         Unique within a plan: a name holds at most one record of each type, except MX,
         where several hosts may share a priority (RFC 5321 §5.1 load sharing), so the
-        MX key carries the target too.
+        MX key carries the target too, and TLSA (a key rollover publishes two) the
+        start of its data.
         """
         suffix = f"-{self.priority}" if self.priority is not None else ""
         if self.type == "MX":
             suffix += f"-{self.content}"
+        if self.type == "TLSA":
+            suffix += f"-{self.content.split()[-1][:16]}"
         return f"{self.type.lower()}-{self.name}{suffix}"
 
     @property

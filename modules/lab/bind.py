@@ -22,6 +22,7 @@ from types import TracebackType
 from mailstack.core import names, zonefile
 from mailstack.core.errors import MailstackError
 from mailstack.core.record import Record
+from mailstack.lab import dnssec
 from mailstack.lab import netns as netns_tools
 from mailstack.lab.binaries import binary
 from mailstack.lab.process import stop_child
@@ -33,6 +34,8 @@ class _Zone:
     lines: list[str]
     dynamic: bool
     update_key: str | None
+    #: Signed by named itself with the lab's ``dnssec-policy`` (``mailstack.lab.dnssec``).
+    signed: bool = False
 
 
 @dataclass
@@ -85,8 +88,10 @@ class BindServer:
         extra_lines: Iterable[str] = (),
         dynamic: bool = False,
         update_key: str | None = None,
+        signed: bool = False,
     ) -> None:
-        """Serve ``origin`` with the given records and raw zone-file lines.
+        """Serve ``origin`` with the given records and raw zone-file lines; ``signed``:
+        named signs it (dnssec-policy; a served parent gets its DS, ``ds_lines``).
 
         ``extra_lines`` are relative to the origin (``$ORIGIN`` is set), for fixtures
         the plan would refuse to produce. A dynamic zone accepts updates signed with
@@ -104,18 +109,18 @@ class BindServer:
             lines.append(f"ns1.{origin}. 300 IN A {self.address}")
         lines += zonefile.lines(records or ())
         lines += list(extra_lines)
-        self.zones[origin] = _Zone(origin, lines, dynamic, update_key)
+        self.zones[origin] = _Zone(origin, lines, dynamic, update_key, signed)
 
-    def add_zone_file(self, origin: str, text: str, dynamic: bool = False, update_key: str | None = None) -> None:
+    def add_zone_file(self, origin: str, text: str, dynamic: bool = False, update_key: str | None = None, signed: bool = False) -> None:
         """Serve ``origin`` from a whole zone file's text (a seed zone, as given)."""
         origin = names.normalize(origin)
-        self.zones[origin] = _Zone(origin, text.splitlines(), dynamic, update_key)
+        self.zones[origin] = _Zone(origin, text.splitlines(), dynamic, update_key, signed)
 
     def replace_zone(self, origin: str, records: Iterable[Record] | None = None, extra_lines: Iterable[str] = ()) -> None:
         """Rewrite a static zone with new content and reload (a bumped SOA serial)."""
         zone = self.zones[names.normalize(origin)]
         self.soa_serial += 1
-        self.add_zone(zone.origin, records, extra_lines, zone.dynamic, zone.update_key)
+        self.add_zone(zone.origin, records, extra_lines, zone.dynamic, zone.update_key, zone.signed)
         if self.process:
             self.reload()
 
@@ -133,6 +138,7 @@ class BindServer:
             "  dnssec-validation no;",
             "  notify no;",
             "  allow-transfer { none; };",
+            f'  key-directory "{work}/keys";',
             "};",
             "controls { };",
             "logging {",
@@ -143,10 +149,16 @@ class BindServer:
             "  category security { main; };",
             "};",
         ]
+        if any(zone.signed for zone in self.zones.values()):
+            parts.append(dnssec.POLICY)
         for key in self.keys.values():
             parts += [f'key "{key.name}" {{', f"  algorithm {key.algorithm};", f'  secret "{key.secret}";', "};"]
         for zone in self.zones.values():
             parts += [f'zone "{zone.origin}" {{', "  type primary;", f'  file "{work}/{zone.origin}.zone";']
+            if zone.signed:
+                parts.append(f'  dnssec-policy "{dnssec.POLICY_NAME}";')
+                if not zone.dynamic:
+                    parts.append("  inline-signing yes;")
             if zone.dynamic:
                 # The updating key may also transfer the zone: mailstack reads the whole
                 # zone before it writes (mailstack.rfc2136.wire.transfer).
@@ -157,15 +169,38 @@ class BindServer:
             parts.append("};")
         return "\n".join(parts) + "\n"
 
+    def ds_lines(self, origin: str) -> list[str]:
+        """The DS record(s) of a signed zone's key, made before named starts (named
+        adopts the key), in zone-file syntax: for its parent or a trust-anchor file."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_conf()
+        return dnssec.policy_ds(self.workdir / "keys", names.normalize(origin), self.conf_path)
+
+    def _parent_ds(self, zone: _Zone) -> list[str]:
+        """DS lines of the signed zones served here that ``zone`` delegates (NS lines
+        for them, by relative or absolute owner): a DS belongs at a zone cut only."""
+        delegated = {line.split()[0].rstrip(".").lower() for line in zone.lines if len(line.split()) > 3 and "NS" in line.split()[1:4]}
+        children = [z for z in self.zones.values() if z.signed and z.origin.endswith("." + zone.origin)
+                    and names.normalize(z.origin.split(".", 1)[1]) == zone.origin
+                    and (z.origin in delegated or z.origin[: -len(zone.origin) - 1] in delegated)]
+        return [line for child in children for line in self.ds_lines(child.origin)]
+
+    def _write_conf(self) -> None:
+        (self.workdir / "keys").mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as conf:
+            conf.write(self._config())
+
     def write(self) -> None:
         """Write named.conf and the zone files (the key secrets readable by root only)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o700)
+        self._write_conf()
         for zone in self.zones.values():
             path = self.workdir / f"{zone.origin}.zone"
             if zone.dynamic and path.exists() and self.process:
                 continue  # a running dynamic zone owns its file (and journal)
-            text = "\n".join(zone.lines) + "\n"
+            text = "\n".join([*zone.lines, *self._parent_ds(zone)]) + "\n"
             if path.exists() and path.read_text(encoding="ascii") == text:
                 continue
             path.with_name(path.name + ".jnl").unlink(missing_ok=True)
@@ -177,9 +212,6 @@ class BindServer:
             # a rewrite within the same second would otherwise be ignored.
             stamp = max(time.time(), previous + 1.0)
             os.utime(path, (stamp, stamp))
-        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as conf:
-            conf.write(self._config())
 
     def check(self) -> None:
         """Run named-checkconf and named-checkzone; raise with their output on error."""
@@ -215,10 +247,21 @@ class BindServer:
                 self._release_address()
                 raise MailstackError(f"named exited at start: {error}{log[-2000:]}")
             if self.log_path.exists() and "running" in self.log_path.read_text(errors="replace"):
+                self._wait_signed(deadline)
                 return
             time.sleep(0.01)
         self.stop()
         raise MailstackError(f"named did not start within {timeout:.0f}s on {self.address}:{self.port}")
+
+    def _wait_signed(self, deadline: float) -> None:
+        """Until every signed zone serves an RRSIG over its SOA (named signs within
+        a fraction of a second; ``rndc signing -list`` refuses policy zones)."""
+        for zone in [z for z in self.zones.values() if z.signed]:
+            while not dnssec.serves_signed(self.address, self.port, zone.origin, self.netns):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise MailstackError(f"named did not sign {zone.origin} in time: see {self.log_path}")
+                time.sleep(0.02)
 
     def restart(self, timeout: float = 15.0) -> None:
         """Start named again on the files as they are (a dynamic zone's journal kept),

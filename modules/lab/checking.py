@@ -19,7 +19,8 @@ import socket
 from pathlib import Path
 
 from mailstack.checks import run as check_run
-from mailstack.checks.engine.context import HttpsOptions, SmtpOptions
+from mailstack.checks.dns.dnssec import parse_anchors
+from mailstack.checks.engine.context import DnssecOptions, HttpsOptions, SmtpOptions, TlsOptions
 from mailstack.checks.engine.finding import exit_code
 from mailstack.config import stackfile
 from mailstack.lab import control, files, roles
@@ -109,6 +110,8 @@ def run(args: argparse.Namespace, stack_file: Path) -> int:
         deadline=args.deadline,
         smtp=SmtpOptions(helo=socket.getfqdn()),
         https=HttpsOptions(cafile=str(state.ca_file)),
+        tls=TlsOptions(cafile=str(state.ca_file)),
+        dnssec=DnssecOptions(parse_anchors(state.trust_anchor_file.read_text(encoding="ascii"), str(state.trust_anchor_file)) if state.dnssec else None),
     )
     target = check_run.for_plan(lab.plan, settings, stack_file=stack_file, disabled=stack.checks.disable, gateway_private_key=private_key)
     findings = check_run.execute(target, settings)

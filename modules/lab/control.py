@@ -10,12 +10,16 @@ HTTPS and XML-RPC call it makes, stays on the lab's loopback.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
+import hashlib
 import importlib.util
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
 
 from mailstack import plan as planning
 from mailstack.core.errors import MailstackError
@@ -101,7 +105,7 @@ def check_state_dir(state_dir: Path) -> None:
             )
 
 
-def prepare(state_dir: Path, topology: Topology, stack_file: Path, seeds: tuple[str, ...] = ()) -> Prepared:
+def prepare(state_dir: Path, topology: Topology, stack_file: Path, seeds: tuple[str, ...] = (), *, dnssec: bool = False) -> Prepared:
     """Host side of ``lab up``: a running lab of the same stack (and seeds) is kept
     (idempotent), one with dead processes is repaired in place; anything else — another
     stack, other seed zones, no namespace — is brought down and its namespace
@@ -117,7 +121,9 @@ def prepare(state_dir: Path, topology: Topology, stack_file: Path, seeds: tuple[
     state = LabState.load(state_dir)
     # Seeds make a lab only when given: `lab up` without --seed-zone keeps a seeded lab.
     same_seeds = not seeds or state.seeds == list(seeds)
-    same_lab = state.namespace == topology.namespace and state.stack_file == str(stack_file.resolve()) and same_seeds
+    # So does --dnssec: `lab up` without it keeps a signed lab (`lab down` first to unsign).
+    same_lab = (state.namespace == topology.namespace and state.stack_file == str(stack_file.resolve()) and same_seeds
+                and (not dnssec or state.dnssec))
     if same_lab and state.processes and netns.exists(topology.namespace):
         running = all(p.alive() for p in state.processes)
         return Prepared(state, running, repair=not running)
@@ -127,6 +133,7 @@ def prepare(state_dir: Path, topology: Topology, stack_file: Path, seeds: tuple[
             down(state_dir, topology.namespace)
         state = LabState.load(state_dir)
     state.namespace, state.stack_file, state.seeds = topology.namespace, str(stack_file.resolve()), list(seeds)
+    state.dnssec = dnssec
     state.processes = []
     state.prepare()
     state.open_to_roles()
@@ -190,7 +197,20 @@ def lab_plan(state: LabState, stack: MailDomain, topology: Topology) -> Plan:
     # A declared DKIM rotation publishes both keys; nothing observed, the previous one
     # signs (the publish phase; tests/test_dkim_rotation_live.py walks every phase).
     previous = LabState.public_key_pem(state.dkim_private_key(stack.dkim.previous, stack.dkim.bits)) if stack.dkim.previous else None
-    return planning.build(translate.lab_stack(stack, topology, keys), public, previous)
+    return planning.build(lab_dane(state, translate.lab_stack(stack, topology, keys)), public, previous)
+
+
+def lab_dane(state: LabState, stack: MailDomain) -> MailDomain:
+    """The gateways' TLSA digest is the lab key's (``LabState.gateway_tls_key``): in
+    place of a declared one (the lab cannot hold the real key), and with ``--dnssec``
+    even when none is declared, so DANE is proven live on the signed zones."""
+    settings = stack.gateway
+    if settings is None or not (settings.tls.dane or settings.tls.dane_hosts or state.dnssec):
+        return stack
+    key = serialization.load_pem_private_key(state.gateway_tls_key().encode(), password=None)
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    tls = dataclasses.replace(settings.tls, dane=(hashlib.sha256(spki).hexdigest(),), dane_hosts=())
+    return dataclasses.replace(stack, gateway=dataclasses.replace(settings, tls=tls))
 
 
 def make_lab(state_dir: Path, stack: MailDomain, topology: Topology, seeds: tuple[Seed, ...] = ()) -> roles.Lab:

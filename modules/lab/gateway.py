@@ -110,7 +110,8 @@ def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None
     (work / "run").chmod(0o755)
     private_dir(work / "tls")  # smtpd reads its key as root, before dropping privileges
     files.log_file(work / "log", "postfix.log")
-    chain, key = state.authority().issue([gateway.hostname])
+    # one kept key for every gateway: the TLSA digest the lab's plan publishes (lab_plan)
+    chain, key = state.authority().issue([gateway.hostname], key_pem=state.gateway_tls_key().encode())
     files.write(work / "tls" / "chain.pem", chain)
     files.write(work / "tls" / "key.pem", key, 0o600)
     files_ = rendered(state, plan, gateway)

@@ -144,11 +144,14 @@ class Dns(Role):
                 # The user's zone as it is (its addresses mapped like the stack's), the
                 # lab's own hosts in place of the seed's records at their names.
                 text = translate.seed_zone(seeded[zone].zone_text(), topology, {(r.name, r.type) for r in initial})
-                bind.add_zone_file(zone, text + "\n".join(zonefile.lines(initial)) + "\n", dynamic=True, update_key=key_name)
+                bind.add_zone_file(zone, text + "\n".join(zonefile.lines(initial)) + "\n", dynamic=True, update_key=key_name, signed=state.dnssec)
             else:
-                bind.add_zone(zone, initial, dynamic=True, update_key=key_name)
+                bind.add_zone(zone, initial, dynamic=True, update_key=key_name, signed=state.dnssec)
         for zone, content in {**zone_set.static, **zone_set.reverse}.items():
-            bind.add_zone(zone, content)
+            bind.add_zone(zone, content, signed=state.dnssec)
+        if state.dnssec:  # every zone is its own anchor: the lab has no root to chain from
+            anchors = [line for zone in bind.zones for line in bind.ds_lines(zone)]
+            files.write(state.trust_anchor_file, "\n".join(anchors) + "\n")
         bind.start()
         assert bind.pid is not None
         state.record("bind", bind.pid, str(bind.conf_path))

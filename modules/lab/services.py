@@ -163,6 +163,7 @@ def serve(config: dict[str, Any], ready_file: Path) -> None:
                                       server_hostname=relay["helo"], ready_timeout=10))
     for saas in config["saas"]:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2  # as Microsoft's and Google's MX (RFC 8996)
         context.load_cert_chain(saas["cert"], saas["key"])
         controllers.append(Controller(SaasInboundHandler(saas), hostname=saas["listen"], port=saas["port"],
                                       server_hostname=saas["hostname"], ready_timeout=10, tls_context=context))

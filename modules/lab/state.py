@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mailstack.lab.tls import Authority
 
@@ -168,6 +168,8 @@ class LabState:
     processes: list[Process] = field(default_factory=list)
     #: The seed zones the lab was brought up with (``path sha256`` each).
     seeds: list[str] = field(default_factory=list)
+    #: ``lab up --dnssec``: BIND signs every zone, the gateways get TLSA (DANE).
+    dnssec: bool = False
     #: The missing parents ``prepare`` created (``open_to_roles`` opens them too).
     _created: list[Path] = field(default_factory=list, init=False, repr=False, compare=False)
 
@@ -227,6 +229,7 @@ class LabState:
             state.stack_file = data.get("stack_file", "")
             state.processes = [Process(p["role"], int(p["pid"]), p["marker"]) for p in data.get("processes", [])]
             state.seeds = [str(s) for s in data.get("seeds", [])]
+            state.dnssec = bool(data.get("dnssec", False))
         return state
 
     def save(self) -> None:
@@ -235,6 +238,7 @@ class LabState:
             "stack_file": self.stack_file,
             "processes": [{"role": p.role, "pid": p.pid, "marker": p.marker} for p in self.processes],
             "seeds": self.seeds,
+            "dnssec": self.dnssec,
         }
         temporary = self.root / f".state.json.{os.getpid()}.{threading.get_ident()}.tmp"
         temporary.write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -295,6 +299,19 @@ class LabState:
     def dkim_private_key(self, selector: str, bits: int) -> str:
         """The lab's gateway DKIM private key for a selector, generated on first use."""
         return self.private_key(f"dkim-{selector}", bits)
+
+    def gateway_tls_key(self) -> str:
+        """The gateways' TLS key (P-256, PEM), kept so their TLSA digest stays valid
+        across restarts (``lab up --dnssec`` publishes it, ``mailstack.rules.dane``)."""
+        def generate() -> str:
+            key = ec.generate_private_key(ec.SECP256R1())
+            return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+        return self._secret("gateway-tls.key", generate) + "\n"
+
+    @property
+    def trust_anchor_file(self) -> Path:
+        """DS records of the lab's signed zones (``lab up --dnssec``), for ``lab check``."""
+        return self.stack_root / "trust-anchors.txt"
 
     def authority(self) -> Authority:
         """The stack's lab CA, made on first use (its key in ``secrets/``)."""

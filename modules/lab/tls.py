@@ -79,13 +79,17 @@ class Authority:
         cert = builder.sign(key, hashes.SHA256())
         return cls(cert.public_bytes(serialization.Encoding.PEM), _pem(key))
 
-    def issue(self, hostnames: Sequence[str], *, days: int = 825) -> tuple[bytes, bytes]:
+    def issue(self, hostnames: Sequence[str], *, days: int = 825, key_pem: bytes | None = None) -> tuple[bytes, bytes]:
         """(certificate PEM followed by the CA's, server key PEM) for ``hostnames``
-        (SANs, the first also the CN): a chain file as Postfix and Python servers load it."""
+        (SANs, the first also the CN): a chain file as Postfix and Python servers load it.
+        ``key_pem``: certify this P-256 key (a DANE digest published for it stays valid)."""
         ca_cert = x509.load_pem_x509_certificate(self.cert_pem)
         ca_key = serialization.load_pem_private_key(self.key_pem, password=None)
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-        key = _ec_key()
+        given = serialization.load_pem_private_key(key_pem, password=None) if key_pem else None
+        if given is not None and not isinstance(given, ec.EllipticCurvePrivateKey):
+            raise ValueError("the key to certify must be an EC key")
+        key = given or _ec_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
         builder = _validity(x509.CertificateBuilder(), days).subject_name(subject).issuer_name(ca_cert.subject)
         builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())

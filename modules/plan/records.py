@@ -7,7 +7,7 @@ from __future__ import annotations
 from mailstack.core.model import InboundMode, MailDomain, SenderKind
 from mailstack.core.record import Record
 from mailstack.plan import facts
-from mailstack.rules import dkim, dmarc, mta_sts, senders, spf
+from mailstack.rules import dane, dkim, dmarc, mta_sts, senders, spf
 from mailstack.rules.mx import NULL_MX
 
 
@@ -20,6 +20,7 @@ def all_records(stack: MailDomain, gateway_key: str | None, zones: tuple[str, ..
         records += _inbound_records(stack, domain)
         records += _policy_records(stack, domain)
     records += _gateway_addresses(stack, zones)
+    records += _gateway_tlsa(stack, zones)
     records += _report_authorizations(stack, zones)
     return records
 
@@ -125,6 +126,22 @@ def _gateway_addresses(stack: MailDomain, zones: tuple[str, ...]) -> list[Record
         if gateway.ipv6:
             records.append(Record(gateway.hostname, "AAAA", gateway.ipv6, stack.dns.ttl, purpose="gateway", origin=origin))
     return records
+
+
+def _gateway_tlsa(stack: MailDomain, zones: tuple[str, ...]) -> list[Record]:
+    """DANE (RFC 7672): ``_25._tcp.<gateway> TLSA 3 1 1`` of each declared key digest
+    (the current key, and the next one during a rollover), for gateways in a managed zone."""
+    settings = stack.gateway
+    if settings is None:
+        return []
+    tls = settings.tls
+    return [
+        Record(dane.tlsa_name(gateway.hostname), "TLSA", dane.content(key_digest), stack.dns.ttl, purpose="dane",
+               origin=("gateway", "tls", "dane", *(("hosts", gateway.hostname) if gateway.hostname in dict(tls.dane_hosts) else ()),
+                       "digest" if position == 0 else "next"))
+        for gateway in stack.gateways if facts.in_managed_zone(gateway.hostname, zones)
+        for position, key_digest in enumerate(tls.dane_for(gateway.hostname))
+    ]
 
 
 def _report_authorizations(stack: MailDomain, zones: tuple[str, ...]) -> list[Record]:

@@ -42,7 +42,7 @@ from mailstack.policy.context import (
     previous_records,
     stack_records,
 )
-from mailstack.rules import dkim, dmarc, protection, spf
+from mailstack.rules import dane, dkim, dmarc, protection, spf
 
 PACK_NAME = "mailstack-mail-dns"
 MANDATORY = EnforcementLevel.MANDATORY
@@ -167,6 +167,18 @@ def _dmarc_valid(record: Record, report: ReportViolation) -> None:
     # The planner never writes a tag RFC 9989 removed (dmarc.build): neither may the zone.
     for name in dmarc.removed_tags(tags):
         report(f"{record.name}: DMARC tag {name}= was removed by RFC 9989: {dmarc.REMOVED_TAGS[name]}", None)
+
+
+def _tlsa_valid(record: Record, report: ReportViolation) -> None:
+    if record.type != "TLSA":
+        return
+    try:
+        dane.parse(record.content)
+    except dane.DaneError as err:
+        report(f"{record.name}: TLSA record unusable for DANE SMTP: {err}", None)
+        return
+    if not record.name.startswith("_25._tcp."):
+        report(f"{record.name}: an SMTP TLSA record is published at _25._tcp.<mx host> (RFC 7672 §2.2.3)", None)
 
 
 def _target_not_ip(record: Record, report: ReportViolation) -> None:
@@ -301,6 +313,7 @@ def all_policies() -> list[Policy]:
         ("dkim-key-valid", "DKIM key records parse and hold a key of at least 1024 bits.", _resource_check(_dkim_key_valid), MANDATORY),
         ("dkim-key-size-advised", "DKIM RSA keys have at least 2048 bits.", _resource_check(_dkim_key_size_advised), ADVISORY),
         ("dmarc-valid", "DMARC records parse, every tag value is valid and no tag RFC 9989 removed (pct, rf, ri) is used.", _resource_check(_dmarc_valid), MANDATORY),
+        ("tlsa-valid", "TLSA records use DANE-EE/DANE-TA with a well-formed digest at _25._tcp.<host> (RFC 7672).", _resource_check(_tlsa_valid), MANDATORY),
         ("mail-target-not-ip", "MX and CNAME targets are host names, never IP addresses.", _resource_check(_target_not_ip), MANDATORY),
         ("mail-records-not-proxied", "Mail records are DNS-only, never proxied.", _not_proxied, MANDATORY),
     ]

@@ -94,8 +94,17 @@ def to_records(resource_type: str, props: Mapping[str, Any]) -> list[Record]:
                 pass
     elif rtype in ("MX", "CNAME", "NS", "PTR") and content != ".":
         content = names.normalize(content)
+    elif rtype == "TLSA" and isinstance(props.get("data"), Mapping):
+        content = _tlsa_content(props["data"])
     priority = _number(props.get("priority")) if rtype in ("MX", "SRV", "URI") else None
     return [Record(name, rtype, content, ttl, priority)]
+
+
+def _tlsa_content(data: Mapping[str, Any]) -> str:
+    """Cloudflare's TLSA ``data`` block as the record's content (``3 1 1 <hex>``)."""
+    fields = [data.get("usage"), data.get("selector"), data.get("matchingType", data.get("matching_type"))]
+    numbers = [int(v) if isinstance(v, (int, float)) else v for v in fields]
+    return " ".join(str(v) for v in [*numbers, str(data.get("certificate") or "").lower()])
 
 
 def parsable_records(resource_type: str, props: Mapping[str, Any]) -> list[Record]:

@@ -24,7 +24,7 @@ import pulumi_cloudflare as cloudflare
 
 from mailstack.core import txt
 from mailstack.core.record import Record
-from mailstack.rules import dkim, protection
+from mailstack.rules import dane, dkim, protection
 
 COMMENT = "managed by mailstack"
 
@@ -35,6 +35,12 @@ def cloudflare_content(record: Record) -> str:
     if record.type == "TXT":
         return txt.quoted(record.content)
     return record.content
+
+
+def tlsa_data(record: Record) -> cloudflare.DnsRecordDataArgs:
+    """A TLSA record as Cloudflare's ``data`` block (``mailstack.rules.dane`` parses it)."""
+    usage, selector, mtype, certificate = dane.parse(record.content)
+    return cloudflare.DnsRecordDataArgs(usage=usage, selector=selector, matching_type=mtype, certificate=certificate)
 
 
 @dataclass(frozen=True)
@@ -83,12 +89,15 @@ class CloudflareRecords(pulumi.ComponentResource):
                 content = pulumi.Output.from_input(pem).apply(
                     lambda pem: txt.quoted(dkim.txt_value(pem))
                 )
+            # Cloudflare takes TLSA as structured data, its content is derived from it.
+            data = tlsa_data(record) if record.type == "TLSA" else None
             self.records[record.key] = cloudflare.DnsRecord(
                 f"{name}-{record.key}",
                 zone_id=self.zone_ids[args.zones[record.name]],
                 name=record.name,
                 type=record.type,
-                content=content,
+                content=None if data else content,
+                data=data,
                 ttl=record.ttl,
                 priority=record.priority,
                 proxied=False,

@@ -1,0 +1,215 @@
+"""DNSSEC evidence, judged without I/O: signatures, DS-to-key matches, denial proofs.
+
+``mailstack.checks.dns.dnssec`` walks the chain and fetches the responses; this module
+says whether what came back proves anything (RFC 4035 §5, RFC 5155 §8). Every
+verdict is an exception with the reason in words: ``Bogus`` (the evidence is there
+and does not validate) — the walk turns it into the check's ``fail``.
+
+dnspython's ``dns.dnssec.validate`` says only "no RRSIGs validated"; each signature is
+tried with ``validate_rrsig`` so the reason ("expired", "verify failure") survives.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import dns.dnssec
+import dns.exception
+import dns.message
+import dns.name
+import dns.rdata
+import dns.rdataset
+import dns.rdatatype
+import dns.rrset
+
+DNSKEY, DS, RRSIG, NSEC, NSEC3, CNAME = (
+    dns.rdatatype.DNSKEY, dns.rdatatype.DS, dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3, dns.rdatatype.CNAME,
+)
+#: DNSKEY flags: the Zone Key bit (RFC 4034 §2.1.1).
+ZONE_FLAG = 0x0100
+NSEC3_OPTOUT = 0x01
+
+
+class Bogus(Exception):
+    """Evidence that does not validate (a bad or expired signature, no matching key,
+    a missing denial proof)."""
+
+
+def section_rrset(section: Sequence[dns.rrset.RRset], name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> tuple[dns.rrset.RRset | None, dns.rrset.RRset | None]:
+    """(the RRset of ``name``/``rdtype``, the RRSIG RRset covering it) in one section."""
+    data = sigs = None
+    for rrset in section:
+        if rrset.name != name:
+            continue
+        if rrset.rdtype == rdtype:
+            data = rrset
+        elif rrset.rdtype == RRSIG and rrset.covers == rdtype:
+            sigs = rrset
+    return data, sigs
+
+
+def _when(stamp: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(stamp))
+
+
+def verify(rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, keys: dns.rdataset.Rdataset, zone: dns.name.Name) -> int:
+    """At least one RRSIG by ``zone`` over ``rrset`` verifies with ``keys``; returns
+    that signature's expiration (seconds since the epoch)."""
+    what = f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}"
+    if sigs is None or len(sigs) == 0:
+        raise Bogus(f"{what}: no RRSIG")
+    reasons: list[str] = []
+    for sig in sigs:
+        if sig.signer != zone:
+            reasons.append(f"RRSIG by {sig.signer}, expected {zone}")
+            continue
+        try:
+            dns.dnssec.validate_rrsig(rrset, sig, {zone: keys})
+        except dns.exception.DNSException as exc:  # ValidationFailure, UnsupportedAlgorithm
+            extra = f" (expired {_when(sig.expiration)})" if str(exc) == "expired" else ""
+            reasons.append(f"key {sig.key_tag} alg {sig.algorithm}: {exc}{extra}")
+            continue
+        return int(sig.expiration)
+    raise Bogus(f"{what}: " + "; ".join(reasons))
+
+
+def entry_keys(zone: dns.name.Name, dnskeys: dns.rrset.RRset, ds_set: Sequence[Any], anchor_keys: Sequence[dns.rdata.Rdata]) -> list[dns.rdata.Rdata]:
+    """The zone keys of ``dnskeys`` equal to an anchor DNSKEY or matching a DS.
+
+    ``make_ds(validating=True)``: the default policy refuses to *create* SHA-1 DS
+    records but allows checking one (dnspython 2.6 and later)."""
+    entry: list[dns.rdata.Rdata] = []
+    notes: list[str] = []
+    for key in dnskeys:
+        if not key.flags & ZONE_FLAG or key.protocol != 3:
+            continue
+        if any(key == anchor for anchor in anchor_keys):
+            entry.append(key)
+            continue
+        for ds in ds_set:
+            if ds.key_tag != dns.dnssec.key_id(key) or ds.algorithm != key.algorithm:
+                continue
+            try:
+                if dns.dnssec.make_ds(zone, key, ds.digest_type, validating=True) == ds:
+                    entry.append(key)
+                else:
+                    notes.append(f"DS {ds.key_tag} digest differs from DNSKEY {ds.key_tag}")
+            except dns.exception.DNSException as exc:  # UnsupportedAlgorithm, DeniedByPolicy
+                notes.append(f"DS digest type {ds.digest_type}: {type(exc).__name__}")
+    if not entry:
+        have = ", ".join(f"{dns.dnssec.key_id(k)}/{k.algorithm}" for k in dnskeys)
+        want = ", ".join(f"{ds.key_tag}/{ds.algorithm}" for ds in ds_set) or "the anchor DNSKEY"
+        raise Bogus(f"{zone} DNSKEY: no key matches the DS/anchor (DS {want}; DNSKEYs {have}) {'; '.join(notes)}".strip())
+    return entry
+
+
+def bitmap_types(rdata: Any) -> set[int]:
+    """Types in an NSEC/NSEC3 type bitmap (``windows``: (window, bytes) pairs)."""
+    types: set[int] = set()
+    for window, bitmap in rdata.windows:
+        for index, byte in enumerate(bitmap):
+            for bit in range(8):
+                if byte & (0x80 >> bit):
+                    types.add(window * 256 + index * 8 + bit)
+    return types
+
+
+def _owner_hash(name: dns.name.Name) -> str:
+    return name.labels[0].decode().upper()
+
+
+def _next_hash(rdata: Any) -> str:
+    return base64.b32hexencode(rdata.next).decode().upper()
+
+
+def _covers(owner: dns.name.Name | str, following: dns.name.Name | str, target: dns.name.Name | str) -> bool:
+    """owner < target < following on a ring (the last record's next is the first)."""
+    if owner < following:
+        return owner < target < following
+    return target > owner or target < following
+
+
+def _types(types: set[int]) -> str:
+    return " ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType(t)) for t in sorted(types)) or "-"
+
+
+def _verified(response: dns.message.Message, rdtype: dns.rdatatype.RdataType, zone: dns.name.Name, keys: dns.rdataset.Rdataset) -> list[dns.rrset.RRset]:
+    """The signed NSEC or NSEC3 RRsets of the authority section (each RRSIG checked)."""
+    found = []
+    for rrset in response.authority:
+        if rrset.rdtype == rdtype:
+            verify(rrset, section_rrset(response.authority, rrset.name, rdtype)[1], keys, zone)
+            found.append(rrset)
+    return found
+
+
+def prove_nodata(response: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, zone: dns.name.Name, keys: dns.rdataset.Rdataset) -> str:
+    """The name exists without ``rdtype``: a signed NSEC/NSEC3 at ``qname`` whose
+    bitmap lacks the type (and CNAME); for DS, an NSEC3 opt-out span covering the
+    name (RFC 5155 §6, §8.6)."""
+    what = f"{qname} {dns.rdatatype.to_text(rdtype)}"
+    for rrset in _verified(response, NSEC, zone, keys):
+        if rrset.name == qname:
+            types = bitmap_types(rrset[0])
+            if rdtype in types or CNAME in types:
+                raise Bogus(f"{what}: NODATA, but the NSEC bitmap lists the type")
+            return f"NSEC at {qname} types: {_types(types)}"
+    nsec3s = _verified(response, NSEC3, zone, keys)
+    if nsec3s:
+        params = nsec3s[0][0]
+        digest = dns.dnssec.nsec3_hash(qname, params.salt, params.iterations, params.algorithm)
+        for rrset in nsec3s:
+            if _owner_hash(rrset.name) == digest and rrset.name.parent() == zone:
+                types = bitmap_types(rrset[0])
+                if rdtype in types or CNAME in types:
+                    raise Bogus(f"{what}: NODATA, but the NSEC3 bitmap lists the type")
+                return f"NSEC3 {digest} (hash of {qname}) types: {_types(types)}"
+        if rdtype == DS:
+            for rrset in nsec3s:
+                if rrset[0].flags & NSEC3_OPTOUT and _covers(_owner_hash(rrset.name), _next_hash(rrset[0]), digest):
+                    return f"NSEC3 opt-out span {_owner_hash(rrset.name)} covers {qname}"
+    raise Bogus(f"{what}: NODATA without a matching signed NSEC/NSEC3")
+
+
+def prove_nxdomain(response: dns.message.Message, qname: dns.name.Name, zone: dns.name.Name, keys: dns.rdataset.Rdataset) -> str:
+    """NXDOMAIN: an NSEC covering the name and one denying the wildcard at the
+    closest encloser, or the NSEC3 closest-encloser proof (RFC 5155 §8.4)."""
+    nsecs = _verified(response, NSEC, zone, keys)
+    if nsecs:
+        cover = next((r for r in nsecs if _covers(r.name, r[0].next, qname)), None)
+        if cover is None:
+            raise Bogus(f"{qname}: NXDOMAIN, no NSEC covers the name")
+        shared = max(qname.fullcompare(cover.name)[2], qname.fullcompare(cover[0].next)[2])
+        encloser = dns.name.Name(qname.labels[-shared:]) if shared else dns.name.root
+        wildcard = dns.name.Name((b"*",) + encloser.labels)
+        if not any(_covers(r.name, r[0].next, wildcard) for r in nsecs):
+            raise Bogus(f"{qname}: NXDOMAIN, wildcard {wildcard} not denied")
+        return f"NSEC {cover.name} -> {cover[0].next} covers it; {wildcard} denied"
+    nsec3s = _verified(response, NSEC3, zone, keys)
+    if not nsec3s:
+        raise Bogus(f"{qname}: NXDOMAIN without signed NSEC/NSEC3")
+    params = nsec3s[0][0]
+
+    def hashed(name: dns.name.Name) -> str:
+        return str(dns.dnssec.nsec3_hash(name, params.salt, params.iterations, params.algorithm))
+
+    owners = {_owner_hash(r.name) for r in nsec3s}
+    candidate, next_closer = qname, None
+    while len(candidate) >= len(zone):
+        if hashed(candidate) in owners:
+            break
+        next_closer, candidate = candidate, candidate.parent()
+    else:
+        raise Bogus(f"{qname}: NXDOMAIN, no closest encloser proven")
+    if next_closer is None:
+        raise Bogus(f"{qname}: NXDOMAIN, but an NSEC3 matches the name itself")
+    spans = [(_owner_hash(r.name), _next_hash(r[0])) for r in nsec3s]
+    if not any(_covers(a, b, hashed(next_closer)) for a, b in spans):
+        raise Bogus(f"{qname}: NXDOMAIN, next closer name {next_closer} not covered")
+    wildcard = dns.name.Name((b"*",) + candidate.labels)
+    if not any(_covers(a, b, hashed(wildcard)) for a, b in spans):
+        raise Bogus(f"{qname}: NXDOMAIN, wildcard {wildcard} not denied")
+    return f"NSEC3 closest encloser {candidate}, next closer {next_closer} and {wildcard} covered"

@@ -1,0 +1,127 @@
+"""DNSSEC checks against zones a real BIND signs (tests/dnssec_zones.py): a good chain,
+a tampered signature, expired signatures, an unsigned delegation, a server that does
+not answer — and BIND's own validator (delv) as the independent second opinion."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.name
+import pytest
+
+from mailstack.checks.dns import dnssec
+from mailstack.checks.dns.resolver import Resolver, Server
+from mailstack.checks.engine import registry, runner
+from mailstack.checks.engine.context import CheckContext, DnssecOptions
+from mailstack.checks.engine.finding import Finding, Status
+from tests import dnssec_zones
+from tests.servers import require_binary, require_root
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dnssec_zones.SignedLab]:
+    require_root()
+    for program in ("named", "dnssec-keygen", "dnssec-signzone", "delv"):
+        require_binary(program)
+    yield from dnssec_zones.start(tmp_path_factory.mktemp("dnssec-bind"), {}, {})
+
+
+def run(lab: dnssec_zones.SignedLab, domain: str, anchors: dnssec.Anchors | None = None, resolver: Resolver | None = None) -> list[Finding]:
+    registry.load_builtin()
+    ctx = CheckContext(domain, resolver or lab.resolver(), dnssec=DnssecOptions(lab.anchors if anchors is None else anchors))
+    return runner.run(ctx, registry.select(["dnssec"]), deadline=60)
+
+
+def by_id(findings: list[Finding], id: str) -> list[Finding]:
+    found = [f for f in findings if f.id == id]
+    assert found, [f.id for f in findings]
+    return found
+
+
+def delv(lab: dnssec_zones.SignedLab, tmp: Path, name: str, rdtype: str) -> str:
+    """BIND's validator on the same question, anchored at the same DS."""
+    anchor = tmp / "anchor.conf"
+    rows = [line.split() for line in lab.anchor_text.splitlines() if line.strip()]
+    anchor.write_text("trust-anchors {\n" + "".join(f'  "{r[0]}" static-ds {r[3]} {r[4]} {r[5]} "{"".join(r[6:])}";\n' for r in rows) + "};\n")
+    result = subprocess.run(["delv", "-a", str(anchor), "-p", str(lab.port), f"@{dnssec_zones.ADDRESS}", "+root=" + dnssec_zones.PARENT, name, rdtype],
+                            capture_output=True, text=True, timeout=30)
+    return result.stdout + result.stderr
+
+
+def test_a_signed_zone_passes_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    findings = run(signed, "good.dnssec.test")
+    assert {f.status for f in by_id(findings, "dnssec.signed")} == {Status.PASS}, findings
+    valid = by_id(findings, "dnssec.valid")
+    assert {f.status for f in valid} == {Status.PASS}, valid
+    assert len(valid) == 3  # MX, SPF TXT, DMARC TXT
+    assert "; fully validated" in delv(signed, tmp_path, "good.dnssec.test", "MX")
+
+
+def test_a_tampered_signature_fails_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    findings = run(signed, "bad.dnssec.test")
+    # the MX RRset was not touched: signatures are per RRset
+    assert {f.status for f in by_id(findings, "dnssec.signed")} == {Status.PASS}
+    txt = [f for f in by_id(findings, "dnssec.valid") if f.summary.startswith("bad.dnssec.test TXT")]
+    assert [f.status for f in txt] == [Status.FAIL], txt
+    assert "verify failure" in txt[0].summary
+    assert "fully validated" not in delv(signed, tmp_path, "bad.dnssec.test", "TXT")
+
+
+def test_expired_signatures_fail_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    findings = run(signed, "expired.dnssec.test")
+    found = by_id(findings, "dnssec.signed")
+    assert [f.status for f in found] == [Status.FAIL], found
+    assert "expired (expired 2024-02-01" in found[0].summary
+    assert "expired" in delv(signed, tmp_path, "expired.dnssec.test", "MX").lower()
+
+
+def test_an_unsigned_delegation_warns(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    findings = run(signed, "unsigned.dnssec.test")
+    found = by_id(findings, "dnssec.signed")
+    assert [f.status for f in found] == [Status.WARN], found
+    assert "no DS" in found[0].summary
+    assert {f.status for f in by_id(findings, "dnssec.valid")} == {Status.SKIP}
+    assert "unsigned answer" in delv(signed, tmp_path, "unsigned.dnssec.test", "MX")
+
+
+def test_a_wrong_anchor_fails_and_an_anchor_by_dnskey_passes(signed: dnssec_zones.SignedLab) -> None:
+    stray = dnssec.parse_anchors("dnssec.test. IN DS 12345 13 2 " + "AB" * 32)
+    assert {f.status for f in by_id(run(signed, "good.dnssec.test", stray), "dnssec.signed")} == {Status.FAIL}
+    keys = dnssec_zones.signing.dnskey_lines(signed.bind.workdir / "keys", dnssec_zones.PARENT)
+    by_key = dnssec.parse_anchors("\n".join(keys))
+    assert by_key[dns.name.from_text(dnssec_zones.PARENT)].dnskey
+    assert {f.status for f in by_id(run(signed, "good.dnssec.test", by_key), "dnssec.signed")} == {Status.PASS}
+
+
+def test_a_validation_that_cannot_complete_is_an_error_not_a_verdict(signed: dnssec_zones.SignedLab) -> None:
+    # the root anchor, but the server holds no root zone: REFUSED for ". DNSKEY"
+    root = dnssec.load_anchors()
+    findings = run(signed, "good.dnssec.test", root)
+    assert {f.status for f in findings} == {Status.ERROR}, findings
+    dead = Resolver((Server(dnssec_zones.ADDRESS, 9),), 0.5).cached()  # nothing listens
+    findings = run(signed, "good.dnssec.test", resolver=dead)
+    assert {f.status for f in findings} == {Status.ERROR}, findings
+
+
+def test_bad_trust_anchor_files_are_refused_with_the_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "anchor"
+    for text, words in (("example. IN A 192.0.2.1\n", "not a DS or DNSKEY"), ("garbage\n", "zone-file syntax"), ("", "no DS or DNSKEY")):
+        bad.write_text(text)
+        with pytest.raises(dnssec.AnchorError, match=words):
+            dnssec.load_anchors(bad)
+    with pytest.raises(dnssec.AnchorError, match="does not exist"):
+        dnssec.load_anchors(tmp_path / "missing")
+
+
+def test_check_refuses_a_bad_trust_anchor_file_before_any_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailstack.cli import main as cli
+
+    bad = tmp_path / "anchor"
+    bad.write_text("example. IN A 192.0.2.1\n")
+    # a nameserver nothing listens on: a query would cost a timeout, exit 2 comes at once
+    code = cli.main(["check", "--domain", "example.net", "--trust-anchor", str(bad), "--nameserver", "127.0.152.9:9", "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: ") and "not a DS or DNSKEY record" in err
