@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mailstack import plan
-from mailstack.checks.dns.resolver import Resolver
 from mailstack.cli import options
 from mailstack.core.errors import MailstackError, RuleError
 from mailstack.core.model import MailDomain, SenderKind
-from mailstack.rfc2136 import authoritative
 from mailstack.rules import dkim, dkim_rotation
 from mailstack.rules.dkim_rotation import Rotation, RotationState
 
@@ -71,6 +69,8 @@ def with_rotation(planned: plan.Plan, state: RotationState | None, nameservers: 
         return planned
     new, old = planned.rotation_names()
     zone = planned.zone_of(next(iter(new)))
+    from mailstack.rfc2136 import authoritative  # dnspython's query modules: only when servers are asked (start-up)
+
     servers = authoritative.of_stack(stack.dns, zone, nameservers, timeout)
     observed = authoritative.observe(servers, new, old, timeout)
     return planned.with_rotation(dkim_rotation.decide(stack.dkim, stack.dns.ttl, observed, state, time.time()))
@@ -81,6 +81,8 @@ def record(args: argparse.Namespace, planned: plan.Plan) -> plan.Plan:
     answers and the state in FILE, write the state back (the switch time, once), and
     say the phase on stderr (stdout lists the files written)."""
     try:
+        from mailstack.checks.dns.resolver import Resolver  # only when the servers are asked (start-up)
+
         servers = [(s.address, s.port) for s in Resolver.from_strings(args.nameserver, args.timeout).servers]
     except ValueError as err:
         raise MailstackError(f"--nameserver: {err}") from err
