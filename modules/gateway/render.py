@@ -131,6 +131,12 @@ def mailgate_source() -> str:
     return importlib.resources.files("mailstack.gateway").joinpath("mailgate.py").read_text(encoding="utf-8")
 
 
+def mailgated_source() -> str:
+    """The resident mailgate (``mailstack.gateway.mailgated``, standard library only): the
+    LMTP service copied beside the mailgate, whose rules (``mailgate.py``) it loads."""
+    return importlib.resources.files("mailstack.gateway").joinpath("mailgated.py").read_text(encoding="utf-8")
+
+
 def aliasd_source() -> str:
     """mailstack-aliasd (``mailstack.gateway.aliasd``, standard library only), the RCPT
     validation service copied to a gateway host beside the mailgate."""
