@@ -35,7 +35,7 @@ from mailstack.rules import mta_sts
 
 #: The package holding the Jinja templates (the project's ``templates/`` folder).
 TEMPLATES_PACKAGE = "mailstack.templates"
-#: The pipe transport in master.cf that runs the mailgate.
+#: The master.cf transport to the mailgate: LMTP to the resident mailgate, or the pipe.
 MAILGATE_TRANSPORT = "odoo"
 #: The cleanup service of the MX's smtpd in forward mode (redirect + SRS), master.cf.
 REDIRECT_CLEANUP = "odoo-redirect"
@@ -115,6 +115,8 @@ def render(
             templates["systemd/mailstack-aliasd.service"] = "systemd/mailstack-aliasd.service.j2"
     if settings.smtp_auth:
         templates["postfix/sasl/smtpd.conf"] = "postfix/sasl_smtpd.conf.j2"
+    if resident_mailgate(settings):
+        templates["systemd/mailstack-mailgate.service"] = "systemd/mailstack-mailgate.service.j2"
     for relative, template in templates.items():
         files[relative] = RenderedFile(env.get_template(template).render(context))
     if stack.mta_sts:
@@ -141,6 +143,17 @@ def aliasd_source() -> str:
     """mailstack-aliasd (``mailstack.gateway.aliasd``, standard library only), the RCPT
     validation service copied to a gateway host beside the mailgate."""
     return importlib.resources.files("mailstack.gateway").joinpath("aliasd.py").read_text(encoding="utf-8")
+
+
+def resident_mailgate(settings: GatewaySettings) -> bool:
+    """True when Postfix delivers to the resident mailgate over LMTP (the default),
+    False when its pipe starts a mailgate per message (``gateway.mailgate.delivery``)."""
+    return settings.mailgate.delivery == "lmtp"
+
+
+def uses_mailgated(files: Mapping[str, RenderedFile]) -> bool:
+    """True when the rendered gateway runs mailstack-mailgated (its systemd unit)."""
+    return "systemd/mailstack-mailgate.service" in files
 
 
 def needs_aliasd(plan: Plan, settings: GatewaySettings) -> bool:
@@ -190,6 +203,9 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "layout": layout,
         "inet_protocols": layout.inet_protocols,
         "mailgate_transport": MAILGATE_TRANSPORT,
+        # The transport's next hop: the resident mailgate's LMTP socket, or (pipe) a
+        # name only, the same for every domain so recipients go together.
+        "mailgate_nexthop": f"inet:{layout.mailgated_host}:{layout.mailgated_port}" if resident_mailgate(settings) else "odoo",
         "relay_domains": plan.relay_domains,
         "recipients": accepted_recipients(plan),
         "accept_all": plan.stack.inbound.accept_all,
