@@ -115,7 +115,7 @@ def render(
             templates["systemd/mailstack-aliasd.service"] = "systemd/mailstack-aliasd.service.j2"
     if settings.smtp_auth:
         templates["postfix/sasl/smtpd.conf"] = "postfix/sasl_smtpd.conf.j2"
-    if resident_mailgate(settings):
+    if runs_mailgated(plan, settings):
         templates["systemd/mailstack-mailgate.service"] = "systemd/mailstack-mailgate.service.j2"
     for relative, template in templates.items():
         files[relative] = RenderedFile(env.get_template(template).render(context))
@@ -149,6 +149,12 @@ def resident_mailgate(settings: GatewaySettings) -> bool:
     """True when Postfix delivers to the resident mailgate over LMTP (the default),
     False when its pipe starts a mailgate per message (``gateway.mailgate.delivery``)."""
     return settings.mailgate.delivery == "lmtp"
+
+
+def runs_mailgated(plan: Plan, settings: GatewaySettings) -> bool:
+    """True when the gateway runs the resident mailgate: LMTP delivery, and Postfix
+    delivers to Odoo at all (relay domains; not in forward mode)."""
+    return resident_mailgate(settings) and not plan.stack.forwards_through_gateways and bool(plan.relay_domains)
 
 
 def uses_mailgated(files: Mapping[str, RenderedFile]) -> bool:

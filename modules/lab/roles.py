@@ -221,11 +221,13 @@ class IndependentReceiver(Role):
 class GatewayHost(Role):
     """One gateway host of the stack (``mailstack.lab.gateway``)."""
 
-    def __init__(self, host: Gateway, aliasd: bool = False) -> None:
+    def __init__(self, host: Gateway, aliasd: bool = False, mailgated: bool = False) -> None:
         self.host = host
         self.name = gateway.role_name(host)
-        # mailstack-aliasd where the gateway asks Odoo which recipients exist.
-        self.processes = (f"{self.name}-opendkim", f"{self.name}-postfix", *([f"{self.name}-aliasd"] if aliasd else []))
+        # mailstack-aliasd where the gateway asks Odoo which recipients exist, and the
+        # resident mailgate where Postfix delivers to Odoo over LMTP.
+        self.processes = (f"{self.name}-opendkim", f"{self.name}-postfix", *([f"{self.name}-aliasd"] if aliasd else []),
+                          *([f"{self.name}-mailgated"] if mailgated else []))
 
     def start(self, lab: Lab, fresh: bool) -> None:
         gateway.start(lab.state, lab.plan, self.host, fresh=fresh)
@@ -297,7 +299,8 @@ def for_lab(lab: Lab) -> list[Role]:
     """The roles a stack needs, DNS first."""
     found: list[Role] = [Dns(), Records(), Odoo(), IndependentReceiver()]
     aliasd = lab.stack.gateway is not None and render.needs_aliasd(lab.plan, lab.stack.gateway)
-    found += [GatewayHost(g, aliasd) for g in lab.stack.gateways]
+    mailgated = lab.stack.gateway is not None and render.runs_mailgated(lab.plan, lab.stack.gateway)
+    found += [GatewayHost(g, aliasd, mailgated) for g in lab.stack.gateways]
     third_parties = any(s.kind in SENDER_HOSTS for s in lab.declared.outbound) or lab.topology.spf_sources
     if third_parties or (lab.stack.odoo.saas_host and lab.stack.inbound.mode is InboundMode.ODOO_MX):
         found.append(Services())
