@@ -58,6 +58,9 @@ def _sibling(name: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    # No __pycache__ beside the scripts: the directory is root's (or read-only under
+    # the unit's ProtectSystem=strict), and the lab keeps the mailgate's directory private.
+    sys.dont_write_bytecode = True
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module

@@ -61,10 +61,11 @@ class MailgateDaemon:
         directory = self.workdir / "mailstack"
         entry = pwd.getpwnam(self.user)
         for name, text in (("mailgate.py", mailgate_source()), ("mailgated.py", mailgated_source())):
-            script = directory / name
+            script = directory / name  # the mailgate's user owns its files, as on a host
             script.unlink(missing_ok=True)
             script.write_text(text, encoding="utf-8")
-            script.chmod(0o755)
+            script.chmod(0o700)
+            os.chown(script, entry.pw_uid, entry.pw_gid)
         command = [binary("setpriv"), f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups",
                    mailgate_python(), "-I", "-S", str(directory / "mailgated.py"), "--config", str(self.conf_path)]
         if self.netns:
