@@ -402,8 +402,9 @@ def test_lab_files_holding_mail_logs_databases_or_secrets_are_private(lab: Lab) 
     assert "user=nobody" not in master_cf
     # The lab stack delivers over LMTP (the default): the resident mailgate runs as the
     # mailgate's own user.
-    [mailgated] = [p for p in lab.state.processes if p.role == "gateway-mx1.acme.test-mailgated"]
-    assert pwd.getpwuid(os.stat(f"/proc/{mailgated.pid}").st_uid).pw_name == users.MAILGATE_USER
+    mailgated = [p for p in lab.state.processes if p.role.startswith("gateway-") and p.role.endswith("-mailgated")]
+    assert len(mailgated) == len(lab.stack.gateways)
+    assert {pwd.getpwuid(os.stat(f"/proc/{p.pid}").st_uid).pw_name for p in mailgated} == {users.MAILGATE_USER}
 
 
 @pytest.mark.stacks("lab")

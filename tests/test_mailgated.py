@@ -3,7 +3,7 @@ Odoo gets, bounded concurrency, sessions kept, no secret in a reply.
 
 The service runs as a real process, copied alone with mailgate.py into a directory and
 started like on a gateway host (``/usr/bin/python3 -I -S mailgated.py``), against Odoo
-stand-in processes on loopback (127.0.20.61, kernel-chosen ports); the client is the
+stand-in processes on loopback (127.0.150.61, kernel-chosen ports); the client is the
 standard library's ``smtplib.LMTP``. The reply classes are checked against the pipe
 mailgate's exit codes for the same cases (tests/test_mailgate.py): one mapping.
 """
@@ -26,7 +26,7 @@ from mailstack.gateway.render import mailgate_source, mailgated_source
 from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import mailgate_python
 
-ADDRESS = "127.0.20.61"
+ADDRESS = "127.0.150.61"
 PASSWORD = "pw-Lm22-never-in-a-reply"
 ALIASES = ["sales@example.net", "support@example.net"]
 BEHAVIOURS = ("ok", "transient", "http-500", "garbage", "crash", "slow:30")
