@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import smtplib
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -94,6 +95,14 @@ class Gateway:
         """The Message-Id of every message Odoo stored, duplicates kept."""
         return [str(m["message_id"]) for m in self.standin.messages()]
 
+    def stored_ids(self) -> list[str]:
+        """``stored()`` read cheaply (no message bytes, a read-only connection): the
+        benchmark polls it, and reading every row's bytes while Odoo writes kept the
+        stand-in's SQLite database locked (it answered "database is locked": a retry)."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.standin.db_path}?mode=ro", uri=True, timeout=10)) as db:
+            rows = db.execute("SELECT json_extract(data, '$.message_id') FROM records WHERE model = 'mail.message'")
+            return [str(row[0]) for row in rows]
+
     def routed(self) -> dict[str, Counter[str]]:
         """How often Odoo routed each Message-Id to each alias. Odoo posts a message
         once per route (one record per alias it names); a message processed twice
@@ -161,7 +170,7 @@ def inbound_gateway(prefix: str, concurrency: int,
         (workdir / "secret").chmod(0o755)
         aliasd = AliasDaemon(workdir, files, netns=name)
         mailgated = MailgateDaemon(workdir, files, netns=name) if render.uses_mailgated(files) else None
-        servers = {"odoo": standin, "opendkim": opendkim, "aliasd": aliasd, "mailgated": mailgated, "postfix": postfix}
+        servers: dict[str, Server | None] = {"odoo": standin, "opendkim": opendkim, "aliasd": aliasd, "mailgated": mailgated, "postfix": postfix}
         for component in COMPONENTS:
             server = servers[component]
             if server is None:

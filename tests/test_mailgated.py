@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,7 +149,8 @@ def test_delivers_with_return_path_and_a_delivered_to_per_recipient(standins: di
 )
 def test_reply_per_failure_class_is_the_pipes(standins: dict[str, OdooStandIn], service_dir: Path, refused_port: int,
                                               case: str, code: int, status: bytes) -> None:
-    url, options, recipient = standins["ok"].url, {}, "sales@example.net"
+    url, recipient = standins["ok"].url, "sales@example.net"
+    options: dict[str, Any] = {}
     if case == "no-route":
         recipient = "nobody@example.net"
     elif case == "wrong-password":
@@ -161,7 +163,7 @@ def test_reply_per_failure_class_is_the_pipes(standins: dict[str, OdooStandIn], 
         url, options = standins["slow:30"].url, {"timeout": 1}
     elif case == "down":
         url = f"http://{ADDRESS}:{refused_port}"
-    service = Service(service_dir, url, **options)  # type: ignore[arg-type]
+    service = Service(service_dir, url, **options)
     try:
         message = MESSAGE.replace(b"sales@", recipient.split("@")[0].encode() + b"@").replace(b"{n}", case.encode())
         replies = service.send([recipient], message)
