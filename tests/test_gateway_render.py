@@ -286,6 +286,8 @@ _DELETE = object()
         ("gateway.mailgate", {"concurrency": 0}, "mailstack:gateway.mailgate.concurrency: 0 is not between 1 and 100"),
         ("gateway.mailgate", {"concurrency": 101}, "mailstack:gateway.mailgate.concurrency: 101 is not between 1 and 100"),
         ("gateway.mailgate", {"concurrency": "eight"}, "mailstack:gateway.mailgate.concurrency: 'eight' is not an integer"),
+        ("gateway.mailgate", {"delivery": "smtp"}, "mailstack:gateway.mailgate.delivery: 'smtp' is not one of lmtp, pipe"),
+        ("gateway.mailgate", {"delivery": ["lmtp"]}, "mailstack:gateway.mailgate.delivery: "),
         ("gateway.colour", "blue", "mailstack:gateway.colour: unknown key"),
     ],
 )

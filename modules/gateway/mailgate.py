@@ -1,7 +1,10 @@
 """mailstack-mailgate: hand one inbound message from Postfix to Odoo, never losing it.
 
-Postfix's pipe runs this once per message (see ``templates/postfix/master.cf.j2``)
-with the raw message on stdin. It calls Odoo's XML-RPC
+With ``gateway.mailgate.delivery: pipe`` Postfix's pipe runs this once per message (see
+``templates/postfix/master.cf.j2``) with the raw message on stdin; with ``lmtp`` (the
+default) the resident ``mailstack.gateway.mailgated`` calls ``deliver`` here for each
+message it gets over LMTP, with a ``Session`` kept per worker, and answers Postfix from
+the same ``REPLIES`` table — one rule for both. It calls Odoo's XML-RPC
 ``execute_kw(db, uid, password, 'mail.thread', 'message_process', [False, Binary(raw)], {})``
 like Odoo's own ``odoo-mailgate.py``, but:
 
