@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import smtplib
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -39,6 +40,7 @@ from mailstack.gateway import render
 from mailstack.lab import netns
 from mailstack.lab.binaries import binary
 from mailstack.lab.aliasd import AliasDaemon
+from mailstack.lab.mailgated import MailgateDaemon
 from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import OpenDkim, PostfixInstance, install_mailgate, lab_layout, make_workdir
 from mailstack.lab.tls import self_signed
@@ -49,15 +51,15 @@ GATEWAY, STANDIN = "127.0.114.10", "127.0.114.40"
 FIRST_SENDER = 100
 PASSWORD = "inbound-odoo-password"
 ALIASES = ("sales", "support", "info", "jobs")
-#: The stand-in, OpenDKIM, mailstack-aliasd (RCPT TO checked against Odoo's aliases)
-#: and Postfix, in the order they start.
-COMPONENTS = ("odoo", "opendkim", "aliasd", "postfix")
+#: The stand-in, OpenDKIM, mailstack-aliasd (RCPT TO checked against Odoo's aliases),
+#: the resident mailgate (delivery lmtp only) and Postfix, in the order they start.
+COMPONENTS = ("odoo", "opendkim", "aliasd", "mailgated", "postfix")
 
-Server = OdooStandIn | OpenDkim | AliasDaemon | PostfixInstance
+Server = OdooStandIn | OpenDkim | AliasDaemon | MailgateDaemon | PostfixInstance
 
 
-def stack_config(workdir: Path, concurrency: int) -> dict[str, Any]:
-    """The declaration: one domain, four aliases, the mailgate's concurrency."""
+def stack_config(workdir: Path, concurrency: int, delivery: str = "lmtp") -> dict[str, Any]:
+    """The declaration: one domain, four aliases, the mailgate's concurrency and delivery."""
     cert, key = self_signed(["mx1.example.net"], days=30)
     tls = workdir / "tls"
     tls.mkdir(mode=0o755)
@@ -74,7 +76,7 @@ def stack_config(workdir: Path, concurrency: int) -> dict[str, Any]:
         "gateway": {
             "tls": {"cert": str(tls / "gateway.pem"), "key": str(tls / "gateway.key")},
             "mailgate": {"passwordFile": str(workdir / "secret" / "odoo-password"), "timeout": 60,
-                         "concurrency": concurrency},
+                         "concurrency": concurrency, "delivery": delivery},
         },
     }
 
@@ -86,10 +88,20 @@ class Gateway:
     standin: OdooStandIn
     opendkim: OpenDkim
     postfix: PostfixInstance
+    #: The resident mailgate (None with delivery pipe).
+    mailgated: MailgateDaemon | None = None
 
     def stored(self) -> list[str]:
         """The Message-Id of every message Odoo stored, duplicates kept."""
         return [str(m["message_id"]) for m in self.standin.messages()]
+
+    def stored_ids(self) -> list[str]:
+        """``stored()`` read cheaply (no message bytes, a read-only connection): the
+        benchmark polls it, and reading every row's bytes while Odoo writes kept the
+        stand-in's SQLite database locked (it answered "database is locked": a retry)."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.standin.db_path}?mode=ro", uri=True, timeout=10)) as db:
+            rows = db.execute("SELECT json_extract(data, '$.message_id') FROM records WHERE model = 'mail.message'")
+            return [str(row[0]) for row in rows]
 
     def routed(self) -> dict[str, Counter[str]]:
         """How often Odoo routed each Message-Id to each alias. Odoo posts a message
@@ -103,10 +115,27 @@ class Gateway:
 
     def send(self, messages: int, connections: int, first: int = 0) -> dict[str, Any]:
         """Run ``send_all`` inside the namespace: {"started", "accepted", "failures"}."""
+        return self.send_async(messages, connections, first)()
+
+    def send_async(self, messages: int, connections: int, first: int = 0) -> Callable[[], dict[str, Any]]:
+        """Start ``send_all`` inside the namespace; the function returned waits for its
+        result ({"started", "accepted", "failures"})."""
         out = self.workdir / f"sent-{time.monotonic_ns()}.json"
-        subprocess.run([binary("ip"), "netns", "exec", self.name, sys.executable, "-m", "tests.inbound_gateway",
-                        str(first), str(messages), str(connections), str(out)], cwd=ROOT, check=True, timeout=900)
-        result: dict[str, Any] = json.loads(out.read_text())
+        process = subprocess.Popen([binary("ip"), "netns", "exec", self.name, sys.executable, "-m", "tests.inbound_gateway",
+                                    str(first), str(messages), str(connections), str(out)], cwd=ROOT)
+
+        def result() -> dict[str, Any]:
+            try:
+                code = process.wait(900)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            if code:
+                raise subprocess.CalledProcessError(code, process.args)
+            sent: dict[str, Any] = json.loads(out.read_text())
+            return sent
+
         return result
 
 
@@ -117,10 +146,10 @@ def _nothing(component: str) -> AbstractContextManager[None]:
 @contextmanager
 def inbound_gateway(prefix: str, concurrency: int,
                     around: Callable[[str], AbstractContextManager[None]] = _nothing,
-                    mailgate_prefix: tuple[str, ...] = ()) -> Iterator[Gateway]:
+                    mailgate_prefix: tuple[str, ...] = (), delivery: str = "lmtp") -> Iterator[Gateway]:
     """The gateway of ``stack_config`` running in namespace ``<prefix>-<pid>``;
     ``around(component)`` wraps each component's start and ``mailgate_prefix`` goes in
-    front of the mailgate's argv in master.cf (the benchmark's CPU accounting)."""
+    front of the pipe mailgate's argv in master.cf (the benchmark's CPU accounting)."""
     name = f"{prefix}-{os.getpid()}"
     workdir = make_workdir(f"{prefix}-")
     started: list[Server] = []
@@ -130,7 +159,7 @@ def inbound_gateway(prefix: str, concurrency: int,
                                         serialization.NoEncryption()).decode()
         layout = lab_layout(workdir, GATEWAY)
         layout = dataclasses.replace(layout, mailgate_command=(*mailgate_prefix, *layout.mailgate_command))
-        files = render.render(plan.build(from_config(stack_config(workdir, concurrency))),
+        files = render.render(plan.build(from_config(stack_config(workdir, concurrency, delivery))),
                               dkim_private_key_pem=private_pem, layout=layout)
         netns.create(name, nameserver="127.0.114.53")  # nothing answers there: no lookups leave
         standin = OdooStandIn(workdir / "odoo", STANDIN, 8069, password=PASSWORD, netns=name,
@@ -140,12 +169,16 @@ def inbound_gateway(prefix: str, concurrency: int,
         install_mailgate(files, workdir, PASSWORD)
         (workdir / "secret").chmod(0o755)
         aliasd = AliasDaemon(workdir, files, netns=name)
-        servers: tuple[Server, ...] = (standin, opendkim, aliasd, postfix)
-        for component, server in zip(COMPONENTS, servers):
+        mailgated = MailgateDaemon(workdir, files, netns=name) if render.uses_mailgated(files) else None
+        servers: dict[str, Server | None] = {"odoo": standin, "opendkim": opendkim, "aliasd": aliasd, "mailgated": mailgated, "postfix": postfix}
+        for component in COMPONENTS:
+            server = servers[component]
+            if server is None:
+                continue
             with around(component):
                 server.start()
             started.append(server)
-        yield Gateway(name, workdir, standin, opendkim, postfix)
+        yield Gateway(name, workdir, standin, opendkim, postfix, mailgated)
     finally:
         for server in reversed(started):
             server.stop()

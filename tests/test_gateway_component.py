@@ -82,15 +82,22 @@ def test_one_component_per_gateway_with_files_key_and_activation() -> None:
         assert layout.mailgate_command[-1] in copies  # the stdlib-only mailgate script
         assert copies[layout.aliasd_command[-1]].inputs["source"].text == render.aliasd_source()  # and mailstack-aliasd
         assert "/etc/systemd/system/mailstack-aliasd.service" in copies
+        # The resident mailgate (delivery: lmtp, the default): its script beside the
+        # mailgate's (whose rules it loads) and its unit.
+        assert copies[layout.mailgated_command[-1]].inputs["source"].text == render.mailgated_source()
+        assert "/etc/systemd/system/mailstack-mailgate.service" in copies
         commands = {r.name.removeprefix(f"gateway-{host}-"): r for r in children(run, host, COMMAND)}
         assert set(commands) == {"packages", "dkim-key", "activate"}
         assert "apt-get install -y -q postfix opendkim" in commands["packages"].inputs["create"]
         activate = commands["activate"].inputs["create"]
         assert "postmap /etc/postfix/transport /etc/postfix/relay_recipients" in activate
         assert "postfix -c /etc/postfix check" in activate and "reload-or-restart postfix" in activate
-        assert "chmod 0755 /usr/local/lib/mailstack/mailgate.py /usr/local/lib/mailstack/aliasd.py" in activate
-        assert "systemctl enable opendkim postfix mailstack-aliasd" in activate
+        assert ("chmod 0755 /usr/local/lib/mailstack/mailgate.py /usr/local/lib/mailstack/aliasd.py "
+                "/usr/local/lib/mailstack/mailgated.py") in activate
+        assert "systemctl enable opendkim postfix mailstack-aliasd mailstack-mailgate" in activate
         assert activate.index("systemctl restart mailstack-aliasd") < activate.index("reload-or-restart postfix")
+        assert activate.index("systemctl restart mailstack-mailgate") < activate.index("reload-or-restart postfix")
+        assert "disable --now" not in activate
         key = commands["dkim-key"]
         assert secret(key.inputs["stdin"]) == "(mock private key)"  # the tls.PrivateKey PEM, secret, via stdin
         assert "umask 077" in key.inputs["create"] and "/etc/opendkim/keys/gw.private" in key.inputs["create"]
@@ -192,7 +199,20 @@ def test_the_private_key_stays_secret_in_the_component() -> None:
     files = render.render(plan.build(stack), gateway=stack.gateways[0])
     mailgate_source = (project.ROOT / "modules" / "gateway" / "mailgate.py").read_text()
     aliasd_source = (project.ROOT / "modules" / "gateway" / "aliasd.py").read_text()
-    assert built["server"].content_hash == content_hash(files, mailgate_source, aliasd_source)
+    mailgated_source = (project.ROOT / "modules" / "gateway" / "mailgated.py").read_text()
+    assert built["server"].content_hash == content_hash(files, mailgate_source, aliasd_source, mailgated_source)
+
+
+def test_the_pipe_delivery_deploys_no_resident_mailgate_and_stops_an_earlier_one() -> None:
+    values = base_values()
+    values["gateway"] = {"mailgate": {"delivery": "pipe"}}
+    run = run_values(values)
+    copies = {r.inputs["remotePath"] for r in children(run, "mx1.example.org", COPY)}
+    assert "/usr/local/lib/mailstack/mailgated.py" not in copies and "/etc/systemd/system/mailstack-mailgate.service" not in copies
+    activate = run.named("gateway-mx1.example.org-activate").inputs["create"]
+    assert "systemctl restart mailstack-mailgate" not in activate
+    stop = "if systemctl cat mailstack-mailgate >/dev/null 2>&1; then systemctl disable --now mailstack-mailgate; fi"
+    assert activate.index("reload-or-restart postfix") < activate.index(stop)  # Postfix pipes first
 
 
 def test_forward_mode_installs_postsrsd_and_redirects_to_odoo() -> None:

@@ -52,7 +52,8 @@ SNAPSHOT = (
     "cd / && find etc/postfix etc/opendkim etc/mailstack usr/local/lib/mailstack etc/systemd/system/opendkim.service.d "
     "var/www/mta-sts -printf '%p %m %u:%g\\n' | sort && find etc/postfix etc/opendkim etc/mailstack usr/local/lib/mailstack "
     "etc/systemd/system/opendkim.service.d var/www/mta-sts -type f ! -name '*.db' -exec sha256sum {} + | sort && "
-    "systemctl is-active opendkim postfix postfix@- && systemctl is-enabled opendkim postfix && id mailgate && "
+    "systemctl is-active opendkim postfix postfix@- mailstack-mailgate && systemctl is-enabled opendkim postfix mailstack-mailgate && "
+    "id mailgate && "
     "dpkg-query -W -f '${Package} ${Status}\\n' postfix opendkim opendkim-tools python3 ssl-cert"
 )
 
@@ -137,24 +138,30 @@ def test_first_deploy_installs_and_starts_everything(day: Day) -> None:
     assert not [e.name for e in everything if e.created_dirs], "the component makes every parent directory itself"
     assert not leaked(deploy.secrets, [t for e in everything for t in (e.command, e.stdout, e.stderr)])
     for hostname in HOSTS:
-        assert site.checked(hostname, "systemctl is-active opendkim postfix postfix@- mailstack-aliasd").split() == ["active"] * 4
-        assert site.checked(hostname, "systemctl is-enabled opendkim postfix mailstack-aliasd").split() == ["enabled"] * 3
+        units = "opendkim postfix postfix@- mailstack-aliasd mailstack-mailgate"
+        assert site.checked(hostname, f"systemctl is-active {units}").split() == ["active"] * 5
+        assert site.checked(hostname, "systemctl is-enabled opendkim postfix mailstack-aliasd mailstack-mailgate").split() == ["enabled"] * 4
+        # The resident mailgate runs as the mailgate user; its argv holds no secret.
+        assert site.checked(hostname, "ps -o user=,args= -C python3 | grep mailgated.py").split() == [
+            "mailgate", "/usr/bin/python3", "-I", "-S", "/usr/local/lib/mailstack/mailgated.py", "--config", "/etc/mailstack/mailgate.conf"]
         assert site.checked(hostname, "systemctl --failed --no-legend --plain") == ""
         status, out, err = site.ssh(hostname, "script -qefc 'postfix -c /etc/postfix check' /dev/null")
         assert (status, out.strip()) == (0, ""), err
         modes = site.checked(hostname, "stat -c '%n %a %U:%G' /etc/opendkim/keys /etc/opendkim/keys/odoo2026.private "
-                                       "/etc/mailstack/odoo-password /etc/postfix/main.cf /usr/local/lib/mailstack/mailgate.py")
+                                       "/etc/mailstack/odoo-password /etc/postfix/main.cf /usr/local/lib/mailstack/mailgate.py "
+                                       "/usr/local/lib/mailstack/mailgated.py")
         assert modes.splitlines() == [
             "/etc/opendkim/keys 750 opendkim:opendkim", "/etc/opendkim/keys/odoo2026.private 600 opendkim:opendkim",
             "/etc/mailstack/odoo-password 640 root:mailgate", "/etc/postfix/main.cf 644 root:root",
-            "/usr/local/lib/mailstack/mailgate.py 755 root:root",
+            "/usr/local/lib/mailstack/mailgate.py 755 root:root", "/usr/local/lib/mailstack/mailgated.py 755 root:root",
         ]
         assert "-x /etc/opendkim/opendkim.conf" in site.checked(hostname, "ps -o args= -C opendkim")
 
 
 def test_mail_flows_both_ways_through_each_deployed_host(day: Day) -> None:
     """Outbound as Odoo submits it: DKIM-signed by the host, SPF, DKIM and DMARC pass at
-    the independent receiver. Inbound to an alias: through the deployed mailgate into Odoo."""
+    the independent receiver. Inbound to an alias: over LMTP through the deployed resident
+    mailgate into Odoo."""
     assert day.current is not None
     for hostname in HOSTS:
         verdict = day.site.submit_as_odoo(day.current, hostname, f"from Odoo via {hostname}")

@@ -35,6 +35,7 @@ from mailstack.core.model import MailDomain
 from mailstack.gateway import render
 from mailstack.lab import netns, smtp_tools, users
 from mailstack.lab.aliasd import AliasDaemon
+from mailstack.lab.mailgated import MailgateDaemon
 from mailstack.lab.odoo import OdooStandIn
 from mailstack.lab.postfix import (
     OpenDkim,
@@ -65,6 +66,8 @@ class Lab:
     standin: OdooStandIn
     sink: smtp_tools.SmtpSink
     postfix: PostfixInstance
+    #: gateway.mailgate.delivery: "lmtp" (the resident mailgate) or "pipe".
+    delivery: str = "lmtp"
 
     def send(self, source: str, mail_from: str, recipients: list[str], data: bytes, port: int = 25) -> dict:
         return smtp_tools.send(GATEWAY, port, mail_from, recipients, data, netns=self.netns, source=source)
@@ -108,8 +111,10 @@ def gateway_certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+@pytest.fixture(scope="module", params=["lmtp", "pipe"])
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """The gateway with each delivery to the mailgate: the same tests hold for both."""
+    delivery = str(request.param)
     require_root()
     for binary in ("postfix", "postconf", "postmap", "postqueue", "opendkim", "ip"):
         require_binary(binary)
@@ -135,7 +140,7 @@ def lab() -> Iterator[Lab]:
                 "odooAddresses": [ODOO],
                 "relayHost": f"[{RELAY}]:25",
                 "tls": {"cert": str(cert_path), "key": str(key_path)},
-                "mailgate": {"passwordFile": str(workdir / "secret" / "odoo-password"), "timeout": 20},
+                "mailgate": {"passwordFile": str(workdir / "secret" / "odoo-password"), "timeout": 20, "delivery": delivery},
             },
         })
         files = render.render(plan.build(stack), dkim_private_key_pem=private_pem, layout=lab_layout(workdir, GATEWAY))
@@ -152,10 +157,14 @@ def lab() -> Iterator[Lab]:
         install_mailgate(files, workdir, PASSWORD)
         (workdir / "secret").chmod(0o755)
         aliasd = AliasDaemon(workdir, files, netns=name, user=users.MAILGATE_USER)
-        for server in (standin, sink, opendkim, aliasd, postfix):
+        servers: list[OdooStandIn | smtp_tools.SmtpSink | OpenDkim | AliasDaemon | MailgateDaemon | PostfixInstance]
+        servers = [standin, sink, opendkim, aliasd, postfix]
+        if delivery == "lmtp":
+            servers.insert(4, MailgateDaemon(workdir, files, netns=name, user=users.MAILGATE_USER))
+        for server in servers:
             server.start()
             started.append(server)
-        yield Lab(stack, name, workdir, public_pem, standin, sink, postfix)
+        yield Lab(stack, name, workdir, public_pem, standin, sink, postfix, delivery)
     finally:
         for server in reversed(started):
             server.stop()
@@ -243,8 +252,15 @@ def test_a_reply_to_odoos_bounce_is_dropped_by_odoo_and_not_bounced_by_postfix(l
 
 def test_the_mailgate_runs_as_its_own_user_with_its_password_file_private(lab: Lab) -> None:
     """Not ``nobody``, whose uid unrelated services share: the password file it reads
-    is 0600 and its own, and Postfix pipes to it as that user (a delivery above ran)."""
-    assert f" user={users.MAILGATE_USER} " in (lab.workdir / "postfix" / "master.cf").read_text()
+    is 0600 and its own, and Postfix pipes to it as that user, or the resident mailgate
+    runs as that user (a delivery above ran)."""
+    if lab.delivery == "pipe":
+        assert f" user={users.MAILGATE_USER} " in (lab.workdir / "postfix" / "master.cf").read_text()
+    else:
+        pids = subprocess.run(["pgrep", "-f", str(lab.workdir / "mailstack" / "mailgated.py")], capture_output=True, text=True).stdout.split()
+        assert pids
+        owners = {pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name for pid in pids}
+        assert owners == {users.MAILGATE_USER}
     info = (lab.workdir / "secret" / "odoo-password").stat()
     assert pwd.getpwuid(info.st_uid).pw_name == users.MAILGATE_USER and stat.S_IMODE(info.st_mode) == 0o600
 

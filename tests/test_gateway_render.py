@@ -125,9 +125,25 @@ def test_inbound_is_relay_domains_plus_transport_never_a_virtual_alias() -> None
     assert "virtual_alias_maps" not in conf and "virtual_alias_domains" not in conf
     assert conf["odoo_destination_recipient_limit"] == "50"  # a message's recipients in one run
     assert conf["odoo_destination_concurrency_limit"] == "8"  # gateway.mailgate.concurrency's default
-    assert files["postfix/transport"].text.splitlines()[2:] == ["brand.example\todoo:odoo", "example.org\todoo:odoo"]
+    # The default delivery: LMTP to the resident mailgate, one next hop for all domains.
+    assert files["postfix/transport"].text.splitlines()[2:] == ["brand.example\todoo:inet:127.0.0.1:10028",
+                                                                "example.org\todoo:inet:127.0.0.1:10028"]
     master = files["postfix/master.cf"].text
+    assert "\nodoo      unix  -       -       n       -       -       lmtp\n  -o lmtp_data_done_timeout=120s\n" in master
+    assert "pipe" not in master.split("\nodoo ")[1]
+    assert "listen = 127.0.0.1:10028\nconcurrency = 8\n" in files["mailstack/mailgate.conf"].text
+    unit = files["systemd/mailstack-mailgate.service"].text
+    assert "User=mailgate\n" in unit and "Before=postfix.service\n" in unit
+    assert ("ExecStart=/usr/bin/python3 -I -S /usr/local/lib/mailstack/mailgated.py --config /etc/mailstack/mailgate.conf\n"
+            in unit)  # the password is read from its file, never in argv
+    # gateway.mailgate.delivery: pipe — a mailgate process per message, no service.
+    config = base_config()
+    config["gateway"].setdefault("mailgate", {})["delivery"] = "pipe"
+    piped = render.render(plan.build(from_config(config)))
+    assert piped["postfix/transport"].text.splitlines()[2:] == ["brand.example\todoo:odoo", "example.org\todoo:odoo"]
+    master = piped["postfix/master.cf"].text
     assert "flags=Rq user=mailgate argv=" in master and "--recipient ${original_recipient}" in master
+    assert "systemd/mailstack-mailgate.service" not in piped and "listen" not in piped["mailstack/mailgate.conf"].text
     recipients = {line.split("\t")[0] for line in files["postfix/relay_recipients"].text.splitlines()[1:]}
     for domain in ("example.org", "brand.example"):
         for local in ("catchall", "bounce", "postmaster", "abuse", "sales", "jobs"):
@@ -277,6 +293,8 @@ _DELETE = object()
         ("gateway.mailgate", {"concurrency": 0}, "mailstack:gateway.mailgate.concurrency: 0 is not between 1 and 100"),
         ("gateway.mailgate", {"concurrency": 101}, "mailstack:gateway.mailgate.concurrency: 101 is not between 1 and 100"),
         ("gateway.mailgate", {"concurrency": "eight"}, "mailstack:gateway.mailgate.concurrency: 'eight' is not an integer"),
+        ("gateway.mailgate", {"delivery": "smtp"}, "mailstack:gateway.mailgate.delivery: 'smtp' is not one of lmtp, pipe"),
+        ("gateway.mailgate", {"delivery": ["lmtp"]}, "mailstack:gateway.mailgate.delivery: "),
         ("gateway.colour", "blue", "mailstack:gateway.colour: unknown key"),
     ],
 )
@@ -358,7 +376,7 @@ def test_recipients_and_transport_follow_the_declaration(aliases: list[str], ali
     assert files == render.render(plan.build(stack))
     domains = sorted({"example.org", *alias_domains})
     transport = [line for line in files["postfix/transport"].text.splitlines() if not line.startswith("#")]
-    assert transport == [f"{domain}\todoo:odoo" for domain in domains]
+    assert transport == [f"{domain}\todoo:inet:127.0.0.1:10028" for domain in domains]
     if accept_all:
         assert "postfix/relay_recipients" not in files
         return

@@ -76,3 +76,44 @@ def test_many_clients_and_an_odoo_outage_lose_and_duplicate_nothing(gateway: Gat
         index = int(str(stored["message_id"]).split("-")[1].split("@")[0])
         parsed = email.message_from_bytes(stored["raw"], policy=email.policy.default)
         assert parsed.get_all("Delivered-To") == recipients_of(index), stored["message_id"]
+
+
+def test_killing_the_resident_mailgate_mid_run_defers_and_delivers_each_once(gateway: Gateway) -> None:
+    """The resident mailgate is SIGKILLed with deliveries in flight (some already at Odoo,
+    whose answer then reaches nobody), more mail arrives while it is gone, and it comes
+    back: Postfix defers what got no LMTP reply and delivers it later, and Odoo routes
+    every alias of every Message-Id exactly once (a copy of a message it stored is
+    ignored by its Message-Id, as Odoo 17's message_process does)."""
+    assert gateway.mailgated is not None  # the default delivery: LMTP
+    first, count = 200, 200
+    before = len(gateway.stored())
+    log_before = len(gateway.postfix.log())
+    sending = gateway.send_async(count, 10, first=first)  # 200 messages from 10 clients at once
+    wait_for(lambda: len(gateway.stored()) >= before + 5, 60, interval=0.02, what="the first deliveries")
+    gateway.mailgated.kill()  # deliveries in flight get no reply
+    try:
+        later = gateway.send(20, 4, first=first + count)  # and mail keeps arriving meanwhile
+        result = sending()
+    finally:
+        gateway.mailgated.start()
+    assert not result["failures"] and not later["failures"]
+    sent = set(result["accepted"]) | set(later["accepted"])
+    assert len(sent) == count + 20
+
+    def all_stored() -> bool:
+        gateway.postfix.flush()
+        return sent <= set(gateway.stored())
+
+    wait_for(all_stored, 180, interval=1.0, what="every message stored after the mailgate came back")
+    wait_for(lambda: not gateway.postfix.queue(), 60, what="an empty queue")
+    routed = gateway.routed()
+    wrong = {mid: dict(routes) for mid in sent
+             if (routes := routed.get(mid, Counter())) != Counter(recipients_of(int(mid.split("-")[1].split("@")[0])))}
+    assert wrong == {}  # every alias of every message exactly once
+    log = gateway.postfix.log()[log_before:]
+    assert "status=deferred" in log and "status=bounced" not in log
+    # Postfix saw the service go away in the middle of deliveries (no reply after the end
+    # of data), and deferred the later ones (refused, or the next hop marked down).
+    assert "lost connection with" in log or "Connection reset" in log, log[-2000:]
+    reasons = {line.split("status=deferred", 1)[1][:60] for line in log.splitlines() if "status=deferred" in line}
+    assert any("refused" in r or "temporarily suspended" in r for r in reasons), reasons

@@ -234,6 +234,10 @@ def test_each_gateway_host_and_policy_host_is_a_role(lab: Lab) -> None:
     assert ("mta-sts" in names) == bool(lab.stack.mta_sts)
     running = {p.role for p in lab.state.processes}
     assert {f"gateway-{g.hostname}-postfix" for g in lab.stack.gateways} <= running  # primary and backup MX both run
+    if lab.stack.gateway is not None and lab.stack.gateway.mailgate.delivery == "lmtp" and planned.relay_domains \
+            and not lab.stack.forwards_through_gateways:
+        # Postfix delivers to Odoo over LMTP: each gateway runs its resident mailgate.
+        assert {f"gateway-{g.hostname}-mailgated" for g in lab.stack.gateways} <= running
 
 
 def dig(lab: Lab, name: str, rdtype: str) -> list[str]:
@@ -434,13 +438,18 @@ def test_lab_files_holding_mail_logs_databases_or_secrets_are_private(lab: Lab) 
             if stat.S_ISDIR(info.st_mode):
                 assert info.st_mode & 0o077 == 0, f"{relative} is {oct(info.st_mode & 0o777)}"
                 continue
-            allowed = 0o700 if path.name in ("mailgate.py", "aliasd.py") else 0o600
+            allowed = 0o700 if path.name in ("mailgate.py", "aliasd.py", "mailgated.py") else 0o600
             assert info.st_mode & 0o777 & ~allowed == 0, f"{relative} is {oct(info.st_mode & 0o777)}"
             assert path.parent.stat().st_mode & 0o077 == 0, f"{path.parent.relative_to(root)} is not 0700"
             checked += 1
     assert checked > 10
     master_cf = next(root.glob("gateway*/postfix/master.cf")).read_text()
-    assert f"user={users.MAILGATE_USER} " in master_cf and "user=nobody" not in master_cf
+    assert "user=nobody" not in master_cf
+    # The lab stack delivers over LMTP (the default): the resident mailgate runs as the
+    # mailgate's own user.
+    mailgated = [p for p in lab.state.processes if p.role.startswith("gateway-") and p.role.endswith("-mailgated")]
+    assert len(mailgated) == len(lab.stack.gateways)
+    assert {pwd.getpwuid(os.stat(f"/proc/{p.pid}").st_uid).pw_name for p in mailgated} == {users.MAILGATE_USER}
 
 
 @pytest.mark.stacks("lab")

@@ -64,7 +64,9 @@ def _base() -> Any:
             "messageSizeLimit": 36700161,
             "rateLimits": {"connections": 60001, "messages": 60002, "recipients": 60003, "concurrency": 60004},
             "mailgate": {"url": "https://zqodoo.example", "database": "zqdb", "login": "zqlogin",
-                         "passwordFile": "/zq/password", "timeout": 3547, "concurrency": 97},
+                         "passwordFile": "/zq/password", "timeout": 3547, "concurrency": 97,
+                         # The pipe: its master.cf line holds the mailgate's argv and dir.
+                         "delivery": "pipe"},
         },
     }
     return from_config(raw)

@@ -27,6 +27,7 @@ from mailstack.rules import dane
 from mailstack.rules.limits import Limit
 from mailstack.core.model import (
     DEFAULT_MAILGATE_CONCURRENCY,
+    MAILGATE_DELIVERIES,
     DEFAULT_PASSWORD_FILE,
     DEFAULT_SIZE_LIMIT,
     DEFAULT_TLS_CERT,
@@ -237,7 +238,7 @@ def _rates(reader: ConfigReader, value: Any, path: Path) -> RateLimits | None:
 
 
 def _mailgate(reader: ConfigReader, value: Any, path: Path, odoo_url: str | None, odoo_database: str | None) -> Mailgate | None:
-    data = reader.mapping(value, path, ("url", "database", "uid", "login", "passwordFile", "timeout", "concurrency"))
+    data = reader.mapping(value, path, ("url", "database", "uid", "login", "passwordFile", "timeout", "concurrency", "delivery"))
     if data is None:
         return None
     given_url = data.get("url")
@@ -258,6 +259,7 @@ def _mailgate(reader: ConfigReader, value: Any, path: Path, odoo_url: str | None
     timeout = reader.integer(data.get("timeout"), (*path, "timeout"), 1, 3600, default=60)
     concurrency = reader.integer(data.get("concurrency"), (*path, "concurrency"), 1, MAX_MAILGATE_CONCURRENCY,
                                  default=DEFAULT_MAILGATE_CONCURRENCY)
-    if url is None or database is None or timeout is None or concurrency is None:
+    delivery = reader.choice(data.get("delivery"), (*path, "delivery"), MAILGATE_DELIVERIES, default=MAILGATE_DELIVERIES[0])
+    if url is None or database is None or timeout is None or concurrency is None or delivery is None:
         return None
-    return Mailgate(url.rstrip("/"), database, uid, login, password_file, timeout, concurrency)
+    return Mailgate(url.rstrip("/"), database, uid, login, password_file, timeout, concurrency, delivery)

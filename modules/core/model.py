@@ -325,6 +325,10 @@ DEFAULT_UID = 2
 #: is one process and one XML-RPC call in flight at Odoo. See docs/gateway.md for the
 #: measured effect.
 DEFAULT_MAILGATE_CONCURRENCY = 8
+#: How Postfix hands a message to the mailgate: ``lmtp`` (the default) to the resident
+#: mailstack-mailgated, ``pipe`` to a mailgate process started per message (no service
+#: to run; a few messages a minute). docs/gateway.md compares them.
+MAILGATE_DELIVERIES = ("lmtp", "pipe")
 #: Postfix's default_process_limit: more mailgates than that never run at once.
 MAX_MAILGATE_CONCURRENCY = 100
 DEFAULT_SIZE_LIMIT = 36700160  # 35 MiB: Odoo attachments grow ~37% in base64
@@ -393,8 +397,11 @@ class Mailgate:
     login: str | None = None
     password_file: str = DEFAULT_PASSWORD_FILE
     timeout: int = 60
-    #: Deliveries to Odoo at once (one mailgate process each).
+    #: Deliveries to Odoo at once (Postfix's concurrency to the mailgate, and the
+    #: resident mailgate's sessions with Odoo).
     concurrency: int = DEFAULT_MAILGATE_CONCURRENCY
+    #: ``lmtp`` or ``pipe`` (MAILGATE_DELIVERIES).
+    delivery: str = MAILGATE_DELIVERIES[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,6 +224,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "lab/receiver/unbound.conf.j2": opendkim,
     "lab/receiver/policyd-spf.conf.j2": ini,
     "systemd/mailstack-aliasd.service.j2": systemd_exec,
+    "systemd/mailstack-mailgate.service.j2": systemd_exec,
     "mailstack/aliasd.conf.j2": ini,
     "postfix/odoo_redirect.j2": postfix_regexp_literal,
     "postsrsd/postsrsd.j2": env_file,

@@ -48,6 +48,13 @@ class Layout:
     mailgate_command: tuple[str, ...] = ("/usr/bin/python3", "-I", "-S", "/usr/local/lib/mailstack/mailgate.py")
     #: Recipients per mailgate run: all of a message's (Odoo processes it once).
     mailgate_recipient_limit: int = 50
+    #: The resident mailgate (``gateway.mailgate.delivery: lmtp``): where it listens for
+    #: Postfix's LMTP client, and its argv (the stdlib-only service, copied beside the
+    #: mailgate script, whose rules it loads). Loopback only: what connects there posts
+    #: to Odoo, as anything may that reaches port 25.
+    mailgated_host: str = "127.0.0.1"
+    mailgated_port: int = 10028
+    mailgated_command: tuple[str, ...] = ("/usr/bin/python3", "-I", "-S", "/usr/local/lib/mailstack/mailgated.py")
     #: mailstack-aliasd (RCPT validation against Odoo's aliases): where it listens for
     #: Postfix's socketmap lookups, and its stdlib-only script, run as the mailgate user.
     aliasd_host: str = "127.0.0.1"

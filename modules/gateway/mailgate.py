@@ -1,7 +1,10 @@
 """mailstack-mailgate: hand one inbound message from Postfix to Odoo, never losing it.
 
-Postfix's pipe runs this once per message (see ``templates/postfix/master.cf.j2``)
-with the raw message on stdin. It calls Odoo's XML-RPC
+With ``gateway.mailgate.delivery: pipe`` Postfix's pipe runs this once per message (see
+``templates/postfix/master.cf.j2``) with the raw message on stdin; with ``lmtp`` (the
+default) the resident ``mailstack.gateway.mailgated`` calls ``deliver`` here for each
+message it gets over LMTP, with a ``Session`` kept per worker, and answers Postfix from
+the same ``REPLIES`` table — one rule for both. It calls Odoo's XML-RPC
 ``execute_kw(db, uid, password, 'mail.thread', 'message_process', [False, Binary(raw)], {})``
 like Odoo's own ``odoo-mailgate.py``, but:
 
@@ -156,33 +159,77 @@ def _proxy(config: Config, service: str) -> xmlrpc.client.ServerProxy:
     return xmlrpc.client.ServerProxy(url, transport=transport, allow_none=True)
 
 
-def deliver(raw: bytes, config: Config) -> int:
+class Session:
+    """Odoo's two XML-RPC endpoints over connections kept between calls, and the uid a
+    login resolved. The pipe makes one per message; the resident mailgate
+    (``mailstack.gateway.mailgated``) keeps one per worker, so a message costs one
+    request on an open connection (when Odoo's side keeps it open: HTTP/1.1) and no
+    login. ``reset`` drops both after a failure, so the next call starts afresh."""
+
+    __slots__ = ("config", "_common", "_object", "uid")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._common: xmlrpc.client.ServerProxy | None = None
+        self._object: xmlrpc.client.ServerProxy | None = None
+        self.uid: Any = None
+
+    def common(self) -> xmlrpc.client.ServerProxy:
+        if self._common is None:
+            self._common = _proxy(self.config, "common")
+        return self._common
+
+    def object(self) -> xmlrpc.client.ServerProxy:
+        if self._object is None:
+            self._object = _proxy(self.config, "object")
+        return self._object
+
+    def reset(self) -> None:
+        for proxy in (self._common, self._object):
+            if proxy is not None:
+                proxy("close")()
+        self._common = self._object = None
+        self.uid = None
+
+
+def deliver(raw: bytes, config: Config, session: Session | None = None) -> int:
     """Post ``raw`` to Odoo's ``mail.thread.message_process``; return Odoo's record id.
 
     Raises MailgateExit with the exit code for every failure class, and with EX_OK
-    when Odoo's loop detection answered None (handled, nothing to retry or bounce)."""
+    when Odoo's loop detection answered None (handled, nothing to retry or bounce).
+    With a ``session`` (the resident mailgate) its connections and login are reused."""
+    session = session or Session(config)
     try:
         uid: Any = config.uid
         if config.login:
-            uid = _proxy(config, "common").authenticate(config.database, config.login, config.password, {})
+            if session.uid is None:
+                session.uid = session.common().authenticate(config.database, config.login, config.password, {})
+            uid = session.uid
             if not uid:
+                session.uid = None
                 raise MailgateExit(EX_NOPERM, f"Odoo refused the login {config.login!r} on database {config.database!r}")
-        result = _proxy(config, "object").execute_kw(
+        result = session.object().execute_kw(
             config.database, uid, config.password,
             "mail.thread", "message_process", [False, xmlrpc.client.Binary(raw)], {},
         )
     except xmlrpc.client.Fault as fault:
+        session.uid = None  # a changed password or rights: log in again next time
         raise classify_fault(fault) from None
     except xmlrpc.client.ProtocolError as err:
+        session.reset()
         raise classify_http(err.errcode, err.errmsg) from None
     except (TimeoutError, socket.timeout):
+        session.reset()
         raise MailgateExit(EX_TEMPFAIL, f"Odoo did not answer within {config.timeout:g}s") from None
     except ssl.SSLError as err:
+        session.reset()
         raise MailgateExit(EX_TEMPFAIL, f"TLS with Odoo failed: {err.reason or type(err).__name__}") from None
     except OSError as err:  # refused, reset, unreachable, DNS (socket.gaierror)
+        session.reset()
         raise MailgateExit(EX_TEMPFAIL, f"cannot reach Odoo: {err.strerror or type(err).__name__}") from None
     except (HTTPException, xmlrpc.client.ResponseError, ExpatError, ValueError) as err:
         # Truncated answers, an HTML maintenance page from a proxy: not Odoo speaking.
+        session.reset()
         raise MailgateExit(EX_TEMPFAIL, f"Odoo's answer is not XML-RPC ({type(err).__name__})") from None
     return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
 
@@ -321,16 +368,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_TEMPFAIL
 
 
-_STATUS = {
-    EX_OK: "2.0.0", EX_NOUSER: "5.1.1", EX_SOFTWARE: "5.3.0", EX_TEMPFAIL: "4.3.0", EX_NOPERM: "5.7.0", EX_CONFIG: "4.3.5",
+#: The one mapping of outcomes to what Postfix is told, for both deliveries: the pipe's
+#: exit code (Postfix reads its class from the sysexits code: these are the enhanced
+#: status codes of Postfix's own sys_exits table, 4.x.x = retry, 5.x.x = bounce) and the
+#: resident mailgate's LMTP reply per recipient (the same enhanced code after an SMTP
+#: reply code of its class: 250, 451 retry, 550/554 bounce).
+REPLIES = {
+    EX_OK: ("250", "2.0.0"), EX_NOUSER: ("550", "5.1.1"), EX_SOFTWARE: ("554", "5.3.0"),
+    EX_TEMPFAIL: ("451", "4.3.0"), EX_NOPERM: ("554", "5.7.0"), EX_CONFIG: ("451", "4.3.5"),
 }
 
 
-def _report(outcome: MailgateExit, recipient: str, password: str | None) -> None:
-    text = f"{_STATUS.get(outcome.code, '4.3.0')} mailstack-mailgate{recipient}: {outcome.reason}"
+def status_text(outcome: MailgateExit, recipient: str, password: str | None) -> str:
+    """``<enhanced code> mailstack-mailgate<recipient>: <reason>``, one line of at most
+    500 characters, the password scrubbed: what the pipe writes to stderr (Postfix puts
+    it into its log and bounces) and what the LMTP reply carries after its code."""
+    text = f"{REPLIES.get(outcome.code, REPLIES[EX_TEMPFAIL])[1]} mailstack-mailgate{recipient}: {outcome.reason}"
     if password:
         text = text.replace(password, "********")
-    sys.stderr.write(text.replace("\n", " ")[:500] + "\n")
+    return text.replace("\r", " ").replace("\n", " ")[:500]
+
+
+def lmtp_reply(outcome: MailgateExit, recipient: str, password: str | None) -> str:
+    """The LMTP reply line (no CRLF) for ``outcome``: the same class as the pipe's exit."""
+    return f"{REPLIES.get(outcome.code, REPLIES[EX_TEMPFAIL])[0]} {status_text(outcome, recipient, password)}"
+
+
+def _report(outcome: MailgateExit, recipient: str, password: str | None) -> None:
+    sys.stderr.write(status_text(outcome, recipient, password) + "\n")
 
 
 if __name__ == "__main__":

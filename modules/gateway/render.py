@@ -35,7 +35,7 @@ from mailstack.rules import mta_sts
 
 #: The package holding the Jinja templates (the project's ``templates/`` folder).
 TEMPLATES_PACKAGE = "mailstack.templates"
-#: The pipe transport in master.cf that runs the mailgate.
+#: The master.cf transport to the mailgate: LMTP to the resident mailgate, or the pipe.
 MAILGATE_TRANSPORT = "odoo"
 #: The cleanup service of the MX's smtpd in forward mode (redirect + SRS), master.cf.
 REDIRECT_CLEANUP = "odoo-redirect"
@@ -122,6 +122,8 @@ def render(
         templates["postfix/role_addresses"] = "postfix/role_addresses.j2"
     if settings.smtp_auth:
         templates["postfix/sasl/smtpd.conf"] = "postfix/sasl_smtpd.conf.j2"
+    if runs_mailgated(plan, settings):
+        templates["systemd/mailstack-mailgate.service"] = "systemd/mailstack-mailgate.service.j2"
     for relative, template in templates.items():
         files[relative] = RenderedFile(env.get_template(template).render(context))
     for domain, text in policies(plan).items():
@@ -173,10 +175,33 @@ def mailgate_source() -> str:
     return importlib.resources.files("mailstack.gateway").joinpath("mailgate.py").read_text(encoding="utf-8")
 
 
+def mailgated_source() -> str:
+    """The resident mailgate (``mailstack.gateway.mailgated``, standard library only): the
+    LMTP service copied beside the mailgate, whose rules (``mailgate.py``) it loads."""
+    return importlib.resources.files("mailstack.gateway").joinpath("mailgated.py").read_text(encoding="utf-8")
+
+
 def aliasd_source() -> str:
     """mailstack-aliasd (``mailstack.gateway.aliasd``, standard library only), the RCPT
     validation service copied to a gateway host beside the mailgate."""
     return importlib.resources.files("mailstack.gateway").joinpath("aliasd.py").read_text(encoding="utf-8")
+
+
+def resident_mailgate(settings: GatewaySettings) -> bool:
+    """True when Postfix delivers to the resident mailgate over LMTP (the default),
+    False when its pipe starts a mailgate per message (``gateway.mailgate.delivery``)."""
+    return settings.mailgate.delivery == "lmtp"
+
+
+def runs_mailgated(plan: Plan, settings: GatewaySettings) -> bool:
+    """True when the gateway runs the resident mailgate: LMTP delivery, and Postfix
+    delivers to Odoo at all (relay domains; not in forward mode)."""
+    return resident_mailgate(settings) and not plan.stack.forwards_through_gateways and bool(plan.relay_domains)
+
+
+def uses_mailgated(files: Mapping[str, RenderedFile]) -> bool:
+    """True when the rendered gateway runs mailstack-mailgated (its systemd unit)."""
+    return "systemd/mailstack-mailgate.service" in files
 
 
 def needs_aliasd(plan: Plan, settings: GatewaySettings) -> bool:
@@ -237,6 +262,9 @@ def _values(plan: Plan, settings: GatewaySettings, gateway: Gateway, layout: Lay
         "layout": layout,
         "inet_protocols": layout.inet_protocols,
         "mailgate_transport": MAILGATE_TRANSPORT,
+        # The transport's next hop: the resident mailgate's LMTP socket, or (pipe) a
+        # name only, the same for every domain so recipients go together.
+        "mailgate_nexthop": f"inet:{layout.mailgated_host}:{layout.mailgated_port}" if resident_mailgate(settings) else "odoo",
         "relay_domains": plan.relay_domains,
         "recipients": accepted_recipients(plan),
         "role_addresses": role_addresses(plan),

@@ -3,7 +3,8 @@
 Each gateway of the stack (primary and backup MX alike) runs the files
 ``mailstack.gateway.render`` produces for *that* host, from the plan of the translated
 stack: its own address(es) on the namespace's lo, its own certificate from the lab
-CA, the mailgate into the Odoo stand-in as the dedicated user ``mslab-mailgate``. Its
+CA, the mailgate into the Odoo stand-in as the dedicated user ``mslab-mailgate`` (the
+resident mailstack-mailgated, a process of this role, or Postfix's pipe). Its
 directory ``gateway<n>/`` keeps the queue (emptied on every fresh start), the log
 (0600, 0700 directory), the DKIM key (0600 opendkim, 0700 directory) and the mailgate's
 files with Odoo's password (0600 mslab-mailgate, 0700 directory). With
@@ -32,6 +33,7 @@ from mailstack.gateway.render import RenderedFile, mailgate_source
 from mailstack.lab import files, users
 from mailstack.lab.aliasd import AliasDaemon
 from mailstack.lab.binaries import binary
+from mailstack.lab.mailgated import MailgateDaemon
 from mailstack.lab.postfix import LabError, OpenDkim, PostfixInstance, lab_layout, postfix_command
 from mailstack.lab.postsrsd import Postsrsd
 from mailstack.lab.process import accepts, until
@@ -102,7 +104,9 @@ def _install_mailgate(work: Path, files_: dict[str, RenderedFile], password: str
 
 
 def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None:
-    """OpenDKIM, mailstack-aliasd where the gateway asks Odoo, postsrsd where it forwards, then Postfix, for one gateway host; ``fresh`` empties its queue first."""
+    """OpenDKIM, mailstack-aliasd where the gateway asks Odoo, the resident mailgate
+    where Postfix delivers over LMTP, postsrsd where it forwards, then Postfix, for one
+    gateway host; ``fresh`` empties its queue first."""
     work = workdir(state, plan.stack, gateway)
     if fresh:
         shutil.rmtree(work / "spool", ignore_errors=True)
@@ -137,6 +141,13 @@ def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None
         aliasd.start()
         assert aliasd.pid is not None
         state.record(f"{name}-aliasd", aliasd.pid, str(aliasd.conf_path))
+    if render.uses_mailgated(files_):
+        # Before Postfix delivers: its odoo transport is LMTP to the resident mailgate,
+        # run as the mailgate's user on the mailgate's files (as systemd does on a host).
+        mailgated = MailgateDaemon(work, files_, user=users.MAILGATE_USER)
+        mailgated.start()
+        assert mailgated.pid is not None
+        state.record(f"{name}-mailgated", mailgated.pid, str(mailgated.conf_path))
     if "postsrsd/postsrsd" in files_:
         # inbound.mode forward: the MX's cleanup asks postsrsd (on this gateway's address)
         # for the SRS sender before it redirects an alias to <db>.odoo.com.

@@ -83,7 +83,8 @@ def runs_as(user: str, python: str | None = None) -> bool:
 
 
 def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_port: int = 587,
-               milter_port: int = 8891, mailgate_user: str = users.MAILGATE_USER, aliasd_port: int = 10027) -> Layout:
+               milter_port: int = 8891, mailgate_user: str = users.MAILGATE_USER, aliasd_port: int = 10027,
+               mailgated_port: int = 10028) -> Layout:
     """A Layout with every file under ``workdir`` and listeners on ``address``.
 
     The mailgate runs as ``mailgate_user`` with the system Python on a copy of
@@ -108,6 +109,9 @@ def lab_layout(workdir: Path, address: str, *, smtp_port: int = 25, submission_p
         srs_host=address,
         aliasd_port=aliasd_port,
         aliasd_command=(mailgate_python(), str(workdir / "mailstack" / "aliasd.py")),
+        mailgated_host=address,
+        mailgated_port=mailgated_port,
+        mailgated_command=(mailgate_python(), "-I", "-S", str(workdir / "mailstack" / "mailgated.py")),
     )
 
 

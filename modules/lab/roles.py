@@ -329,12 +329,14 @@ class IndependentReceiver(Role):
 class GatewayHost(Role):
     """One gateway host of the stack (``mailstack.lab.gateway``)."""
 
-    def __init__(self, host: Gateway, aliasd: bool = False, srs: bool = False) -> None:
+    def __init__(self, host: Gateway, aliasd: bool = False, mailgated: bool = False, srs: bool = False) -> None:
         self.host = host
         self.name = gateway.role_name(host)
-        # mailstack-aliasd where the gateway asks Odoo which recipients exist, postsrsd
-        # where it forwards to <db>.odoo.com (inbound.mode forward).
+        # mailstack-aliasd where the gateway asks Odoo which recipients exist, the
+        # resident mailgate where Postfix delivers to Odoo over LMTP, postsrsd where it
+        # forwards to <db>.odoo.com (inbound.mode forward).
         optional = [f"{self.name}-aliasd"] if aliasd else []
+        optional += [f"{self.name}-mailgated"] if mailgated else []
         optional += [f"{self.name}-postsrsd"] if srs else []
         self.processes = (f"{self.name}-opendkim", f"{self.name}-postfix", *optional)
 
@@ -412,7 +414,8 @@ def for_lab(lab: Lab) -> list[Role]:
     """The roles a stack needs, DNS first."""
     found: list[Role] = [Dns(), Records(), Odoo(), IndependentReceiver(lab.stack)]
     aliasd = lab.stack.gateway is not None and render.needs_aliasd(lab.plan, lab.stack.gateway)
-    found += [GatewayHost(g, aliasd, lab.stack.forwards_through_gateways) for g in lab.stack.gateways]
+    mailgated = lab.stack.gateway is not None and render.runs_mailgated(lab.plan, lab.stack.gateway)
+    found += [GatewayHost(g, aliasd, mailgated, lab.stack.forwards_through_gateways) for g in lab.stack.gateways]
     third_parties = any(s.kind in SENDER_HOSTS for s in lab.declared.outbound) or lab.topology.spf_sources
     if third_parties or saas_receives(lab.stack):
         found.append(Services())

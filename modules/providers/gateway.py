@@ -20,7 +20,9 @@ shell commands are ``mailstack.providers.gateway_commands``:
    ``delete`` removes what they wrote; a new secret replaces them deleting first.
 4. ``activate``: check the TLS certificate is on the host, fix modes, ``postmap``,
    ``postfix check``, then restart OpenDKIM, mailstack-aliasd (RCPT validation against
-   Odoo's aliases, its stdlib-only script copied beside the mailgate) and, for
+   Odoo's aliases, its stdlib-only script copied beside the mailgate), the resident
+   mailgate mailstack-mailgated (``gateway.mailgate.delivery: lmtp``, the default; with
+   ``pipe`` a unit left by an earlier deploy is stopped and disabled) and, for
    ``inbound.mode: forward``, postsrsd; reload Postfix and remove a previous
    selector's key; with ``mtaSts.serve: gateway``, test and reload nginx (the
    policy hosts, ``nginx-light`` installed in step 1). Its ``triggers`` are the hash of every rendered file (and of the
@@ -128,9 +130,10 @@ class GatewayServer(pulumi.ComponentResource):
         files = render_module.render(args.plan, gateway=gateway, layout=layout)  # no key: pushed as a secret below
         mailgate_source = render_module.mailgate_source()
         aliasd = render_module.uses_aliasd(files)
+        mailgated = render_module.uses_mailgated(files)
         forward = stack.forwards_through_gateways
         web = render_module.NGINX_SITE in files
-        scripts = [render_module.aliasd_source()] if aliasd else []
+        scripts = [*([render_module.aliasd_source()] if aliasd else []), *([render_module.mailgated_source()] if mailgated else [])]
         self.content_hash = content_hash(files, mailgate_source, *scripts)
         self.remote_paths = [layout.host_path(relative) for relative in files]
         connection = remote.ConnectionArgs(
@@ -147,12 +150,16 @@ class GatewayServer(pulumi.ComponentResource):
 
         package_list = [*PACKAGES, *(SASL_PACKAGES if stack.gateway and stack.gateway.smtp_auth else ()), *(SRS_PACKAGES if forward else ()), *(WEB_PACKAGES if web else ())]
         aliasd_script = layout.aliasd_command[-1]
+        mailgated_script = layout.mailgated_command[-1]
+        # Each copied script (beside the mailgate) by its path on the host.
+        copied = {**({aliasd_script: render_module.aliasd_source()} if aliasd else {}),
+                  **({mailgated_script: render_module.mailgated_source()} if mailgated else {})}
         packages = remote.Command(
             f"{name}-packages",
             connection=connection,
             create=commands.packages(
                 package_list, layout.mailgate_user,
-                [posixpath.dirname(path) for path in (*self.remote_paths, mailgate_script, *([aliasd_script] if aliasd else []))],
+                [posixpath.dirname(path) for path in (*self.remote_paths, mailgate_script, *copied)],
                 posixpath.dirname(key_path), opendkim_user,
             ),
             opts=child,
@@ -169,13 +176,13 @@ class GatewayServer(pulumi.ComponentResource):
                 triggers=[hashlib.sha256(rendered.text.encode()).hexdigest()],
                 opts=after_packages,
             ))
-        if aliasd:
+        for script, text in copied.items():
             copies.append(remote.CopyToRemote(
-                f"{name}-aliasd",
+                f"{name}-{'aliasd' if script == aliasd_script else 'mailgated'}",
                 connection=connection,
-                remote_path=aliasd_script,
-                source=pulumi.StringAsset(scripts[0]),
-                triggers=[hashlib.sha256(scripts[0].encode()).hexdigest()],
+                remote_path=script,
+                source=pulumi.StringAsset(text),
+                triggers=[hashlib.sha256(text.encode()).hexdigest()],
                 opts=after_packages,
             ))
         copies.append(remote.CopyToRemote(
@@ -223,9 +230,11 @@ class GatewayServer(pulumi.ComponentResource):
         self.activate = remote.Command(
             f"{name}-activate",
             connection=connection,
-            create=commands.activate(public, [mailgate_script, *([aliasd_script] if aliasd else [])], maps, layout.postfix_dir, tls_files,
+            create=commands.activate(public, [mailgate_script, *copied], maps, layout.postfix_dir, tls_files,
                                      posixpath.dirname(key_path), f"{layout.opendkim_dir}/KeyTable",
-                                     services=[*(["mailstack-aliasd"] if aliasd else []), *(["postsrsd"] if forward else [])], web=web),
+                                     services=[*(["mailstack-aliasd"] if aliasd else []), *(["mailstack-mailgate"] if mailgated else []),
+                                               *(["postsrsd"] if forward else [])],
+                                     disable=[] if mailgated else ["mailstack-mailgate"], web=web),
             triggers=[self.content_hash, key_hash],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*copies, *secrets]),
         )

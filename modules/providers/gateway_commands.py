@@ -72,11 +72,15 @@ def remove_sasl_user(sasldb: str, realm: str, user: str) -> str:
 
 def activate(public_files: Sequence[str], scripts: Sequence[str], maps: Sequence[str], postfix_dir: str,
              tls_files: Sequence[tuple[str, str]], keys_dir: str, key_table: str, services: Sequence[str] = (),
-             web: bool = False) -> str:
+             disable: Sequence[str] = (), web: bool = False) -> str:
     """Check the certificate is there, fix modes (``scripts`` executable: the mailgate,
     mailstack-aliasd), build the maps, ``postfix check``, then (only if all of that
     passed) restart OpenDKIM and ``services`` (mailstack-aliasd, postsrsd: they answer
-    Postfix's lookups, so before its reload), and reload Postfix. After the restart,
+    Postfix's lookups; mailstack-mailgate: Postfix's LMTP next hop — so before its
+    reload), and reload Postfix; units in ``disable`` (a service the stack no longer
+    uses, e.g. the resident mailgate after ``delivery: pipe``) are stopped and disabled
+    when present. A restart of the resident mailgate cuts deliveries in flight: Postfix
+    retries them, and Odoo ignores a Message-Id it already stored. After the restart,
     keys in ``keys_dir`` the KeyTable no longer names (a previous selector's) are
     removed: OpenDKIM reads a key file at each signature, so the old one is kept until
     the new tables are live. ``web``: nginx serves the MTA-STS policy hosts; its
@@ -95,6 +99,7 @@ def activate(public_files: Sequence[str], scripts: Sequence[str], maps: Sequence
     steps += ["systemctl daemon-reload", f"systemctl enable opendkim postfix {' '.join(q(u) for u in services)}".rstrip(),
               "systemctl restart opendkim", *(f"systemctl restart {q(u)}" for u in services),
               "systemctl reload-or-restart postfix postfix@-"]
+    steps += [f"if systemctl cat {q(u)} >/dev/null 2>&1; then systemctl disable --now {q(u)}; fi" for u in disable]
     if web:
         steps += ["systemctl enable nginx", "systemctl reload-or-restart nginx"]
     steps.append(f'for key in {q(keys_dir)}/*.private; do test -e "$key" || continue; '

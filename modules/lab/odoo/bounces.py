@@ -84,11 +84,13 @@ def detect_loop_sender(env: Env, message: EmailMessage, msg_dict: dict[str, Any]
         if model not in env.registry or not isinstance(env.registry[model], MailThreadModel):
             continue
         if thread_id == 0:
-            created = [r for r in env.rows(model) if str(r.get("create_date", "")) >= since and sender in str(r.get("email_from") or "").lower()]
+            created = [r for r in env.rows(model, since=since, contains={"email_from": sender})
+                       if str(r.get("create_date", "")) >= since and sender in str(r.get("email_from") or "").lower()]
             if len(created) >= threshold:
                 break
         elif thread_id:
-            posted = [m for m in env.rows("mail.message") if m.get("model") == model and m.get("res_id") == thread_id
+            posted = [m for m in env.rows("mail.message", equal={"model": [model], "res_id": [thread_id]}, since=since)
+                      if m.get("model") == model and m.get("res_id") == thread_id
                       and str(m.get("create_date", "")) >= since
                       and (sender in str(m.get("email_from") or "").lower() or (msg_dict.get("author_id") and m.get("author_id") == msg_dict["author_id"]))]
             if len(posted) >= threshold:

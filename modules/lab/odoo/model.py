@@ -16,7 +16,7 @@ import copy
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from mailstack.lab.odoo.orm import Env, Field, ValidationError, matches, now
+from mailstack.lab.odoo.orm import INDEXED, Env, Field, ValidationError, matches, now
 
 #: Odoo's message for a NOT NULL or foreign-key violation (``_as_validation_error``).
 INTEGRITY = ("The operation cannot be completed:\n- Create/update: a mandatory field is not set.\n"
@@ -95,9 +95,24 @@ class Model:
         return str(name) if name not in (None, False) else f"{self._name},{record['id']}"
 
     # -- ORM ---------------------------------------------------------------------------
+    def _candidates(self, domain: list[Any] | None) -> list[dict[str, Any]]:
+        """The rows a domain can match: narrowed in SQL by an indexed field's ``=``/``in``
+        term with text operands when every term must hold (no ``|``/``!``), else all."""
+        terms = domain or []
+        if any(isinstance(item, str) for item in terms):
+            return self.rows()
+        for item in terms:
+            if not (isinstance(item, (list, tuple)) and len(item) == 3 and item[0] in INDEXED):
+                continue
+            definition = self.fields.get(str(item[0]))
+            operands = [item[2]] if item[1] in ("=", "==") else list(item[2]) if item[1] == "in" and isinstance(item[2], (list, tuple)) else []
+            if definition is not None and definition.compute is None and operands and all(isinstance(o, str) and o for o in operands):
+                return self.env.rows(self._name, equal={str(item[0]): operands})
+        return self.rows()
+
     def search(self, domain: list[Any] | None = None, offset: int = 0, limit: int | None = None,
                order: str | None = None) -> list[int]:
-        found = [r for r in self.rows() if matches(r, domain or [], self.resolve)]
+        found = [r for r in self._candidates(domain) if matches(r, domain or [], self.resolve)]
         found = self._sorted(found, order or self._order)
         found = found[int(offset or 0):]
         if limit:
@@ -105,7 +120,7 @@ class Model:
         return [r["id"] for r in found]
 
     def search_count(self, domain: list[Any] | None = None, limit: int | None = None) -> int:
-        return len([r for r in self.rows() if matches(r, domain or [], self.resolve)])
+        return len([r for r in self._candidates(domain) if matches(r, domain or [], self.resolve)])
 
     def search_read(self, domain: list[Any] | None = None, fields: list[str] | None = None, offset: int = 0,
                     limit: int | None = None, order: str | None = None) -> list[dict[str, Any]]:
