@@ -335,3 +335,30 @@ def test_check_waits_for_the_plan_then_reports_junit(
 def test_check_wait_needs_a_declaration(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", "--domain", "example.com", "--wait", "1"]) == 2
     assert "--wait needs a declaration" in capsys.readouterr().err
+
+
+def test_dmarc_walk_against_the_authoritative_primary_decides_without_errors(
+    primary: BindServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CI gate's setting, ``--nameserver <primary>``: BIND answers for example.com
+    and refuses ``_dmarc.com`` above it (no recursion, not its zone). RFC 9989's tree
+    walk then goes on as for no record there, so the DMARC checks decide, where they
+    reported ``error`` when the refusal ended the walk. (Following Odoo's DKIM CNAME to
+    odoo.com is another question this server cannot answer: that one stays an error.)"""
+    cli.main(["check", "--stack", "online", "--nameserver", ns(primary), "--only", "dmarc", "--format", "json"])
+    findings = json.loads(capsys.readouterr().out)["checks"]
+    by_id = {f["id"]: f for f in findings}
+    assert by_id["dmarc.present"]["status"] == "pass" and by_id["dmarc.policy"]["status"] == "pass", findings
+    walk_errors = [f for f in findings if f["status"] == "error" and "_dmarc." in f["summary"]]
+    assert not walk_errors, walk_errors
+
+
+def test_dmarc_on_a_server_that_refuses_the_domain_itself_is_an_error(
+    primary: BindServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that serves another zone refuses the domain's own question too: the
+    walk never started, nothing is decided — ``error``, exit 1, never ``pass``."""
+    code = cli.main(["check", "--domain", "example.org", "--nameserver", ns(primary), "--only", "dmarc", "--format", "json"])
+    findings = json.loads(capsys.readouterr().out)["checks"]
+    assert code == 1 and any(f["status"] == "error" and "REFUSED" in f["summary"] for f in findings), findings
+    assert not any(f["status"] == "pass" for f in findings)

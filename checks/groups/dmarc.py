@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mailstack.checks.dns.answer import DnsError
+from mailstack.checks.dns.answer import DnsError, Reason
 from mailstack.checks.engine.context import CheckContext, gather, settled
 from mailstack.checks.engine.finding import (
     Finding,
@@ -67,6 +67,14 @@ async def discovery(ctx: CheckContext, domain: str) -> dmarc.Discovery:
     for name, answer in zip(steps, answers):
         if dmarc.decided(domain, found):
             break
+        if isinstance(answer, DnsError) and answer.reason is Reason.REFUSED and name != steps[0]:
+            # An authoritative-only server (``--nameserver <primary>``, the CI gate's
+            # setting) answers for its zones and refuses the names above them: after it
+            # answered the domain itself, a refusal there means "not served here", so
+            # the walk goes on as for no record (a resolver that refuses everything has
+            # already failed the domain's own question above).
+            found[name] = None
+            continue
         if isinstance(answer, DnsError):
             raise answer
         if isinstance(answer, BaseException):
@@ -78,7 +86,15 @@ async def discovery(ctx: CheckContext, domain: str) -> dmarc.Discovery:
 def organizational_domain(ctx: CheckContext, domain: str) -> Awaitable[str]:
     """The Organizational Domain by the tree walk (memoised per run); DnsError raised."""
     async def compute() -> str:
-        return (await discovery(ctx, domain)).organizational_domain
+        try:
+            return (await discovery(ctx, domain)).organizational_domain
+        except DnsError as err:
+            if err.reason is not Reason.REFUSED:
+                raise
+            # Refused by the run's servers (an authoritative-only --nameserver asked for
+            # a name outside its zones, e.g. a third party's bounce domain): DNS cannot
+            # be asked here, so the Public Suffix List decides, as offline.
+            return dmarc.organizational_domain(domain)
     return ctx.observe(f"dmarc-org:{domain}", compute)
 
 

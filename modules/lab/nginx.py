@@ -43,7 +43,7 @@ class PolicySite:
     @property
     def layout(self) -> Layout:
         """Where the site's document roots are and what it listens on."""
-        return Layout(mta_sts_dir=str(self.workdir / "www"), https_listen=tuple(f"{a}:{p}" for a, p in self.listen))
+        return Layout(mta_sts_dir=str(self.workdir / "www"), https_listen=tuple(f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in self.listen))
 
     def write(self, plan: Plan, cert: str, key: str, policies: Mapping[str, str] | None = None) -> None:
         """The rendered site for ``plan`` and each domain's policy file (``policies``

@@ -37,13 +37,14 @@ from mailstack.lab.receiver import Receiver
 from mailstack.lab.receiver import config as receiver_config
 from mailstack.lab.seed import Seed
 from mailstack.lab.state import LabState, private_dir
-from mailstack.lab.topology import NAMESERVER, SENDER_HOSTS, TSIG_KEY_NAME, Topology
+from mailstack.lab.topology import NAMESERVER, SENDER_HOSTS, TSIG_KEY_NAME, Host, Topology
 from mailstack.lab.translate import odoo_url
 from mailstack.odoo.apply import Connection, apply
 from mailstack.odoo.client import OdooClient
 from mailstack.odoo.desired import desired, slug
 from mailstack.plan import Plan
 from mailstack.plan.changes import ChangeSet
+from mailstack.rules import mta_sts
 
 ODOO_LOGIN = "admin"
 #: The local part inbound probes use where the stack declares no alias and the
@@ -391,6 +392,16 @@ class Services(Role):
         _python_service(lab, "services", "mailstack.lab.services", simulation(lab).as_json())
 
 
+def policy_hosts(lab: Lab) -> tuple[Host, ...]:
+    """Who serves ``mta-sts.<domain>``: the gateways (``mtaSts.serve: gateway``; the plan
+    points the name at the primary by CNAME), else a lab host of its own per domain
+    (another web server)."""
+    stack = lab.stack
+    if stack.mta_sts and stack.mta_sts.serve == "gateway":
+        return tuple(lab.topology.host(g.hostname) for g in stack.gateways)  # each serves it, as deployed
+    return lab.topology.of_role("mta-sts")
+
+
 class MtaStsHosts(Role):
     """``https://mta-sts.<domain>/.well-known/mta-sts.txt`` for every domain: Debian's
     nginx with the site a gateway deploys (``mailstack.lab.nginx``), on port 443 of each
@@ -400,10 +411,10 @@ class MtaStsHosts(Role):
     processes = ("mta-sts",)
 
     def start(self, lab: Lab, fresh: bool) -> None:
-        hosts = lab.topology.of_role("mta-sts")
-        chain, key = lab.state.authority().issue([h.name for h in hosts])
+        hosts = policy_hosts(lab)
+        chain, key = lab.state.authority().issue([mta_sts.policy_host(d) for d in lab.stack.domains])
         workdir = private_dir(lab.state.role_dir("mta-sts"))
-        site = nginx.PolicySite(workdir, tuple((h.ipv4, nginx.HTTPS_PORT) for h in hosts if h.ipv4))
+        site = nginx.PolicySite(workdir, tuple((a, nginx.HTTPS_PORT) for h in hosts for a in h.addresses))
         site.write(lab.plan, str(files.write(workdir / "chain.pem", chain)), str(files.write(workdir / "key.pem", key, 0o600)))
         log = files.log_file(workdir, "mta-sts.log")
         process = site.start(log)
@@ -419,7 +430,7 @@ def for_lab(lab: Lab) -> list[Role]:
     third_parties = any(s.kind in SENDER_HOSTS for s in lab.declared.outbound) or lab.topology.spf_sources
     if third_parties or saas_receives(lab.stack):
         found.append(Services())
-    if lab.stack.mta_sts and lab.topology.of_role("mta-sts"):
+    if lab.stack.mta_sts and policy_hosts(lab):
         found.append(MtaStsHosts())
     wanted = desired(lab.plan)
     if wanted.alias_domains or wanted.mail_server or wanted.incoming_server:

@@ -287,7 +287,7 @@ def build(stack: MailDomain, namespace: str = DEFAULT_NAMESPACE) -> Topology:
             hosts.append(Host(name, "sender", alloc.lab_host(4, name), label=f"{sender.kind.value}'s sending server (simulated)"))
     sources, unsimulated = _spf_sources(stack, alloc, hosts)
     hosts += [s.host for s in sources if all(h.name != s.host.name for h in hosts)]
-    if stack.mta_sts:
+    if stack.mta_sts and stack.mta_sts.serve != "gateway":  # else the plan points mta-sts.<domain> at the gateways
         for domain in stack.domains:
             name = f"mta-sts.{domain}"
             hosts.append(Host(name, "mta-sts", alloc.lab_host(4, name), label="MTA-STS policy host (HTTPS, lab CA)"))

@@ -108,6 +108,11 @@ def _policy_records(stack: MailDomain, domain: str) -> list[Record]:
     if stack.mta_sts and hosts:
         text = mta_sts.policy_text(stack.mta_sts.mode, hosts, stack.mta_sts.max_age)
         records.append(Record(mta_sts.record_name(domain), "TXT", mta_sts.txt_value(text), ttl, purpose="mta-sts", origin=("mtaSts",)))
+        if stack.mta_sts.serve == "gateway" and stack.gateways:
+            # The policy host: every gateway serves it (nginx, the gateway's certificate);
+            # the name points at the primary MX, whose addresses it follows.
+            primary = min(stack.gateways, key=lambda g: g.priority)
+            records.append(Record(mta_sts.policy_host(domain), "CNAME", primary.hostname, ttl, purpose="mta-sts", origin=("mtaSts", "serve")))
     if stack.tls_rpt:
         records.append(Record(
             mta_sts.tlsrpt_record_name(domain), "TXT", mta_sts.tlsrpt_value(stack.tls_rpt.rua), ttl, purpose="tls-rpt", origin=("tlsRpt",),
