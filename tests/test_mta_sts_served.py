@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,3 +175,12 @@ def test_serve_defaults_to_the_gateways_when_there_are_some() -> None:
         "outbound": [{"spf": "ip4:192.0.2.1"}], "inbound": {"mode": "forward", "mx": [{"host": "mx.example.org"}]}, "mtaSts": True,
     })
     assert external.mta_sts is not None and external.mta_sts.serve == "external"
+
+
+def test_the_policy_host_is_planned_as_a_cname_to_the_primary_gateway_when_the_gateways_serve_it() -> None:
+    served_by_gateways = stack_plan()
+    cnames = {(r.name, r.content) for r in served_by_gateways.records if r.type == "CNAME" and r.name.startswith("mta-sts.")}
+    assert cnames == {(mta_sts.policy_host(d), f"mx1.{DOMAINS[0]}") for d in DOMAINS}  # mx1: priority 10, before mx2's 20
+    elsewhere = planning.build(dataclasses.replace(
+        served_by_gateways.stack, mta_sts=dataclasses.replace(served_by_gateways.stack.mta_sts, serve="external")))  # type: ignore[arg-type]
+    assert not [r for r in elsewhere.records if r.name.startswith("mta-sts.")]  # another web server: the name is the user's

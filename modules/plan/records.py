@@ -112,7 +112,7 @@ def _policy_records(stack: MailDomain, domain: str) -> list[Record]:
             # The policy host: every gateway serves it (nginx, the gateway's certificate);
             # the name points at the primary MX, whose addresses it follows.
             primary = min(stack.gateways, key=lambda g: g.priority)
-            records.append(Record(mta_sts.policy_host(domain), "CNAME", primary.hostname, ttl, purpose="mta-sts", origin=("mtaSts", "serve")))
+            records.append(Record(mta_sts.policy_host(domain), "CNAME", primary.hostname, ttl, purpose="mta-sts-host", origin=("mtaSts", "serve")))
     if stack.tls_rpt:
         records.append(Record(
             mta_sts.tlsrpt_record_name(domain), "TXT", mta_sts.tlsrpt_value(stack.tls_rpt.rua), ttl, purpose="tls-rpt", origin=("tlsRpt",),
