@@ -37,19 +37,10 @@ async def observations(ctx: CheckContext) -> list[TlsObservation]:
     """One STARTTLS observation per address of each MX host (memoised per run)."""
     async def compute() -> list[TlsObservation]:
         inbound = list(dict.fromkeys(recipient_domain(ctx, d) for d in ctx.domains))
-        planned: list[TlsObservation | tuple[str, str]] = []
-        seen: set[str] = set()
-        for name, mx in zip(inbound, await gather(mx_checks.observe(ctx, n) for n in inbound)):
-            if mx.error:
-                planned.append(TlsObservation(name, "", ctx.smtp.port, error=f"MX lookup failed: {mx.error}"))
-                continue
-            for target in mx.targets:
-                if target.host == "." or names.is_ip(target.host) or target.host in seen:
-                    continue
-                seen.add(target.host)
-                if target.error:
-                    planned.append(TlsObservation(target.host, "", ctx.smtp.port, error=target.error))
-                planned += [(target.host, address) for address in target.addresses]
+        planned: list[TlsObservation | tuple[str, str]] = [
+            TlsObservation(t.host, "", ctx.smtp.port, error=t.error) if isinstance(t, mx_checks.Unreachable) else t
+            for t in await mx_checks.probe_targets(ctx, inbound)
+        ]
         probed = iter(await gather(
             ctx.blocking(probe, p[0], p[1], ctx.smtp, ctx.tls.cafile) for p in planned if isinstance(p, tuple)
         ))

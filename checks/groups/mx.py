@@ -93,6 +93,34 @@ def observe(ctx: CheckContext, name: str) -> Awaitable[MxObservation]:
     return ctx.observe(f"mx:{name}", lambda: fetch_mx(ctx.dns, name))
 
 
+@dataclass(frozen=True, slots=True)
+class Unreachable:
+    """An MX (or inbound name) that cannot be probed, and why."""
+
+    host: str
+    error: str
+
+
+async def probe_targets(ctx: CheckContext, inbound: list[str]) -> list[tuple[str, str] | Unreachable]:
+    """What the SMTP-level checks connect to: every address of each MX host of the
+    ``inbound`` names, each host once, in MX order; a failed MX or address lookup as
+    ``Unreachable`` (the check reports it as error), a null MX or an IP literal skipped."""
+    targets: list[tuple[str, str] | Unreachable] = []
+    seen: set[str] = set()
+    for name, mx in zip(inbound, await gather(observe(ctx, n) for n in inbound)):
+        if mx.error:
+            targets.append(Unreachable(name, f"MX lookup failed: {mx.error}"))
+            continue
+        for target in mx.targets:
+            if target.host == "." or names.is_ip(target.host) or target.host in seen:
+                continue
+            seen.add(target.host)
+            if target.error:
+                targets.append(Unreachable(target.host, target.error))
+            targets += [(target.host, address) for address in target.addresses]
+    return targets
+
+
 async def _observations(ctx: CheckContext, id: str) -> tuple[list[MxObservation], list[Finding]]:
     observations: list[MxObservation] = []
     errors: list[Finding] = []

@@ -59,19 +59,10 @@ async def observations(ctx: CheckContext) -> list[SmtpObservation]:
         unknown = f"no-such-user-{secrets.token_hex(6)}@{main}"
         wanted = list(dict.fromkeys([*declared_recipients(ctx), *(r for part in ROLE_LOCAL_PARTS for r in role_recipients(ctx, part))]))
         inbound = [recipient_domain(ctx, domain) for domain in ctx.domains]
-        planned: list[SmtpObservation | tuple[str, str]] = []
-        seen: set[str] = set()
-        for name, mx in zip(inbound, await gather(mx_checks.observe(ctx, n) for n in inbound)):
-            if mx.error:
-                planned.append(SmtpObservation(name, "", ctx.smtp.port, error=f"MX lookup failed: {mx.error}"))
-                continue
-            for target in mx.targets:
-                if target.host == "." or names.is_ip(target.host) or target.host in seen:
-                    continue
-                seen.add(target.host)
-                if target.error:
-                    planned.append(SmtpObservation(target.host, "", ctx.smtp.port, error=target.error))
-                planned += [(target.host, address) for address in target.addresses]
+        planned: list[SmtpObservation | tuple[str, str]] = [
+            SmtpObservation(t.host, "", ctx.smtp.port, error=t.error) if isinstance(t, mx_checks.Unreachable) else t
+            for t in await mx_checks.probe_targets(ctx, inbound)
+        ]
         probed = iter(await gather(
             ctx.blocking(probe, p[0], p[1], ctx.smtp, unknown, wanted) for p in planned if isinstance(p, tuple)
         ))

@@ -370,6 +370,7 @@ def simulation(lab: Lab) -> thirdparty.Simulation:
     workdir = private_dir(state.role_dir("services"))
     saas = []
     if saas_receives(lab.stack):
+        state.odoo_password()  # the file the service reads: made here, not left to the Odoo role running beside
         chain, key = state.authority().issue([topology.odoo.name])
         cert = files.write(workdir / "tls" / "chain.pem", chain)
         key_path = files.write(workdir / "tls" / "key.pem", key, 0o600)
