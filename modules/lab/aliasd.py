@@ -42,11 +42,7 @@ class AliasDaemon:
         return self.process.pid if self.process else None
 
     def listen(self) -> tuple[str, int]:
-        for line in self.files["mailstack/aliasd.conf"].text.splitlines():
-            if line.startswith("listen"):
-                host, _, port = line.split("=", 1)[1].strip().rpartition(":")
-                return host, int(port)
-        raise LabError("aliasd.conf has no listen line")
+        return listen_of(self.files["mailstack/aliasd.conf"].text, "aliasd.conf has no listen line")
 
     def start(self) -> None:
         # Only its own files: the mailgate's (mailstack/mailgate.conf) belong to the
@@ -91,3 +87,13 @@ class AliasDaemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def listen_of(conf_text: str, missing: str) -> tuple[str, int]:
+    """(host, port) of the ``listen = host:port`` line of a rendered daemon configuration
+    (aliasd.conf, mailgate.conf); LabError ``missing`` when it has none."""
+    for line in conf_text.splitlines():
+        if line.startswith("listen"):
+            host, _, port = line.split("=", 1)[1].strip().rpartition(":")
+            return host, int(port)
+    raise LabError(missing)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mailstack.gateway.render import RenderedFile, mailgate_source, mailgated_source
 from mailstack.lab import users
+from mailstack.lab.aliasd import listen_of
 from mailstack.lab.binaries import binary
 from mailstack.lab.postfix import LabError, can_connect, mailgate_python, wait_for
 from mailstack.lab.process import stop_child
@@ -51,11 +52,7 @@ class MailgateDaemon:
         return self.process.pid if self.process else None
 
     def listen(self) -> tuple[str, int]:
-        for line in self.files["mailstack/mailgate.conf"].text.splitlines():
-            if line.startswith("listen"):
-                host, _, port = line.split("=", 1)[1].strip().rpartition(":")
-                return host, int(port)
-        raise LabError("mailgate.conf has no listen line: the stack delivers by pipe")
+        return listen_of(self.files["mailstack/mailgate.conf"].text, "mailgate.conf has no listen line: the stack delivers by pipe")
 
     def start(self) -> None:
         directory = self.workdir / "mailstack"
