@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from mailstack.checks.engine.finding import Status
+from mailstack.checks.probes import mta_sts as mta_sts_probe
 from mailstack.config.stack import from_config
+from mailstack.rules import mta_sts
 from tests import check_zones as z
 from tests.checks_fixtures import context, dns_lab, of, policy_server, run  # noqa: F401
 
@@ -60,3 +62,32 @@ def test_broken_policy_hosts(dns_lab, policy_server, domain: str, status: Status
     if status is Status.FAIL and "differs" in text:
         assert found[0].expected == "mode=enforce max_age=604800 mx=gw.sts-wrong.broken.test"
         assert found[0].found == "mode=testing max_age=604800 mx=gw.sts-wrong.broken.test"
+
+
+def test_a_testing_policy_whose_server_sends_no_last_modified_warns_since_unknown(dns_lab, policy_server) -> None:
+    """This policy server sends no Last-Modified: how long the policy has been in
+    testing cannot be told, so the mode warns and says why."""
+    found = of(run(context(dns_lab, https=policy_server.options, stack=declared("sts-wrong.broken.test")), "mta-sts"), "mta-sts.mode")
+    assert [f.status for f in found] == [Status.WARN]
+    assert "mode testing, and since when is not known (the policy server sends no Last-Modified)" in found[0].summary
+
+
+@pytest.mark.parametrize(("mode", "age_days", "left"), [
+    ("enforce", None, False), ("enforce", 400, False),
+    ("testing", 29.9, False), ("testing", 30.1, True), ("testing", None, True),
+    ("none", 1, False), ("none", 31, True),
+])
+def test_mode_left_longer_than_the_grace_is_a_problem(mode: str, age_days: float | None, left: bool) -> None:
+    now = 2_000_000_000.0
+    changed = None if age_days is None else now - age_days * 86400
+    assert (mta_sts.mode_left(mode, changed, now) is not None) is left
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("Wed, 02 Dec 2026 10:00:00 GMT", 1796205600.0),
+    ("Wednesday, 02-Dec-26 10:00:00 GMT", 1796205600.0),  # RFC 850 form, still to be accepted (RFC 9110 §5.6.7)
+    ("yesterday", None), ("", None), (None, None),
+    ("Wed, 02 Dec 2026 10:00:00", None),  # no zone: not an HTTP-date
+])
+def test_http_date(header: str | None, expected: float | None) -> None:
+    assert mta_sts_probe.http_date(header) == expected

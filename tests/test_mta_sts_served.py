@@ -10,6 +10,8 @@ files are replaced, as a hand-edited web root would be: ``sts-weak`` (testing, o
 from __future__ import annotations
 
 import http.client
+import os
+import time
 import socket
 import ssl
 import dataclasses
@@ -23,6 +25,7 @@ from mailstack import plan as planning
 from mailstack.checks.engine.context import HttpsOptions
 from mailstack.checks.engine.finding import Finding, Status
 from mailstack.config.stack import from_config
+from mailstack.gateway import render
 from mailstack.core.errors import ConfigErrors
 from mailstack.lab import nginx
 from mailstack.lab.process import stop_child
@@ -115,12 +118,38 @@ def test_the_rendered_site_serves_the_declared_policy_and_every_check_passes(ser
     assert served.get(mta_sts.policy_host(good), "/")[0] == 404
 
 
-def test_a_weak_policy_warns_on_mode_max_age_and_a_two_label_mx(served: Served) -> None:
+def policy_file(served: Served, domain: str) -> Path:
+    return Path(served.site.layout.host_path(render.policy_path(domain)))
+
+
+def aged(served: Served, domain: str, days: float) -> None:
+    """Make nginx's Last-Modified of ``domain``'s policy ``days`` old (the file's mtime,
+    as a deploy leaves it when the policy last changed)."""
+    when = time.time() - days * 86400
+    os.utime(policy_file(served, domain), (when, when))
+
+
+def test_a_weak_policy_left_in_testing_warns_on_mode_max_age_and_a_two_label_mx(served: Served) -> None:
+    aged(served, DOMAINS[1], 45)
     findings = served.findings(domain=DOMAINS[1])
     mode, age, mx = (by_url(findings, id, DOMAINS[1]) for id in ("mta-sts.mode", "mta-sts.max-age", "mta-sts.mx"))
     assert mode.status is Status.WARN and "mode: enforce" in mode.fix
+    assert "mode testing for 45 days (more than 30)" in mode.summary, mode.summary
     assert age.status is Status.WARN and "under one week" in age.summary and "max_age: 604800" in age.fix
     assert mx.status is Status.WARN and "a.b.sts-weak.broken.test" in mx.summary and "mx1.sts-weak" not in mx.summary.split("not matched")[0]
+
+
+def test_a_policy_put_in_testing_recently_passes_with_the_date_to_enforce_by(served: Served) -> None:
+    """nginx's Last-Modified (the file's time, not our code's) says the testing policy is
+    ten days old: within the weeks of reading TLS-RPT reports, so no warning; the
+    finding names the day to enforce by."""
+    aged(served, DOMAINS[1], 10)
+    status, _, _ = served.get(mta_sts.policy_host(DOMAINS[1]), "/.well-known/mta-sts.txt")
+    assert status == 200
+    (mode,) = [by_url(served.findings(domain=DOMAINS[1]), "mta-sts.mode", DOMAINS[1])]
+    assert mode.status is Status.PASS and "mode testing since" in mode.summary and "within 30 days" in mode.summary
+    deadline = time.strftime("%Y-%m-%d", time.gmtime(policy_file(served, DOMAINS[1]).stat().st_mtime + mta_sts.MODE_GRACE))
+    assert f"switch to enforce by {deadline}" in mode.detail
 
 
 def test_an_enforced_policy_missing_a_live_mx_fails(served: Served) -> None:

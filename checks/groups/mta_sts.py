@@ -11,6 +11,7 @@ patterns do not match (``mailstack.rules.mta_sts.mx_matches``).
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 
 from mailstack.checks.dns.answer import DnsError
@@ -173,19 +174,27 @@ async def _each_policy(ctx: CheckContext, id: str, judge: Callable[[str, str, di
     return await gather(one(domain) for domain in domains)
 
 
-@check("mta-sts.mode", ref="RFC 8461 §5")
+@check("mta-sts.mode", ref="RFC 8461 §5, §8.3")
 async def mta_sts_mode(ctx: CheckContext) -> list[Finding]:
-    """The served policy enforces: ``testing`` only reports failures (through TLS-RPT) and
-    ``none`` withdraws the policy, so neither protects the mail. How long a domain has
-    been in testing is not visible in DNS or the policy, so the warning says what to do,
-    not since when."""
-    def judge(domain: str, url: str, policy: dict[str, object]) -> Finding:
-        mode = policy["mode"]
-        if mode == "enforce":
-            return passed("mta-sts.mode", f"{url}: mode enforce")
+    """The served policy enforces, or has been in ``testing``/``none`` only briefly:
+    ``testing`` only reports failures (through TLS-RPT) and ``none`` withdraws the
+    policy, so neither protects the mail — fine for the weeks of reading reports or of
+    a withdrawal, not for good. Since when the policy is as served is its HTTP
+    Last-Modified (``mailstack.rules.mta_sts.mode_left`` judges)."""
+    async def judge(domain: str, url: str, policy: dict[str, object]) -> Finding:
+        mode = str(policy["mode"])
+        changed = (await _fetch(ctx, domain)).last_modified
+        since = f" since {time.strftime('%Y-%m-%d', time.gmtime(changed))}" if changed is not None else ""
+        problem = mta_sts.mode_left(mode, changed, time.time())
+        if problem is None:
+            if mode == "enforce":
+                return passed("mta-sts.mode", f"{url}: mode enforce")
+            left = (changed or 0) + mta_sts.MODE_GRACE
+            return passed("mta-sts.mode", f"{url}: mode {mode}{since}, within {mta_sts.MODE_GRACE // 86400} days",
+                          detail=f"switch to enforce by {time.strftime('%Y-%m-%d', time.gmtime(left))}, once TLS-RPT reports show no failures")
         why = ("senders deliver even when TLS fails and only report it (TLS-RPT)" if mode == "testing"
                else "senders drop the policy: mail is not protected")
-        return warned("mta-sts.mode", f"{url}: mode {mode}: {why}", found=f"mode: {mode}", expected="mode: enforce",
+        return warned("mta-sts.mode", f"{url}: {problem}{since}: {why}", found=f"mode: {mode}", expected="mode: enforce",
                       fix=f"once TLS-RPT reports show no failures, {_change(ctx, 'mode: enforce')}")
     return await _each_policy(ctx, "mta-sts.mode", judge)
 

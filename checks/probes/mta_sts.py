@@ -4,10 +4,13 @@
 check run's resolver (so ``--nameserver`` applies here too), the TLS certificate must be
 valid for ``mta-sts.<domain>`` (RFC 8461 §3.3: a policy host with an invalid certificate
 has no policy), redirects are not followed, and the media type should be text/plain.
+The response's ``Last-Modified`` (RFC 9110 §8.8.2: a static server sends the file's
+modification time) says since when the policy is as served.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import socket
 import ssl
@@ -33,6 +36,8 @@ class PolicyFetch:
     content_type: str = ""
     error: str | None = None
     problem: str | None = None
+    #: The policy's ``Last-Modified`` (seconds since 1970), when the server sent a valid one.
+    last_modified: float | None = None
 
 
 class _Connection(http.client.HTTPSConnection):
@@ -74,4 +79,16 @@ def fetch(resolver: Resolver, domain: str, *, port: int = 443, cafile: str | Non
         return PolicyFetch(url, problem=f"HTTP {response.status} {response.reason} (redirects are not followed)")
     if len(body) > MAX_BODY:
         return PolicyFetch(url, problem=f"the policy is larger than {MAX_BODY} bytes")
-    return PolicyFetch(url, body.decode("utf-8", "replace"), response.getheader("Content-Type", ""))
+    return PolicyFetch(url, body.decode("utf-8", "replace"), response.getheader("Content-Type", ""),
+                       last_modified=http_date(response.getheader("Last-Modified")))
+
+
+def http_date(value: str | None) -> float | None:
+    """An HTTP-date (RFC 9110 §5.6.7) as seconds since 1970; None when absent or not a date."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed.timestamp() if parsed.tzinfo is not None else None

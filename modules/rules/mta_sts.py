@@ -17,6 +17,12 @@ MAX_AGE_LIMIT = 31557600  # RFC 8461 §3.2
 #: leaves each sender's policy to lapse between fetches, when an attacker can strip it.
 ADVISED_MAX_AGE = 604800
 MODES = ("enforce", "testing", "none")
+#: How long a policy may stay in ``testing`` or ``none`` before a check warns: testing
+#: is for the weeks of reading TLS-RPT reports before enforcing (RFC 8460), none for
+#: the time senders' caches of the withdrawn policy take to lapse (RFC 8461 §8.3; a
+#: month covers the common ``max_age`` of one to four weeks). Longer, the domain has
+#: simply been left unprotected.
+MODE_GRACE = 30 * 86400
 #: Who serves the policy file: the gateways (nginx) or a web server outside mailstack.
 SERVERS = ("gateway", "external")
 
@@ -125,3 +131,17 @@ def parse_policy(text: str) -> dict[str, object]:
     if fields["mode"] != "none" and not mx:
         raise PolicyError("a policy in testing or enforce mode needs at least one mx")
     return fields
+
+
+def mode_left(mode: str, changed_at: float | None, now: float) -> str | None:
+    """Why a served policy's mode is a problem (None: it is not): ``enforce`` never is;
+    ``testing``/``none`` are once left longer than ``MODE_GRACE`` since the policy last
+    changed (``changed_at``, seconds since 1970, e.g. its HTTP Last-Modified), or when
+    that time is not known."""
+    if mode == "enforce":
+        return None
+    if changed_at is None:
+        return f"mode {mode}, and since when is not known (the policy server sends no Last-Modified)"
+    if now - changed_at <= MODE_GRACE:
+        return None
+    return f"mode {mode} for {(now - changed_at) / 86400:.0f} days (more than {MODE_GRACE // 86400})"
