@@ -67,13 +67,9 @@ def with_rotation(planned: plan.Plan, state: RotationState | None, nameservers: 
         if state is not None and (problem := dkim_rotation.retire_problem(stack.dkim, state, time.time())):
             raise MailstackError(f"dkim.previous: {problem}")
         return planned
-    new, old = planned.rotation_names()
-    zone = planned.zone_of(next(iter(new)))
     from mailstack.rfc2136 import authoritative  # dnspython's query modules: only when servers are asked (start-up)
 
-    servers = authoritative.of_stack(stack.dns, zone, nameservers, timeout)
-    observed = authoritative.observe(servers, new, old, timeout)
-    return planned.with_rotation(dkim_rotation.decide(stack.dkim, stack.dns.ttl, observed, state, time.time()))
+    return authoritative.decide(planned, state, nameservers, timeout)
 
 
 def record(args: argparse.Namespace, planned: plan.Plan) -> plan.Plan:
