@@ -2,10 +2,12 @@
 that give the previous key and the recorded state, and the decided phase in words.
 
 The phase comes from the one rule (``mailstack.rules.dkim_rotation.decide``) with what
-every authoritative server serves now (``mailstack.rfc2136.authoritative``). The CLI
-records nothing: the switch time it reads is the one ``pulumi up`` exported
-(``pulumi stack output dkimRotation --json``) or the lab keeps in its state directory
-(``<state>/dkim-rotation.json``), given with ``--dkim-rotation FILE``.
+every authoritative server serves now (``mailstack.rfc2136.authoritative.decide``, the
+observation ``mailstack lab up`` makes too). ``plan``, ``diff`` and ``check`` record
+nothing: the switch time they read is the one ``pulumi up`` exported (``pulumi stack
+output dkimRotation --json``), ``render --dkim-rotation FILE`` recorded, or the lab keeps
+in its state directory (``<state>/stacks/<id>/dkim-rotation.json``, written by each
+``lab up``: ``mailstack.lab.rotation``), given with ``--dkim-rotation FILE``.
 """
 
 from __future__ import annotations
