@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -84,7 +85,7 @@ def dig(name: str) -> str:
 @dataclass
 class Rehearsal:
     stack_file: Path
-    declared: dict  # type: ignore[type-arg]
+    declared: dict[str, Any]
 
     def opts(self) -> tuple[str, ...]:
         return ("--state-dir", str(STATE_DIR), "--namespace", NAMESPACE)
@@ -110,7 +111,7 @@ class Rehearsal:
     def rotation_file(self) -> Path:
         return self.root / "dkim-rotation.json"
 
-    def rotation(self) -> dict:  # type: ignore[type-arg]
+    def rotation(self) -> dict[str, Any]:
         return json.loads(self.rotation_file.read_text())
 
     def check(self, *only: str) -> tuple[int, dict[str, list[dict[str, str]]]]:
