@@ -112,7 +112,8 @@ class Rehearsal:
         return self.root / "dkim-rotation.json"
 
     def rotation(self) -> dict[str, Any]:
-        return json.loads(self.rotation_file.read_text())
+        recorded: dict[str, Any] = json.loads(self.rotation_file.read_text())
+        return recorded
 
     def check(self, *only: str) -> tuple[int, dict[str, list[dict[str, str]]]]:
         result = mailstack("lab", "check", "--format", "json", *self.opts(), *(f"--only={g}" for g in only))
@@ -143,7 +144,7 @@ class Rehearsal:
         assert reply.get("data", [0])[0] == 250, reply
         return message_id
 
-    def verdict(self, message_id: str) -> tuple[str, str | None, str | None, str]:
+    def verdict(self, message_id: str) -> tuple[str, str | None, str | None, str | None]:
         """The receiver's (dkim, s=, d=, dmarc) for a delivered message."""
         delivery = MaildirIndex(self.root / "receiver" / "mail").wait(message_id, time.time() + 60)
         assert delivery is not None, f"{message_id} not delivered"
