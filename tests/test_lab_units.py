@@ -9,6 +9,7 @@ import dataclasses
 import ipaddress
 import os
 import random
+import time
 from pathlib import Path
 
 import dns.resolver
@@ -24,12 +25,13 @@ from mailstack.checks.probes.verdicts import DkimResult, Verdict, disagreements,
 from mailstack.config import stackfile
 from mailstack.core.errors import MailstackError
 from mailstack.core.model import SenderKind
-from mailstack.lab import binaries, control, netns, provision, thirdparty, translate, zones
+from mailstack.lab import binaries, control, netns, provision, rotation, thirdparty, translate, zones
 from mailstack.lab.bind import BindServer
 from mailstack.lab.state import LabState
 from mailstack.lab.topology import build as build_topology
 from mailstack.rfc2136.sync import ConflictError
 from mailstack.rules import dmarc
+from mailstack.rules.dkim_rotation import RotationState, decide, when
 from tests import project
 from tests.ports import free_port
 from tests.servers import require_binary, require_root
@@ -358,3 +360,43 @@ def test_a_seeded_real_zone_gets_the_same_address_mapping_as_the_stack() -> None
     adopting = dataclasses.replace(stack, dns=dataclasses.replace(stack.dns, provider="rfc2136", adopt=(("txt-example.net", "v=spf1 ip4:192.0.2.10 -all"),)))
     assert translate.adopted(adopting, topology) == (("txt-example.net", "v=spf1 ip4:127.0.50.1 -all"),)
     assert translate.adopted(stack, topology) == (), "Cloudflare import ids mean nothing to the lab's BIND"
+
+
+# -- the lab's DKIM rotation state (mailstack.lab.rotation) --------------------------------
+
+
+def _rotating(tmp_path: Path, previous: str | None) -> planning.Plan:
+    text = project.stack_path("lab").read_text().replace("    selector: lab\n", "    selector: lab2\n" + (f"    previous: {previous}\n" if previous else ""))
+    path = tmp_path / "Pulumi.rot.yaml"
+    path.write_text(text)
+    return planning.build(stackfile.load(path))
+
+
+def test_the_recorded_rotation_state_is_written_private_and_read_back(tmp_path: Path) -> None:
+    planned = _rotating(tmp_path, "lab")
+    state = RotationState("lab2", "lab", 1000.0, 2000.0)
+    decided = planned.with_rotation(decide(planned.stack.dkim, 300, None, state, 1500.0))
+    path = tmp_path / rotation.STATE_FILE
+    rotation.record(path, decided)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert rotation.read(path) == state
+    assert rotation.recorded_plan(planned, state).signing_selector == "lab2"  # switched: the new key signs
+    assert rotation.recorded_plan(planned, RotationState("lab2", "lab")).signing_selector == "lab"
+    rotation.record(path, _rotating(tmp_path, None))  # the finished rotation's state goes
+    assert not path.exists() and rotation.read(path) is None
+
+
+def test_a_broken_rotation_state_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / rotation.STATE_FILE
+    path.write_text('{"selector": "lab2", "previous": "lab", "switchedAt": "soon"}')
+    with pytest.raises(MailstackError, match=rf"{path}: the DKIM rotation state's switchedAt is not a time"):
+        rotation.read(path)
+
+
+def test_dropping_dkim_previous_before_the_retire_time_is_refused_naming_it(tmp_path: Path) -> None:
+    retire = time.time() + 3600
+    dropped = _rotating(tmp_path, None).stack
+    with pytest.raises(MailstackError, match=rf"dkim.previous: lab's record may be deleted only after {when(retire)}"):
+        rotation.refuse_early_retire(dropped, RotationState("lab2", "lab", time.time(), retire))
+    rotation.refuse_early_retire(dropped, RotationState("lab2", "lab", time.time() - 7200, time.time() - 1))  # after it: allowed
+    rotation.refuse_early_retire(dropped, None)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from mailstack import plan as planning
 from mailstack.cli import options
+from mailstack.cli import rotation as cli_rotation
 from mailstack.cli.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mailstack.config import stackfile
 from mailstack.core.errors import MailstackError
 from mailstack.core.model import MailDomain
-from mailstack.lab import control, seed, translate
+from mailstack.lab import control, rotation, seed, translate
 from mailstack.lab.binaries import binary
 from mailstack.lab.state import LabState
 from mailstack.lab.topology import DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, Topology
@@ -136,8 +137,14 @@ def run_up(args: argparse.Namespace) -> int:
     if control.inside(args.namespace):
         return _up_inside(args, stack, topology, seeds)
     started = time.monotonic()
+    # Dropping dkim.previous before the recorded retire time changes nothing: refused
+    # before the lab is touched (as `pulumi up` fails at the dkim-rotation resource).
+    rotation.refuse_early_retire(stack, rotation.read(rotation.state_path(args.state_dir.resolve(), stack_file)))
     prepared = control.prepare(args.state_dir, topology, stack_file, _digest(seeds), dnssec=args.dnssec)
     code = _reexec(args, ["up", "--stack-file", str(stack_file), *(f"--seed-zone={s.path}" for s in seeds), *(["--dnssec"] if args.dnssec else [])])
+    if code == INSIDE_CONFLICT and (prepared.running or prepared.repair):
+        print(f"the lab in namespace {args.namespace} keeps running, nothing of the plan written", file=sys.stderr)
+        return EXIT_USAGE
     if code == INSIDE_CONFLICT:
         print(f"the lab's BIND is left up in namespace {args.namespace} with the zones exactly as seeded, nothing of "
               "the plan written: inspect them (ip netns exec … dig), then `mailstack lab down`", file=sys.stderr)
@@ -165,8 +172,11 @@ def _up_inside(args: argparse.Namespace, stack: MailDomain, topology: Topology, 
         print(f"error: {err}", file=sys.stderr)
         return INSIDE_CONFLICT
     assert lab.changes is not None
+    rotation.record(rotation.path_of(lab.state), lab.plan)  # after everything succeeded: the switch time, once
     counts = lab.changes.counts()
     print(f"records on {topology.bind_address}: " + ", ".join(f"{counts[a.value]} {a.value}" for a in REPORTED if counts[a.value]))
+    for line in cli_rotation.lines(lab.plan.stack, lab.plan.rotation):
+        print(line)
     return EXIT_OK
 
 

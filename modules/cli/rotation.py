@@ -2,10 +2,12 @@
 that give the previous key and the recorded state, and the decided phase in words.
 
 The phase comes from the one rule (``mailstack.rules.dkim_rotation.decide``) with what
-every authoritative server serves now (``mailstack.rfc2136.authoritative``). The CLI
-records nothing: the switch time it reads is the one ``pulumi up`` exported
-(``pulumi stack output dkimRotation --json``) or the lab keeps in its state directory
-(``<state>/dkim-rotation.json``), given with ``--dkim-rotation FILE``.
+every authoritative server serves now (``mailstack.rfc2136.authoritative.decide``, the
+observation ``mailstack lab up`` makes too). ``plan``, ``diff`` and ``check`` record
+nothing: the switch time they read is the one ``pulumi up`` exported (``pulumi stack
+output dkimRotation --json``), ``render --dkim-rotation FILE`` recorded, or the lab keeps
+in its state directory (``<state>/stacks/<id>/dkim-rotation.json``, written by each
+``lab up``: ``mailstack.lab.rotation``), given with ``--dkim-rotation FILE``.
 """
 
 from __future__ import annotations
@@ -67,13 +69,9 @@ def with_rotation(planned: plan.Plan, state: RotationState | None, nameservers: 
         if state is not None and (problem := dkim_rotation.retire_problem(stack.dkim, state, time.time())):
             raise MailstackError(f"dkim.previous: {problem}")
         return planned
-    new, old = planned.rotation_names()
-    zone = planned.zone_of(next(iter(new)))
     from mailstack.rfc2136 import authoritative  # dnspython's query modules: only when servers are asked (start-up)
 
-    servers = authoritative.of_stack(stack.dns, zone, nameservers, timeout)
-    observed = authoritative.observe(servers, new, old, timeout)
-    return planned.with_rotation(dkim_rotation.decide(stack.dkim, stack.dns.ttl, observed, state, time.time()))
+    return authoritative.decide(planned, state, nameservers, timeout)
 
 
 def record(args: argparse.Namespace, planned: plan.Plan) -> plan.Plan:

@@ -25,7 +25,7 @@ from mailstack import plan as planning
 from mailstack.core.errors import MailstackError
 from mailstack.core.model import MailDomain
 from mailstack.core.record import Record
-from mailstack.lab import binaries, netns, postfix, provision, roles, translate, users
+from mailstack.lab import binaries, gateway, netns, postfix, provision, roles, rotation, translate, users
 from mailstack.lab.binaries import binary
 from mailstack.lab.seed import Seed
 from mailstack.lab.state import LabState, Process
@@ -194,10 +194,13 @@ def lab_plan(state: LabState, stack: MailDomain, topology: Topology) -> Plan:
     gateway DKIM key and its keys for the third parties' declared ones."""
     keys = {kind: LabState.public_key_b64(pem) for kind, pem in roles.third_party_keys(state, stack).items()}
     public = LabState.public_key_pem(state.dkim_private_key(stack.dkim.selector, stack.dkim.bits))
-    # A declared DKIM rotation publishes both keys; nothing observed, the previous one
-    # signs (the publish phase; tests/test_dkim_rotation_live.py walks every phase).
+    # A declared DKIM rotation publishes both keys; the gateway signs with the key of the
+    # phase recorded in the stack's dkim-rotation.json (the previous one until `lab up`
+    # saw the new key served and recorded the switch: `lab up` decides the phase anew
+    # with what BIND serves, mailstack.lab.rotation; tests/test_lab_rotation.py walks it).
     previous = LabState.public_key_pem(state.dkim_private_key(stack.dkim.previous, stack.dkim.bits)) if stack.dkim.previous else None
-    return planning.build(lab_dane(state, translate.lab_stack(stack, topology, keys)), public, previous)
+    planned = planning.build(lab_dane(state, translate.lab_stack(stack, topology, keys)), public, previous)
+    return rotation.recorded_plan(planned, rotation.read(rotation.path_of(state)))
 
 
 def lab_dane(state: LabState, stack: MailDomain) -> MailDomain:
@@ -246,7 +249,9 @@ def start(lab: roles.Lab) -> ChangeSet | None:
 
 def repair(lab: roles.Lab) -> list[str]:
     """Restart the roles one of whose processes died; the others keep running. A
-    restarted BIND keeps its zones (from its journal); the records are published again."""
+    restarted BIND keeps its zones (from its journal); the DKIM rotation's phase is
+    decided from what BIND serves now, the records are published again, and the
+    gateways' OpenDKIM put on the phase's signing tables."""
     state = lab.state
     alive = {p.role for p in state.processes if p.alive()}
     restarted = []
@@ -262,7 +267,17 @@ def repair(lab: roles.Lab) -> list[str]:
         else:
             role.start(lab, False)
         restarted.append(role.name)
+    roles.decide_rotation(lab)
     lab.changes = roles.publish(state, lab.plan, lab.topology)
+    for declared in lab.stack.gateways:
+        # An edited stack's rotation reaches the running gateways: OpenDKIM on the
+        # phase's signing tables (restarted only when they changed), Postfix kept.
+        if gateway.signing_changed(state, lab.plan, declared):
+            name = f"{gateway.role_name(declared)}-opendkim"
+            for process in [p for p in state.processes if p.role == name]:
+                _stop(process)
+            gateway.resign(state, lab.plan, declared)
+            restarted.append(f"{name} (signing with {lab.plan.signing_selector})")
     return restarted
 
 

@@ -124,10 +124,7 @@ def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None
     if settings is not None and settings.smtp_auth is not None:
         _install_sasldb(work, gateway.hostname, settings.smtp_auth.user, state.smtp_auth_password())
     name = role_name(gateway)
-    opendkim = OpenDkim(work, files_, log_path=files.log_file(work / "log", "opendkim.log"))
-    opendkim.start()
-    assert opendkim.pid is not None
-    state.record(f"{name}-opendkim", opendkim.pid, str(opendkim.conf_path))
+    start_opendkim(state, work, files_, name)
     addresses = [a for a in (gateway.ipv4, gateway.ipv6) if a]
     overrides = {"inet_interfaces": ", ".join(addresses), "smtp_bind_address": gateway.ipv4}
     if gateway.ipv6:
@@ -160,3 +157,29 @@ def start(state: LabState, plan: Plan, gateway: Gateway, *, fresh: bool) -> None
     for address in addresses:
         for port in (25, SUBMISSION_PORT):
             until(partial(accepts, address, port), 30, f"{gateway.hostname} on {address}:{port}")
+
+
+def start_opendkim(state: LabState, work: Path, files_: dict[str, RenderedFile], name: str) -> None:
+    """The gateway's OpenDKIM on its rendered files, recorded as ``<role>-opendkim``."""
+    opendkim = OpenDkim(work, files_, log_path=files.log_file(work / "log", "opendkim.log"))
+    opendkim.start()
+    assert opendkim.pid is not None
+    state.record(f"{name}-opendkim", opendkim.pid, str(opendkim.conf_path))
+
+
+def signing_changed(state: LabState, plan: Plan, gateway: Gateway) -> bool:
+    """Whether the running gateway's OpenDKIM files differ from the plan's (a DKIM
+    rotation's switch: SigningTable/KeyTable and the key file of the new selector)."""
+    work = workdir(state, plan.stack, gateway)
+    wanted = {k: v.text for k, v in rendered(state, plan, gateway).items() if k.startswith("opendkim/")}
+    return any(not (work / k).is_file() or (work / k).read_text(encoding="utf-8") != text for k, text in wanted.items())
+
+
+def resign(state: LabState, plan: Plan, gateway: Gateway) -> None:
+    """The redeploy of a running gateway's signing (the deploy's activate step): the
+    old key file removed, OpenDKIM started on the phase's tables. The caller stopped
+    the old OpenDKIM; Postfix keeps running, its queue with it (mail signed before the
+    switch is sent as signed)."""
+    work = workdir(state, plan.stack, gateway)
+    shutil.rmtree(work / "opendkim" / "keys", ignore_errors=True)
+    start_opendkim(state, work, rendered(state, plan, gateway), role_name(gateway))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from mailstack.core import zonefile
 from mailstack.core.model import Gateway, ImapMailbox, InboundMode, MailDomain, OdooSetting, SenderKind
 from mailstack.gateway import render
-from mailstack.lab import files, gateway, nginx, provision, thirdparty, translate, users, zones
+from mailstack.lab import files, gateway, nginx, provision, rotation, thirdparty, translate, users, zones
 from mailstack.lab.binaries import binary
 from mailstack.lab.bind import BindServer
 from mailstack.lab.dovecot import Dovecot
@@ -164,7 +164,16 @@ class Records(Role):
     name = "records"
 
     def start(self, lab: Lab, fresh: bool) -> None:
+        decide_rotation(lab)  # before the records are published, as the Pulumi program does
         lab.changes = publish(lab.state, lab.plan, lab.topology)
+
+
+def decide_rotation(lab: Lab) -> None:
+    """The DKIM rotation's phase for this ``lab up`` (``mailstack.lab.rotation``): from
+    what the lab's BIND serves before this run publishes and the recorded state; the
+    gateways then render the phase's signing selector (``Plan.signing_selector``)."""
+    recorded = rotation.read(rotation.path_of(lab.state))
+    lab.plan = rotation.decide(lab.plan, recorded)
 
 
 def publish(state: LabState, plan: Plan, topology: Topology) -> ChangeSet:

@@ -101,6 +101,13 @@ def stack_id(stack_file: Path) -> str:
     return f"{name[:12]}-{digest}"  # short: unix socket paths below it are limited to 107 bytes
 
 
+def stack_dir(root: Path, stack_file: Path) -> Path:
+    """A stack's own directory below the state directory ``root``, whether or not that
+    stack's lab is the one up (``lab up`` reads a stack's DKIM rotation state before
+    the lab is prepared)."""
+    return root / "stacks" / stack_id(stack_file)
+
+
 @dataclass(frozen=True, slots=True)
 class Process:
     """One process the lab started: its role, PID and a marker found in its cmdline."""
@@ -182,7 +189,7 @@ class LabState:
         """The current stack's own directory (see the module docstring)."""
         if not self.stack_file:
             raise ValueError("no stack recorded in this state directory")
-        return self.root / "stacks" / stack_id(Path(self.stack_file))
+        return stack_dir(self.root, Path(self.stack_file))
 
     @property
     def secrets(self) -> Path:

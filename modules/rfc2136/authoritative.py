@@ -13,6 +13,7 @@ checks use it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,9 +28,10 @@ import dns.resolver
 
 from mailstack.core import txt
 from mailstack.core.errors import MailstackError
-from mailstack.core.model import Dns
-from mailstack.rules import dkim
-from mailstack.rules.dkim_rotation import Observation, ServerView
+from mailstack.core.model import Dns, SenderKind
+from mailstack.plan import Plan
+from mailstack.rules import dkim, dkim_rotation
+from mailstack.rules.dkim_rotation import Observation, RotationState, ServerView
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -141,3 +143,20 @@ def observe(
     selector to the public key it must carry (PEM or base64; None: any usable key), and
     ``old`` names the previous selector's key records."""
     return Observation(tuple(_view(server, new, old, timeout) for server in servers))
+
+
+def decide(planned: Plan, state: RotationState | None, nameservers: Sequence[Nameserver] = (), timeout: float = DEFAULT_TIMEOUT) -> Plan:
+    """The plan with its declared DKIM rotation decided by the one rule
+    (``rules.dkim_rotation.decide``) from what every authoritative server of the key
+    records' zone serves now and the recorded ``state``; unchanged without a rotation.
+    The one observation of ``mailstack plan``/``diff``/``render`` (``cli.rotation``) and
+    of ``mailstack lab up`` (``lab.rotation``), made before anything is published."""
+    stack = planned.stack
+    if not stack.sends_via(SenderKind.GATEWAY) or stack.dkim.previous is None:
+        return planned
+    new, old = planned.rotation_names()
+    if not new:
+        return planned
+    zone = planned.zone_of(next(iter(new)))
+    observed = observe(of_stack(stack.dns, zone, nameservers, timeout), new, old, timeout)
+    return planned.with_rotation(dkim_rotation.decide(stack.dkim, stack.dns.ttl, observed, state, time.time()))
