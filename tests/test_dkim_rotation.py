@@ -58,8 +58,10 @@ def test_switch_records_its_time_once_and_retire_waits_for_the_longest_ttl_plus_
     assert switched.phase is Phase.SWITCH and switched.signing == "new" and switched.published == ("old", "new")
     # The old record's live TTL (900) is longer than the planned one: it counts.
     assert switched.state == RotationState("new", "old", T0, T0 + 900 + MARGIN)
+    assert switched.switches_now and "this apply switches signing from old to new" in switched.next
     later = rule.decide(DKIM, TTL, LACKING, switched.state, T0 + 100)  # a server flapping later: no switch back
-    assert later.phase is Phase.SWITCH and later.state == switched.state
+    assert later.phase is Phase.SWITCH and later.state == switched.state and not later.switches_now
+    assert "signing with new since" in later.next
     retire = rule.decide(DKIM, TTL, EVERYWHERE, switched.state, T0 + 900 + MARGIN)
     assert retire.phase is Phase.RETIRE and retire.signing == "new" and "remove dkim.previous" in retire.next
 

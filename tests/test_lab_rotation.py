@@ -194,6 +194,8 @@ def test_lab_up_walks_a_dkim_rotation_through_every_phase(rehearsal: Rehearsal) 
     code, found = lab.check("e2e", "dkim")
     assert "dkim=pass (d=acme.test s=lab)" in gateway_probe(found), found["e2e.outbound.gateway"]
     assert [f["status"] for f in found["dkim.rotation"]] == ["pass"], found["dkim.rotation"]
+    # Served everywhere now, but the gateway still signs with lab: the check says what comes next.
+    assert "phase publish: every authoritative server serves lab2's record; the next apply" in found["dkim.rotation"][0]["summary"]
     # A message signed now waits in the gateway's queue across the switch.
     lab.hold(True)
     queued = lab.submit("queued")

@@ -33,16 +33,13 @@ async def rotation(ctx: CheckContext) -> list[Finding]:
     stack = plan.stack
     if not stack.sends_via(SenderKind.GATEWAY) or stack.dkim.previous is None:
         return [skipped(ID, "no DKIM rotation declared (dkim.previous)")]
-    new, old = plan.rotation_names()
-    if not new:
-        return [skipped(ID, "the stack publishes no gateway key record")]
-    zone = plan.zone_of(next(iter(new)))
     nameservers = [(s.address, s.port) for s in ctx.resolver.servers]
     try:
-        servers = await asyncio.to_thread(authoritative.of_stack, stack.dns, zone, nameservers, ctx.resolver.timeout)
-        observed = await asyncio.to_thread(authoritative.observe, servers, new, old, ctx.resolver.timeout)
+        observed = await asyncio.to_thread(authoritative.observe_plan, plan, nameservers, ctx.resolver.timeout)
     except MailstackError as err:
         return [errored(ID, str(err))]
+    if observed is None:
+        return [skipped(ID, "the stack publishes no gateway key record")]
     failures = [s for s in observed.servers if s.error]
     if failures:
         return [errored(ID, "; ".join(f"{s.server}: {s.error}" for s in failures))]
@@ -61,6 +58,11 @@ async def rotation(ctx: CheckContext) -> list[Finding]:
             found=", ".join(sorted({n for s in observed.servers for n in s.old_published})),
             fix="remove dkim.previous from the stack and apply: the old key record is deleted",
         ))
-    if not findings:
+    if not findings and decided.switches_now:
+        # Served everywhere, no switch recorded: the gateway still signs with the old key.
+        unknown = "" if state is not None else " (no switch recorded here: give --dkim-rotation FILE to know whether it has)"
+        findings.append(passed(ID, f"phase publish: every authoritative server serves {stack.dkim.selector}'s record; the next "
+                                   f"apply (pulumi up, lab up) switches signing from {stack.dkim.previous} to it{unknown}"))
+    elif not findings:
         findings.append(passed(ID, f"phase {decided.phase.value}: {decided.next}"))
     return findings

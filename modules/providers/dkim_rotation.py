@@ -56,17 +56,10 @@ def observe(planned: Plan) -> Observation | None:
     """What every authoritative server serves for the rotation's key records, asked now
     (None without a rotation). A server that cannot be asked counts as lacking the new
     key, so the gateway keeps signing with the old one."""
-    if planned.stack.dkim.previous is None:
-        return None
-    new, old = planned.rotation_names()
-    if not new:
-        return None
-    zone = planned.zone_of(next(iter(new)))
     try:
-        servers = authoritative.of_stack(planned.stack.dns, zone)
+        return authoritative.observe_plan(planned)
     except MailstackError as err:  # no server known: not verified, the old key keeps signing
-        return Observation((ServerView(zone, error=str(err)),))
-    return authoritative.observe(servers, new, old)
+        return Observation((ServerView("the zone's authoritative servers", error=str(err)),))
 
 
 def observation_json(observed: Observation | None) -> list[dict[str, Any]]:

@@ -145,18 +145,29 @@ def observe(
     return Observation(tuple(_view(server, new, old, timeout) for server in servers))
 
 
-def decide(planned: Plan, state: RotationState | None, nameservers: Sequence[Nameserver] = (), timeout: float = DEFAULT_TIMEOUT) -> Plan:
-    """The plan with its declared DKIM rotation decided by the one rule
-    (``rules.dkim_rotation.decide``) from what every authoritative server of the key
-    records' zone serves now and the recorded ``state``; unchanged without a rotation.
-    The one observation of ``mailstack plan``/``diff``/``render`` (``cli.rotation``) and
-    of ``mailstack lab up`` (``lab.rotation``), made before anything is published."""
+def observe_plan(planned: Plan, nameservers: Sequence[Nameserver] = (), timeout: float = DEFAULT_TIMEOUT) -> Observation | None:
+    """What every authoritative server of the key records' zone serves now for the
+    plan's declared DKIM rotation (None: no rotation, or no gateway key record). The one
+    observation of ``mailstack plan``/``diff``/``render`` (``cli.rotation``), of
+    ``mailstack lab up`` (``lab.rotation``), of the Pulumi program
+    (``providers.dkim_rotation``) and of the ``dkim.rotation`` check. MailstackError when
+    the zone's servers cannot be found."""
     stack = planned.stack
     if not stack.sends_via(SenderKind.GATEWAY) or stack.dkim.previous is None:
-        return planned
+        return None
     new, old = planned.rotation_names()
     if not new:
-        return planned
+        return None
     zone = planned.zone_of(next(iter(new)))
-    observed = observe(of_stack(stack.dns, zone, nameservers, timeout), new, old, timeout)
+    return observe(of_stack(stack.dns, zone, nameservers, timeout), new, old, timeout)
+
+
+def decide(planned: Plan, state: RotationState | None, nameservers: Sequence[Nameserver] = (), timeout: float = DEFAULT_TIMEOUT) -> Plan:
+    """The plan with its declared DKIM rotation decided by the one rule
+    (``rules.dkim_rotation.decide``) from ``observe_plan`` and the recorded ``state``;
+    unchanged without a rotation. Made before anything is published."""
+    observed = observe_plan(planned, nameservers, timeout)
+    if observed is None:
+        return planned
+    stack = planned.stack
     return planned.with_rotation(dkim_rotation.decide(stack.dkim, stack.dns.ttl, observed, state, time.time()))

@@ -150,6 +150,10 @@ class Rotation:
     state: RotationState | None
     #: What happens next, in words (``mailstack plan``/``diff``, the check).
     next: str
+    #: True when this decision makes the switch (the new key was just seen on every
+    #: authoritative server; ``state`` records the switch time now): the gateway signs
+    #: with the new key only once this decision is applied.
+    switches_now: bool = False
 
     @property
     def retire_at(self) -> float | None:
@@ -189,16 +193,20 @@ def decide(dkim: Dkim, ttl: int, observation: Observation | None, state: Rotatio
             ))
         old_ttl = max(ttl, observation.old_ttl)
         state = RotationState(dkim.selector, dkim.previous, now, now + old_ttl + dkim.retire_margin)
+        switching = True
+    else:
+        switching = False
     retire_at = state.retire_at if state.retire_at is not None else (state.switched_at or now) + ttl + dkim.retire_margin
+    signing = (f"every authoritative server serves {dkim.selector}'s record: this apply switches signing from {dkim.previous} "
+               f"to {dkim.selector}" if switching else f"signing with {dkim.selector} since {when(state.switched_at or now)}")
     if now < retire_at:
         return Rotation(Phase.SWITCH, dkim.selector, both, state, (
-            f"signing with {dkim.selector} since {when(state.switched_at or now)}; {dkim.previous}'s record stays until "
-            f"{when(retire_at)} (its TTL plus dkim.retireMargin), then remove dkim.previous to delete it"
-        ))
+            f"{signing}; {dkim.previous}'s record stays until {when(retire_at)} (its TTL plus dkim.retireMargin), "
+            "then remove dkim.previous to delete it"
+        ), switching)
     return Rotation(Phase.RETIRE, dkim.selector, both, state, (
-        f"signing with {dkim.selector}; {dkim.previous}'s record may be deleted since {when(retire_at)}: "
-        "remove dkim.previous from the stack"
-    ))
+        f"{signing}; {dkim.previous}'s record may be deleted since {when(retire_at)}: remove dkim.previous from the stack"
+    ), switching)
 
 
 def retire_problem(dkim: Dkim, state: RotationState | None, now: float) -> str | None:
