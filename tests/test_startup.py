@@ -94,6 +94,8 @@ def test_check_help_loads_no_check_group(tmp_path: Path) -> None:
     code, modules = loaded(tmp_path, "check", "--help")
     assert code == 0
     assert not prefixed(modules, *PULUMI, "mailstack.lab", "mailstack.checks.groups", "mailstack.checks.engine", "dns.resolver")
+    # The planner (and the DKIM rotation's CLI module that loads it) only when a run needs it.
+    assert not prefixed(modules, "mailstack.plan", "mailstack.cli.rotation")
 
 
 def test_every_command_is_listed_with_its_own_summary() -> None:

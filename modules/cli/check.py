@@ -32,13 +32,14 @@ from mailstack.checks.defaults import (
     DEFAULT_WORKERS,
     FORMATS,
 )
-from mailstack.cli import options, rotation
+from mailstack.cli import options
 from mailstack.core import names
 from mailstack.core.errors import ConfigErrors, MailstackError
 
 if TYPE_CHECKING:
     from mailstack.checks import run as check_run
     from mailstack.checks.engine.finding import Finding
+    from mailstack.rules.dkim_rotation import RotationState
 
 HELP = """\
 Check live mail domains: SPF, DKIM, DMARC, MX, MTA-STS/TLS-RPT, SMTP on each MX, and
@@ -188,7 +189,7 @@ def targets(args: argparse.Namespace, settings: check_run.Options) -> list[check
                 path, settings, resolver=resolver,
                 gateway_public_key=options.gateway_public_key(args.dkim_public_key),
                 gateway_private_key=options.read_text(args.dkim_private_key, "--dkim-private-key"),
-                rotation_state=rotation.read_state(args.dkim_rotation),
+                rotation_state=read_rotation_state(args.dkim_rotation),
             ))
         except ConfigErrors as err:
             if not fleet:
@@ -260,3 +261,11 @@ def _execute(found: Sequence[check_run.Target], settings: check_run.Options, *, 
 
     with Progress(len(found), sys.stderr, strict=strict) as shown:
         return check_run.execute_all(found, settings, on_done=shown.done)
+
+
+def read_rotation_state(path: Path | None) -> RotationState | None:
+    """``--dkim-rotation FILE`` (``cli.rotation.read_state``), imported only when a run
+    reads it: the rotation's module loads the planner, which ``check --help`` must not."""
+    from mailstack.cli import rotation
+
+    return rotation.read_state(path)
