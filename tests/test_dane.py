@@ -317,3 +317,31 @@ def test_tlsa_of_a_host_whose_address_records_are_unsigned_is_skipped(lab: DaneL
     findings = lab.run("cnamesigned.dnssec.test", groups=("dane",))
     assert [f.status for f in of(findings, "dane.tlsa")] == [PASS], of(findings, "dane.tlsa")
     assert [f.status for f in of(findings, "dane.signed")] == [PASS], of(findings, "dane.signed")
+
+
+def test_dane_ta_rule_checks_expiry_below_the_anchor_the_name_and_an_unsent_full_anchor() -> None:
+    """``rules.dane.mismatch`` on chains made here (no server: the live tests above run
+    the same rule on what Postfix presents): DANE-TA keeps PKIX's validity checks for
+    the certificates below the anchor, DANE-EE ignores them (RFC 7672 §3.1.1, RFC 7671
+    §5.2.2); a ``*`` names one left-most label only; ``2 0 0`` of an unsent anchor
+    needs the chain to reach it."""
+    root = Authority.create("rule root", path_length=1)
+    intermediate = root.subordinate("rule intermediate")
+
+    def chain(pem: bytes) -> list[x509.Certificate]:
+        return x509.load_pem_x509_certificates(pem)
+
+    expired = chain(intermediate.issue(["mx.example.test"], days=-1)[0])
+    root_cert = x509.load_pem_x509_certificate(root.cert_pem)
+    by_root = (2, 0, 1, dane.association(root_cert, 0, 1))
+    assert "outside its validity" in (dane.mismatch(expired, "mx.example.test", by_root) or "")
+    leaf_ee = (3, 1, 1, dane.association(expired[0], 1, 1))
+    assert dane.mismatch(expired, "mx.example.test", leaf_ee) is None  # DANE-EE: expiry ignored
+    wildcard = chain(intermediate.issue(["*.example.test"], days=30)[0])
+    assert dane.mismatch(wildcard, "mx.example.test", by_root) is None
+    assert "does not name a.mx.example.test" in (dane.mismatch(wildcard, "a.mx.example.test", by_root) or "")
+    full = (2, 0, 0, dane.association(root_cert, 0, 0))
+    assert dane.mismatch(wildcard[:2], "mx.example.test", full) is None  # root not sent: the record is the anchor
+    stranger = Authority.create("rule stranger")
+    other_full = (2, 0, 0, dane.association(x509.load_pem_x509_certificate(stranger.cert_pem), 0, 0))
+    assert "is not issued by 'rule stranger'" in (dane.mismatch(wildcard[:2], "mx.example.test", other_full) or "")

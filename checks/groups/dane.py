@@ -71,11 +71,14 @@ async def addresses(ctx: CheckContext, host: str, rdtype: str) -> Outcome:
     steps: list[Outcome] = []
     for _ in range(MAX_ALIASES + 1):
         out = await dnssec_checks.outcome(ctx, name, rdtype)
-        if out.status is not Status.INDETERMINATE or "alias (CNAME)" not in out.reason:
+        if out.status is not Status.INDETERMINATE:
             break
+        # the validator does not follow an alias (it reports the CNAME answer as
+        # indeterminate): validate the CNAME itself, then its target
         alias = await dnssec_checks.outcome(ctx, name, "CNAME")
-        if alias.status in (Status.BOGUS, Status.INDETERMINATE) or not alias.records:
+        if alias.status is Status.BOGUS:
             out = alias
+        if alias.status not in (Status.SECURE, Status.INSECURE) or not alias.records:
             break
         steps.append(alias)
         name = alias.records[0].target.to_text(omit_final_dot=True)  # type: ignore[attr-defined]
@@ -83,7 +86,8 @@ async def addresses(ctx: CheckContext, host: str, rdtype: str) -> Outcome:
         return Outcome(host, rdtype, Status.INDETERMINATE, f"more than {MAX_ALIASES} CNAMEs from {host}")
     if not steps:
         return out
-    worst = next((s for s in (*steps, out) if s.status is not Status.SECURE), out)
+    rank = (Status.BOGUS, Status.INDETERMINATE, Status.INSECURE, Status.SECURE)
+    worst = min((*steps, out), key=lambda s: rank.index(s.status))  # a bogus step outweighs an insecure one
     via = " -> ".join([host, *(s.records[0].target.to_text(omit_final_dot=True) for s in steps)])  # type: ignore[attr-defined]
     return Outcome(host, rdtype, worst.status, f"{via}: {worst.reason}", out.records, [t for s in (*steps, out) for t in s.trail], worst.zone)
 

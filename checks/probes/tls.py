@@ -111,7 +111,8 @@ def _presented(host: str, address: str, options: SmtpOptions) -> tuple[tuple[byt
         context = SSL.Context(SSL.TLS_CLIENT_METHOD)
         context.set_verify(SSL.VERIFY_NONE)
         connection = SSL.Connection(context, client.sock)
-        connection.set_tlsext_host_name(host.encode("idna") if host else b"")
+        if host:
+            connection.set_tlsext_host_name(host.encode("idna"))
         connection.set_connect_state()
         _drive(client.sock, connection.do_handshake, options.timeout)
         chain = connection.get_peer_cert_chain(as_cryptography=True) or []
