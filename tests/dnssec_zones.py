@@ -10,7 +10,9 @@
                          on an unsigned zone)
 
 ``tlsa`` maps a zone to the TLSA lines of its MX host; the DANE tests give the
-gateway's real digest for good and unsigned.
+gateway's real digest for good and unsigned. ``more`` adds zones below the parent
+(label -> signed by named or not, its zone lines): the DANE tests' DANE-TA zones and
+MX hosts that are aliases.
 """
 
 from __future__ import annotations
@@ -55,11 +57,16 @@ class SignedLab:
         return Resolver((Server(ADDRESS, self.port),), 2.0).cached()
 
 
-def start(workdir: Path, mx_addresses: Mapping[str, str], tlsa: Mapping[str, tuple[str, ...]]) -> Iterator[SignedLab]:
+def start(workdir: Path, mx_addresses: Mapping[str, str], tlsa: Mapping[str, tuple[str, ...]],
+          more: Mapping[str, tuple[bool, list[str]]] | None = None) -> Iterator[SignedLab]:
     """Serve the zones (``mx_addresses``/``tlsa`` by first label) until closed."""
     port = free_port(ADDRESS)
     bind = BindServer(workdir, ADDRESS, port)
     parent_lines: list[str] = []
+    for label, (sign, lines) in (more or {}).items():
+        zone = f"{label}.{PARENT}"
+        parent_lines += [f"{label} 300 IN NS ns1.{zone}.", f"ns1.{label} 300 IN A {ADDRESS}"]
+        bind.add_zone(zone, extra_lines=lines, signed=sign)
     for label in (*POLICY_SIGNED, *OFFLINE, *UNSIGNED):
         zone = f"{label}.{PARENT}"
         parent_lines += [f"{label} 300 IN NS ns1.{zone}.", f"ns1.{label} 300 IN A {ADDRESS}"]

@@ -3,6 +3,9 @@
 - ``dmarcbis``: a one-label zone (a TLD of its own, so every tree walk ends inside it)
   for DMARCbis (RFC 9989): a PSD with ``psd=y``, organizational domains below it, the
   8-query walk limit, removed, unknown and test-mode tags; and SPF macros (RFC 7208 §7).
+- ``dmarcnp``: a one-label zone for DMARCbis' ``np=`` (RFC 9989 §4.7): ``np=reject``
+  below ``sp=none``, ``sp=none`` without np, ``p=`` alone, and a wildcard that makes
+  every made-up subdomain exist (so ``sp=``, not ``np=``, applies to them).
 - ``bl.test``: a DNS blocklist (RFC 5782) answering as Spamhaus does: listed with TXT
   reasons, not listed (NXDOMAIN), and the refusal codes 127.255.255.252/254/255.
 - ``deadbl.test``: a list that lists 127.0.0.1, i.e. everything (RFC 5782 §5).
@@ -20,6 +23,7 @@ LISTED, CLEAN, REFUSED_PUBLIC, REFUSED_QUOTA = "127.0.151.10", "127.0.151.11", "
 LISTED6 = "2001:db8:151::10"
 BLOCKLIST, DEAD_BLOCKLIST = "bl.test", "deadbl.test"
 DMARCBIS = "dmarcbis"
+NONEXISTENT = "dmarcnp"
 DEEP = "x1.x2.x3.x4.x5.x6.x7.x8.deep.dmarcbis"  # 10 labels
 
 
@@ -64,6 +68,16 @@ def dmarcbis() -> list[str]:
     ]
 
 
+def dmarcnp() -> list[str]:
+    return [
+        '_dmarc.npreject 300 IN TXT "v=DMARC1; p=reject; sp=none; np=reject"',
+        '_dmarc.spnone 300 IN TXT "v=DMARC1; p=reject; sp=none"',
+        '_dmarc.ponly 300 IN TXT "v=DMARC1; p=quarantine"',
+        '_dmarc.wild 300 IN TXT "v=DMARC1; p=reject; sp=none; np=reject"',
+        "*.wild 300 IN A 127.0.151.25",
+    ]
+
+
 def blocklist() -> list[str]:
     return [
         # RFC 5782 §5 test entry: 127.0.0.2 listed, 127.0.0.1 not
@@ -81,7 +95,7 @@ def blocklist() -> list[str]:
 
 def zones(served: list[str]) -> dict[str, list[str]]:
     """The zones to add to a BIND already serving ``served``."""
-    found = {DMARCBIS: dmarcbis(), BLOCKLIST: blocklist(), DEAD_BLOCKLIST: ["1.0.0.127 300 IN A 127.0.0.2"]}
+    found = {DMARCBIS: dmarcbis(), NONEXISTENT: dmarcnp(), BLOCKLIST: blocklist(), DEAD_BLOCKLIST: ["1.0.0.127 300 IN A 127.0.0.2"]}
     every = [*served, *found]
     for tld in sorted({zone.rsplit(".", 1)[-1] for zone in every} - set(every) - {"arpa", "invalid"}):
         found[tld] = []

@@ -102,6 +102,73 @@ def test_test_mode_is_understood(dns_lab) -> None:
     assert policy.status is WARN and "test mode (t=y)" in policy.summary and "testMode" in policy.fix
 
 
+@pytest.mark.parametrize(("domain", "status", "words"), [
+    ("npreject.dmarcnp", PASS, "gives it p=reject by np="),
+    ("spnone.dmarcnp", WARN, "gives it p=none by sp= (no np=), weaker than spnone.dmarcnp's p=reject"),
+    ("ponly.dmarcnp", PASS, "gives it p=quarantine by p= (no sp=, no np=)"),
+    ("enforced.dmarcbis", PASS, "gives it p=reject by np="),
+])
+def test_made_up_subdomains_get_np_then_sp_then_p_on_real_bind(dns_lab, domain: str, status: Status, words: str) -> None:
+    """dmarc.nonexistent asks BIND for a random name below the domain (NXDOMAIN) and
+    takes the policy the tree walk finds for it, with RFC 9989's np -> sp -> p."""
+    found = one(dmarc_of(dns_lab, domain), "dmarc.nonexistent")
+    assert found.status is status and "does not exist (NXDOMAIN)" in found.summary and words in found.summary, found.summary
+    if status is WARN:
+        assert found.fix == f'_dmarc.{domain}. IN TXT "v=DMARC1; p=reject; sp=none; np=reject" (mailstack:dmarc.nonexistentPolicy: reject)'
+        assert "anyone can send as ms-nx-" in found.summary and "deliver it unchecked" in found.summary
+
+
+def test_a_wildcard_makes_made_up_subdomains_exist_and_sp_applies(dns_lab) -> None:
+    found = one(dmarc_of(dns_lab, "wild.dmarcnp"), "dmarc.nonexistent")
+    assert found.status is WARN and "exists (a wildcard answers every made-up subdomain of wild.dmarcnp)" in found.summary, found.summary
+    assert "receivers apply sp=, not np=" in found.summary and "p=none by np=" not in found.summary
+    assert found.fix == '_dmarc.wild.dmarcnp. IN TXT "v=DMARC1; p=reject; sp=reject; np=reject"'
+
+
+def test_a_declared_np_is_planned_and_a_published_record_without_it_fails(dns_lab) -> None:
+    """mailstack:dmarc.nonexistentPolicy goes into the planned record; the published one
+    at spnone.dmarcnp lacks it: dmarc.nonexistent fails with the planned line as fix."""
+    from mailstack import plan
+
+    stack = from_config({
+        "domain": "spnone.dmarcnp", "odoo": {"hosting": "onpremise", "url": "http://127.0.151.40:8069", "database": "db"},
+        "outbound": ["gateway"], "inbound": {"mode": "none"}, "dns": {"zone": "spnone.dmarcnp"},
+        "gateways": [{"hostname": "mx.spnone.dmarcnp", "ipv4": "127.0.151.41"}],
+        "gateway": {"odooAddresses": ["127.0.151.40/32"], "mailgate": {"passwordFile": "/nonexistent/odoo-password"}},
+        "dmarc": {"policy": "reject", "subdomainPolicy": "none", "nonexistentPolicy": "reject"},
+    })
+    planned = [r for r in plan.build(stack).records if r.purpose == "dmarc"]
+    assert [r.content for r in planned] == ["v=DMARC1; p=reject; sp=none; np=reject"]
+    found = one(run(context(dns_lab, stack=stack), "dmarc"), "dmarc.nonexistent")
+    assert found.status is FAIL and "np=(none), declared np=reject (dmarc.nonexistentPolicy)" in found.summary, found.summary
+    assert found.fix == '_dmarc.spnone.dmarcnp. 3600 IN TXT "v=DMARC1; p=reject; sp=none; np=reject"', found.fix
+
+
+@pytest.mark.parametrize("domain", ["npreject.dmarcnp", "spnone.dmarcnp", "ponly.dmarcnp", "enforced.dmarcbis"])
+def test_the_policy_of_a_made_up_subdomain_agrees_with_checkdmarc(dns_lab, domain: str) -> None:
+    """checkdmarc (6.0) confirms the made-up name does not exist (it refuses to look up
+    a policy for it), finds at the domain the record our walk finds for the made-up
+    name, and reads from it the same np (applying the np -> sp -> p fallback itself)."""
+    import checkdmarc.dmarc as cdmarc
+    import dns.resolver
+
+    from mailstack.rules import dmarc
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [dns_lab.bind.address]
+    resolver.port = dns_lab.port
+    resolver.lifetime = 3
+    made_up = f"{dmarc_checks.random_label()}.{domain}"
+    with pytest.raises(cdmarc.DMARCRecordNotFound, match="does not exist"):
+        cdmarc.query_dmarc_record(made_up, resolver=resolver)
+    theirs = cdmarc.query_dmarc_record(domain, resolver=resolver)
+    ours = loop.run(dmarc_checks.discovery(context(dns_lab, domain=domain), made_up))
+    assert (ours.policy_domain, ours.record) == (theirs["location"], theirs["record"])
+    assert ours.record is not None and ours.inherited
+    np = cdmarc.parse_dmarc_record(theirs["record"], theirs["location"], resolver=resolver)["tags"]["np"]["value"]
+    assert dmarc.applied_policy(dmarc.parse(ours.record), inherited=True, nonexistent=True) == np
+
+
 def spf_of(lab: Any, domain: str) -> list[Finding]:
     return run(context(lab, domain=domain), "spf")
 

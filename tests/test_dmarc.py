@@ -177,3 +177,26 @@ def test_no_planned_dmarc_record_carries_a_removed_tag() -> None:
     records = [r for name in check_zones.STACKS for r in plan.build(check_zones.load_stack(name)).records if r.purpose == "dmarc"]
     assert records
     assert all(dmarc.removed_tags(dmarc.parse(r.content)) == [] for r in records), [r.content for r in records]
+
+
+@pytest.mark.parametrize(("record", "own", "subdomain", "made_up"), [
+    ("v=DMARC1; p=reject", "reject", "reject", "reject"),  # np -> sp -> p: p for all
+    ("v=DMARC1; p=reject; sp=none", "reject", "none", "none"),  # np falls back to sp
+    ("v=DMARC1; p=reject; sp=none; np=reject", "reject", "none", "reject"),
+    ("v=DMARC1; p=none; np=quarantine", "none", "none", "quarantine"),  # np without sp: sp falls back to p
+])
+def test_the_policy_applied_to_subdomains_falls_back_np_sp_p(record: str, own: str, subdomain: str, made_up: str) -> None:
+    """RFC 9989 §4.7: sp= defaults to p=, np= to sp= (then p=); the publishing domain gets p=."""
+    tags = dmarc.parse(record)
+    assert dmarc.applied_policy(tags, inherited=False) == own
+    assert dmarc.applied_policy(tags, inherited=False, nonexistent=True) == own  # the domain itself exists
+    assert dmarc.applied_policy(tags, inherited=True) == subdomain
+    assert dmarc.applied_policy(tags, inherited=True, nonexistent=True) == made_up
+
+
+def test_strictness_order_and_the_record_a_fix_asks_for() -> None:
+    assert dmarc.stricter_or_equal("reject", "quarantine") and dmarc.stricter_or_equal("none", "none")
+    assert not dmarc.stricter_or_equal("none", "reject") and not dmarc.stricter_or_equal("quarantine", "reject")
+    tags = dmarc.parse("v=DMARC1; p=reject; sp=none; rua=mailto:d@example.com")
+    assert dmarc.with_tag(tags, "np", "reject") == "v=DMARC1; p=reject; sp=none; np=reject; rua=mailto:d@example.com"
+    assert dmarc.with_tag(dmarc.parse("v=DMARC1; p=reject; np=none"), "np", "reject") == "v=DMARC1; p=reject; np=reject"

@@ -15,7 +15,6 @@ import asyncio
 import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from mailstack.checks.dns.dnssec import Outcome, Status
 from mailstack.checks.engine.context import CheckContext, gather
@@ -25,7 +24,6 @@ from mailstack.checks.groups import dnssec as dnssec_checks
 from mailstack.checks.groups import mx as mx_checks
 from mailstack.checks.groups.smtp import recipient_domain
 from mailstack.checks.probes.tls import TlsObservation, probe
-from mailstack.core import names
 from mailstack.core.model import InboundMode
 from mailstack.rules import dane
 
@@ -61,53 +59,64 @@ def _tlsa(ctx: CheckContext, host: str) -> asyncio.Future[Outcome]:
     return dnssec_checks.outcome(ctx, dane.tlsa_name(host), "TLSA")
 
 
+#: CNAMEs followed from an MX host to its address records (RFC 7672 §2.2.2).
+MAX_ALIASES = 8
+
+
+async def addresses(ctx: CheckContext, host: str, rdtype: str) -> Outcome:
+    """The validation of ``host``'s address records of ``rdtype``, through the CNAMEs
+    that lead to them (RFC 7672 §2.2.2): insecure when any step is, secure only when
+    every step validates. A sender uses the host's TLSA only when this is secure."""
+    name = host
+    steps: list[Outcome] = []
+    for _ in range(MAX_ALIASES + 1):
+        out = await dnssec_checks.outcome(ctx, name, rdtype)
+        if out.status is not Status.INDETERMINATE:
+            break
+        # the validator does not follow an alias (it reports the CNAME answer as
+        # indeterminate): validate the CNAME itself, then its target
+        alias = await dnssec_checks.outcome(ctx, name, "CNAME")
+        if alias.status is Status.BOGUS:
+            out = alias
+        if alias.status not in (Status.SECURE, Status.INSECURE) or not alias.records:
+            break
+        steps.append(alias)
+        name = alias.records[0].target.to_text(omit_final_dot=True)  # type: ignore[attr-defined]
+    else:
+        return Outcome(host, rdtype, Status.INDETERMINATE, f"more than {MAX_ALIASES} CNAMEs from {host}")
+    if not steps:
+        return out
+    rank = (Status.BOGUS, Status.INDETERMINATE, Status.INSECURE, Status.SECURE)
+    worst = min((*steps, out), key=lambda s: rank.index(s.status))  # a bogus step outweighs an insecure one
+    via = " -> ".join([host, *(s.records[0].target.to_text(omit_final_dot=True) for s in steps)])  # type: ignore[attr-defined]
+    return Outcome(host, rdtype, worst.status, f"{via}: {worst.reason}", out.records, [t for s in (*steps, out) for t in s.trail], worst.zone)
+
+
 def declared_hosts(ctx: CheckContext) -> set[str]:
     """MX hosts the plan publishes TLSA records for."""
     return {r.name.split(".", 2)[2] for r in ctx.planned if r.type == "TLSA"}
 
 
 def matches(o: TlsObservation, records: tuple[object, ...]) -> tuple[list[str], list[str]]:
-    """(matching, non-matching) TLSA records for the observed certificate(s).
-
-    DANE-EE(3) is matched against the leaf (no name or expiry check, RFC 7672 §3.1.1);
-    DANE-TA(2) against a certificate of the chain that issued the leaf (§3.1.2)."""
-    assert o.leaf is not None
-    leaf = x509.load_der_x509_certificate(o.leaf)
-    chain = [x509.load_der_x509_certificate(der) for der in o.chain[1:]]
+    """(matching, non-matching with the reason) TLSA records for the presented chain
+    (``mailstack.rules.dane.mismatch``: DANE-EE against the leaf, DANE-TA against the
+    chain up to its anchor and the MX name)."""
+    chain = [x509.load_der_x509_certificate(der) for der in o.chain or (o.leaf or b"",)]
     good: list[str] = []
     bad: list[str] = []
     for rdata in records:
         text = rdata.to_text()  # type: ignore[attr-defined]
         try:
-            usage, selector, mtype, data = dane.parse(text)
+            record = dane.parse(text)
         except dane.DaneError as err:
             bad.append(f"{text[:40]}... unusable: {err}")
             continue
-        if usage == dane.DANE_EE:
-            (good if dane.association(leaf, selector, mtype) == data else bad).append(text)
-            continue
-        anchors = [c for c in chain if dane.association(c, selector, mtype) == data]
-        if any(_issued(leaf, ca) for ca in anchors) and names.normalize(o.host) in _names(leaf):
+        reason = dane.mismatch(chain, o.host, record)
+        if reason is None:
             good.append(text)
         else:
-            bad.append(text + ("" if chain else " (DANE-TA: this Python shows no chain; 3.13+ does)"))
+            bad.append(f"{text if len(text) <= 80 else text[:77] + '...'} ({reason})")
     return good, bad
-
-
-def _issued(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        leaf.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):  # not issued by it
-        return False
-    return True
-
-
-def _names(cert: x509.Certificate) -> set[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return {n.lower() for n in san.get_values_for_type(x509.DNSName)}
 
 
 @check("dane.tlsa", ref="RFC 7672 §2.2, §3.1; RFC 6698 §2.1")
@@ -115,14 +124,14 @@ async def tlsa(ctx: CheckContext) -> list[Finding]:
     """Every MX host's STARTTLS certificate matches its validated TLSA records."""
     live, findings = await _each(ctx, "dane.tlsa")
     declared = declared_hosts(ctx)
-    addresses = await gather(dnssec_checks.outcome(ctx, o.host, "AAAA" if ":" in o.address else "A") for o in live)
-    for o, out, address in zip(live, await gather(_tlsa(ctx, o.host) for o in live), addresses):
+    secured = await gather(addresses(ctx, o.host, "AAAA" if ":" in o.address else "A") for o in live)
+    for o, out, address in zip(live, await gather(_tlsa(ctx, o.host) for o in live), secured):
         where = f"{o.where} {dane.tlsa_name(o.host)}"
         if out.status is Status.SECURE and out.records and address.status is not Status.SECURE:
             # RFC 7672 §2.2.2: TLSA is used only when the host's address records are secure
             findings.append(dnssec_checks.verdict("dane.tlsa", address, f"{where}: address records of {o.host}")
                             if address.status is not Status.INSECURE else
-                            skipped("dane.tlsa", f"{where}: the address records of {o.host} are not signed, so senders do not use its TLSA"))
+                            skipped("dane.tlsa", f"{where}: the address records of {o.host} are not signed, so senders do not use its TLSA (RFC 7672 §2.2.2): {address.reason}"))
         elif out.status is Status.BOGUS:
             findings.append(failed("dane.tlsa", f"{where}: the TLSA RRset is bogus; DANE senders defer all mail: {out.reason}", fix=dnssec_checks.FIX_BOGUS))
         elif out.status is Status.INDETERMINATE:
@@ -151,9 +160,14 @@ async def signed(ctx: CheckContext) -> list[Finding]:
     """DANE is only claimed (TLSA published) where DNSSEC validates it."""
     live, findings = await _each(ctx, "dane.signed")
     hosts = list(dict.fromkeys(o.host for o in live))
-    for host, out in zip(hosts, await gather(_tlsa(ctx, h) for h in hosts)):
+    families = {o.host: "AAAA" if ":" in o.address else "A" for o in live}
+    secured = await gather(addresses(ctx, h, families[h]) for h in hosts)
+    for host, out, address in zip(hosts, await gather(_tlsa(ctx, h) for h in hosts), secured):
         name = dane.tlsa_name(host)
-        if out.status is Status.INSECURE and out.records:
+        if out.status is Status.SECURE and out.records and address.status is Status.INSECURE:
+            findings.append(failed("dane.signed", f"{name}: TLSA validated in {out.zone}, but the address records of {host} are not signed: senders ignore the TLSA (RFC 7672 §2.2.2), DANE does not protect {host}",
+                                   detail=address.reason, fix=f"sign the zone that holds {host}'s address records (and its DS at the parent), or make {host} a name of a signed zone rather than an alias into an unsigned one"))
+        elif out.status is Status.INSECURE and out.records:
             findings.append(failed("dane.signed", f"{name}: TLSA published in the unsigned zone {out.zone}: senders ignore it, DANE does not protect {host}", fix=dnssec_checks.FIX_UNSIGNED))
         elif out.status is Status.SECURE and out.records:
             findings.append(passed("dane.signed", f"{name}: TLSA validated in the signed zone {out.zone}"))

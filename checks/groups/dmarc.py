@@ -8,6 +8,7 @@ Suffix List."""
 from __future__ import annotations
 
 import inspect
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -220,7 +221,7 @@ async def policy(ctx: CheckContext) -> list[Finding]:
         parsed = tags(obs)
         if parsed is None:
             return [skipped("dmarc.policy", f"{obs.name}: no valid DMARC record")]
-        p = parsed.get("sp", parsed["p"]) if obs.inherited_from else parsed["p"]
+        p = dmarc.applied_policy(parsed, inherited=bool(obs.inherited_from))
         declared = ctx.stack.dmarc.policy if ctx.stack else None
         if declared and p != declared:
             return [failed("dmarc.policy", f"{obs.name}: p={p}, declared p={declared}", expected=f"p={declared}", found=obs.record or "", fix=_fix(ctx, obs.domain))]
@@ -236,6 +237,64 @@ async def policy(ctx: CheckContext) -> list[Finding]:
                            fix="remove t=y once the reports show every legitimate sender aligned (mailstack:dmarc.testMode: false)")]
         return [passed("dmarc.policy", f"{obs.name}: p={p}")]
     return await _each(ctx, "dmarc.policy", judge)
+
+
+#: The label below a domain ``dmarc.nonexistent`` asks for: random, so no one has it.
+def random_label() -> str:
+    return f"ms-nx-{secrets.token_hex(6)}"
+
+
+@check("dmarc.nonexistent", ref="RFC 9989 §4.7 (np=), §5.3")
+async def nonexistent(ctx: CheckContext) -> list[Finding]:
+    """Made-up subdomains get a policy at least as strict as the domain's own (np=, else sp=, else p=)."""
+    async def judge(ctx: CheckContext, obs: DmarcObservation) -> list[Finding]:
+        id = "dmarc.nonexistent"
+        parsed = tags(obs)
+        if parsed is None:
+            return [skipped(id, f"{obs.name}: no valid DMARC record")]
+        probe = f"{random_label()}.{names.normalize(obs.domain)}"
+        try:
+            answer = await ctx.dns.query(probe, "A")
+            walked = await discovery(ctx, probe)
+        except DnsError as err:
+            return [errored(id, f"{probe}: DNS error: {err}")]
+        if walked.record is None or walked.policy_domain is None:
+            return [failed(id, f"{probe}: no DMARC record applies to a made-up subdomain of {obs.domain}", fix=_fix(ctx, obs.domain))]
+        try:
+            found = dmarc.parse(walked.record)
+            dmarc.validate(found)
+        except dmarc.DmarcError as err:
+            return [failed(id, f"{dmarc.record_name(walked.policy_domain)}: {err}", found=walked.record, fix=_fix(ctx, obs.domain))]
+        own = dmarc.applied_policy(parsed, inherited=bool(obs.inherited_from))
+        missing = answer.nxdomain
+        gets = dmarc.applied_policy(found, inherited=walked.inherited, nonexistent=missing)
+        where = dmarc.record_name(walked.policy_domain)
+        if not walked.inherited:
+            how = "p="
+        elif missing:
+            how = "np=" if "np" in found else "sp= (no np=)" if "sp" in found else "p= (no sp=, no np=)"
+        else:
+            how = "sp=" if "sp" in found else "p= (no sp=)"
+        declared = ctx.stack.dmarc.nonexistent_policy if ctx.stack else None
+        if declared and found.get("np") != declared and walked.policy_domain == obs.domain:
+            return [failed(id, f"{where}: np={found.get('np', '(none)')}, declared np={declared} (dmarc.nonexistentPolicy)",
+                           expected=f"np={declared}", found=walked.record, fix=_fix(ctx, obs.domain))]
+        if not missing:
+            # A wildcard (or the name really exists): receivers see an existing subdomain,
+            # so sp= applies, not np=; the made-up names of this domain all exist.
+            text = (f"{probe} exists (a wildcard answers every made-up subdomain of {obs.domain}), so receivers apply sp=, not np=: "
+                    f"{where} gives p={gets} by {how}")
+        else:
+            text = f"{probe} does not exist (NXDOMAIN): {where} gives it p={gets} by {how}"
+        if dmarc.stricter_or_equal(gets, own):
+            return [passed(id, text + f", as strict as {obs.domain}'s p={own}", found=walked.record)]
+        tag = "np" if missing else "sp"
+        planned = _planned(ctx, walked.policy_domain)
+        fix = zonefile.line(planned) if planned and dmarc.parse(planned.content).get(tag) == own else \
+            f'{where}. IN TXT "{dmarc.with_tag(found, tag, own)}"' + (" (mailstack:dmarc.nonexistentPolicy: " + own + ")" if tag == "np" else "")
+        return [warned(id, text + f", weaker than {obs.domain}'s p={own}: anyone can send as {probe.split('.', 1)[0]}.{obs.domain} and receivers "
+                       f"{'deliver it unchecked' if gets == 'none' else 'only quarantine it'}", found=walked.record, expected=f"{tag}={own}", fix=fix)]
+    return await _each(ctx, "dmarc.nonexistent", judge)
 
 
 def external_report_domains(domain: str, parsed: dict[str, str]) -> list[str]:

@@ -1,7 +1,13 @@
-"""STARTTLS as a sending MTA sees it, one MX address at a time: the certificate (and,
-on Python 3.13+, the chain the server sends), whether it verifies against a trust
-store with the MX name (PKIX, what MTA-STS senders require), and whether the server
-still accepts TLS 1.0 or 1.1 (RFC 8996 deprecates both).
+"""STARTTLS as a sending MTA sees it, one MX address at a time: the certificate and
+the chain the server sends, whether it verifies against a trust store with the MX
+name (PKIX, what MTA-STS senders require), and whether the server still accepts
+TLS 1.0 or 1.1 (RFC 8996 deprecates both).
+
+The first session runs its handshake with pyOpenSSL (PyCA's binding): it hands over
+the chain the server presented on every Python we support, where the standard
+library's ``SSLSocket.get_unverified_chain`` exists only from 3.13 — and DANE-TA
+(RFC 7672 §3.1.2) is judged on that chain. pyOpenSSL is imported when a probe runs,
+not when the checks load.
 
 Each question is its own SMTP session: after a failed handshake the session is dead.
 The legacy-version probes pin the client to one version with OpenSSL's security level
@@ -12,9 +18,12 @@ as ``untested``, never as "refused".
 
 from __future__ import annotations
 
+import select
 import smtplib
+import socket
 import ssl
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailstack.checks.engine.context import SmtpOptions
@@ -34,7 +43,7 @@ class TlsObservation:
     address: str
     port: int
     leaf: bytes | None = None
-    #: The server's chain (leaf first), when this Python exposes it (3.13+).
+    #: The chain the server presented (DER, leaf first, as sent; the leaf included).
     chain: tuple[bytes, ...] = ()
     version: str = ""
     #: None: the chain verified with the MX name; else OpenSSL's reason.
@@ -70,18 +79,68 @@ def _handshake(host: str, address: str, options: SmtpOptions, context: ssl.SSLCo
 
 
 def probe(host: str, address: str, options: SmtpOptions, cafile: str | None) -> TlsObservation:
-    """STARTTLS to ``address`` (MX ``host``): certificate, PKIX, legacy versions."""
+    """STARTTLS to ``address`` (MX ``host``): certificate and chain, PKIX, legacy versions."""
+    from OpenSSL import SSL  # heavy: only when a probe runs
+
     try:
-        client, sock = _handshake(host, address, options, _unverified())
-    except (OSError, smtplib.SMTPException, ssl.SSLError) as err:
-        return TlsObservation(host, address, options.port, error=f"STARTTLS failed: {err}")
-    leaf = sock.getpeercert(binary_form=True)
-    chain_method = getattr(sock, "get_unverified_chain", None)
-    chain = tuple(bytes(der) for der in chain_method() or ()) if chain_method else ()  # DER, leaf first
-    version = sock.version() or ""
-    _quit(client)
-    return TlsObservation(host, address, options.port, leaf, chain, version, _pkix(host, address, options, cafile),
+        chain, version = _presented(host, address, options)
+    except (OSError, smtplib.SMTPException, SSL.Error) as err:
+        return TlsObservation(host, address, options.port, error=f"STARTTLS failed: {err or type(err).__name__}")
+    if not chain:
+        return TlsObservation(host, address, options.port, error="STARTTLS failed: the server presented no certificate")
+    return TlsObservation(host, address, options.port, chain[0], chain, version, _pkix(host, address, options, cafile),
                           {name: _legacy(host, address, options, v) for name, v in LEGACY.items()})
+
+
+def _presented(host: str, address: str, options: SmtpOptions) -> tuple[tuple[bytes, ...], str]:
+    """(the chain the server presented, DER leaf first; the TLS version) of one
+    STARTTLS session, its handshake run by pyOpenSSL without verification (DANE-EE
+    needs no PKIX; the checks judge the chain)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from OpenSSL import SSL
+
+    client, _ = _connect(address, options, host)
+    try:
+        client.ehlo(options.helo)
+        if not client.has_extn("starttls"):
+            raise smtplib.SMTPNotSupportedError("STARTTLS not offered")
+        code, reply = client.docmd("STARTTLS")
+        if code != 220:
+            raise smtplib.SMTPResponseException(code, reply)
+        assert client.sock is not None
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        context.set_verify(SSL.VERIFY_NONE)
+        connection = SSL.Connection(context, client.sock)
+        if host:
+            connection.set_tlsext_host_name(host.encode("idna"))
+        connection.set_connect_state()
+        _drive(client.sock, connection.do_handshake, options.timeout)
+        chain = connection.get_peer_cert_chain(as_cryptography=True) or []
+        version = connection.get_protocol_version_name()
+        try:
+            connection.sendall(b"QUIT\r\n")
+        except SSL.Error:
+            pass
+        return tuple(c.public_bytes(Encoding.DER) for c in chain), version
+    finally:
+        _close(client)
+
+
+def _drive(sock: socket.socket, step: Callable[[], object], timeout: float) -> None:
+    """Run a pyOpenSSL step on a socket with a timeout (Python keeps such a socket
+    non-blocking, so OpenSSL asks to be called again when it can read or write)."""
+    from OpenSSL import SSL
+
+    while True:
+        try:
+            step()
+            return
+        except SSL.WantReadError:
+            ready = select.select([sock], [], [], timeout)[0]
+        except SSL.WantWriteError:
+            ready = select.select([], [sock], [], timeout)[1]
+        if not ready:
+            raise TimeoutError(f"TLS handshake timed out after {timeout} s")
 
 
 def _pkix(host: str, address: str, options: SmtpOptions, cafile: str | None) -> str | None:

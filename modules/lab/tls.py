@@ -57,30 +57,52 @@ def self_signed(hostnames: Sequence[str], *, days: int = 365, ca: bool = False) 
 
 @dataclass(frozen=True, slots=True)
 class Authority:
-    """A CA (certificate and key, PEM) that issues the lab's server certificates."""
+    """A CA (certificate and key, PEM) that issues the lab's server certificates;
+    ``issuers_pem``: the certificates above it (an intermediate's root), which its
+    chain files carry too."""
 
     cert_pem: bytes
     key_pem: bytes
+    issuers_pem: bytes = b""
 
     @classmethod
-    def create(cls, name: str, days: int = 3650) -> Authority:
-        """A new self-signed CA named ``name`` (may sign server certificates only)."""
+    def create(cls, name: str, days: int = 3650, *, path_length: int = 0) -> Authority:
+        """A new self-signed CA named ``name``; ``path_length`` 0: it signs server
+        certificates only, 1: also an intermediate (``subordinate``)."""
+        return cls._make(name, days, path_length, None)
+
+    def subordinate(self, name: str, days: int = 3650) -> Authority:
+        """An intermediate CA named ``name`` issued by this one (which needs
+        ``path_length=1``): its server chain files are leaf, intermediate, this CA."""
+        return self._make(name, days, 0, self)
+
+    @classmethod
+    def _make(cls, name: str, days: int, path_length: int, parent: Authority | None) -> Authority:
         key = _ec_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        builder = _validity(x509.CertificateBuilder(), days).subject_name(subject).issuer_name(subject)
+        signer: ec.EllipticCurvePrivateKey = key
+        issuer = subject
+        if parent is not None:
+            loaded = serialization.load_pem_private_key(parent.key_pem, password=None)
+            assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+            signer, issuer = loaded, x509.load_pem_x509_certificate(parent.cert_pem).subject
+        builder = _validity(x509.CertificateBuilder(), days).subject_name(subject).issuer_name(issuer)
         builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         builder = builder.add_extension(
             x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
                           key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
             critical=True,
         )
         builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        cert = builder.sign(key, hashes.SHA256())
-        return cls(cert.public_bytes(serialization.Encoding.PEM), _pem(key))
+        if parent is not None:
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
+        cert = builder.sign(signer, hashes.SHA256())
+        above = parent.cert_pem + parent.issuers_pem if parent is not None else b""
+        return cls(cert.public_bytes(serialization.Encoding.PEM), _pem(key), above)
 
     def issue(self, hostnames: Sequence[str], *, days: int = 825, key_pem: bytes | None = None) -> tuple[bytes, bytes]:
-        """(certificate PEM followed by the CA's, server key PEM) for ``hostnames``
+        """(certificate PEM followed by the CA's and its issuers', server key PEM) for ``hostnames``
         (SANs, the first also the CN): a chain file as Postfix and Python servers load it.
         ``key_pem``: certify this P-256 key (a DANE digest published for it stays valid)."""
         ca_cert = x509.load_pem_x509_certificate(self.cert_pem)
@@ -100,7 +122,7 @@ class Authority:
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
         cert = builder.sign(ca_key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem, _pem(key)
+        return cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem + self.issuers_pem, _pem(key)
 
 
 def write_self_signed(workdir: Path, hostname: str) -> tuple[Path, Path]:

@@ -374,6 +374,32 @@ def decided(domain: str, found: Mapping[str, str | None]) -> bool:
     return True
 
 
+def applied_policy(tags: Mapping[str, str], *, inherited: bool, nonexistent: bool = False) -> str:
+    """The policy a receiver applies from a record's ``tags`` (RFC 9989 §4.7, §5.3
+    step 6): ``p=`` for the domain that published it; for a subdomain the record is
+    inherited by, ``sp=`` and, when that subdomain does not exist, ``np=`` — each
+    falling back to the one before (np -> sp -> p). Every check that asks which policy
+    a subdomain gets asks here."""
+    if not inherited:
+        return tags["p"]
+    subdomain = tags.get("sp", tags["p"])
+    return tags.get("np", subdomain) if nonexistent else subdomain
+
+
+def stricter_or_equal(policy: str, than: str) -> bool:
+    """True when ``policy`` asks at least as much as ``than`` (none < quarantine < reject)."""
+    return POLICIES.index(policy) >= POLICIES.index(than)
+
+
+def with_tag(tags: Mapping[str, str], name: str, value: str) -> str:
+    """The record text of ``tags`` with ``name=value`` set (after ``sp``/``p`` when new):
+    the published record a fix asks for, its other tags kept in their order."""
+    items = [(k, v) for k, v in tags.items() if k != name]
+    at = max(i for i, (k, _) in enumerate(items) if k in ("p", "sp")) + 1
+    items.insert(at, (name, value))
+    return "; ".join(f"{k}={v}" for k, v in items)
+
+
 def aligned(identifier_domain: str, from_domain: str, mode: str, org: Callable[[str], str] | None = None) -> bool:
     """Identifier alignment (RFC 9989 §4.4): strict needs the same name, relaxed the
     same Organizational Domain — by ``org`` (the tree walk, where the caller can ask
