@@ -4,11 +4,16 @@ not answer — and BIND's own validator (delv) as the independent second opinion
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.message
 import dns.name
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
 import pytest
 
 from mailstack.checks.dns import dnssec
@@ -48,6 +53,13 @@ def delv(lab: dnssec_zones.SignedLab, tmp: Path, name: str, rdtype: str) -> str:
     result = subprocess.run(["delv", "-a", str(anchor), "-p", str(lab.port), f"@{dnssec_zones.ADDRESS}", "+root=" + dnssec_zones.PARENT, name, rdtype],
                             capture_output=True, text=True, timeout=30)
     return result.stdout + result.stderr
+
+
+def validate(lab: dnssec_zones.SignedLab, name: str, rdtype: str) -> dnssec.Outcome:
+    """The validator alone, on the fixture's server and anchor."""
+    async def go() -> dnssec.Outcome:
+        return await dnssec.validate(lab.resolver().aio, lab.anchors, name, rdtype)
+    return asyncio.run(go())
 
 
 def test_a_signed_zone_passes_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
@@ -125,3 +137,66 @@ def test_check_refuses_a_bad_trust_anchor_file_before_any_query(tmp_path: Path, 
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.startswith("error: ") and "not a DS or DNSKEY record" in err
+
+
+def test_a_cname_into_a_signed_zone_validates_both_links_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "selector1._domainkey.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.SECURE, out.reason
+    assert "selector1._domainkey.alias.dnssec.test. CNAME selector1._domainkey.provider.dnssec.test. ok (signed by alias.dnssec.test.)" in out.reason
+    assert "provider.dnssec.test. DS ok" in out.reason and out.zone == "provider.dnssec.test"
+    assert [r.to_text() for r in out.records] == ['"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="']
+    assert "; fully validated" in delv(signed, tmp_path, name, "TXT")
+
+
+def test_a_cname_into_an_unsigned_zone_is_insecure_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "tounsigned._domainkey.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.INSECURE, out.reason
+    assert out.zone == "unsigned.dnssec.test" and "proves there is no DS" in out.reason
+    assert "unsigned answer" in delv(signed, tmp_path, name, "TXT")
+
+
+def test_a_cname_into_a_bogus_zone_is_bogus_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "tobad._domainkey.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.BOGUS, out.reason
+    assert "bad.dnssec.test. TXT" in out.reason and "verify failure" in out.reason
+    assert "RRSIG failed to verify" in delv(signed, tmp_path, name, "TXT")
+
+
+def test_a_cname_to_a_missing_name_needs_the_target_zones_denial(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "gone._domainkey.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.SECURE and out.records == (), out.reason
+    assert "NXDOMAIN proven at gone._domainkey.provider.dnssec.test.: NSEC" in out.reason
+    said = delv(signed, tmp_path, name, "TXT")
+    assert "fully validated" in said and "ncache nxdomain" in said
+
+
+def test_a_dname_validates_and_its_synthesized_cname_must_match(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "selector1._domainkey.mail.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.SECURE, out.reason
+    assert "mail.alias.dnssec.test. DNAME provider.dnssec.test. ok" in out.reason
+    assert "; fully validated" in delv(signed, tmp_path, name, "TXT")
+    # BIND's real answer with the synthesized (unsigned) CNAME pointed elsewhere
+    response = asyncio.run(signed.resolver().aio.message(name, "TXT"))
+    forged = dns.message.from_text(response.to_text().replace("IN CNAME selector1._domainkey.provider.dnssec.test.", "IN CNAME evil.example."))
+    keys = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.DNSKEY)
+    keys.update(asyncio.run(signed.resolver().aio.message("alias.dnssec.test", "DNSKEY")).find_rrset(
+        dns.message.ANSWER, dns.name.from_text("alias.dnssec.test"), dns.rdataclass.IN, dns.rdatatype.DNSKEY))
+    zone = dns.name.from_text("alias.dnssec.test")
+    assert dnssec.validated_alias(response, dns.name.from_text(name), zone, keys, dnssec.Outcome(name, "TXT")) == dns.name.from_text("selector1._domainkey.provider.dnssec.test")
+    with pytest.raises(dnssec.Bogus, match="not what the DNAME mail.alias.dnssec.test. -> provider.dnssec.test. synthesizes"):
+        dnssec.validated_alias(forged, dns.name.from_text(name), zone, keys, dnssec.Outcome(name, "TXT"))
+
+
+def test_alias_loops_and_overlong_chains_are_indeterminate(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    loop = validate(signed, "loop1.alias.dnssec.test", "TXT")
+    assert loop.status is dnssec.Status.INDETERMINATE, loop.reason  # BIND itself answers SERVFAIL
+    assert "resolution failed" in delv(signed, tmp_path, "loop1.alias.dnssec.test", "TXT")
+    eight = validate(signed, "chain1.alias.dnssec.test", "TXT")
+    assert eight.status is dnssec.Status.SECURE and eight.reason.count(" -> ") >= 8, eight.reason
+    nine = validate(signed, "chain0.alias.dnssec.test", "TXT")
+    assert nine.status is dnssec.Status.INDETERMINATE and f"longer than {dnssec.MAX_CHAIN}" in nine.reason, nine.reason

@@ -25,8 +25,9 @@ import dns.rdataset
 import dns.rdatatype
 import dns.rrset
 
-DNSKEY, DS, RRSIG, NSEC, NSEC3, CNAME = (
+DNSKEY, DS, RRSIG, NSEC, NSEC3, CNAME, DNAME = (
     dns.rdatatype.DNSKEY, dns.rdatatype.DS, dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3, dns.rdatatype.CNAME,
+    dns.rdatatype.DNAME,
 )
 #: DNSKEY flags: the Zone Key bit (RFC 4034 §2.1.1).
 ZONE_FLAG = 0x0100

@@ -29,6 +29,9 @@ from mailstack.checks.engine.registry import check
 EXPIRY_WARN_DAYS = 2.0
 #: Record types a validator is asked about for an undeclared domain.
 UNDECLARED = (("", "MX"), ("", "TXT"), ("_dmarc.", "TXT"))
+#: The type a planned CNAME is read for (a DKIM selector's key, the inbound name's MX;
+#: the MTA-STS policy host's address otherwise): the validation follows the alias to it.
+ALIASED_TYPE = {"dkim": "TXT", "inbound": "MX"}
 FIX_UNSIGNED = "sign the zone (BIND: dnssec-policy default; Cloudflare: DNS > Settings > DNSSEC) and publish its DS at the registrar"
 FIX_BOGUS = "re-sign the zone and check the signer runs (expired or bad signatures), or replace the parent's DS with one of the zone's current KSK (dnssec-dsfromkey)"
 
@@ -53,9 +56,10 @@ def outcome(ctx: CheckContext, name: str, rdtype: str) -> asyncio.Future[Outcome
 
 
 def mail_records(ctx: CheckContext) -> list[tuple[str, str]]:
-    """(name, type) of every mail record: the planned ones, else the usual names."""
+    """(name, type) of every mail record: the planned ones, else the usual names. A
+    planned CNAME is asked for the type read through it, so its target is validated too."""
     if ctx.planned:
-        return list(dict.fromkeys((r.name, r.type) for r in ctx.planned))
+        return list(dict.fromkeys((r.name, ALIASED_TYPE.get(r.purpose, "A") if r.type == "CNAME" else r.type) for r in ctx.planned))
     return [(f"{prefix}{domain}", rdtype) for domain in ctx.domains for prefix, rdtype in UNDECLARED]
 
 
