@@ -20,6 +20,7 @@ For the validator's aliases, proofs and algorithms (each zone also holds the mai
 - nsec3.dnssec.test      dnssec-signzone -3 - -H 0 (RFC 9276's parameters); ``*.wc`` TXT
 - iter.dnssec.test       dnssec-signzone -3 AABBCCDD -H 100: iterations above the
                          validator's cap (50), below BIND 9.18's maximum (150)
+- salted.dnssec.test     dnssec-signzone -3 AABBCCDD -H 5: under the cap, against RFC 9276 §3.1
 - optout.dnssec.test     dnssec-signzone -3 - -H 0 -A (opt-out); ``child`` delegated
                          without DS to child.optout.dnssec.test (unsigned)
 - unknown-digest / unknown-alg / wrong-digest.dnssec.test
@@ -53,6 +54,7 @@ OFFLINE: dict[str, dict[str, Any]] = {
     "bad": {}, "expired": {"inception": "20240101000000", "expiration": "20240201000000"},
     "nsec3": {"nsec3": ("-3", "-", "-H", "0")},
     "iter": {"nsec3": ("-3", "AABBCCDD", "-H", "100")},
+    "salted": {"nsec3": ("-3", "AABBCCDD", "-H", "5")},
     "optout": {"nsec3": ("-3", "-", "-H", "0", "-A")},
 }
 UNSIGNED = ("unsigned",)

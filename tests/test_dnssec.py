@@ -16,11 +16,12 @@ import dns.rdataset
 import dns.rdatatype
 import pytest
 
-from mailstack.checks.dns import dnssec
+from mailstack.checks.dns import dnssec, dnssec_proofs
 from mailstack.checks.dns.resolver import Resolver, Server
 from mailstack.checks.engine import registry, runner
 from mailstack.checks.engine.context import CheckContext, DnssecOptions
 from mailstack.checks.engine.finding import Finding, Status
+from mailstack.checks.groups import dnssec as dnssec_checks
 from tests import dnssec_zones
 from tests.servers import require_binary, require_root
 
@@ -200,3 +201,44 @@ def test_alias_loops_and_overlong_chains_are_indeterminate(signed: dnssec_zones.
     assert eight.status is dnssec.Status.SECURE and eight.reason.count(" -> ") >= 8, eight.reason
     nine = validate(signed, "chain0.alias.dnssec.test", "TXT")
     assert nine.status is dnssec.Status.INDETERMINATE and f"longer than {dnssec.MAX_CHAIN}" in nine.reason, nine.reason
+
+
+def test_nsec3_iterations_above_the_cap_are_insecure_where_bind_918_still_validates(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    # iter.dnssec.test: 100 iterations (dnssec-signzone 9.18 refuses more than 150)
+    assert dnssec_proofs.NSEC3_MAX_ITERATIONS < 100 <= 150
+    for name, rdtype in (("nothere.iter.dnssec.test", "TXT"), ("iter.dnssec.test", "A")):
+        out = validate(signed, name, rdtype)
+        assert out.status is dnssec.Status.INSECURE, out.reason
+        assert "NSEC3 with 100 iterations, above the cap of 50 (RFC 9276 §3.2)" in out.reason
+        assert "iterations 100, salt AABBCCDD: RFC 9276 §3.1" in out.notes[0]
+        # BIND 9.18's cap is 150: it validates the same proof (9.20 caps at 50, as we do)
+        assert "negative response, fully validated" in delv(signed, tmp_path, name, rdtype)
+    # the same proof at 0 iterations (nsec3.dnssec.test) validates, with no note
+    plain = validate(signed, "nothere.nsec3.dnssec.test", "TXT")
+    assert plain.status is dnssec.Status.SECURE and "NSEC3 closest encloser" in plain.reason and plain.notes == [], plain
+    assert "negative response, fully validated" in delv(signed, tmp_path, "nothere.nsec3.dnssec.test", "TXT")
+
+
+def test_nsec3_iterations_or_salt_under_the_cap_validate_with_a_note(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    out = validate(signed, "nothere.salted.dnssec.test", "TXT")
+    assert out.status is dnssec.Status.SECURE, out.reason
+    assert out.notes == ["salted.dnssec.test. signs with NSEC3 iterations 5, salt AABBCCDD: RFC 9276 §3.1 says 0 iterations and no salt "
+                         "(BIND: nsec3param iterations 0 optout no salt-length 0)"]
+    assert "negative response, fully validated" in delv(signed, tmp_path, "nothere.salted.dnssec.test", "TXT")
+    finding = dnssec_checks.verdict("dnssec.valid", out, "nothere.salted.dnssec.test TXT")
+    assert finding.status is Status.PASS and "RFC 9276 §3.1" in finding.detail
+
+
+def test_a_ds_of_an_unsupported_algorithm_or_digest_is_insecure_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    for label, words in (("unknown-digest", "digest type 99 is not supported"), ("unknown-alg", "algorithm PRIVATEDNS (253) is not supported")):
+        out = validate(signed, f"{label}.dnssec.test", "MX")
+        assert out.status is dnssec.Status.INSECURE, out.reason
+        assert words in out.reason and "RFC 4035 §5.2" in out.reason and words in out.notes[0]
+        assert out.records, "the data is still read (unsigned)"
+        assert "unsigned answer" in delv(signed, tmp_path, f"{label}.dnssec.test", "MX")
+        found = by_id(run(signed, f"{label}.dnssec.test"), "dnssec.signed")
+        assert [f.status for f in found] == [Status.WARN] and words in found[0].detail, found
+    # a DS of a supported algorithm and digest that matches no key is bogus
+    out = validate(signed, "wrong-digest.dnssec.test", "MX")
+    assert out.status is dnssec.Status.BOGUS, out.reason
+    assert "insecurity proof failed" in delv(signed, tmp_path, "wrong-digest.dnssec.test", "MX")

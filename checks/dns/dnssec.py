@@ -48,10 +48,13 @@ from mailstack.checks.dns.dnssec_proofs import (
     DNSKEY,
     DS,
     Bogus,
+    Insecure,
     entry_keys,
+    nsec3_advice,
     prove_nodata,
     prove_nxdomain,
     section_rrset,
+    supported_ds,
     verify,
 )
 from mailstack.core.errors import MailstackError
@@ -86,6 +89,8 @@ class Outcome:
     #: The zone whose DS is absent (insecure), or the last zone validated.
     zone: str = ""
     expires: int | None = None
+    #: Advice that does not change the status (NSEC3 parameters, unsupported algorithms).
+    notes: list[str] = field(default_factory=list)
 
 
 class Indeterminate(Exception):
@@ -195,11 +200,28 @@ async def validate(resolver: AsyncResolver, anchors: Anchors, name: str, rdtype:
             out.status, (out.reason, out.zone) = Status.INSECURE, unsigned
         if len(chain) > 1:
             out.reason = f"via {' -> '.join(map(str, chain))}: {out.reason}"
+    except Insecure as exc:
+        out.status, out.reason = Status.INSECURE, str(exc)
     except Bogus as exc:
         out.status, out.reason = Status.BOGUS, str(exc)
     except Indeterminate as exc:
         out.status, out.reason = Status.INDETERMINATE, str(exc)
     return out
+
+
+def _advise(out: Outcome, response: dns.message.Message) -> None:
+    note = nsec3_advice(response)
+    if note and note not in out.notes:
+        out.notes.append(note)
+
+
+async def _unsigned(resolver: AsyncResolver, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, zone: dns.name.Name, reason: str, out: Outcome) -> dns.name.Name | None:
+    """``qname`` lies in the unsigned ``zone``: its data as served, the alias to follow."""
+    out.status, out.zone, out.reason = Status.INSECURE, zone.to_text(omit_final_dot=True), reason
+    response = await _ask(resolver, qname, rdtype)
+    data = section_rrset(response.answer, qname, rdtype)[0]
+    out.records = tuple(data) if data else ()
+    return None if data else _alias_target(response, qname)
 
 
 def _alias_target(response: dns.message.Message, qname: dns.name.Name) -> dns.name.Name | None:
@@ -246,6 +268,7 @@ async def _walk(resolver: AsyncResolver, anchors: Anchors, qname: dns.name.Name,
         response = await _ask(resolver, candidate, SOA)
         if response.rcode() == dns.rcode.NXDOMAIN and _alias_target(response, candidate) is None:
             out.status, out.zone = Status.SECURE, zone.to_text(omit_final_dot=True)
+            _advise(out, response)
             out.reason = f"NXDOMAIN proven at {candidate}: {prove_nxdomain(response, candidate, zone, keys)}"
             return None
         if section_rrset(response.answer, candidate, SOA)[0] is None:
@@ -253,17 +276,21 @@ async def _walk(resolver: AsyncResolver, anchors: Anchors, qname: dns.name.Name,
         ds_response = await _ask(resolver, candidate, DS)
         ds, ds_sigs = section_rrset(ds_response.answer, candidate, DS)
         if ds is None:
-            how = prove_nodata(ds_response, candidate, DS, zone, keys)
+            _advise(out, ds_response)
+            try:
+                how = prove_nodata(ds_response, candidate, DS, zone, keys)
+            except Insecure as exc:
+                how = str(exc)
             out.trail.append(f"{candidate}: no DS at {zone}, proven by {how}")
-            out.status, out.zone = Status.INSECURE, candidate.to_text(omit_final_dot=True)
-            out.reason = f"{candidate} is not signed: its parent {zone} proves there is no DS ({how})"
-            response = await _ask(resolver, qname, rdtype)
-            data = section_rrset(response.answer, qname, rdtype)[0]
-            out.records = tuple(data) if data else ()
-            return None if data else _alias_target(response, qname)
+            return await _unsigned(resolver, qname, rdtype, candidate, f"{candidate} is not signed: its parent {zone} proves there is no DS ({how})", out)
         _expiring(out, verify(ds, ds_sigs, keys, zone))
         out.trail.append(f"{candidate} DS ok (signed by {zone})")
-        keys = await _zone_keys(resolver, candidate, tuple(ds), (), out)
+        usable, notes = supported_ds(list(ds))
+        if not usable:
+            out.notes += notes
+            return await _unsigned(resolver, qname, rdtype, candidate, f"{candidate}: no DS this validator can use ({'; '.join(notes)}): "
+                                   "treated as unsigned (RFC 4035 §5.2, RFC 6840 §5.2)", out)
+        keys = await _zone_keys(resolver, candidate, tuple(usable), (), out)
         zone = candidate
     out.zone = zone.to_text(omit_final_dot=True)
     response = await _ask(resolver, qname, rdtype)
@@ -272,6 +299,7 @@ async def _walk(resolver: AsyncResolver, anchors: Anchors, qname: dns.name.Name,
         target = validated_alias(response, qname, zone, keys, out)
         if target is not None:
             return target
+        _advise(out, response)
         how = prove_nxdomain(response, qname, zone, keys) if response.rcode() == dns.rcode.NXDOMAIN else prove_nodata(response, qname, rdtype, zone, keys)
         out.status, out.reason = Status.SECURE, f"no {dns.rdatatype.to_text(rdtype)} at {qname}, proven: {how}"
         return None

@@ -3,7 +3,9 @@
 ``mailstack.checks.dns.dnssec`` walks the chain and fetches the responses; this module
 says whether what came back proves anything (RFC 4035 §5, RFC 5155 §8). Every
 verdict is an exception with the reason in words: ``Bogus`` (the evidence is there
-and does not validate) — the walk turns it into the check's ``fail``.
+and does not validate) — the walk turns it into the check's ``fail``; ``Insecure``
+(it validates, but a validator does not rely on it: NSEC3 iterations above the cap,
+RFC 9276 §3.2) — the check's ``warn``.
 
 dnspython's ``dns.dnssec.validate`` says only "no RRSIGs validated"; each signature is
 tried with ``validate_rrsig`` so the reason ("expired", "verify failure") survives.
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import dns.dnssec
+import dns.dnssecalgs
 import dns.exception
 import dns.message
 import dns.name
@@ -32,11 +35,58 @@ DNSKEY, DS, RRSIG, NSEC, NSEC3, CNAME, DNAME = (
 #: DNSKEY flags: the Zone Key bit (RFC 4034 §2.1.1).
 ZONE_FLAG = 0x0100
 NSEC3_OPTOUT = 0x01
+#: DS digest types make_ds computes: SHA-1, SHA-256, SHA-384 (not GOST, RFC 5933).
+SUPPORTED_DIGESTS = frozenset({dns.dnssec.DSDigest.SHA1, dns.dnssec.DSDigest.SHA256, dns.dnssec.DSDigest.SHA384})
+#: NSEC3 iterations above this make a (validated) denial insecure, RFC 9276 §3.2.
+#: BIND 9.20 caps at 50 (CVE-2026-1519: it had capped at 150, as BIND 9.18 and Unbound
+#: do); RFC 9276 §3.1 says signers use 0, and lets validators pick a lower cap.
+NSEC3_MAX_ITERATIONS = 50
 
 
 class Bogus(Exception):
     """Evidence that does not validate (a bad or expired signature, no matching key,
     a missing denial proof)."""
+
+
+class Insecure(Exception):
+    """Evidence that validates but is not relied on (RFC 9276 §3.2)."""
+
+
+def nsec3_params(nsec3s: Sequence[dns.rrset.RRset], qname: dns.name.Name) -> Any:
+    """The (signature-checked) NSEC3 parameters of a denial; ``Insecure`` above the cap
+    (the signature is checked first, RFC 9276 §3.2, so the count is the signer's)."""
+    params = nsec3s[0][0]
+    if params.iterations > NSEC3_MAX_ITERATIONS:
+        raise Insecure(f"{qname}: the denial uses NSEC3 with {params.iterations} iterations, above the cap of "
+                       f"{NSEC3_MAX_ITERATIONS} (RFC 9276 §3.2): treated as unsigned")
+    return params
+
+
+def nsec3_advice(response: dns.message.Message) -> str | None:
+    """A note when a response's NSEC3 records use iterations or a salt (RFC 9276 §3.1: 0, none)."""
+    for rrset in response.authority:
+        if rrset.rdtype == NSEC3 and (rrset[0].iterations or rrset[0].salt):
+            salt = rrset[0].salt.hex().upper() or "-"
+            return (f"{rrset.name.parent()} signs with NSEC3 iterations {rrset[0].iterations}, salt {salt}: "
+                    "RFC 9276 §3.1 says 0 iterations and no salt (BIND: nsec3param iterations 0 optout no salt-length 0)")
+    return None
+
+
+def supported_ds(ds_set: Sequence[Any]) -> tuple[list[Any], list[str]]:
+    """(the DS records whose algorithm and digest type dnspython can check, a note per
+    other one). With none left the zone is insecure, RFC 4035 §5.2, RFC 6840 §5.2."""
+    usable, notes = [], []
+    for ds in ds_set:
+        try:
+            dns.dnssecalgs.get_algorithm_cls(ds.algorithm)
+        except dns.exception.DNSException:
+            notes.append(f"DS {ds.key_tag}: algorithm {dns.dnssec.algorithm_to_text(ds.algorithm)} ({int(ds.algorithm)}) is not supported")
+            continue
+        if ds.digest_type not in SUPPORTED_DIGESTS:
+            notes.append(f"DS {ds.key_tag}: digest type {ds.digest_type} is not supported")
+            continue
+        usable.append(ds)
+    return usable, notes
 
 
 def section_rrset(section: Sequence[dns.rrset.RRset], name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> tuple[dns.rrset.RRset | None, dns.rrset.RRset | None]:
@@ -160,7 +210,7 @@ def prove_nodata(response: dns.message.Message, qname: dns.name.Name, rdtype: dn
             return f"NSEC at {qname} types: {_types(types)}"
     nsec3s = _verified(response, NSEC3, zone, keys)
     if nsec3s:
-        params = nsec3s[0][0]
+        params = nsec3_params(nsec3s, qname)
         digest = dns.dnssec.nsec3_hash(qname, params.salt, params.iterations, params.algorithm)
         for rrset in nsec3s:
             if _owner_hash(rrset.name) == digest and rrset.name.parent() == zone:
@@ -192,7 +242,7 @@ def prove_nxdomain(response: dns.message.Message, qname: dns.name.Name, zone: dn
     nsec3s = _verified(response, NSEC3, zone, keys)
     if not nsec3s:
         raise Bogus(f"{qname}: NXDOMAIN without signed NSEC/NSEC3")
-    params = nsec3s[0][0]
+    params = nsec3_params(nsec3s, qname)
 
     def hashed(name: dns.name.Name) -> str:
         return str(dns.dnssec.nsec3_hash(name, params.salt, params.iterations, params.algorithm))

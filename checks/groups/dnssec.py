@@ -64,17 +64,19 @@ def mail_records(ctx: CheckContext) -> list[tuple[str, str]]:
 
 
 def verdict(id: str, out: Outcome, what: str) -> Finding:
-    """The finding for one outcome (shared by the group's checks)."""
+    """The finding for one outcome (shared by the group's checks); the outcome's notes
+    (NSEC3 parameters, unsupported algorithms) go to the detail."""
+    notes = "; ".join(out.notes)
     if out.status is Status.BOGUS:
-        return failed(id, f"{what}: DNSSEC validation fails (bogus): {out.reason}", expected="a chain that validates", fix=FIX_BOGUS)
+        return failed(id, f"{what}: DNSSEC validation fails (bogus): {out.reason}", expected="a chain that validates", fix=FIX_BOGUS, detail=notes)
     if out.status is Status.INDETERMINATE:
-        return errored(id, f"{what}: DNSSEC validation could not complete: {out.reason}")
+        return errored(id, f"{what}: DNSSEC validation could not complete: {out.reason}", detail=notes)
     if out.status is Status.INSECURE:
-        return warned(id, f"{what}: not signed: {out.reason}", fix=FIX_UNSIGNED)
+        return warned(id, f"{what}: not signed: {out.reason}", fix=FIX_UNSIGNED, detail=notes)
     days = dnssec.expires_in_days(out)
     if days is not None and days < EXPIRY_WARN_DAYS:
-        return warned(id, f"{what}: validates, but a signature it relies on expires in {days:.1f} days", fix="check that the signer re-signs the zone")
-    return passed(id, f"{what}: validates ({out.zone})")
+        return warned(id, f"{what}: validates, but a signature it relies on expires in {days:.1f} days", fix="check that the signer re-signs the zone", detail=notes)
+    return passed(id, f"{what}: validates ({out.zone})", detail=notes)
 
 
 @check("dnssec.signed", ref="RFC 4035 §2, §5; RFC 4509")
@@ -85,9 +87,9 @@ async def signed(ctx: CheckContext) -> list[Finding]:
         if out.status is Status.INSECURE:
             island = await _has_dnskey(ctx, out.zone)
             why = f"{out.zone} has DNSKEY records but no DS at its parent: add the DS" if island else out.reason
-            findings.append(warned("dnssec.signed", f"{domain}: the zone is not signed ({why})", fix=FIX_UNSIGNED))
+            findings.append(warned("dnssec.signed", f"{domain}: the zone is not signed ({why})", fix=FIX_UNSIGNED, detail="; ".join(out.notes)))
         elif out.status is Status.SECURE:
-            findings.append(passed("dnssec.signed", f"{domain}: zone {out.zone} is signed (DS at the parent, DNSKEY, RRSIG over MX)", detail=out.reason))
+            findings.append(passed("dnssec.signed", f"{domain}: zone {out.zone} is signed (DS at the parent, DNSKEY, RRSIG over MX)", detail="; ".join([out.reason, *out.notes])))
         else:
             findings.append(verdict("dnssec.signed", out, domain))
     return findings
