@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dns.dnssec
 import dns.message
 import dns.name
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from mailstack.checks.dns import dnssec, dnssec_proofs
@@ -61,6 +63,22 @@ def validate(lab: dnssec_zones.SignedLab, name: str, rdtype: str) -> dnssec.Outc
     async def go() -> dnssec.Outcome:
         return await dnssec.validate(lab.resolver().aio, lab.anchors, name, rdtype)
     return asyncio.run(go())
+
+
+def zone_keys(lab: dnssec_zones.SignedLab, zone: str) -> tuple[dns.name.Name, dns.rdataset.Rdataset]:
+    """A zone's DNSKEY RRset as BIND serves it (the proofs are judged with it)."""
+    origin = dns.name.from_text(zone)
+    keys = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.DNSKEY)
+    keys.update(asyncio.run(lab.resolver().aio.message(zone, "DNSKEY")).find_rrset(dns.message.ANSWER, origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY))
+    return origin, keys
+
+
+def answer(lab: dnssec_zones.SignedLab, name: str, rdtype: str, drop: Callable[[dns.rrset.RRset], bool] = lambda r: False) -> dns.message.Message:
+    """BIND's real response, with the authority RRsets (and their RRSIGs) ``drop`` picks removed."""
+    response = dns.message.from_text(asyncio.run(lab.resolver().aio.message(name, rdtype)).to_text())
+    gone = {(r.name, r.rdtype) for r in response.authority if r.rdtype != dns.rdatatype.RRSIG and drop(r)}
+    response.authority = [r for r in response.authority if (r.name, r.covers if r.rdtype == dns.rdatatype.RRSIG else r.rdtype) not in gone]
+    return response
 
 
 def test_a_signed_zone_passes_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
@@ -184,10 +202,7 @@ def test_a_dname_validates_and_its_synthesized_cname_must_match(signed: dnssec_z
     # BIND's real answer with the synthesized (unsigned) CNAME pointed elsewhere
     response = asyncio.run(signed.resolver().aio.message(name, "TXT"))
     forged = dns.message.from_text(response.to_text().replace("IN CNAME selector1._domainkey.provider.dnssec.test.", "IN CNAME evil.example."))
-    keys = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.DNSKEY)
-    keys.update(asyncio.run(signed.resolver().aio.message("alias.dnssec.test", "DNSKEY")).find_rrset(
-        dns.message.ANSWER, dns.name.from_text("alias.dnssec.test"), dns.rdataclass.IN, dns.rdatatype.DNSKEY))
-    zone = dns.name.from_text("alias.dnssec.test")
+    zone, keys = zone_keys(signed, "alias.dnssec.test")
     assert dnssec.validated_alias(response, dns.name.from_text(name), zone, keys, dnssec.Outcome(name, "TXT")) == dns.name.from_text("selector1._domainkey.provider.dnssec.test")
     with pytest.raises(dnssec.Bogus, match="not what the DNAME mail.alias.dnssec.test. -> provider.dnssec.test. synthesizes"):
         dnssec.validated_alias(forged, dns.name.from_text(name), zone, keys, dnssec.Outcome(name, "TXT"))
@@ -242,3 +257,53 @@ def test_a_ds_of_an_unsupported_algorithm_or_digest_is_insecure_and_bind_agrees(
     out = validate(signed, "wrong-digest.dnssec.test", "MX")
     assert out.status is dnssec.Status.BOGUS, out.reason
     assert "insecurity proof failed" in delv(signed, tmp_path, "wrong-digest.dnssec.test", "MX")
+
+
+@pytest.mark.parametrize("zone", ["wild.dnssec.test", "nsec3.dnssec.test"])
+def test_a_wildcard_answer_needs_its_no_closer_match_proof(signed: dnssec_zones.SignedLab, tmp_path: Path, zone: str) -> None:
+    name = f"x.wc.{zone}"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.SECURE, out.reason
+    assert f"expanded from *.wc.{zone}." in out.reason and f"{name}." in out.reason
+    assert "; fully validated" in delv(signed, tmp_path, name, "TXT")
+    # BIND's real answer, proof and all, then the same answer without its NSEC/NSEC3
+    origin, keys = zone_keys(signed, zone)
+    qname = dns.name.from_text(name)
+    full = answer(signed, name, "TXT")
+    txt = full.find_rrset(dns.message.ANSWER, qname, dns.rdataclass.IN, dns.rdatatype.TXT)
+    sig = full.find_rrset(dns.message.ANSWER, qname, dns.rdataclass.IN, dns.rdatatype.RRSIG, dns.rdatatype.TXT)
+    assert sig[0].labels == 4 < len(qname) - 1 == 5  # the labels field gives the expansion away
+    assert dnssec_proofs.verify(txt, sig, keys, origin)
+    assert "expanded from" in dnssec_proofs.prove_expansion(full, qname, sig[0].labels, origin, keys)
+    stripped = answer(signed, name, "TXT", drop=lambda r: r.rdtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3))
+    with pytest.raises(dnssec.Bogus, match=f"expanded from \\*.wc.{zone}., but no signed NSEC/NSEC3 proves {name}. does not exist"):
+        dnssec_proofs.prove_expansion(stripped, qname, sig[0].labels, origin, keys)
+    # wildcard NODATA: the name is covered, the wildcard has no MX
+    nodata = validate(signed, name, "MX")
+    assert nodata.status is dnssec.Status.SECURE and f"the wildcard *.wc.{zone}. has types: TXT RRSIG" in nodata.reason, nodata.reason
+    assert "negative response, fully validated" in delv(signed, tmp_path, name, "MX")
+    wildcard = dns.name.from_text(f"*.wc.{zone}")
+    params = answer(signed, zone, "NSEC3PARAM").answer[0][0] if zone.startswith("nsec3") else None
+    hashed = dns.dnssec.nsec3_hash(wildcard, params.salt, params.iterations, params.algorithm) if params else None
+    without = answer(signed, name, "MX", drop=lambda r: r.name == wildcard or r.name.labels[0].decode().upper() == hashed)
+    with pytest.raises(dnssec.Bogus):
+        dnssec_proofs.prove_nodata(without, qname, dns.rdatatype.MX, origin, keys)
+
+
+def test_a_ds_denial_in_an_opt_out_span_needs_the_closest_encloser_proof(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "child.optout.dnssec.test"
+    out = validate(signed, name, "MX")
+    assert out.status is dnssec.Status.INSECURE, out.reason
+    assert "NSEC3 closest encloser optout.dnssec.test., next closer child.optout.dnssec.test. in the opt-out span" in out.reason
+    assert "unsigned answer" in delv(signed, tmp_path, name, "MX")
+    origin, keys = zone_keys(signed, "optout.dnssec.test")
+    qname = dns.name.from_text(name)
+    params = answer(signed, "optout.dnssec.test", "NSEC3PARAM").answer[0][0]
+    apex = dns.dnssec.nsec3_hash(origin, params.salt, params.iterations, params.algorithm)
+    full = answer(signed, name, "DS")
+    assert "opt-out span" in dnssec_proofs.prove_nodata(full, qname, dns.rdatatype.DS, origin, keys)
+    # BIND's real answer without the NSEC3 that matches the closest encloser (the apex)
+    stripped = answer(signed, name, "DS", drop=lambda r: r.rdtype == dns.rdatatype.NSEC3 and r.name.labels[0].decode().upper() == apex)
+    assert len(stripped.authority) < len(full.authority)
+    with pytest.raises(dnssec.Bogus, match="no NSEC3 matches a closest encloser"):
+        dnssec_proofs.prove_nodata(stripped, qname, dns.rdatatype.DS, origin, keys)

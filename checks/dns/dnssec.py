@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import dns.dnssec
 import dns.exception
@@ -38,6 +39,7 @@ import dns.rcode
 import dns.rdata
 import dns.rdataset
 import dns.rdatatype
+import dns.rrset
 import dns.zonefile
 
 from mailstack.checks.dns.answer import DnsError
@@ -51,6 +53,7 @@ from mailstack.checks.dns.dnssec_proofs import (
     Insecure,
     entry_keys,
     nsec3_advice,
+    prove_expansion,
     prove_nodata,
     prove_nxdomain,
     section_rrset,
@@ -172,8 +175,21 @@ async def _zone_keys(resolver: AsyncResolver, zone: dns.name.Name, ds: tuple[dns
     return dnskeys
 
 
-def _expiring(out: Outcome, expiration: int) -> None:
-    out.expires = expiration if out.expires is None else min(out.expires, expiration)
+def _expiring(out: Outcome, sig: Any) -> None:
+    """Keep the earliest expiration of the signatures relied on (``sig``: a verified RRSIG)."""
+    out.expires = int(sig.expiration) if out.expires is None else min(out.expires, int(sig.expiration))
+
+
+def _signed(out: Outcome, response: dns.message.Message, rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, zone: dns.name.Name, keys: dns.rdataset.Rdataset) -> str:
+    """Verify an answer RRset; one expanded from a wildcard (the RRSIG's labels field
+    is less than the owner's) also needs its no-closer-match proof."""
+    sig = verify(rrset, sigs, keys, zone)
+    _expiring(out, sig)
+    owner_labels = len(rrset.name) - 1 - (rrset.name.labels[0] == b"*")
+    if sig.labels < owner_labels:
+        _advise(out, response)
+        return f" ({prove_expansion(response, rrset.name, sig.labels, zone, keys)})"
+    return ""
 
 
 async def validate(resolver: AsyncResolver, anchors: Anchors, name: str, rdtype: str) -> Outcome:
@@ -240,8 +256,8 @@ def validated_alias(response: dns.message.Message, qname: dns.name.Name, zone: d
         return None
     target: dns.name.Name = cname[0].target
     if sigs is not None:
-        _expiring(out, verify(cname, sigs, keys, zone))
-        out.trail.append(f"{qname} CNAME {target} ok (signed by {zone})")
+        wildcard = _signed(out, response, cname, sigs, zone, keys)
+        out.trail.append(f"{qname} CNAME {target} ok (signed by {zone}){wildcard}")
         return target
     for rrset in response.answer:
         if rrset.rdtype == DNAME and qname.is_subdomain(rrset.name) and qname != rrset.name and rrset.name.is_subdomain(zone):
@@ -306,9 +322,9 @@ async def _walk(resolver: AsyncResolver, anchors: Anchors, qname: dns.name.Name,
     signers = {s.signer for s in sigs} if sigs else set()
     if signers and zone not in signers:
         raise Bogus(f"{qname} {dns.rdatatype.to_text(rdtype)}: signed by {', '.join(map(str, signers))}, expected {zone}")
-    _expiring(out, verify(data, sigs, keys, zone))
+    wildcard = _signed(out, response, data, sigs, zone, keys)
     out.records = tuple(data)
-    out.trail.append(f"{qname} {dns.rdatatype.to_text(rdtype)} ok (signed by {zone})")
+    out.trail.append(f"{qname} {dns.rdatatype.to_text(rdtype)} ok (signed by {zone}){wildcard}")
     out.status = Status.SECURE
     out.reason = f"validated from the anchor {anchor.zone}: " + " -> ".join(out.trail)
     return None
