@@ -27,6 +27,7 @@ import dns.rdata
 import dns.rdataset
 import dns.rdatatype
 import dns.rrset
+from dns.dnssectypes import DSDigest
 
 DNSKEY, DS, RRSIG, NSEC, NSEC3, CNAME, DNAME = (
     dns.rdatatype.DNSKEY, dns.rdatatype.DS, dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3, dns.rdatatype.CNAME,
@@ -36,7 +37,7 @@ DNSKEY, DS, RRSIG, NSEC, NSEC3, CNAME, DNAME = (
 ZONE_FLAG = 0x0100
 NSEC3_OPTOUT = 0x01
 #: DS digest types make_ds computes: SHA-1, SHA-256, SHA-384 (not GOST, RFC 5933).
-SUPPORTED_DIGESTS = frozenset({dns.dnssec.DSDigest.SHA1, dns.dnssec.DSDigest.SHA256, dns.dnssec.DSDigest.SHA384})
+SUPPORTED_DIGESTS = frozenset({DSDigest.SHA1, DSDigest.SHA256, DSDigest.SHA384})
 #: NSEC3 iterations above this make a (validated) denial insecure, RFC 9276 §3.2.
 #: BIND 9.20 caps at 50 (CVE-2026-1519: it had capped at 150, as BIND 9.18 and Unbound
 #: do); RFC 9276 §3.1 says signers use 0, and lets validators pick a lower cap.
