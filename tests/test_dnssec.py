@@ -4,18 +4,26 @@ not answer — and BIND's own validator (delv) as the independent second opinion
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dns.dnssec
+import dns.message
 import dns.name
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.rrset
 import pytest
 
-from mailstack.checks.dns import dnssec
+from mailstack.checks.dns import dnssec, dnssec_proofs
 from mailstack.checks.dns.resolver import Resolver, Server
 from mailstack.checks.engine import registry, runner
 from mailstack.checks.engine.context import CheckContext, DnssecOptions
 from mailstack.checks.engine.finding import Finding, Status
+from mailstack.checks.groups import dnssec as dnssec_checks
 from tests import dnssec_zones
 from tests.servers import require_binary, require_root
 
@@ -48,6 +56,29 @@ def delv(lab: dnssec_zones.SignedLab, tmp: Path, name: str, rdtype: str) -> str:
     result = subprocess.run(["delv", "-a", str(anchor), "-p", str(lab.port), f"@{dnssec_zones.ADDRESS}", "+root=" + dnssec_zones.PARENT, name, rdtype],
                             capture_output=True, text=True, timeout=30)
     return result.stdout + result.stderr
+
+
+def validate(lab: dnssec_zones.SignedLab, name: str, rdtype: str) -> dnssec.Outcome:
+    """The validator alone, on the fixture's server and anchor."""
+    async def go() -> dnssec.Outcome:
+        return await dnssec.validate(lab.resolver().aio, lab.anchors, name, rdtype)
+    return asyncio.run(go())
+
+
+def zone_keys(lab: dnssec_zones.SignedLab, zone: str) -> tuple[dns.name.Name, dns.rdataset.Rdataset]:
+    """A zone's DNSKEY RRset as BIND serves it (the proofs are judged with it)."""
+    origin = dns.name.from_text(zone)
+    keys = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.DNSKEY)
+    keys.update(asyncio.run(lab.resolver().aio.message(zone, "DNSKEY")).find_rrset(dns.message.ANSWER, origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY))
+    return origin, keys
+
+
+def answer(lab: dnssec_zones.SignedLab, name: str, rdtype: str, drop: Callable[[dns.rrset.RRset], bool] = lambda r: False) -> dns.message.Message:
+    """BIND's real response, with the authority RRsets (and their RRSIGs) ``drop`` picks removed."""
+    response = dns.message.from_text(asyncio.run(lab.resolver().aio.message(name, rdtype)).to_text())
+    gone = {(r.name, r.rdtype) for r in response.authority if r.rdtype != dns.rdatatype.RRSIG and drop(r)}
+    response.authority = [r for r in response.authority if (r.name, r.covers if r.rdtype == dns.rdatatype.RRSIG else r.rdtype) not in gone]
+    return response
 
 
 def test_a_signed_zone_passes_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
@@ -125,3 +156,154 @@ def test_check_refuses_a_bad_trust_anchor_file_before_any_query(tmp_path: Path, 
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.startswith("error: ") and "not a DS or DNSKEY record" in err
+
+
+def test_a_cname_into_a_signed_zone_validates_both_links_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "selector1._domainkey.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.SECURE, out.reason
+    assert "selector1._domainkey.alias.dnssec.test. CNAME selector1._domainkey.provider.dnssec.test. ok (signed by alias.dnssec.test.)" in out.reason
+    assert "provider.dnssec.test. DS ok" in out.reason and out.zone == "provider.dnssec.test"
+    assert [r.to_text() for r in out.records] == ['"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="']
+    assert "; fully validated" in delv(signed, tmp_path, name, "TXT")
+
+
+def test_a_cname_into_an_unsigned_zone_is_insecure_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "tounsigned._domainkey.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.INSECURE, out.reason
+    assert out.zone == "unsigned.dnssec.test" and "proves there is no DS" in out.reason
+    assert "unsigned answer" in delv(signed, tmp_path, name, "TXT")
+
+
+def test_a_cname_into_a_bogus_zone_is_bogus_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "tobad._domainkey.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.BOGUS, out.reason
+    assert "bad.dnssec.test. TXT" in out.reason and "verify failure" in out.reason
+    assert "RRSIG failed to verify" in delv(signed, tmp_path, name, "TXT")
+
+
+def test_a_cname_to_a_missing_name_needs_the_target_zones_denial(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "gone._domainkey.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.SECURE and out.records == (), out.reason
+    assert "NXDOMAIN proven at gone._domainkey.provider.dnssec.test.: NSEC" in out.reason
+    said = delv(signed, tmp_path, name, "TXT")
+    assert "fully validated" in said and "ncache nxdomain" in said
+
+
+def test_a_dname_validates_and_its_synthesized_cname_must_match(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "selector1._domainkey.mail.alias.dnssec.test"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.SECURE, out.reason
+    assert "mail.alias.dnssec.test. DNAME provider.dnssec.test. ok" in out.reason
+    assert "; fully validated" in delv(signed, tmp_path, name, "TXT")
+    # BIND's real answer with the synthesized (unsigned) CNAME pointed elsewhere
+    response = asyncio.run(signed.resolver().aio.message(name, "TXT"))
+    forged = dns.message.from_text(response.to_text().replace("IN CNAME selector1._domainkey.provider.dnssec.test.", "IN CNAME evil.example."))
+    zone, keys = zone_keys(signed, "alias.dnssec.test")
+    assert dnssec.validated_alias(response, dns.name.from_text(name), zone, keys, dnssec.Outcome(name, "TXT")) == dns.name.from_text("selector1._domainkey.provider.dnssec.test")
+    with pytest.raises(dnssec.Bogus, match="not what the DNAME mail.alias.dnssec.test. -> provider.dnssec.test. synthesizes"):
+        dnssec.validated_alias(forged, dns.name.from_text(name), zone, keys, dnssec.Outcome(name, "TXT"))
+
+
+def test_alias_loops_and_overlong_chains_are_indeterminate(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    loop = validate(signed, "loop1.alias.dnssec.test", "TXT")
+    assert loop.status is dnssec.Status.INDETERMINATE, loop.reason  # BIND itself answers SERVFAIL
+    assert "resolution failed" in delv(signed, tmp_path, "loop1.alias.dnssec.test", "TXT")
+    eight = validate(signed, "chain1.alias.dnssec.test", "TXT")
+    assert eight.status is dnssec.Status.SECURE and eight.reason.count(" -> ") >= 8, eight.reason
+    nine = validate(signed, "chain0.alias.dnssec.test", "TXT")
+    assert nine.status is dnssec.Status.INDETERMINATE and f"longer than {dnssec.MAX_CHAIN}" in nine.reason, nine.reason
+
+
+def test_nsec3_iterations_above_the_cap_are_insecure_where_bind_918_still_validates(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    # iter.dnssec.test: 100 iterations (dnssec-signzone 9.18 refuses more than 150)
+    assert dnssec_proofs.NSEC3_MAX_ITERATIONS < 100 <= 150
+    for name, rdtype in (("nothere.iter.dnssec.test", "TXT"), ("iter.dnssec.test", "A")):
+        out = validate(signed, name, rdtype)
+        assert out.status is dnssec.Status.INSECURE, out.reason
+        assert "NSEC3 with 100 iterations, above the cap of 50 (RFC 9276 §3.2)" in out.reason
+        assert "iterations 100, salt AABBCCDD: RFC 9276 §3.1" in out.notes[0]
+        # BIND 9.18's cap is 150: it validates the same proof (9.20 caps at 50, as we do)
+        assert "negative response, fully validated" in delv(signed, tmp_path, name, rdtype)
+    # the same proof at 0 iterations (nsec3.dnssec.test) validates, with no note
+    plain = validate(signed, "nothere.nsec3.dnssec.test", "TXT")
+    assert plain.status is dnssec.Status.SECURE and "NSEC3 closest encloser" in plain.reason and plain.notes == [], plain
+    assert "negative response, fully validated" in delv(signed, tmp_path, "nothere.nsec3.dnssec.test", "TXT")
+
+
+def test_nsec3_iterations_or_salt_under_the_cap_validate_with_a_note(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    out = validate(signed, "nothere.salted.dnssec.test", "TXT")
+    assert out.status is dnssec.Status.SECURE, out.reason
+    assert out.notes == ["salted.dnssec.test. signs with NSEC3 iterations 5, salt AABBCCDD: RFC 9276 §3.1 says 0 iterations and no salt "
+                         "(BIND: nsec3param iterations 0 optout no salt-length 0)"]
+    assert "negative response, fully validated" in delv(signed, tmp_path, "nothere.salted.dnssec.test", "TXT")
+    finding = dnssec_checks.verdict("dnssec.valid", out, "nothere.salted.dnssec.test TXT")
+    assert finding.status is Status.PASS and "RFC 9276 §3.1" in finding.detail
+
+
+def test_a_ds_of_an_unsupported_algorithm_or_digest_is_insecure_and_bind_agrees(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    for label, words in (("unknown-digest", "digest type 99 is not supported"), ("unknown-alg", "algorithm PRIVATEDNS (253) is not supported")):
+        out = validate(signed, f"{label}.dnssec.test", "MX")
+        assert out.status is dnssec.Status.INSECURE, out.reason
+        assert words in out.reason and "RFC 4035 §5.2" in out.reason and words in out.notes[0]
+        assert out.records, "the data is still read (unsigned)"
+        assert "unsigned answer" in delv(signed, tmp_path, f"{label}.dnssec.test", "MX")
+        found = by_id(run(signed, f"{label}.dnssec.test"), "dnssec.signed")
+        assert [f.status for f in found] == [Status.WARN] and words in found[0].detail, found
+    # a DS of a supported algorithm and digest that matches no key is bogus
+    out = validate(signed, "wrong-digest.dnssec.test", "MX")
+    assert out.status is dnssec.Status.BOGUS, out.reason
+    assert "insecurity proof failed" in delv(signed, tmp_path, "wrong-digest.dnssec.test", "MX")
+
+
+@pytest.mark.parametrize("zone", ["wild.dnssec.test", "nsec3.dnssec.test"])
+def test_a_wildcard_answer_needs_its_no_closer_match_proof(signed: dnssec_zones.SignedLab, tmp_path: Path, zone: str) -> None:
+    name = f"x.wc.{zone}"
+    out = validate(signed, name, "TXT")
+    assert out.status is dnssec.Status.SECURE, out.reason
+    assert f"expanded from *.wc.{zone}." in out.reason and f"{name}." in out.reason
+    assert "; fully validated" in delv(signed, tmp_path, name, "TXT")
+    # BIND's real answer, proof and all, then the same answer without its NSEC/NSEC3
+    origin, keys = zone_keys(signed, zone)
+    qname = dns.name.from_text(name)
+    full = answer(signed, name, "TXT")
+    txt = full.find_rrset(dns.message.ANSWER, qname, dns.rdataclass.IN, dns.rdatatype.TXT)
+    sig = full.find_rrset(dns.message.ANSWER, qname, dns.rdataclass.IN, dns.rdatatype.RRSIG, dns.rdatatype.TXT)
+    assert sig[0].labels == 4 < len(qname) - 1 == 5  # the labels field gives the expansion away
+    assert dnssec_proofs.verify(txt, sig, keys, origin)
+    assert "expanded from" in dnssec_proofs.prove_expansion(full, qname, sig[0].labels, origin, keys)
+    stripped = answer(signed, name, "TXT", drop=lambda r: r.rdtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3))
+    with pytest.raises(dnssec.Bogus, match=f"expanded from \\*.wc.{zone}., but no signed NSEC/NSEC3 proves {name}. does not exist"):
+        dnssec_proofs.prove_expansion(stripped, qname, sig[0].labels, origin, keys)
+    # wildcard NODATA: the name is covered, the wildcard has no MX
+    nodata = validate(signed, name, "MX")
+    assert nodata.status is dnssec.Status.SECURE and f"the wildcard *.wc.{zone}. has types: TXT RRSIG" in nodata.reason, nodata.reason
+    assert "negative response, fully validated" in delv(signed, tmp_path, name, "MX")
+    wildcard = dns.name.from_text(f"*.wc.{zone}")
+    params = answer(signed, zone, "NSEC3PARAM").answer[0][0] if zone.startswith("nsec3") else None
+    hashed = dns.dnssec.nsec3_hash(wildcard, params.salt, params.iterations, params.algorithm) if params else None
+    without = answer(signed, name, "MX", drop=lambda r: r.name == wildcard or r.name.labels[0].decode().upper() == hashed)
+    with pytest.raises(dnssec.Bogus):
+        dnssec_proofs.prove_nodata(without, qname, dns.rdatatype.MX, origin, keys)
+
+
+def test_a_ds_denial_in_an_opt_out_span_needs_the_closest_encloser_proof(signed: dnssec_zones.SignedLab, tmp_path: Path) -> None:
+    name = "child.optout.dnssec.test"
+    out = validate(signed, name, "MX")
+    assert out.status is dnssec.Status.INSECURE, out.reason
+    assert "NSEC3 closest encloser optout.dnssec.test., next closer child.optout.dnssec.test. in the opt-out span" in out.reason
+    assert "unsigned answer" in delv(signed, tmp_path, name, "MX")
+    origin, keys = zone_keys(signed, "optout.dnssec.test")
+    qname = dns.name.from_text(name)
+    params = answer(signed, "optout.dnssec.test", "NSEC3PARAM").answer[0][0]
+    apex = dns.dnssec.nsec3_hash(origin, params.salt, params.iterations, params.algorithm)
+    full = answer(signed, name, "DS")
+    assert "opt-out span" in dnssec_proofs.prove_nodata(full, qname, dns.rdatatype.DS, origin, keys)
+    # BIND's real answer without the NSEC3 that matches the closest encloser (the apex)
+    stripped = answer(signed, name, "DS", drop=lambda r: r.rdtype == dns.rdatatype.NSEC3 and r.name.labels[0].decode().upper() == apex)
+    assert len(stripped.authority) < len(full.authority)
+    with pytest.raises(dnssec.Bogus, match="no NSEC3 matches a closest encloser"):
+        dnssec_proofs.prove_nodata(stripped, qname, dns.rdatatype.DS, origin, keys)

@@ -13,6 +13,12 @@ different verdicts: ``secure``; ``insecure`` (a *proven* absence of DS: unsigned
 warning); ``bogus`` (evidence that does not validate: fail); ``indeterminate`` (timeout,
 SERVFAIL, REFUSED, EDNS stripped, no anchor above the name: the check could not
 complete, error — never reported as broken).
+
+An alias is followed (RFC 4035 §5.3.3): the CNAME RRset is validated in its zone —
+or the DNAME RRset, and the CNAME it synthesizes must match it (RFC 6672 §5.3.3) —
+then the target from *its* trust chain, up to ``MAX_CHAIN`` links. The outcome is the
+weakest link: bogus when one is bogus, insecure when one is provably unsigned, secure
+only when every link is; a loop or a longer chain is indeterminate.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import dns.dnssec
 import dns.exception
@@ -32,24 +39,33 @@ import dns.rcode
 import dns.rdata
 import dns.rdataset
 import dns.rdatatype
+import dns.rrset
 import dns.zonefile
 
 from mailstack.checks.dns.answer import DnsError
 from mailstack.checks.dns.aresolver import AsyncResolver
 from mailstack.checks.dns.dnssec_proofs import (
     CNAME,
+    DNAME,
     DNSKEY,
     DS,
     Bogus,
+    Insecure,
     entry_keys,
+    nsec3_advice,
+    prove_expansion,
     prove_nodata,
     prove_nxdomain,
     section_rrset,
+    supported_ds,
     verify,
 )
 from mailstack.core.errors import MailstackError
 
 SOA = dns.rdatatype.SOA
+#: Aliases followed for one answer (resolvers bound CNAME chains alike: BIND and
+#: Unbound stop after 8-16 links); more, or a loop, is indeterminate.
+MAX_CHAIN = 8
 #: The root's trust anchor as Debian's dns-root-data ships it (DS, zone-file syntax),
 #: then the DNSKEY form; ``--trust-anchor FILE`` replaces it.
 SYSTEM_ANCHORS = (Path("/usr/share/dns/root.ds"), Path("/usr/share/dns/root.key"))
@@ -76,6 +92,8 @@ class Outcome:
     #: The zone whose DS is absent (insecure), or the last zone validated.
     zone: str = ""
     expires: int | None = None
+    #: Advice that does not change the status (NSEC3 parameters, unsupported algorithms).
+    notes: list[str] = field(default_factory=list)
 
 
 class Indeterminate(Exception):
@@ -157,15 +175,49 @@ async def _zone_keys(resolver: AsyncResolver, zone: dns.name.Name, ds: tuple[dns
     return dnskeys
 
 
-def _expiring(out: Outcome, expiration: int) -> None:
-    out.expires = expiration if out.expires is None else min(out.expires, expiration)
+def _expiring(out: Outcome, sig: Any) -> None:
+    """Keep the earliest expiration of the signatures relied on (``sig``: a verified RRSIG)."""
+    out.expires = int(sig.expiration) if out.expires is None else min(out.expires, int(sig.expiration))
+
+
+def _signed(out: Outcome, response: dns.message.Message, rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, zone: dns.name.Name, keys: dns.rdataset.Rdataset) -> str:
+    """Verify an answer RRset; one expanded from a wildcard (the RRSIG's labels field
+    is less than the owner's) also needs its no-closer-match proof."""
+    sig = verify(rrset, sigs, keys, zone)
+    _expiring(out, sig)
+    owner_labels = len(rrset.name) - 1 - (rrset.name.labels[0] == b"*")
+    if sig.labels < owner_labels:
+        _advise(out, response)
+        return f" ({prove_expansion(response, rrset.name, sig.labels, zone, keys)})"
+    return ""
 
 
 async def validate(resolver: AsyncResolver, anchors: Anchors, name: str, rdtype: str) -> Outcome:
-    """Validate ``name``/``rdtype`` from the closest anchor above it."""
+    """Validate ``name``/``rdtype`` from the closest anchor above it, following aliases."""
     out = Outcome(name, rdtype)
+    qname, qtype = dns.name.from_text(name), dns.rdatatype.from_text(rdtype)
+    chain = [qname]
+    unsigned: tuple[str, str] | None = None
     try:
-        await _walk(resolver, anchors, dns.name.from_text(name), dns.rdatatype.from_text(rdtype), out)
+        while True:
+            out.status = Status.INDETERMINATE
+            target = await _walk(resolver, anchors, qname, qtype, out)
+            if out.status is Status.INSECURE and unsigned is None:
+                unsigned = (out.reason, out.zone)
+            if target is None:
+                break
+            if target in chain:
+                raise Indeterminate(f"alias loop: {' -> '.join(map(str, [*chain, target]))}")
+            if len(chain) > MAX_CHAIN:
+                raise Indeterminate(f"alias chain longer than {MAX_CHAIN} links from {name}")
+            chain.append(target)
+            qname = target
+        if unsigned is not None:
+            out.status, (out.reason, out.zone) = Status.INSECURE, unsigned
+        if len(chain) > 1:
+            out.reason = f"via {' -> '.join(map(str, chain))}: {out.reason}"
+    except Insecure as exc:
+        out.status, out.reason = Status.INSECURE, str(exc)
     except Bogus as exc:
         out.status, out.reason = Status.BOGUS, str(exc)
     except Indeterminate as exc:
@@ -173,7 +225,53 @@ async def validate(resolver: AsyncResolver, anchors: Anchors, name: str, rdtype:
     return out
 
 
-async def _walk(resolver: AsyncResolver, anchors: Anchors, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, out: Outcome) -> None:
+def _advise(out: Outcome, response: dns.message.Message) -> None:
+    note = nsec3_advice(response)
+    if note and note not in out.notes:
+        out.notes.append(note)
+
+
+async def _unsigned(resolver: AsyncResolver, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, zone: dns.name.Name, reason: str, out: Outcome) -> dns.name.Name | None:
+    """``qname`` lies in the unsigned ``zone``: its data as served, the alias to follow."""
+    out.status, out.zone, out.reason = Status.INSECURE, zone.to_text(omit_final_dot=True), reason
+    response = await _ask(resolver, qname, rdtype)
+    data = section_rrset(response.answer, qname, rdtype)[0]
+    out.records = tuple(data) if data else ()
+    return None if data else _alias_target(response, qname)
+
+
+def _alias_target(response: dns.message.Message, qname: dns.name.Name) -> dns.name.Name | None:
+    """The CNAME target of ``qname`` in an answer (served or synthesized from a DNAME)."""
+    cname = section_rrset(response.answer, qname, CNAME)[0]
+    return cname[0].target if cname is not None else None
+
+
+def validated_alias(response: dns.message.Message, qname: dns.name.Name, zone: dns.name.Name, keys: dns.rdataset.Rdataset, out: Outcome) -> dns.name.Name | None:
+    """The validated alias target of ``qname`` (None when the answer holds no CNAME).
+
+    A signed CNAME at ``qname`` is verified; an unsigned one must be synthesized from a
+    signed DNAME above it in the same zone (RFC 6672 §5.3.3; RFC 4035 §5.3.4)."""
+    cname, sigs = section_rrset(response.answer, qname, CNAME)
+    if cname is None:
+        return None
+    target: dns.name.Name = cname[0].target
+    if sigs is not None:
+        wildcard = _signed(out, response, cname, sigs, zone, keys)
+        out.trail.append(f"{qname} CNAME {target} ok (signed by {zone}){wildcard}")
+        return target
+    for rrset in response.answer:
+        if rrset.rdtype == DNAME and qname.is_subdomain(rrset.name) and qname != rrset.name and rrset.name.is_subdomain(zone):
+            _expiring(out, verify(rrset, section_rrset(response.answer, rrset.name, DNAME)[1], keys, zone))
+            synthesized = qname.relativize(rrset.name).concatenate(rrset[0].target)
+            if synthesized != target:
+                raise Bogus(f"{qname} CNAME {target}: not what the DNAME {rrset.name} -> {rrset[0].target} synthesizes ({synthesized})")
+            out.trail.append(f"{rrset.name} DNAME {rrset[0].target} ok (signed by {zone}), {qname} -> {target}")
+            return target
+    raise Bogus(f"{qname} CNAME {target}: no RRSIG and no signed DNAME it is synthesized from")
+
+
+async def _walk(resolver: AsyncResolver, anchors: Anchors, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, out: Outcome) -> dns.name.Name | None:
+    """One link: sets ``out``'s status and returns the alias target to follow, if any."""
     above = [a for a in anchors if qname.is_subdomain(a)]
     if not above:
         raise Indeterminate(f"no trust anchor above {qname} (anchors: {', '.join(map(str, anchors))})")
@@ -184,43 +282,52 @@ async def _walk(resolver: AsyncResolver, anchors: Anchors, qname: dns.name.Name,
     for depth in range(len(zone) + 1, len(qname) + 1):
         candidate = dns.name.Name(qname.labels[-depth:])
         response = await _ask(resolver, candidate, SOA)
-        if response.rcode() == dns.rcode.NXDOMAIN:
+        if response.rcode() == dns.rcode.NXDOMAIN and _alias_target(response, candidate) is None:
             out.status, out.zone = Status.SECURE, zone.to_text(omit_final_dot=True)
+            _advise(out, response)
             out.reason = f"NXDOMAIN proven at {candidate}: {prove_nxdomain(response, candidate, zone, keys)}"
-            return
+            return None
         if section_rrset(response.answer, candidate, SOA)[0] is None:
             continue  # not an apex (an ordinary name or an empty non-terminal)
         ds_response = await _ask(resolver, candidate, DS)
         ds, ds_sigs = section_rrset(ds_response.answer, candidate, DS)
         if ds is None:
-            how = prove_nodata(ds_response, candidate, DS, zone, keys)
+            _advise(out, ds_response)
+            try:
+                how = prove_nodata(ds_response, candidate, DS, zone, keys)
+            except Insecure as exc:
+                how = str(exc)
             out.trail.append(f"{candidate}: no DS at {zone}, proven by {how}")
-            out.status, out.zone = Status.INSECURE, candidate.to_text(omit_final_dot=True)
-            out.reason = f"{candidate} is not signed: its parent {zone} proves there is no DS ({how})"
-            data = section_rrset((await _ask(resolver, qname, rdtype)).answer, qname, rdtype)[0]
-            out.records = tuple(data) if data else ()
-            return
+            return await _unsigned(resolver, qname, rdtype, candidate, f"{candidate} is not signed: its parent {zone} proves there is no DS ({how})", out)
         _expiring(out, verify(ds, ds_sigs, keys, zone))
         out.trail.append(f"{candidate} DS ok (signed by {zone})")
-        keys = await _zone_keys(resolver, candidate, tuple(ds), (), out)
+        usable, notes = supported_ds(list(ds))
+        if not usable:
+            out.notes += notes
+            return await _unsigned(resolver, qname, rdtype, candidate, f"{candidate}: no DS this validator can use ({'; '.join(notes)}): "
+                                   "treated as unsigned (RFC 4035 §5.2, RFC 6840 §5.2)", out)
+        keys = await _zone_keys(resolver, candidate, tuple(usable), (), out)
         zone = candidate
     out.zone = zone.to_text(omit_final_dot=True)
     response = await _ask(resolver, qname, rdtype)
     data, sigs = section_rrset(response.answer, qname, rdtype)
     if data is None:
-        if section_rrset(response.answer, qname, CNAME)[0] is not None:
-            raise Indeterminate(f"{qname} is an alias (CNAME): validate its target")
+        target = validated_alias(response, qname, zone, keys, out)
+        if target is not None:
+            return target
+        _advise(out, response)
         how = prove_nxdomain(response, qname, zone, keys) if response.rcode() == dns.rcode.NXDOMAIN else prove_nodata(response, qname, rdtype, zone, keys)
         out.status, out.reason = Status.SECURE, f"no {dns.rdatatype.to_text(rdtype)} at {qname}, proven: {how}"
-        return
+        return None
     signers = {s.signer for s in sigs} if sigs else set()
     if signers and zone not in signers:
         raise Bogus(f"{qname} {dns.rdatatype.to_text(rdtype)}: signed by {', '.join(map(str, signers))}, expected {zone}")
-    _expiring(out, verify(data, sigs, keys, zone))
+    wildcard = _signed(out, response, data, sigs, zone, keys)
     out.records = tuple(data)
-    out.trail.append(f"{qname} {dns.rdatatype.to_text(rdtype)} ok (signed by {zone})")
+    out.trail.append(f"{qname} {dns.rdatatype.to_text(rdtype)} ok (signed by {zone}){wildcard}")
     out.status = Status.SECURE
     out.reason = f"validated from the anchor {anchor.zone}: " + " -> ".join(out.trail)
+    return None
 
 
 def expires_in_days(outcome: Outcome, now: float | None = None) -> float | None:

@@ -29,6 +29,9 @@ from mailstack.checks.engine.registry import check
 EXPIRY_WARN_DAYS = 2.0
 #: Record types a validator is asked about for an undeclared domain.
 UNDECLARED = (("", "MX"), ("", "TXT"), ("_dmarc.", "TXT"))
+#: The type a planned CNAME is read for (a DKIM selector's key, the inbound name's MX;
+#: the MTA-STS policy host's address otherwise): the validation follows the alias to it.
+ALIASED_TYPE = {"dkim": "TXT", "inbound": "MX"}
 FIX_UNSIGNED = "sign the zone (BIND: dnssec-policy default; Cloudflare: DNS > Settings > DNSSEC) and publish its DS at the registrar"
 FIX_BOGUS = "re-sign the zone and check the signer runs (expired or bad signatures), or replace the parent's DS with one of the zone's current KSK (dnssec-dsfromkey)"
 
@@ -53,24 +56,27 @@ def outcome(ctx: CheckContext, name: str, rdtype: str) -> asyncio.Future[Outcome
 
 
 def mail_records(ctx: CheckContext) -> list[tuple[str, str]]:
-    """(name, type) of every mail record: the planned ones, else the usual names."""
+    """(name, type) of every mail record: the planned ones, else the usual names. A
+    planned CNAME is asked for the type read through it, so its target is validated too."""
     if ctx.planned:
-        return list(dict.fromkeys((r.name, r.type) for r in ctx.planned))
+        return list(dict.fromkeys((r.name, ALIASED_TYPE.get(r.purpose, "A") if r.type == "CNAME" else r.type) for r in ctx.planned))
     return [(f"{prefix}{domain}", rdtype) for domain in ctx.domains for prefix, rdtype in UNDECLARED]
 
 
 def verdict(id: str, out: Outcome, what: str) -> Finding:
-    """The finding for one outcome (shared by the group's checks)."""
+    """The finding for one outcome (shared by the group's checks); the outcome's notes
+    (NSEC3 parameters, unsupported algorithms) go to the detail."""
+    notes = "; ".join(out.notes)
     if out.status is Status.BOGUS:
-        return failed(id, f"{what}: DNSSEC validation fails (bogus): {out.reason}", expected="a chain that validates", fix=FIX_BOGUS)
+        return failed(id, f"{what}: DNSSEC validation fails (bogus): {out.reason}", expected="a chain that validates", fix=FIX_BOGUS, detail=notes)
     if out.status is Status.INDETERMINATE:
-        return errored(id, f"{what}: DNSSEC validation could not complete: {out.reason}")
+        return errored(id, f"{what}: DNSSEC validation could not complete: {out.reason}", detail=notes)
     if out.status is Status.INSECURE:
-        return warned(id, f"{what}: not signed: {out.reason}", fix=FIX_UNSIGNED)
+        return warned(id, f"{what}: not signed: {out.reason}", fix=FIX_UNSIGNED, detail=notes)
     days = dnssec.expires_in_days(out)
     if days is not None and days < EXPIRY_WARN_DAYS:
-        return warned(id, f"{what}: validates, but a signature it relies on expires in {days:.1f} days", fix="check that the signer re-signs the zone")
-    return passed(id, f"{what}: validates ({out.zone})")
+        return warned(id, f"{what}: validates, but a signature it relies on expires in {days:.1f} days", fix="check that the signer re-signs the zone", detail=notes)
+    return passed(id, f"{what}: validates ({out.zone})", detail=notes)
 
 
 @check("dnssec.signed", ref="RFC 4035 §2, §5; RFC 4509")
@@ -81,9 +87,9 @@ async def signed(ctx: CheckContext) -> list[Finding]:
         if out.status is Status.INSECURE:
             island = await _has_dnskey(ctx, out.zone)
             why = f"{out.zone} has DNSKEY records but no DS at its parent: add the DS" if island else out.reason
-            findings.append(warned("dnssec.signed", f"{domain}: the zone is not signed ({why})", fix=FIX_UNSIGNED))
+            findings.append(warned("dnssec.signed", f"{domain}: the zone is not signed ({why})", fix=FIX_UNSIGNED, detail="; ".join(out.notes)))
         elif out.status is Status.SECURE:
-            findings.append(passed("dnssec.signed", f"{domain}: zone {out.zone} is signed (DS at the parent, DNSKEY, RRSIG over MX)", detail=out.reason))
+            findings.append(passed("dnssec.signed", f"{domain}: zone {out.zone} is signed (DS at the parent, DNSKEY, RRSIG over MX)", detail="; ".join([out.reason, *out.notes])))
         else:
             findings.append(verdict("dnssec.signed", out, domain))
     return findings

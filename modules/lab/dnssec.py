@@ -84,12 +84,14 @@ def sign_offline(
     inception: str | None = None,
     expiration: str | None = None,
     tamper: Callable[[str], str] | None = None,
+    nsec3: tuple[str, ...] = (),
 ) -> tuple[str, list[str]]:
     """(signed zone text, DS lines) of ``text`` signed with a new KSK and ZSK.
 
     ``inception``/``expiration`` (YYYYMMDDHHMMSS) sign in the past — the keys are then
     dated before ``inception`` and the post-signing check, which judges by "now", is
-    skipped. ``tamper`` edits the signed text (a signature that no longer verifies)."""
+    skipped. ``tamper`` edits the signed text (a signature that no longer verifies).
+    ``nsec3``: dnssec-signzone's NSEC3 arguments (``-3 SALT -H ITERATIONS [-A]``)."""
     directory = workdir / f"offline-{origin}"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     source = directory / f"{origin}.zone"
@@ -100,6 +102,6 @@ def sign_offline(
         made.append(_run([binary("dnssec-keygen"), "-q", "-K", str(directory), "-a", "ECDSAP256SHA256", *dated, *flags, origin]).strip())
     signed = directory / f"{origin}.signed"
     times = (["-P", "-s", inception] if inception else []) + (["-e", expiration] if expiration else [])
-    _run([binary("dnssec-signzone"), "-q", "-S", "-K", str(directory), "-d", str(directory), "-o", origin, "-f", str(signed), *times, str(source)])
+    _run([binary("dnssec-signzone"), "-q", "-S", "-K", str(directory), "-d", str(directory), "-o", origin, "-f", str(signed), *times, *nsec3, str(source)])
     result = signed.read_text(encoding="ascii")
     return (tamper(result) if tamper else result), _ds([directory / f"{made[0]}.key"])
