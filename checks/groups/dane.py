@@ -59,37 +59,11 @@ def _tlsa(ctx: CheckContext, host: str) -> asyncio.Future[Outcome]:
     return dnssec_checks.outcome(ctx, dane.tlsa_name(host), "TLSA")
 
 
-#: CNAMEs followed from an MX host to its address records (RFC 7672 §2.2.2).
-MAX_ALIASES = 8
-
-
 async def addresses(ctx: CheckContext, host: str, rdtype: str) -> Outcome:
     """The validation of ``host``'s address records of ``rdtype``, through the CNAMEs
-    that lead to them (RFC 7672 §2.2.2): insecure when any step is, secure only when
-    every step validates. A sender uses the host's TLSA only when this is secure."""
-    name = host
-    steps: list[Outcome] = []
-    for _ in range(MAX_ALIASES + 1):
-        out = await dnssec_checks.outcome(ctx, name, rdtype)
-        if out.status is not Status.INDETERMINATE:
-            break
-        # the validator does not follow an alias (it reports the CNAME answer as
-        # indeterminate): validate the CNAME itself, then its target
-        alias = await dnssec_checks.outcome(ctx, name, "CNAME")
-        if alias.status is Status.BOGUS:
-            out = alias
-        if alias.status not in (Status.SECURE, Status.INSECURE) or not alias.records:
-            break
-        steps.append(alias)
-        name = alias.records[0].target.to_text(omit_final_dot=True)  # type: ignore[attr-defined]
-    else:
-        return Outcome(host, rdtype, Status.INDETERMINATE, f"more than {MAX_ALIASES} CNAMEs from {host}")
-    if not steps:
-        return out
-    rank = (Status.BOGUS, Status.INDETERMINATE, Status.INSECURE, Status.SECURE)
-    worst = min((*steps, out), key=lambda s: rank.index(s.status))  # a bogus step outweighs an insecure one
-    via = " -> ".join([host, *(s.records[0].target.to_text(omit_final_dot=True) for s in steps)])  # type: ignore[attr-defined]
-    return Outcome(host, rdtype, worst.status, f"{via}: {worst.reason}", out.records, [t for s in (*steps, out) for t in s.trail], worst.zone)
+    that lead to them (RFC 7672 §2.2.2; the validator follows them, the weakest link
+    deciding). A sender uses the host's TLSA only when this is secure."""
+    return await dnssec_checks.outcome(ctx, host, rdtype)
 
 
 def declared_hosts(ctx: CheckContext) -> set[str]:

@@ -253,13 +253,16 @@ async def nonexistent(ctx: CheckContext) -> list[Finding]:
         if parsed is None:
             return [skipped(id, f"{obs.name}: no valid DMARC record")]
         probe = f"{random_label()}.{names.normalize(obs.domain)}"
+        # The summary names the made-up name by its shape (stable from run to run, for
+        # reports compared across runs); the name asked is in ``detail``.
+        made_up, asked = f"<made-up>.{obs.domain}", f"asked {probe}"
         try:
             answer = await ctx.dns.query(probe, "A")
             walked = await discovery(ctx, probe)
         except DnsError as err:
-            return [errored(id, f"{probe}: DNS error: {err}")]
+            return [errored(id, f"{made_up}: DNS error: {err}", detail=asked)]
         if walked.record is None or walked.policy_domain is None:
-            return [failed(id, f"{probe}: no DMARC record applies to a made-up subdomain of {obs.domain}", fix=_fix(ctx, obs.domain))]
+            return [failed(id, f"{made_up}: no DMARC record applies to a made-up subdomain of {obs.domain}", fix=_fix(ctx, obs.domain), detail=asked)]
         try:
             found = dmarc.parse(walked.record)
             dmarc.validate(found)
@@ -282,18 +285,18 @@ async def nonexistent(ctx: CheckContext) -> list[Finding]:
         if not missing:
             # A wildcard (or the name really exists): receivers see an existing subdomain,
             # so sp= applies, not np=; the made-up names of this domain all exist.
-            text = (f"{probe} exists (a wildcard answers every made-up subdomain of {obs.domain}), so receivers apply sp=, not np=: "
+            text = (f"{made_up} exists (a wildcard answers every made-up subdomain of {obs.domain}), so receivers apply sp=, not np=: "
                     f"{where} gives p={gets} by {how}")
         else:
-            text = f"{probe} does not exist (NXDOMAIN): {where} gives it p={gets} by {how}"
+            text = f"{made_up} does not exist (NXDOMAIN): {where} gives it p={gets} by {how}"
         if dmarc.stricter_or_equal(gets, own):
-            return [passed(id, text + f", as strict as {obs.domain}'s p={own}", found=walked.record)]
+            return [passed(id, text + f", as strict as {obs.domain}'s p={own}", found=walked.record, detail=asked)]
         tag = "np" if missing else "sp"
         planned = _planned(ctx, walked.policy_domain)
         fix = zonefile.line(planned) if planned and dmarc.parse(planned.content).get(tag) == own else \
             f'{where}. IN TXT "{dmarc.with_tag(found, tag, own)}"' + (" (mailstack:dmarc.nonexistentPolicy: " + own + ")" if tag == "np" else "")
-        return [warned(id, text + f", weaker than {obs.domain}'s p={own}: anyone can send as {probe.split('.', 1)[0]}.{obs.domain} and receivers "
-                       f"{'deliver it unchecked' if gets == 'none' else 'only quarantine it'}", found=walked.record, expected=f"{tag}={own}", fix=fix)]
+        return [warned(id, text + f", weaker than {obs.domain}'s p={own}: anyone can send as any-name.{obs.domain} and receivers "
+                       f"{'deliver it unchecked' if gets == 'none' else 'only quarantine it'}", found=walked.record, expected=f"{tag}={own}", fix=fix, detail=asked)]
     return await _each(ctx, "dmarc.nonexistent", judge)
 
 
