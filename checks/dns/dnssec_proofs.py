@@ -198,6 +198,15 @@ def _verified(response: dns.message.Message, rdtype: dns.rdatatype.RdataType, zo
     return found
 
 
+def _without(rrset: dns.rrset.RRset, rdtype: int, problem: str) -> set[int]:
+    """The types an NSEC/NSEC3 bitmap lists, Bogus (``problem``) when they include
+    ``rdtype`` or CNAME: a NODATA proof must show the name lacks both."""
+    types = bitmap_types(rrset[0])
+    if rdtype in types or CNAME in types:
+        raise Bogus(problem)
+    return types
+
+
 def prove_nodata(response: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, zone: dns.name.Name, keys: dns.rdataset.Rdataset) -> str:
     """The name exists without ``rdtype``: a signed NSEC/NSEC3 at ``qname`` whose
     bitmap lacks the type (and CNAME); or the name is covered and its wildcard lacks
@@ -207,18 +216,14 @@ def prove_nodata(response: dns.message.Message, qname: dns.name.Name, rdtype: dn
     nsecs = _verified(response, NSEC, zone, keys)
     for rrset in nsecs:
         if rrset.name == qname:
-            types = bitmap_types(rrset[0])
-            if rdtype in types or CNAME in types:
-                raise Bogus(f"{what}: NODATA, but the NSEC bitmap lists the type")
+            types = _without(rrset, rdtype, f"{what}: NODATA, but the NSEC bitmap lists the type")
             return f"NSEC at {qname} types: {_types(types)}"
     cover = next((r for r in nsecs if _covers(r.name, r[0].next, qname)), None)
     if cover is not None:
         wildcard = _nsec_wildcard(qname, cover)
         for rrset in nsecs:
             if rrset.name == wildcard:
-                types = bitmap_types(rrset[0])
-                if rdtype in types or CNAME in types:
-                    raise Bogus(f"{what}: wildcard NODATA, but the NSEC bitmap of {wildcard} lists the type")
+                types = _without(rrset, rdtype, f"{what}: wildcard NODATA, but the NSEC bitmap of {wildcard} lists the type")
                 return f"NSEC {cover.name} -> {cover[0].next} covers it; the wildcard {wildcard} has types: {_types(types)}"
     nsec3s = _verified(response, NSEC3, zone, keys)
     if nsec3s:
@@ -226,9 +231,7 @@ def prove_nodata(response: dns.message.Message, qname: dns.name.Name, rdtype: dn
         digest = dns.dnssec.nsec3_hash(qname, params.salt, params.iterations, params.algorithm)
         for rrset in nsec3s:
             if _owner_hash(rrset.name) == digest and rrset.name.parent() == zone:
-                types = bitmap_types(rrset[0])
-                if rdtype in types or CNAME in types:
-                    raise Bogus(f"{what}: NODATA, but the NSEC3 bitmap lists the type")
+                types = _without(rrset, rdtype, f"{what}: NODATA, but the NSEC3 bitmap lists the type")
                 return f"NSEC3 {digest} (hash of {qname}) types: {_types(types)}"
         if rdtype == DS:  # an insecure delegation in an opt-out span (RFC 5155 §8.6)
             encloser, next_closer = _closest_encloser(nsec3s, params, qname, zone)
@@ -241,9 +244,7 @@ def prove_nodata(response: dns.message.Message, qname: dns.name.Name, rdtype: dn
         wildcard = dns.name.Name((b"*",) + encloser.labels)
         for rrset in nsec3s:
             if _owner_hash(rrset.name) == _nsec3_hash(params, wildcard):
-                types = bitmap_types(rrset[0])
-                if rdtype in types or CNAME in types:
-                    raise Bogus(f"{what}: wildcard NODATA, but the NSEC3 bitmap of {wildcard} lists the type")
+                types = _without(rrset, rdtype, f"{what}: wildcard NODATA, but the NSEC3 bitmap of {wildcard} lists the type")
                 return f"NSEC3 closest encloser {encloser}, next closer {next_closer} covered; the wildcard {wildcard} has types: {_types(types)}"
     raise Bogus(f"{what}: NODATA without a matching signed NSEC/NSEC3")
 
