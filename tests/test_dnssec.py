@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.dnssec
 import dns.message
@@ -28,7 +29,19 @@ from tests import dnssec_zones
 from tests.servers import require_binary, require_root
 
 
+def run_async(coroutine: Any) -> Any:
+    """Run ``coroutine`` on a loop of its own. Not ``asyncio.run``: that leaves the main
+    thread with no current event loop, and the Pulumi runtime of later tests (mocks,
+    policy packs) asks for one, as ``pulumi up``'s host always provides it."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
 @pytest.fixture(scope="module")
+
 def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dnssec_zones.SignedLab]:
     require_root()
     for program in ("named", "dnssec-keygen", "dnssec-signzone", "delv"):
@@ -62,20 +75,20 @@ def validate(lab: dnssec_zones.SignedLab, name: str, rdtype: str) -> dnssec.Outc
     """The validator alone, on the fixture's server and anchor."""
     async def go() -> dnssec.Outcome:
         return await dnssec.validate(lab.resolver().aio, lab.anchors, name, rdtype)
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def zone_keys(lab: dnssec_zones.SignedLab, zone: str) -> tuple[dns.name.Name, dns.rdataset.Rdataset]:
     """A zone's DNSKEY RRset as BIND serves it (the proofs are judged with it)."""
     origin = dns.name.from_text(zone)
     keys = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.DNSKEY)
-    keys.update(asyncio.run(lab.resolver().aio.message(zone, "DNSKEY")).find_rrset(dns.message.ANSWER, origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY))
+    keys.update(run_async(lab.resolver().aio.message(zone, "DNSKEY")).find_rrset(dns.message.ANSWER, origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY))
     return origin, keys
 
 
 def answer(lab: dnssec_zones.SignedLab, name: str, rdtype: str, drop: Callable[[dns.rrset.RRset], bool] = lambda r: False) -> dns.message.Message:
     """BIND's real response, with the authority RRsets (and their RRSIGs) ``drop`` picks removed."""
-    response = dns.message.from_text(asyncio.run(lab.resolver().aio.message(name, rdtype)).to_text())
+    response = dns.message.from_text(run_async(lab.resolver().aio.message(name, rdtype)).to_text())
     gone = {(r.name, r.rdtype) for r in response.authority if r.rdtype != dns.rdatatype.RRSIG and drop(r)}
     response.authority = [r for r in response.authority if (r.name, r.covers if r.rdtype == dns.rdatatype.RRSIG else r.rdtype) not in gone]
     return response
@@ -200,7 +213,7 @@ def test_a_dname_validates_and_its_synthesized_cname_must_match(signed: dnssec_z
     assert "mail.alias.dnssec.test. DNAME provider.dnssec.test. ok" in out.reason
     assert "; fully validated" in delv(signed, tmp_path, name, "TXT")
     # BIND's real answer with the synthesized (unsigned) CNAME pointed elsewhere
-    response = asyncio.run(signed.resolver().aio.message(name, "TXT"))
+    response = run_async(signed.resolver().aio.message(name, "TXT"))
     forged = dns.message.from_text(response.to_text().replace("IN CNAME selector1._domainkey.provider.dnssec.test.", "IN CNAME evil.example."))
     zone, keys = zone_keys(signed, "alias.dnssec.test")
     assert dnssec.validated_alias(response, dns.name.from_text(name), zone, keys, dnssec.Outcome(name, "TXT")) == dns.name.from_text("selector1._domainkey.provider.dnssec.test")
