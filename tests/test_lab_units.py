@@ -30,7 +30,7 @@ from mailstack.lab.bind import BindServer
 from mailstack.lab.state import LabState
 from mailstack.lab.topology import build as build_topology
 from mailstack.rfc2136.sync import ConflictError
-from mailstack.rules import dmarc
+from mailstack.rules import dkim_rotation, dmarc
 from mailstack.rules.dkim_rotation import RotationState, decide, when
 from tests import project
 from tests.ports import free_port
@@ -397,6 +397,6 @@ def test_dropping_dkim_previous_before_the_retire_time_is_refused_naming_it(tmp_
     retire = time.time() + 3600
     dropped = _rotating(tmp_path, None).stack
     with pytest.raises(MailstackError, match=rf"dkim.previous: lab's record may be deleted only after {when(retire)}"):
-        rotation.refuse_early_retire(dropped, RotationState("lab2", "lab", time.time(), retire))
-    rotation.refuse_early_retire(dropped, RotationState("lab2", "lab", time.time() - 7200, time.time() - 1))  # after it: allowed
-    rotation.refuse_early_retire(dropped, None)
+        dkim_rotation.refuse_early_retire(dropped, RotationState("lab2", "lab", time.time(), retire), time.time())
+    dkim_rotation.refuse_early_retire(dropped, RotationState("lab2", "lab", time.time() - 7200, time.time() - 1), time.time())  # after it: allowed
+    dkim_rotation.refuse_early_retire(dropped, None, time.time())

@@ -270,14 +270,12 @@ async def nonexistent(ctx: CheckContext) -> list[Finding]:
             return [failed(id, f"{dmarc.record_name(walked.policy_domain)}: {err}", found=walked.record, fix=_fix(ctx, obs.domain))]
         own = dmarc.applied_policy(parsed, inherited=bool(obs.inherited_from))
         missing = answer.nxdomain
-        gets = dmarc.applied_policy(found, inherited=walked.inherited, nonexistent=missing)
         where = dmarc.record_name(walked.policy_domain)
-        if not walked.inherited:
-            how = "p="
-        elif missing:
-            how = "np=" if "np" in found else "sp= (no np=)" if "sp" in found else "p= (no sp=, no np=)"
-        else:
-            how = "sp=" if "sp" in found else "p= (no sp=)"
+        tag = dmarc.applied_tag(found, inherited=walked.inherited, nonexistent=missing)
+        chain = (dmarc.NONEXISTENT_TAGS if missing else dmarc.SUBDOMAIN_TAGS) if walked.inherited else ("p",)
+        absent = [f"no {t}=" for t in reversed(chain[:chain.index(tag)])]  # the tags it fell back past
+        how = f"{tag}=" + (f" ({', '.join(absent)})" if absent else "")
+        gets = found[tag]
         declared = ctx.stack.dmarc.nonexistent_policy if ctx.stack else None
         if declared and found.get("np") != declared and walked.policy_domain == obs.domain:
             return [failed(id, f"{where}: np={found.get('np', '(none)')}, declared np={declared} (dmarc.nonexistentPolicy)",
@@ -291,12 +289,12 @@ async def nonexistent(ctx: CheckContext) -> list[Finding]:
             text = f"{made_up} does not exist (NXDOMAIN): {where} gives it p={gets} by {how}"
         if dmarc.stricter_or_equal(gets, own):
             return [passed(id, text + f", as strict as {obs.domain}'s p={own}", found=walked.record, detail=asked)]
-        tag = "np" if missing else "sp"
+        fixed = "np" if missing else "sp"  # the tag a fix sets
         planned = _planned(ctx, walked.policy_domain)
-        fix = zonefile.line(planned) if planned and dmarc.parse(planned.content).get(tag) == own else \
-            f'{where}. IN TXT "{dmarc.with_tag(found, tag, own)}"' + (" (mailstack:dmarc.nonexistentPolicy: " + own + ")" if tag == "np" else "")
+        fix = zonefile.line(planned) if planned and dmarc.parse(planned.content).get(fixed) == own else \
+            f'{where}. IN TXT "{dmarc.with_tag(found, fixed, own)}"' + (" (mailstack:dmarc.nonexistentPolicy: " + own + ")" if fixed == "np" else "")
         return [warned(id, text + f", weaker than {obs.domain}'s p={own}: anyone can send as any-name.{obs.domain} and receivers "
-                       f"{'deliver it unchecked' if gets == 'none' else 'only quarantine it'}", found=walked.record, expected=f"{tag}={own}", fix=fix, detail=asked)]
+                       f"{'deliver it unchecked' if gets == 'none' else 'only quarantine it'}", found=walked.record, expected=f"{fixed}={own}", fix=fix, detail=asked)]
     return await _each(ctx, "dmarc.nonexistent", judge)
 
 

@@ -13,10 +13,10 @@ import ssl
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
 
 from mailstack.checks.engine.context import SmtpOptions
 from mailstack.core import names
+from mailstack.rules import dane
 
 Reply = tuple[int, str]
 
@@ -127,26 +127,12 @@ def _tls(host: str, address: str, options: SmtpOptions) -> tuple[str | None, tup
 
 def certificate_names(der: bytes) -> tuple[str, ...]:
     """DNS names of a certificate: its subjectAltName dNSNames, else its CN."""
-    cert = x509.load_der_x509_certificate(der)
-    try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-        names = san.get_values_for_type(x509.DNSName)  # type: ignore[attr-defined]
-        if names:
-            return tuple(n.lower() for n in names)
-    except x509.ExtensionNotFound:
-        pass
-    return tuple(str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    return dane.certificate_names(x509.load_der_x509_certificate(der))
 
 
 def name_matches(host: str, cert_names: tuple[str, ...]) -> bool:
     """RFC 6125 §6.4: exact match, or a wildcard standing for the whole leftmost label."""
-    host = names.normalize(host)
-    for name in cert_names:
-        if name == host:
-            return True
-        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
-            return True
-    return False
+    return any(names.wildcard_matches(name, host) for name in cert_names)
 
 
 def _quit(client: smtplib.SMTP) -> None:

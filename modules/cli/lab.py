@@ -30,6 +30,7 @@ from mailstack.lab.state import LabState
 from mailstack.lab.topology import DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, Topology
 from mailstack.lab.topology import build as build_topology
 from mailstack.plan.changes import Action
+from mailstack.rules import dkim_rotation
 from mailstack.rfc2136.sync import ConflictError
 
 DEFAULT_STACK = "lab"
@@ -139,7 +140,7 @@ def run_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     # Dropping dkim.previous before the recorded retire time changes nothing: refused
     # before the lab is touched (as `pulumi up` fails at the dkim-rotation resource).
-    rotation.refuse_early_retire(stack, rotation.read(rotation.state_path(args.state_dir.resolve(), stack_file)))
+    dkim_rotation.refuse_early_retire(stack, rotation.read(rotation.state_path(args.state_dir.resolve(), stack_file)), time.time())
     prepared = control.prepare(args.state_dir, topology, stack_file, _digest(seeds), dnssec=args.dnssec)
     code = _reexec(args, ["up", "--stack-file", str(stack_file), *(f"--seed-zone={s.path}" for s in seeds), *(["--dnssec"] if args.dnssec else [])])
     if code == INSIDE_CONFLICT and (prepared.running or prepared.repair):

@@ -65,9 +65,8 @@ def with_rotation(planned: plan.Plan, state: RotationState | None, nameservers: 
     when the stack declares no rotation; MailstackError when ``dkim.previous`` was
     dropped before the recorded retire time."""
     stack = planned.stack
+    dkim_rotation.refuse_early_retire(stack, state, time.time())
     if not stack.sends_via(SenderKind.GATEWAY) or stack.dkim.previous is None:
-        if state is not None and (problem := dkim_rotation.retire_problem(stack.dkim, state, time.time())):
-            raise MailstackError(f"dkim.previous: {problem}")
         return planned
     from mailstack.rfc2136 import authoritative  # dnspython's query modules: only when servers are asked (start-up)
 

@@ -28,6 +28,19 @@ def normalize(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
 
+def wildcard_matches(pattern: str, host: str) -> bool:
+    """Whether a name ``pattern`` matches ``host``: exactly, or a leading ``*.`` standing
+    for exactly one whole label (``*.example.com`` matches ``mx1.example.com``, not
+    ``example.com`` nor ``a.b.example.com``) — a certificate's names (RFC 6125 §6.4.3,
+    RFC 7672 §3.2.3) and MTA-STS ``mx:`` patterns (RFC 8461 §4.1) alike; case and a
+    trailing dot do not matter."""
+    pattern, host = normalize(pattern), normalize(host)
+    if pattern.startswith("*."):
+        label, dot, rest = host.partition(".")
+        return bool(label) and bool(dot) and rest == pattern[2:]
+    return pattern == host
+
+
 def is_ip(text: str) -> bool:
     """True when text is an IPv4 or IPv6 literal (MX/CNAME targets must not be); an
     IPv6 scope (``fe80::1%eth0``) is not: it means nothing outside one host, and

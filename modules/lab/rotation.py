@@ -3,7 +3,8 @@
 Each ``lab up`` is one apply: before it publishes, it asks the lab's authoritative
 server what it serves (``mailstack.rfc2136.authoritative.decide``, the observation
 ``mailstack plan``/``diff``/``render`` make) and decides the phase with the one rule
-(``mailstack.rules.dkim_rotation``) and the state recorded in the stack's state
+(``mailstack.rules.dkim_rotation``; an early drop of ``dkim.previous`` is refused there,
+``refuse_early_retire``) and the state recorded in the stack's state
 directory, ``<state>/stacks/<id>/dkim-rotation.json`` (0600, ``RotationState.as_json``:
 what Pulumi keeps in its ``dkim-rotation`` resource). The records of the plan are then
 published (both keys while a rotation runs), the running gateways' OpenDKIM is put on
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 from mailstack.core.errors import MailstackError, RuleError
-from mailstack.core.model import MailDomain, SenderKind
+from mailstack.core.model import SenderKind
 from mailstack.lab import files
 from mailstack.lab.state import LabState, stack_dir
 from mailstack.plan import Plan
@@ -57,17 +58,6 @@ def read(path: Path) -> RotationState | None:
         raise MailstackError(f"{path}: {err}") from err
 
 
-def refuse_early_retire(stack: MailDomain, state: RotationState | None) -> None:
-    """MailstackError (exit 2) naming ``dkim.previous`` and the retire time when the
-    stack dropped or changed it too early (``retire_problem``): nothing may change
-    then, so ``lab up`` calls this before it touches the lab."""
-    if not stack.sends_via(SenderKind.GATEWAY) or state is None:
-        return
-    problem = dkim_rotation.retire_problem(stack.dkim, state, time.time())
-    if problem:
-        raise MailstackError(f"dkim.previous: {problem}")
-
-
 def recorded_plan(planned: Plan, state: RotationState | None) -> Plan:
     """The plan with the phase the recorded state gives (nothing asked): what the last
     ``lab up`` made the gateway sign with, for ``lab check`` (``dkim.rotation`` reads
@@ -88,9 +78,7 @@ def record(path: Path, planned: Plan) -> None:
     """After a successful ``lab up``: keep the decided state (the switch time, once);
     without a rotation the finished one's state is dropped, as the Pulumi resource
     drops it."""
-    rotation = planned.rotation
-    if planned.stack.dkim.previous is None or rotation is None or rotation.state is None:
-        if planned.stack.dkim.previous is None:
-            path.unlink(missing_ok=True)
-        return
-    files.write(path, json.dumps(rotation.state.as_json()) + "\n", 0o600)
+    if planned.stack.dkim.previous is None:
+        path.unlink(missing_ok=True)
+    elif planned.rotation is not None and planned.rotation.state is not None:
+        files.write(path, json.dumps(planned.rotation.state.as_json()) + "\n", 0o600)

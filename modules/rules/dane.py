@@ -129,7 +129,7 @@ def mismatch(chain: Sequence[x509.Certificate], host: str, record: tuple[int, in
     else:
         return "; ".join(dict.fromkeys(reasons))
     if not names_host(leaf, host):
-        return f"the trust anchor matches, but the leaf does not name {names.normalize(host)} (it names {', '.join(sorted(_dns_names(leaf))) or 'nothing'})"
+        return f"the trust anchor matches, but the leaf does not name {names.normalize(host)} (it names {', '.join(sorted(set(certificate_names(leaf)))) or 'nothing'})"
     return None
 
 
@@ -152,19 +152,20 @@ def _subject(cert: x509.Certificate) -> str:
     return repr(str(common[0].value)) if common else cert.subject.rfc4514_string()
 
 
-def _dns_names(cert: x509.Certificate) -> set[str]:
+def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
+    """The DNS names a certificate is for: its subjectAltName dNSNames, else its CN
+    (RFC 6125 §6.4.4) — what the SMTP probe reports and DANE-TA's name check reads."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        found = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
+        if found:
+            return tuple(found)
     except x509.ExtensionNotFound:
-        return {str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
-    return {n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)}
+        pass
+    return tuple(str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
 
 
 def names_host(cert: x509.Certificate, host: str) -> bool:
-    """Whether ``cert`` names ``host`` (RFC 7672 §3.2.3: the subjectAltName DNS names,
-    else the CN; a ``*`` only as the whole left-most label, matching one label)."""
-    wanted = names.normalize(host)
-    for name in _dns_names(cert):
-        if name == wanted or (name.startswith("*.") and "." in wanted and wanted.split(".", 1)[1] == name[2:]):
-            return True
-    return False
+    """Whether ``cert`` names ``host`` (RFC 7672 §3.2.3: a ``*`` only as the whole
+    left-most label, matching one label: ``core.names.wildcard_matches``)."""
+    return any(names.wildcard_matches(name, host) for name in certificate_names(cert))

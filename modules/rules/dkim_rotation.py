@@ -33,7 +33,7 @@ from enum import Enum
 from typing import Any
 
 from mailstack.core.errors import RuleError
-from mailstack.core.model import Dkim
+from mailstack.core.model import Dkim, MailDomain, SenderKind
 from mailstack.core.names import InvalidName, label
 
 #: The default margin after the old record's TTL (five days: Postfix's
@@ -232,3 +232,16 @@ def retire_problem(dkim: Dkim, state: RotationState | None, now: float) -> str |
         return (f"{state.previous}'s record may be deleted only after {when(state.retire_at)} (switch at "
                 f"{when(state.switched_at)} + its TTL + dkim.retireMargin): keep dkim.previous: {state.previous} until then")
     return None
+
+
+def refuse_early_retire(stack: MailDomain, state: RotationState | None, now: float) -> None:
+    """RotationError naming ``dkim.previous`` and why (``retire_problem``) when a stack
+    that signs at its gateways drops or replaces ``dkim.previous`` too early: the one
+    refusal of ``mailstack plan``/``diff``/``render`` and ``lab up``, made before
+    anything is asked or changed (the Pulumi provider words the same problem for its
+    engine)."""
+    if not stack.sends_via(SenderKind.GATEWAY):
+        return
+    problem = retire_problem(stack.dkim, state, now)
+    if problem:
+        raise RotationError(f"dkim.previous: {problem}")

@@ -374,16 +374,25 @@ def decided(domain: str, found: Mapping[str, str | None]) -> bool:
     return True
 
 
-def applied_policy(tags: Mapping[str, str], *, inherited: bool, nonexistent: bool = False) -> str:
-    """The policy a receiver applies from a record's ``tags`` (RFC 9989 §4.7, §5.3
-    step 6): ``p=`` for the domain that published it; for a subdomain the record is
-    inherited by, ``sp=`` and, when that subdomain does not exist, ``np=`` — each
-    falling back to the one before (np -> sp -> p). Every check that asks which policy
-    a subdomain gets asks here."""
+#: The tags a subdomain's policy is taken from, first found first (RFC 9989 §4.7).
+SUBDOMAIN_TAGS = ("sp", "p")
+NONEXISTENT_TAGS = ("np", "sp", "p")
+
+
+def applied_tag(tags: Mapping[str, str], *, inherited: bool, nonexistent: bool = False) -> str:
+    """The tag whose policy a receiver applies from a record's ``tags`` (RFC 9989 §4.7,
+    §5.3 step 6): ``p`` for the domain that published it; for a subdomain the record is
+    inherited by, ``sp`` and, when that subdomain does not exist, ``np`` — each falling
+    back to the one after it (np -> sp -> p). Every check that asks which policy a
+    subdomain gets asks here."""
     if not inherited:
-        return tags["p"]
-    subdomain = tags.get("sp", tags["p"])
-    return tags.get("np", subdomain) if nonexistent else subdomain
+        return "p"
+    return next(t for t in (NONEXISTENT_TAGS if nonexistent else SUBDOMAIN_TAGS) if t in tags or t == "p")
+
+
+def applied_policy(tags: Mapping[str, str], *, inherited: bool, nonexistent: bool = False) -> str:
+    """The policy ``applied_tag`` names."""
+    return tags[applied_tag(tags, inherited=inherited, nonexistent=nonexistent)]
 
 
 def stricter_or_equal(policy: str, than: str) -> bool:

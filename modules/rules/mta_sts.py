@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from mailstack.core import names
 from mailstack.core.errors import RuleError, quote
 
 MAX_AGE_LIMIT = 31557600  # RFC 8461 §3.2
@@ -46,12 +47,8 @@ def mx_matches(pattern: str, host: str) -> bool:
     """Whether a policy ``mx:`` pattern matches an MX host (RFC 8461 §4.1): exactly, or
     a leading ``*.`` stands for exactly one label (``*.example.com`` matches
     ``mx1.example.com``, not ``example.com`` nor ``a.b.example.com``); case and a
-    trailing dot do not matter."""
-    pattern, host = pattern.strip().rstrip(".").lower(), host.strip().rstrip(".").lower()
-    if pattern.startswith("*."):
-        label, dot, rest = host.partition(".")
-        return bool(label) and bool(dot) and rest == pattern[2:]
-    return pattern == host
+    trailing dot do not matter (``core.names.wildcard_matches``)."""
+    return names.wildcard_matches(pattern, host)
 
 
 def unmatched(patterns: Iterable[str], hosts: Iterable[str]) -> list[str]:
